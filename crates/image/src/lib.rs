@@ -1,0 +1,1 @@
+//! Berth image service: references, registry client, content store and layer unpacking.

@@ -1,1 +1,15 @@
-//! End-to-end test support.
+//! End-to-end test support: a real `berthd` on temporary dirs ([`daemon`]),
+//! Berth's own CRI client over the unix socket ([`client`]), and a real OCI
+//! registry serving the project's test images ([`registry`]).
+
+pub mod client;
+pub mod daemon;
+pub mod registry;
+
+/// The workspace root, for scripts and build outputs.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e crate lives inside the workspace")
+        .to_path_buf()
+}

@@ -1,1 +1,157 @@
-fn main() {}
+//! `berthd`: the Berth CRI runtime daemon.
+
+mod config;
+mod cri;
+mod daemon;
+mod server;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "berthd",
+    version,
+    about = "Berth: a Kubernetes CRI container runtime",
+    args_override_self = true
+)]
+struct Cli {
+    /// TOML config file; a missing default file means all defaults.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    /// Persistent state directory [default: /var/lib/berth].
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Runtime state directory, lost on reboot [default: /run/berth].
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// CRI unix socket [default: /run/berth/berth.sock].
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// Log level or tracing filter [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// containers-registries.conf(5) v2 file [default: /etc/berth/registries.conf].
+    #[arg(long, value_name = "PATH")]
+    registries_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the documented default config file.
+    Default,
+    /// Print the effective config (file + flags) as TOML and exit.
+    Show,
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?.apply(Overrides {
+        root: cli.root,
+        state: cli.state,
+        listen: cli.listen,
+        log_level: cli.log_level,
+        log_format: cli.log_format,
+        registries_config: cli.registries_config,
+    })?;
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{}", config::DEFAULT_CONFIG_TOML);
+            return Ok(());
+        }
+        Some(Command::Config {
+            action: ConfigAction::Show,
+        }) => {
+            print!("{}", toml::to_string(&config)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    init_logging(&config);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(daemon_main(config))
+}
+
+fn init_logging(config: &Config) {
+    // validate() already checked that the filter parses.
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn daemon_main(config: Config) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Take the socket first: a second daemon must be refused before it touches any state.
+    let claim = server::claim(&config.listen)?;
+    let store = store::Store::open(&config.root)?;
+    let socket = claim.listen()?;
+    let daemon = Arc::new(daemon::Daemon::new(config, store)?);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        root = %daemon.config().root.display(),
+        state = %daemon.config().state.display(),
+        "berthd starting"
+    );
+    server::serve(socket, daemon.clone(), shutdown_signal()).await?;
+    tracing::info!(store = %daemon.store().path().display(), "berthd stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+}

@@ -1,0 +1,263 @@
+//! Daemon configuration: built-in defaults, overridden by the TOML file, overridden by flags.
+//!
+//! Every key is documented in [`DEFAULT_CONFIG_TOML`], which `berthd config default` prints
+//! and which a test parses, so the documentation cannot drift from the code.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `berthd` looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+/// The commented example config: every key with its default value.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../hack/config.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// The effective daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent state: metadata store, images, layers.
+    pub root: PathBuf,
+    /// Runtime state, lost on reboot: pinned namespaces, monitor sockets.
+    pub state: PathBuf,
+    /// The CRI gRPC unix socket.
+    pub listen: PathBuf,
+    /// A tracing filter: a level (`info`) or directives (`berthd=debug,info`).
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub cgroup_driver: CgroupDriver,
+    /// containers-registries.conf(5) v2 file with mirrors, insecure and blocked registries.
+    pub registries_config: PathBuf,
+    pub image: ImageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Layers of one image downloaded and unpacked at the same time.
+    pub max_parallel_layers: usize,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_parallel_layers: 4,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/berth"),
+            state: PathBuf::from("/run/berth"),
+            listen: PathBuf::from("/run/berth/berth.sock"),
+            log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            registries_config: PathBuf::from("/etc/berth/registries.conf"),
+            image: ImageConfig::default(),
+        }
+    }
+}
+
+/// Command-line values that override the file; `None` keeps the file's (or default) value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub listen: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub registries_config: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses a TOML document; unknown keys and bad values are errors naming the key.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the config file. A missing file at the default path means "all defaults";
+    /// a missing file the operator named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    pub fn apply(mut self, o: Overrides) -> Result<Config, ConfigError> {
+        if let Some(v) = o.root {
+            self.root = v;
+        }
+        if let Some(v) = o.state {
+            self.state = v;
+        }
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = o.log_level {
+            self.log_level = v;
+        }
+        if let Some(v) = o.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = o.registries_config {
+            self.registries_config = v;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("listen", &self.listen),
+            ("registries_config", &self.registries_config),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{} is not an absolute path", path.display()),
+                });
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                message: format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or a tracing filter",
+                    self.log_level
+                ),
+            });
+        }
+        if !(1..=64).contains(&self.image.max_parallel_layers) {
+            return Err(ConfigError::Invalid {
+                key: "image.max_parallel_layers",
+                message: format!("{} is not between 1 and 64", self.image.max_parallel_layers),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/test.toml"))
+    }
+
+    #[test]
+    fn documented_example_is_exactly_the_defaults() {
+        assert_eq!(parse(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_default_key_is_documented() {
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let documented: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let defaults: toml::Table = toml::from_str(&defaults).unwrap();
+        assert_eq!(
+            documented.keys().collect::<Vec<_>>(),
+            defaults.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("roots = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("roots"), "{err}");
+        let err = parse("[image]\nparallel = 3\n").unwrap_err().to_string();
+        assert!(err.contains("parallel"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = parse("log_format = \"xml\"\n").unwrap_err().to_string();
+        assert!(err.contains("log_format") && err.contains("xml"), "{err}");
+        let err = parse("cgroup_driver = 3\n").unwrap_err().to_string();
+        assert!(err.contains("cgroup_driver"), "{err}");
+        let err = parse("root = \"relative\"\n").unwrap_err().to_string();
+        assert!(err.contains("`root`"), "{err}");
+        let err = parse("[image]\nmax_parallel_layers = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("image.max_parallel_layers"), "{err}");
+        let err = parse("log_level = \"berthd=loud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let c = parse("root = \"/a\"\nstate = \"/b\"\n")
+            .unwrap()
+            .apply(Overrides {
+                root: Some("/c".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(c.root, PathBuf::from("/c"));
+        assert_eq!(c.state, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_explicit_file_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            Config::load(Some(&missing)),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,37 @@
+//! The CRI gRPC services. Like containerd's CRI server, one file per RPC (or
+//! small group of RPCs); this module only wires the tonic traits to them.
+
+mod image_service;
+mod runtime_config;
+mod runtime_service;
+mod status;
+mod update_runtime_config;
+mod version;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::daemon::Daemon;
+
+pub use image_service::ImageSvc;
+pub use runtime_service::RuntimeSvc;
+
+/// The stream type of the server-streaming RPCs.
+pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The answer of every RPC Berth does not implement yet: `Unimplemented`
+/// naming the RPC, never a fake success.
+pub(crate) fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
+    tracing::debug!(rpc, "unimplemented CRI call");
+    Err(Status::unimplemented(format!(
+        "{rpc} is not implemented by berth {}",
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
+/// Both CRI services over one shared daemon state.
+pub fn services(daemon: Arc<Daemon>) -> (RuntimeSvc, ImageSvc) {
+    (RuntimeSvc::new(daemon.clone()), ImageSvc::new(daemon))
+}

@@ -1,0 +1,309 @@
+//! The `runtime.v1.RuntimeService` trait, wired to the per-RPC modules.
+//! RPCs not built yet answer `Unimplemented` naming the RPC.
+
+use std::sync::Arc;
+
+use berth_api::v1::runtime_service_server::RuntimeService;
+use berth_api::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::{BoxStream, runtime_config, status, unimplemented, update_runtime_config, version};
+use crate::daemon::Daemon;
+
+pub struct RuntimeSvc {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeSvc {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        RuntimeSvc { daemon }
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeSvc {
+    type StreamPodSandboxesStream = BoxStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = BoxStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = BoxStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = BoxStream<StreamPodSandboxStatsResponse>;
+    type GetContainerEventsStream = BoxStream<ContainerEventResponse>;
+    type StreamPodSandboxMetricsStream = BoxStream<StreamPodSandboxMetricsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn version(
+        &self,
+        req: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(version::version(req.into_inner())))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn run_pod_sandbox(
+        &self,
+        _req: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        unimplemented("RunPodSandbox")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stop_pod_sandbox(
+        &self,
+        _req: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        unimplemented("StopPodSandbox")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_pod_sandbox(
+        &self,
+        _req: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        unimplemented("RemovePodSandbox")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn pod_sandbox_status(
+        &self,
+        _req: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        unimplemented("PodSandboxStatus")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_pod_sandbox(
+        &self,
+        _req: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        unimplemented("ListPodSandbox")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_pod_sandboxes(
+        &self,
+        _req: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        unimplemented("StreamPodSandboxes")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_container(
+        &self,
+        _req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        unimplemented("CreateContainer")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn start_container(
+        &self,
+        _req: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        unimplemented("StartContainer")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stop_container(
+        &self,
+        _req: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        unimplemented("StopContainer")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_container(
+        &self,
+        _req: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        unimplemented("RemoveContainer")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_containers(
+        &self,
+        _req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        unimplemented("ListContainers")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_containers(
+        &self,
+        _req: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        unimplemented("StreamContainers")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn container_status(
+        &self,
+        _req: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        unimplemented("ContainerStatus")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_container_resources(
+        &self,
+        _req: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reopen_container_log(
+        &self,
+        _req: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn exec_sync(
+        &self,
+        _req: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        unimplemented("ExecSync")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        unimplemented("Exec")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn attach(
+        &self,
+        _req: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        unimplemented("Attach")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn port_forward(
+        &self,
+        _req: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        unimplemented("PortForward")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn container_stats(
+        &self,
+        _req: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_container_stats(
+        &self,
+        _req: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        unimplemented("ListContainerStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_container_stats(
+        &self,
+        _req: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        unimplemented("StreamContainerStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn pod_sandbox_stats(
+        &self,
+        _req: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _req: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        unimplemented("StreamPodSandboxStats")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_runtime_config(
+        &self,
+        req: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        update_runtime_config::update_runtime_config(&self.daemon, req.into_inner())
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        status::status(&self.daemon, req.into_inner()).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn checkpoint_container(
+        &self,
+        _req: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        unimplemented("CheckpointContainer")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_container_events(
+        &self,
+        _req: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn runtime_config(
+        &self,
+        _req: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(runtime_config::runtime_config(&self.daemon)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_pod_sandbox_resources(
+        &self,
+        _req: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        unimplemented("UpdatePodSandboxResources")
+    }
+}

@@ -1,0 +1,69 @@
+//! The daemon-wide state every RPC handler shares.
+
+use std::sync::RwLock;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+const POD_CIDR_KEY: &str = "pod_cidr";
+
+pub struct Daemon {
+    config: Config,
+    store: Store,
+    /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
+    pod_cidr: RwLock<String>,
+}
+
+impl Daemon {
+    pub fn new(config: Config, store: Store) -> Result<Daemon, StoreError> {
+        let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
+        Ok(Daemon {
+            config,
+            store,
+            pod_cidr: RwLock::new(pod_cidr),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_pod_cidr(&self, cidr: &str) -> Result<(), StoreError> {
+        self.store.set_setting(POD_CIDR_KEY, cidr)?;
+        *self.pod_cidr.write().unwrap_or_else(|e| e.into_inner()) = cidr.to_string();
+        Ok(())
+    }
+
+    /// RuntimeReady: the state and root dirs are usable. `Err((reason, message))` otherwise.
+    pub fn runtime_readiness(&self) -> Result<(), (String, String)> {
+        for dir in [&self.config.root, &self.config.state] {
+            if let Err(e) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+                return Err((
+                    "StateDirUnusable".to_string(),
+                    format!("{} is not writable: {e}", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// NetworkReady: Berth does not configure pod networks yet (CNI support is
+    /// issue 5), so pods needing one cannot be networked; host-network pods can.
+    pub fn network_readiness(&self) -> Result<(), (String, String)> {
+        Err((
+            "NetworkPluginNotReady".to_string(),
+            "berth does not configure pod networks yet: no CNI support in this build".to_string(),
+        ))
+    }
+}

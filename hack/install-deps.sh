@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Berth and its tests need, only those missing.
+# Idempotent: a second run with everything present does nothing (no apt-get update).
+#
+#   hack/install-deps.sh          # runtime + test dependencies
+#
+# Needs root (apt-get). The Rust toolchain (cargo, rustc) must already be on PATH.
+set -euo pipefail
+
+PACKAGES=(
+    # building: libcontainer's seccomp support links libseccomp
+    pkg-config libseccomp-dev
+    # running pods: CNI plugins, netns and routes, port mappings
+    containernetworking-plugins iproute2 iptables
+    # tests: a real OCI registry, the test images' content and tools to build and push them
+    docker-registry busybox-static skopeo jq zstd curl apache2-utils perl tar gzip
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "$0: missing packages (${missing[*]}); run as root to install them" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's docker-registry package starts a registry on :5000 under systemd;
+# tests run their own registries on free loopback ports and need none.
+command -v cargo >/dev/null || {
+    echo "$0: cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+}

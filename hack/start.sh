@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds berthd (release), installs it to
+# /usr/local/bin and starts it with its defaults, detached, logging to
+# /var/log/berthd.log. Returns once the CRI socket answers.
+#
+#   hack/start.sh          # then: crictl --runtime-endpoint unix:///run/berth/berth.sock version
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/install-deps.sh
+cargo build --release --locked -p berthd
+install -m 0755 target/release/berthd /usr/local/bin/berthd
+
+SOCKET=/run/berth/berth.sock
+if pid=$(pgrep -x berthd); then
+    echo "berthd is already running (pid $pid); stop it with: kill $pid" >&2
+    exit 1
+fi
+setsid /usr/local/bin/berthd >>/var/log/berthd.log 2>&1 </dev/null &
+for _ in $(seq 100); do
+    if [[ -S $SOCKET ]]; then
+        echo "berthd is serving on unix://$SOCKET (log: /var/log/berthd.log)"
+        exit 0
+    fi
+    if ! kill -0 $! 2>/dev/null; then
+        echo "berthd exited; last log lines:" >&2
+        tail -n 20 /var/log/berthd.log >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "berthd did not create $SOCKET within 10 s; see /var/log/berthd.log" >&2
+exit 1

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every test of the workspace: unit tests,
+# and end-to-end tests against a real berthd and a real OCI registry.
+# Runs as root (the e2e tests create namespaces, mounts and cgroups).
+#
+#   hack/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/install-deps.sh
+# The test images are built once and cached under target/test-images.
+hack/build-test-images.sh target/test-images
+# e2e tests start target/debug/berthd, so build every binary first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked "$@" 2>&1 | tee target/test.log
+# cargo's own summary lines are per test binary; add one total line.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log

@@ -30,7 +30,11 @@ pub fn berthd_bin() -> anyhow::Result<PathBuf> {
                 bin.display()
             )
         })?;
-    let newest = newest_source(&root.join("crates"))?;
+    // cargo's dep-info file lists every source file the binary was built from.
+    let dep_info = bin.with_extension("d");
+    let deps = std::fs::read_to_string(&dep_info)
+        .with_context(|| format!("reading {}", dep_info.display()))?;
+    let newest = newest_source(&deps);
     if newest > built {
         bail!(
             "{} is older than its sources: run `cargo build -p berthd` (or `cargo test --workspace`)",
@@ -40,19 +44,16 @@ pub fn berthd_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn newest_source(dir: &Path) -> anyhow::Result<SystemTime> {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let path = entry.path();
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            newest = newest.max(newest_source(&path)?);
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-            newest = newest.max(entry.metadata()?.modified()?);
-        }
-    }
-    Ok(newest)
+/// The newest mtime among the files of a make-style dep-info file
+/// (`target: dep dep ...`, spaces in paths escaped as `\ `).
+fn newest_source(dep_info: &str) -> SystemTime {
+    let deps = dep_info.split_once(": ").map_or("", |(_, d)| d);
+    deps.replace("\\ ", "\0")
+        .split_whitespace()
+        .map(|p| p.replace('\0', " "))
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Paths and settings of one daemon; reused across restarts.

@@ -1,6 +1,9 @@
 //! The daemon-wide state every RPC handler shares.
 
+use std::path::PathBuf;
 use std::sync::RwLock;
+
+use berth_image::ImageStore;
 
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -10,16 +13,18 @@ const POD_CIDR_KEY: &str = "pod_cidr";
 pub struct Daemon {
     config: Config,
     store: Store,
+    images: ImageStore,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
     pod_cidr: RwLock<String>,
 }
 
 impl Daemon {
-    pub fn new(config: Config, store: Store) -> Result<Daemon, StoreError> {
+    pub fn new(config: Config, store: Store, images: ImageStore) -> Result<Daemon, StoreError> {
         let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
         Ok(Daemon {
             config,
             store,
+            images,
             pod_cidr: RwLock::new(pod_cidr),
         })
     }
@@ -30,6 +35,20 @@ impl Daemon {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Where containers' writable layers live (their overlay upper dirs).
+    pub fn containers_dir(&self) -> PathBuf {
+        self.config.root.join("containers")
+    }
+
+    /// Space used by containers' writable layers, for ImageFsInfo.
+    pub fn containers_fs_usage(&self) -> std::io::Result<berth_image::FsUsage> {
+        berth_image::fs_usage_of(&self.containers_dir())
     }
 
     pub fn pod_cidr(&self) -> String {

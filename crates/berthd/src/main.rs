@@ -126,8 +126,21 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
     // Take the socket first: a second daemon must be refused before it touches any state.
     let claim = server::claim(&config.listen)?;
     let store = store::Store::open(&config.root)?;
+    let registries = berth_image::RegistriesConfig::load(&config.registries_config)?;
+    let images = berth_image::ImageStore::open_with(
+        &config.root,
+        store.db(),
+        registries,
+        berth_image::StoreOptions {
+            max_parallel_layers: config.image.max_parallel_layers,
+            ..Default::default()
+        },
+    )
+    .context("cannot open the image store")?;
+    std::fs::create_dir_all(config.root.join("containers"))
+        .with_context(|| format!("cannot create {}/containers", config.root.display()))?;
     let socket = claim.listen()?;
-    let daemon = Arc::new(daemon::Daemon::new(config, store)?);
+    let daemon = Arc::new(daemon::Daemon::new(config, store, images)?);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         root = %daemon.config().root.display(),

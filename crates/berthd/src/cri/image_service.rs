@@ -1,4 +1,4 @@
-//! The `runtime.v1.ImageService` trait, wired to the image RPC modules.
+//! The `runtime.v1.ImageService` trait, wired to the per-RPC modules.
 
 use std::sync::Arc;
 
@@ -6,11 +6,12 @@ use berth_api::v1::image_service_server::ImageService;
 use berth_api::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::{BoxStream, unimplemented};
+use super::{
+    BoxStream, image_fs_info, image_list, image_pull, image_remove, image_status, unimplemented,
+};
 use crate::daemon::Daemon;
 
 pub struct ImageSvc {
-    #[allow(dead_code)] // used by the image RPCs as they land
     daemon: Arc<Daemon>,
 }
 
@@ -20,6 +21,19 @@ impl ImageSvc {
     }
 }
 
+/// Runs a synchronous store call off the async workers: image-store calls
+/// touch redb and the filesystem.
+async fn blocking<T: Send + 'static>(
+    daemon: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T, Status> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let daemon = daemon.clone();
+    tokio::task::spawn_blocking(move || f(&daemon))
+        .await
+        .map_err(|e| Status::internal(format!("image task failed: {e}")))?
+        .map(Response::new)
+}
+
 #[tonic::async_trait]
 impl ImageService for ImageSvc {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
@@ -27,9 +41,10 @@ impl ImageService for ImageSvc {
     #[tracing::instrument(skip_all)]
     async fn list_images(
         &self,
-        _req: Request<ListImagesRequest>,
+        req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        unimplemented("ListImages")
+        let req = req.into_inner();
+        blocking(&self.daemon, move |d| image_list::list_images(d, req)).await
     }
 
     #[tracing::instrument(skip_all)]
@@ -43,32 +58,37 @@ impl ImageService for ImageSvc {
     #[tracing::instrument(skip_all)]
     async fn image_status(
         &self,
-        _req: Request<ImageStatusRequest>,
+        req: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
-        unimplemented("ImageStatus")
+        let req = req.into_inner();
+        blocking(&self.daemon, move |d| image_status::image_status(d, req)).await
     }
 
     #[tracing::instrument(skip_all)]
     async fn pull_image(
         &self,
-        _req: Request<PullImageRequest>,
+        req: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        unimplemented("PullImage")
+        image_pull::pull_image(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn remove_image(
         &self,
-        _req: Request<RemoveImageRequest>,
+        req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        unimplemented("RemoveImage")
+        let req = req.into_inner();
+        blocking(&self.daemon, move |d| image_remove::remove_image(d, req)).await
     }
 
     #[tracing::instrument(skip_all)]
     async fn image_fs_info(
         &self,
-        _req: Request<ImageFsInfoRequest>,
+        req: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        unimplemented("ImageFsInfo")
+        let req = req.into_inner();
+        blocking(&self.daemon, move |d| image_fs_info::image_fs_info(d, req)).await
     }
 }

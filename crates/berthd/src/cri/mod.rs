@@ -1,7 +1,13 @@
 //! The CRI gRPC services. Like containerd's CRI server, one file per RPC (or
 //! small group of RPCs); this module only wires the tonic traits to them.
 
+mod image_convert;
+mod image_fs_info;
+mod image_list;
+mod image_pull;
+mod image_remove;
 mod image_service;
+mod image_status;
 mod runtime_config;
 mod runtime_service;
 mod status;

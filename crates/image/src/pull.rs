@@ -1,0 +1,760 @@
+//! The pull: resolve the manifest (mirrors in order, then the location),
+//! fetch and verify the config, then stream every layer straight from the
+//! network through digest, decompression, diffID and untar in one pass, a
+//! few layers at a time. A layer another pull is already fetching is awaited,
+//! not fetched again. The image becomes visible in one transaction at the end.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info};
+
+use crate::digest::Digest;
+use crate::error::{ImageError, IoContext};
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::reference::ImageRef;
+use crate::registries_conf::{Endpoint, PullSources};
+use crate::registry::{RegErr, RegErrKind, RegistryAuth, oci_descriptor};
+use crate::store::{self, ImageRecord, LayerRecord};
+use crate::unpack::{Compression, unpack_layer};
+use crate::{Image, ImageStore, Inner};
+
+/// What the manifest resolution found, and where.
+struct Resolved {
+    endpoint: Endpoint,
+    /// Digest of what the reference names (index or manifest).
+    top_digest: Digest,
+    index: Option<(Digest, Vec<u8>)>,
+    manifest_digest: Digest,
+    manifest_body: Vec<u8>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+fn sha256(b: &[u8]) -> Digest {
+    Digest::sha256_of(b)
+}
+
+pub(crate) async fn pull(
+    inner: Arc<Inner>,
+    reference: &str,
+    auth: RegistryAuth,
+) -> Result<Image, ImageError> {
+    let r = ImageRef::parse(reference)?;
+    let span = tracing::info_span!("image_pull", image = %r);
+    pull_ref(inner, r, auth).instrument(span).await
+}
+
+async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<Image, ImageError> {
+    let name = r.to_string();
+    let started = std::time::Instant::now();
+    let sources = inner
+        .registries
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .pull_sources(&r)?;
+    let endpoints = match sources {
+        PullSources::Blocked { registry } => {
+            return Err(ImageError::Blocked {
+                image: name,
+                registry,
+            });
+        }
+        PullSources::Endpoints(v) => v,
+    };
+    let client = inner.clients.get(&auth, &endpoints);
+    let res = resolve(&inner, &client, &auth, &endpoints, &name).await?;
+    let host = res.endpoint.host().to_string();
+    let oci_ref = res.endpoint.reference.to_oci();
+    debug!(registry = %host, manifest = %res.manifest_digest, "manifest resolved");
+
+    // Config: small, read into memory, verified.
+    let config_digest: Digest =
+        res.config
+            .digest
+            .parse::<Digest>()
+            .map_err(|e| ImageError::Verification {
+                image: name.clone(),
+                what: "config descriptor".into(),
+                detail: e.to_string(),
+            })?;
+    if res.config.size as u64 > manifest::MAX_CONFIG_SIZE {
+        return Err(ImageError::Unsupported {
+            image: name,
+            detail: format!(
+                "config is {} bytes, more than the {} byte limit",
+                res.config.size,
+                manifest::MAX_CONFIG_SIZE
+            ),
+        });
+    }
+    let config_body = fetch_small_blob(&client, &oci_ref, &res.config)
+        .await
+        .map_err(|e| reg_error(e, &name, &host, "config", vec![]))?;
+    if sha256(&config_body) != config_digest {
+        return Err(ImageError::Verification {
+            image: name,
+            what: format!("config {config_digest}"),
+            detail: format!("content hashes to {}", sha256(&config_body)),
+        });
+    }
+    let (summary, diff_ids) =
+        manifest::parse_config(&config_body).map_err(|detail| ImageError::Verification {
+            image: name.clone(),
+            what: format!("config {config_digest}"),
+            detail,
+        })?;
+    if diff_ids.len() != res.layers.len() {
+        return Err(ImageError::Verification {
+            image: name,
+            what: "config rootfs.diff_ids".into(),
+            detail: format!(
+                "{} diff_ids for {} layers in the manifest",
+                diff_ids.len(),
+                res.layers.len()
+            ),
+        });
+    }
+    let p = &inner.opts.platform;
+    if (summary.architecture != p.architecture && !summary.architecture.is_empty())
+        || (summary.os != p.os && !summary.os.is_empty())
+    {
+        tracing::warn!(
+            os = %summary.os,
+            arch = %summary.architecture,
+            node = %inner.opts.platform,
+            "image config is for another platform"
+        );
+    }
+
+    // Layers.
+    let mut jobs = Vec::with_capacity(res.layers.len());
+    for (i, (desc, diff_id)) in res.layers.iter().zip(diff_ids.iter()).enumerate() {
+        let layer_name = format!("{} (layer {} of {})", desc.digest, i + 1, res.layers.len());
+        let compression =
+            layer_compression(&desc.media_type, desc.urls.is_some()).map_err(|detail| {
+                ImageError::Unsupported {
+                    image: name.clone(),
+                    detail: format!("layer {layer_name}: {detail}"),
+                }
+            })?;
+        let blob_digest: Digest =
+            desc.digest
+                .parse::<Digest>()
+                .map_err(|e| ImageError::Verification {
+                    image: name.clone(),
+                    what: format!("layer {layer_name}"),
+                    detail: e.to_string(),
+                })?;
+        jobs.push(LayerJob {
+            image: name.clone(),
+            layer_name,
+            diff_id: diff_id.clone(),
+            blob_digest,
+            size: desc.size as u64,
+            media_type: desc.media_type.clone(),
+            compression,
+            client: client.clone(),
+            oci_ref: oci_ref.clone(),
+            host: host.clone(),
+        });
+    }
+
+    let mut pinned: Vec<String> = diff_ids.iter().map(|d| d.to_string()).collect();
+    pinned.push(config_digest.to_string());
+    pinned.push(res.manifest_digest.to_string());
+    if let Some((d, _)) = &res.index {
+        pinned.push(d.to_string());
+    }
+    let _pins = Pins::new(inner.clone(), pinned);
+
+    futures::stream::iter(jobs.into_iter().map(|j| ensure_layer(inner.clone(), j)))
+        .buffer_unordered(inner.opts.max_parallel_layers)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // Blobs, then the record: visible only now, all at once.
+    let layer_ids: Vec<String> = diff_ids.iter().map(|d| d.to_string()).collect();
+    let repo_tags = if r.digest.is_none() {
+        r.tagged().into_iter().collect()
+    } else {
+        // `name:tag@digest` is pulled by digest; the tag is not trusted
+        // (the registry's tag may point elsewhere), as in Docker.
+        vec![]
+    };
+    let repo_digests = vec![r.with_digest(&res.top_digest)];
+    let user = summary
+        .config
+        .and_then(|c| c.user)
+        .filter(|u| !u.is_empty());
+    let inner2 = inner.clone();
+    let index = res.index.clone();
+    let manifest_digest = res.manifest_digest.clone();
+    let manifest_body = res.manifest_body.clone();
+    let id = config_digest.to_string();
+    let rec = tokio::task::spawn_blocking(move || -> Result<ImageRecord, ImageError> {
+        let l = &inner2.layout;
+        l.write_blob(manifest_digest.as_ref(), &manifest_body)?;
+        if let Some((d, b)) = &index {
+            l.write_blob(d.as_ref(), b)?;
+        }
+        l.write_blob(&id, &config_body)?;
+        let mut size = 0;
+        for d in &layer_ids {
+            match inner2.meta.layer(d)? {
+                Some(lr) => size += lr.bytes,
+                None => {
+                    return Err(ImageError::Store(format!(
+                        "layer {d} vanished before the image was recorded"
+                    )));
+                }
+            }
+        }
+        inner2.meta.commit_image(ImageRecord {
+            id,
+            manifest_digest: manifest_digest.to_string(),
+            index_digest: index.map(|(d, _)| d.to_string()),
+            layers: layer_ids,
+            repo_tags,
+            repo_digests,
+            size,
+            user,
+            pinned: false,
+            pulled_at_unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+        })
+    })
+    .await
+    .map_err(|e| ImageError::Store(format!("recording image: {e}")))??;
+    info!(id = %rec.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+    ImageStore { inner }.to_image(rec)
+}
+
+/// Chooses the decompressor for a layer media type; refuses what we cannot
+/// or must not pull.
+fn layer_compression(media_type: &str, has_urls: bool) -> Result<Compression, String> {
+    if media_type.contains("foreign") || media_type.contains("nondistributable") || has_urls {
+        return Err(format!(
+            "foreign/non-distributable layer ({media_type}) must be fetched from external URLs; Berth does not pull those"
+        ));
+    }
+    Compression::from_media_type(media_type).map_err(|e| e.to_string())
+}
+
+/// Tries each endpoint in order until one serves the manifest.
+async fn resolve(
+    inner: &Inner,
+    client: &oci_client::Client,
+    auth: &RegistryAuth,
+    endpoints: &[Endpoint],
+    name: &str,
+) -> Result<Resolved, ImageError> {
+    let mut tried = Vec::new();
+    let mut last = None;
+    for ep in endpoints {
+        let oauth = auth
+            .for_host(ep.host())
+            .map_err(|e| ImageError::Unauthenticated {
+                image: name.to_string(),
+                registry: ep.host().to_string(),
+                detail: format!("bad credentials in the request: {e}"),
+            })?;
+        match fetch_manifest(inner, client, &oauth, ep).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                debug!(endpoint = %ep.reference, error = %e.detail, "manifest fetch failed");
+                if ep.is_mirror {
+                    tried.push(format!("{}: {}", ep.host(), e.detail));
+                }
+                last = Some((e, ep));
+            }
+        }
+    }
+    let (e, ep) = last.expect("pull_sources always returns the location");
+    // The location's answer decides the error; mirrors are named in it.
+    Err(reg_error(e, name, ep.host(), "manifest", tried))
+}
+
+async fn fetch_manifest(
+    inner: &Inner,
+    client: &oci_client::Client,
+    oauth: &oci_client::secrets::RegistryAuth,
+    ep: &Endpoint,
+) -> Result<Resolved, RegErr> {
+    let reference = &ep.reference;
+    let body = client
+        .pull_manifest_raw(&reference.to_oci(), oauth, manifest::ACCEPT)
+        .await?
+        .0
+        .to_vec();
+    let top = sha256(&body);
+    if let Some(want) = &reference.digest
+        && *want != top
+    {
+        return Err(RegErr::new(
+            RegErrKind::Digest,
+            format!("manifest hashes to {top}, not the requested {want}"),
+        ));
+    }
+    let parsed = manifest::parse_manifest(&body).map_err(RegErr::from_manifest)?;
+    let (index, manifest_digest, manifest_body, parsed) = match parsed {
+        m @ Manifest::Image { .. } => (None, top.clone(), body, m),
+        Manifest::Index { manifests } => {
+            let p = &inner.opts.platform;
+            let pick = p.select(manifests.iter().map(|m| match &m.platform {
+                Some(pl) => (
+                    pl.os.as_str(),
+                    pl.architecture.as_str(),
+                    pl.variant.as_deref(),
+                ),
+                None => ("", "", None),
+            }));
+            let Some(i) = pick else {
+                let have: Vec<String> = manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(|pl| {
+                        let mut s = format!("{}/{}", pl.os, pl.architecture);
+                        if let Some(v) = &pl.variant {
+                            s = format!("{s}/{v}");
+                        }
+                        s
+                    })
+                    .collect();
+                return Err(RegErr::new(
+                    RegErrKind::NotFound,
+                    format!(
+                        "the image index has no manifest for {p} (it has: {})",
+                        have.join(", ")
+                    ),
+                ));
+            };
+            let child: Digest = manifests[i]
+                .digest
+                .parse::<Digest>()
+                .map_err(|e| RegErr::new(RegErrKind::Protocol, e.to_string()))?;
+            let child_ref = ImageRef {
+                tag: None,
+                digest: Some(child.clone()),
+                ..reference.clone()
+            };
+            let cb = client
+                .pull_manifest_raw(&child_ref.to_oci(), oauth, manifest::ACCEPT)
+                .await?
+                .0
+                .to_vec();
+            if sha256(&cb) != child {
+                return Err(RegErr::new(
+                    RegErrKind::Digest,
+                    format!("platform manifest hashes to {}, not {child}", sha256(&cb)),
+                ));
+            }
+            let m = manifest::parse_manifest(&cb).map_err(RegErr::from_manifest)?;
+            if matches!(m, Manifest::Index { .. }) {
+                return Err(RegErr::new(
+                    RegErrKind::Protocol,
+                    "an image index entry points at another index",
+                ));
+            }
+            (Some((top.clone(), body)), child, cb, m)
+        }
+    };
+    let Manifest::Image { config, layers } = parsed else {
+        unreachable!("indexes were resolved above")
+    };
+    Ok(Resolved {
+        endpoint: ep.clone(),
+        top_digest: top,
+        index,
+        manifest_digest,
+        manifest_body,
+        config,
+        layers,
+    })
+}
+
+async fn fetch_small_blob(
+    client: &oci_client::Client,
+    oci_ref: &oci_client::Reference,
+    desc: &Descriptor,
+) -> Result<Vec<u8>, RegErr> {
+    let d = oci_descriptor(&desc.media_type, &desc.digest, desc.size);
+    let size = desc.size as usize;
+    let mut s = client.pull_blob_stream(oci_ref, &d).await?;
+    let mut buf = Vec::with_capacity(size.min(1 << 20));
+    while let Some(chunk) = s.next().await {
+        // oci-client's digest check fails as the last item of a complete stream.
+        let kind = if buf.len() == size {
+            RegErrKind::Digest
+        } else {
+            RegErrKind::Unavailable
+        };
+        let chunk = chunk.map_err(|e| RegErr::new(kind, e.to_string()))?;
+        if buf.len() + chunk.len() > size {
+            return Err(RegErr::new(
+                RegErrKind::Digest,
+                format!(
+                    "blob {} is larger than its descriptor's {} bytes",
+                    desc.digest, size
+                ),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.len() != size {
+        return Err(RegErr::new(
+            RegErrKind::Digest,
+            format!(
+                "blob {} has {} bytes, its descriptor says {size}",
+                desc.digest,
+                buf.len()
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Attaches the image (and registry) to a registry failure.
+fn reg_error(
+    e: RegErr,
+    image: &str,
+    host: &str,
+    what: &str,
+    mirrors_tried: Vec<String>,
+) -> ImageError {
+    let image = image.to_string();
+    let registry = host.to_string();
+    let mut detail = format!("fetching {what}: {}", e.detail);
+    if e.kind != RegErrKind::Unavailable && !mirrors_tried.is_empty() {
+        detail = format!(
+            "{detail} (mirrors tried first: {})",
+            mirrors_tried.join("; ")
+        );
+    }
+    match e.kind {
+        RegErrKind::NotFound => ImageError::NotFound {
+            reference: image,
+            detail: format!("{detail} (registry {registry})"),
+        },
+        RegErrKind::Unauthenticated => ImageError::Unauthenticated {
+            image,
+            registry,
+            detail,
+        },
+        RegErrKind::Denied => ImageError::PermissionDenied {
+            image,
+            registry,
+            detail,
+        },
+        RegErrKind::Unavailable => ImageError::Unavailable {
+            image,
+            host: registry,
+            mirrors_tried,
+            detail,
+        },
+        RegErrKind::Digest => ImageError::Verification {
+            image,
+            what: what.to_string(),
+            detail,
+        },
+        RegErrKind::Unsupported => ImageError::Unsupported { image, detail },
+        RegErrKind::Protocol => ImageError::Registry {
+            image,
+            registry,
+            detail,
+        },
+    }
+}
+
+struct LayerJob {
+    image: String,
+    layer_name: String,
+    diff_id: Digest,
+    blob_digest: Digest,
+    size: u64,
+    media_type: String,
+    compression: Compression,
+    client: oci_client::Client,
+    oci_ref: oci_client::Reference,
+    host: String,
+}
+
+/// Pins digests against garbage collection for the life of a pull.
+struct Pins {
+    inner: Arc<Inner>,
+    keys: Vec<String>,
+}
+
+impl Pins {
+    fn new(inner: Arc<Inner>, keys: Vec<String>) -> Pins {
+        {
+            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            for k in &keys {
+                *st.pins.entry(k.clone()).or_default() += 1;
+            }
+        }
+        Pins { inner, keys }
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &self.keys {
+            if let Some(n) = st.pins.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pins.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Makes sure a layer is present: already there, being fetched by another
+/// pull (await it), or fetch it now.
+async fn ensure_layer(inner: Arc<Inner>, job: LayerJob) -> Result<(), ImageError> {
+    let key = job.diff_id.to_string();
+    let fut = {
+        let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: the fetching task records the layer
+        // before it leaves `inflight`, so one of the two is always seen.
+        if inner.meta.layer(&key)?.is_some() {
+            debug!(layer = %key, "layer already present");
+            return Ok(());
+        }
+        match st.inflight.get(&key) {
+            Some(f) => {
+                debug!(layer = %key, "layer being fetched by another pull; waiting");
+                f.clone()
+            }
+            None => {
+                let inner2 = inner.clone();
+                let key2 = key.clone();
+                let span = tracing::info_span!("layer", layer = %job.layer_name);
+                // Spawned so that it finishes (and cleans up) even if the
+                // pull that started it is cancelled while others wait on it.
+                let task = tokio::spawn(
+                    async move {
+                        let r = fetch_layer(inner2.clone(), job).await;
+                        inner2
+                            .state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .inflight
+                            .remove(&key2);
+                        r
+                    }
+                    .instrument(span),
+                );
+                let f = async move {
+                    task.await
+                        .map_err(|e| ImageError::Store(format!("layer task failed: {e}")))?
+                }
+                .boxed()
+                .shared();
+                st.inflight.insert(key.clone(), f.clone());
+                f
+            }
+        }
+    };
+    fut.await
+}
+
+async fn fetch_layer(inner: Arc<Inner>, job: LayerJob) -> Result<(), ImageError> {
+    let started = std::time::Instant::now();
+    let tmp = inner.layout.tmp_path("layer");
+    std::fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    let r = download_and_unpack(&inner, &job, tmp.clone()).await;
+    let inner2 = inner.clone();
+    let diff_id = job.diff_id.to_string();
+    let blob_digest = job.blob_digest.to_string();
+    let size = job.size;
+    let r = tokio::task::spawn_blocking(move || {
+        if let Err(e) = r {
+            let _ = store::remove_any(&tmp);
+            return Err(e);
+        }
+        let res = finish_layer(&inner2, &tmp, diff_id, blob_digest, size);
+        if res.is_err() {
+            let _ = store::remove_any(&tmp);
+        }
+        res
+    })
+    .await
+    .map_err(|e| ImageError::Store(format!("layer task failed: {e}")))?;
+    if r.is_ok() {
+        info!(
+            layer = %job.layer_name,
+            bytes = job.size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "layer unpacked"
+        );
+    }
+    r
+}
+
+/// syncfs, rename into place, make the rename durable, then record.
+fn finish_layer(
+    inner: &Inner,
+    tmp: &PathBuf,
+    diff_id: String,
+    blob_digest: String,
+    blob_size: u64,
+) -> Result<(), ImageError> {
+    let l = &inner.layout;
+    let f = std::fs::File::open(tmp).ctx(|| format!("opening {}", tmp.display()))?;
+    nix::unistd::syncfs(&f).ctx(|| format!("syncfs of {}", tmp.display()))?;
+    drop(f);
+    let (bytes, inodes) = store::disk_usage(tmp).ctx(|| format!("measuring {}", tmp.display()))?;
+    let dst = l.layer_dir(&diff_id);
+    // A dir without a record is a leftover (records are what count).
+    l.trash(&dst)?;
+    std::fs::rename(tmp, &dst).ctx(|| format!("renaming layer into {}", dst.display()))?;
+    store::fsync_dir(&l.layers)?;
+    inner.meta.put_layer(&LayerRecord {
+        diff_id,
+        blob_digest,
+        blob_size,
+        bytes,
+        inodes,
+    })
+}
+
+async fn download_and_unpack(
+    inner: &Inner,
+    job: &LayerJob,
+    tmp: PathBuf,
+) -> Result<(), ImageError> {
+    let layer_err = |e: RegErr| {
+        reg_error(
+            e,
+            &job.image,
+            &job.host,
+            &format!("layer {}", job.layer_name),
+            vec![],
+        )
+    };
+    let d = oci_descriptor(&job.media_type, job.blob_digest.as_ref(), job.size as i64);
+    let mut stream = job
+        .client
+        .pull_blob_stream(&job.oci_ref, &d)
+        .await
+        .map_err(|e| layer_err(e.into()))?;
+    if let Some(len) = stream.content_length
+        && len != job.size
+    {
+        return Err(ImageError::Verification {
+            image: job.image.clone(),
+            what: format!("layer {}", job.layer_name),
+            detail: format!("registry sends {len} bytes, the manifest says {}", job.size),
+        });
+    }
+    // Bounded: the network never runs more than a few MB ahead of the disk.
+    let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(64);
+    let compression = job.compression;
+    let blob_digest = job.blob_digest.clone();
+    let diff_id = job.diff_id.clone();
+    let limits = inner.opts.unpack_limits.clone();
+    let size = job.size;
+    let unpack = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            total: 0,
+            expected: size,
+        };
+        unpack_layer(reader, compression, &blob_digest, &diff_id, &tmp, &limits)
+    });
+    let mut sent = 0u64;
+    let mut net_err = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(b) => {
+                sent += b.len() as u64;
+                if tx.send(Ok(b.to_vec())).await.is_err() {
+                    break; // the unpacker stopped; its result says why
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = tx.send(Err(io::Error::other(msg.clone()))).await;
+                net_err = Some(msg);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let res = unpack
+        .await
+        .map_err(|e| ImageError::Store(format!("unpack task failed: {e}")))?;
+    match (net_err, res) {
+        // oci-client's own digest check fails at the very end of the stream.
+        (Some(msg), _) if sent == job.size => Err(ImageError::Verification {
+            image: job.image.clone(),
+            what: format!("layer {}", job.layer_name),
+            detail: msg,
+        }),
+        (Some(msg), _) => Err(layer_err(RegErr::new(RegErrKind::Unavailable, msg))),
+        (None, Err(e)) => Err(ImageError::Corrupt {
+            image: job.image.clone(),
+            layer: job.layer_name.clone(),
+            source: Arc::new(e),
+        }),
+        (None, Ok(_stats)) => Ok(()),
+    }
+}
+
+/// Blocking `Read` over the chunks the download task sends; enforces the
+/// descriptor size so a registry cannot stream forever.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    total: u64,
+    expected: u64,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.total += b.len() as u64;
+                    if self.total > self.expected {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "blob is larger than its descriptor's {} bytes",
+                                self.expected
+                            ),
+                        ));
+                    }
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None if self.total < self.expected => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "blob ended after {} of its {} bytes",
+                            self.total, self.expected
+                        ),
+                    ));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

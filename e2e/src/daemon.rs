@@ -1,6 +1,6 @@
 //! A real `berthd` process on temporary root, state and socket paths.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 

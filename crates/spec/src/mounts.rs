@@ -1,0 +1,837 @@
+//! Mounts: the OCI defaults, the CRI mounts and the pod's generated files.
+//!
+//! Follows containerd's `WithMounts` (internal/cri/opts/spec_linux_opts.go)
+//! and `linuxContainerMounts` (internal/cri/server/container_create.go).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use berth_api::v1;
+use oci_spec::runtime::Mount;
+
+use crate::HostEnv;
+use crate::error::{Result, SpecError};
+
+/// Host files the pod provides to each of its containers. A path that is
+/// `None`, or whose file does not exist, is not mounted (containerd skips
+/// them the same way).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodFiles {
+    pub etc_hosts: Option<PathBuf>,
+    pub etc_hostname: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    /// The pod's own /dev/shm (a tmpfs berthd mounted). Ignored when the pod
+    /// uses the host IPC namespace: then the host's /dev/shm is mounted.
+    pub dev_shm: Option<PathBuf>,
+}
+
+/// A bind mount to add, normalized from a CRI mount or a pod file.
+#[derive(Clone, Debug)]
+struct Bind {
+    field: String,
+    dst: String,
+    src: PathBuf,
+    readonly: bool,
+    recursive_read_only: bool,
+    propagation: i32,
+}
+
+fn mount(dst: &str, typ: &str, src: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(dst))
+        .set_typ(Some(typ.to_string()))
+        .set_source(Some(PathBuf::from(src)))
+        .set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+/// containerd's `defaultMounts` less `/run` (`oci.WithoutRunMount`), plus the
+/// cgroup mount `WithMounts` adds. A privileged container gets sysfs and the
+/// cgroup fs read-write (`WithWriteableSysfs`, `WithWriteableCgroupfs`).
+pub fn default_mounts(privileged: bool) -> Vec<Mount> {
+    let mode = if privileged { "rw" } else { "ro" };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", mode],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", mode],
+        ),
+    ]
+}
+
+/// `filepath.Clean` for absolute container paths.
+pub(crate) fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// containerd's `orderedMounts.parts`: the number of separators in the
+/// cleaned path, so `/a` sorts before `/a/b` and a parent never shadows a
+/// child mounted before it.
+fn depth(path: &str) -> usize {
+    clean(path).matches('/').count()
+}
+
+/// The mounts of a container and the rootfs propagation they need.
+#[derive(Debug)]
+pub struct Built {
+    pub mounts: Vec<Mount>,
+    pub rootfs_propagation: Option<String>,
+}
+
+/// Builds the container's mount list.
+pub fn build(
+    config: &v1::ContainerConfig,
+    files: &PodFiles,
+    ipc_host: bool,
+    readonly_rootfs: bool,
+    privileged: bool,
+    host: &HostEnv,
+) -> Result<Built> {
+    let mut binds = Vec::new();
+    for (i, m) in config.mounts.iter().enumerate() {
+        binds.push(validate_cri_mount(i, m)?);
+    }
+    let in_cri = |dst: &str| binds.iter().any(|b: &Bind| clean(&b.dst) == dst);
+
+    // The pod's files, unless a CRI mount already covers the path.
+    let mut extra = Vec::new();
+    let etc = [
+        ("/etc/hostname", &files.etc_hostname),
+        ("/etc/hosts", &files.etc_hosts),
+        ("/etc/resolv.conf", &files.resolv_conf),
+    ];
+    for (dst, src) in etc {
+        if let Some(src) = src
+            && !in_cri(dst)
+            && src.exists()
+        {
+            extra.push(pod_bind(dst, src, readonly_rootfs));
+        }
+    }
+    if !in_cri("/dev/shm") {
+        let shm = if ipc_host {
+            Some(PathBuf::from("/dev/shm"))
+        } else {
+            files.dev_shm.clone()
+        };
+        if let Some(src) = shm
+            && src.exists()
+        {
+            extra.push(pod_bind("/dev/shm", &src, false));
+        }
+    }
+    binds.extend(extra);
+    binds.sort_by_key(|b| depth(&b.dst));
+
+    let supplied: Vec<String> = binds.iter().map(|b| clean(&b.dst)).collect();
+    let dev_supplied = supplied.iter().any(|d| d == "/dev");
+    let mut mounts: Vec<Mount> = default_mounts(privileged)
+        .into_iter()
+        .filter(|m| {
+            let dst = clean(&m.destination().to_string_lossy());
+            let under_dev = dev_supplied && dst.starts_with("/dev/");
+            !supplied.contains(&dst) && !under_dev
+        })
+        .collect();
+
+    let mut propagation = None::<&str>;
+    let mut mountinfo = None;
+    for b in binds {
+        let src = prepare_source(&b, host)?;
+        let mut options = vec!["rbind".to_string()];
+        let prop = v1::MountPropagation::try_from(b.propagation)
+            .unwrap_or(v1::MountPropagation::PropagationPrivate);
+        match prop {
+            v1::MountPropagation::PropagationPrivate => options.push("rprivate".into()),
+            v1::MountPropagation::PropagationBidirectional => {
+                let info = load_mountinfo(&mut mountinfo, host)?;
+                ensure_propagation(info, &src, true, &b.field)?;
+                options.push("rshared".into());
+                propagation = Some("rshared");
+            }
+            v1::MountPropagation::PropagationHostToContainer => {
+                let info = load_mountinfo(&mut mountinfo, host)?;
+                ensure_propagation(info, &src, false, &b.field)?;
+                options.push("rslave".into());
+                if propagation != Some("rshared") {
+                    propagation = Some("rslave");
+                }
+            }
+        }
+        // containerd does not make mounts read-only because the rootfs is.
+        options.push(
+            match (b.readonly, b.recursive_read_only) {
+                (true, true) => "rro",
+                (true, false) => "ro",
+                _ => "rw",
+            }
+            .into(),
+        );
+        let mut m = Mount::default();
+        m.set_destination(PathBuf::from(&b.dst))
+            .set_typ(Some("bind".into()))
+            .set_source(Some(src))
+            .set_options(Some(options));
+        mounts.push(m);
+    }
+    Ok(Built {
+        mounts,
+        rootfs_propagation: propagation.map(str::to_string),
+    })
+}
+
+fn pod_bind(dst: &str, src: &Path, readonly: bool) -> Bind {
+    Bind {
+        field: format!("pod file {dst}"),
+        dst: dst.to_string(),
+        src: src.to_path_buf(),
+        readonly,
+        recursive_read_only: false,
+        propagation: v1::MountPropagation::PropagationPrivate as i32,
+    }
+}
+
+fn validate_cri_mount(i: usize, m: &v1::Mount) -> Result<Bind> {
+    let field = format!("mounts[{i}]");
+    if m.container_path.is_empty() {
+        return Err(SpecError::invalid(
+            format!("{field}.container_path"),
+            "empty",
+        ));
+    }
+    if !m.container_path.starts_with('/') {
+        return Err(SpecError::invalid(
+            format!("{field}.container_path"),
+            format!("{:?} is not an absolute path", m.container_path),
+        ));
+    }
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+        return Err(SpecError::unsupported(
+            format!("{field}.image"),
+            "image volume mounts are not supported",
+        ));
+    }
+    if m.host_path.is_empty() {
+        return Err(SpecError::invalid(format!("{field}.host_path"), "empty"));
+    }
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(SpecError::unsupported(
+            format!("{field}.uidMappings"),
+            "id-mapped mounts need user namespaces, which Berth does not support",
+        ));
+    }
+    // containerd's checks for the CRI's recursive_read_only rules.
+    if m.recursive_read_only {
+        if !m.readonly {
+            return Err(SpecError::invalid(
+                format!("{field}.recursive_read_only"),
+                format!(
+                    "recursive read-only mount conflicts with RW mount (host_path={:?})",
+                    m.host_path
+                ),
+            ));
+        }
+        if m.propagation != v1::MountPropagation::PropagationPrivate as i32 {
+            return Err(SpecError::invalid(
+                format!("{field}.recursive_read_only"),
+                format!(
+                    "recursive read-only mount needs private propagation (host_path={:?})",
+                    m.host_path
+                ),
+            ));
+        }
+    }
+    // selinux_relabel: Berth runs without SELinux labels, so there is
+    // nothing to relabel; containerd ignores ENOTSUP the same way.
+    Ok(Bind {
+        field: format!("{field}.host_path"),
+        dst: m.container_path.clone(),
+        src: PathBuf::from(&m.host_path),
+        readonly: m.readonly,
+        recursive_read_only: m.recursive_read_only,
+        propagation: m.propagation,
+    })
+}
+
+/// A missing source is created as a directory (containerd and CRI-O do this;
+/// the kubelet relies on it for hostPath volumes without a type); symlinks
+/// are followed, as the CRI asks.
+fn prepare_source(b: &Bind, host: &HostEnv) -> Result<PathBuf> {
+    match std::fs::metadata(&b.src) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound && host.create_missing_mount_sources => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(&b.src)
+                .map_err(|e| SpecError::io(b.field.clone(), &b.src, e))?;
+        }
+        Err(e) => return Err(SpecError::io(b.field.clone(), &b.src, e)),
+    }
+    std::fs::canonicalize(&b.src).map_err(|e| SpecError::io(b.field.clone(), &b.src, e))
+}
+
+/// One line of /proc/self/mountinfo, the fields we need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MountInfo {
+    pub mount_point: PathBuf,
+    /// Optional fields: "shared:N", "master:N", ...
+    pub optional: Vec<String>,
+}
+
+pub(crate) fn parse_mountinfo(s: &str) -> Vec<MountInfo> {
+    s.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            if sep < 6 {
+                return None;
+            }
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape(f[4])),
+                optional: f[6..sep].iter().map(|s| s.to_string()).collect(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn load_mountinfo<'a>(
+    cache: &'a mut Option<Vec<MountInfo>>,
+    host: &HostEnv,
+) -> Result<&'a [MountInfo]> {
+    if cache.is_none() {
+        let s = std::fs::read_to_string(&host.mountinfo_path)
+            .map_err(|e| SpecError::io("mounts", &host.mountinfo_path, e))?;
+        *cache = Some(parse_mountinfo(&s));
+    }
+    Ok(cache.as_deref().unwrap_or_default())
+}
+
+/// containerd's `ensureShared` / `ensureSharedOrSlave`: the mount holding
+/// `src` must propagate, or the requested propagation cannot work. The last
+/// matching entry wins, since later mounts stack on top of earlier ones.
+fn ensure_propagation(
+    info: &[MountInfo],
+    src: &Path,
+    need_shared: bool,
+    field: &str,
+) -> Result<()> {
+    let m = info
+        .iter()
+        .filter(|m| src.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count())
+        .ok_or_else(|| {
+            SpecError::invalid(field, format!("no mount found for {}", src.display()))
+        })?;
+    let ok = m
+        .optional
+        .iter()
+        .any(|o| o.starts_with("shared:") || (!need_shared && o.starts_with("master:")));
+    if ok {
+        return Ok(());
+    }
+    let want = if need_shared {
+        "a shared mount (PROPAGATION_BIDIRECTIONAL)"
+    } else {
+        "a shared or slave mount (PROPAGATION_HOST_TO_CONTAINER)"
+    };
+    Err(SpecError::invalid(
+        field,
+        format!(
+            "path {} is mounted on {} but it is not {want}",
+            src.display(),
+            m.mount_point.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dsts(m: &[Mount]) -> Vec<String> {
+        m.iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn opts(m: &[Mount], dst: &str) -> Vec<String> {
+        m.iter()
+            .find(|m| m.destination() == Path::new(dst))
+            .unwrap_or_else(|| panic!("no mount {dst}"))
+            .options()
+            .clone()
+            .unwrap()
+    }
+
+    fn cri_mount(dst: &str, src: &Path) -> v1::Mount {
+        v1::Mount {
+            container_path: dst.into(),
+            host_path: src.to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn cfg(mounts: Vec<v1::Mount>) -> v1::ContainerConfig {
+        v1::ContainerConfig {
+            mounts,
+            ..Default::default()
+        }
+    }
+
+    const DEFAULTS: [&str; 7] = [
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/sys",
+        "/sys/fs/cgroup",
+    ];
+
+    #[test]
+    fn clean_and_depth() {
+        assert_eq!(clean("/a//b/./c/../d/"), "/a/b/d");
+        assert_eq!(clean("/"), "/");
+        assert_eq!(clean("/.."), "/");
+        assert_eq!(depth("/"), 1);
+        assert_eq!(depth("/a"), 1);
+        assert_eq!(depth("/a/b/"), 2);
+    }
+
+    #[test]
+    fn defaults_only() {
+        let b = build(
+            &cfg(vec![]),
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(dsts(&b.mounts), DEFAULTS);
+        assert_eq!(opts(&b.mounts, "/sys"), ["nosuid", "noexec", "nodev", "ro"]);
+        assert_eq!(
+            opts(&b.mounts, "/sys/fs/cgroup"),
+            ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        );
+        assert!(b.rootfs_propagation.is_none());
+    }
+
+    #[test]
+    fn privileged_sysfs_and_cgroup_rw() {
+        let b = build(
+            &cfg(vec![]),
+            &PodFiles::default(),
+            false,
+            false,
+            true,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(opts(&b.mounts, "/sys").last().unwrap(), "rw");
+        assert_eq!(opts(&b.mounts, "/sys/fs/cgroup").last().unwrap(), "rw");
+    }
+
+    #[test]
+    fn cri_mounts_sorted_parents_first_and_options() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| {
+            let p = d.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let mut ro = cri_mount("/data/a/b", &p("ab"));
+        ro.readonly = true;
+        let mut rro = cri_mount("/data/rro", &p("rro"));
+        rro.readonly = true;
+        rro.recursive_read_only = true;
+        let mounts = vec![
+            ro,
+            cri_mount("/data", &p("data")),
+            rro,
+            cri_mount("/x/", &p("x")),
+        ];
+        let b = build(
+            &cfg(mounts),
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        let got = dsts(&b.mounts);
+        assert_eq!(&got[..7], DEFAULTS);
+        // Stable sort by depth: /data and /x/ (1), /data/rro (2), /data/a/b (3).
+        assert_eq!(&got[7..], ["/data", "/x/", "/data/rro", "/data/a/b"]);
+        assert_eq!(opts(&b.mounts, "/data/a/b"), ["rbind", "rprivate", "ro"]);
+        assert_eq!(opts(&b.mounts, "/data"), ["rbind", "rprivate", "rw"]);
+        assert_eq!(opts(&b.mounts, "/data/rro"), ["rbind", "rprivate", "rro"]);
+        let m = b
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/data"))
+            .unwrap();
+        assert_eq!(m.typ().as_deref(), Some("bind"));
+        assert_eq!(
+            m.source().as_deref(),
+            Some(
+                std::fs::canonicalize(d.path().join("data"))
+                    .unwrap()
+                    .as_path()
+            )
+        );
+    }
+
+    #[test]
+    fn cri_mount_overrides_default_and_dev_hides_dev_children() {
+        let d = tempfile::tempdir().unwrap();
+        let b = build(
+            &cfg(vec![
+                cri_mount("/sys/", d.path()),
+                cri_mount("/dev", d.path()),
+            ]),
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            dsts(&b.mounts),
+            ["/proc", "/sys/fs/cgroup", "/sys/", "/dev"]
+        );
+    }
+
+    #[test]
+    fn pod_files_mounted_unless_overridden_or_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = |n: &str| {
+            let p = d.path().join(n);
+            std::fs::write(&p, n).unwrap();
+            p
+        };
+        let shm = d.path().join("shm");
+        std::fs::create_dir(&shm).unwrap();
+        let files = PodFiles {
+            etc_hosts: Some(f("hosts")),
+            etc_hostname: Some(f("hostname")),
+            resolv_conf: Some(d.path().join("missing-resolv.conf")),
+            dev_shm: Some(shm.clone()),
+        };
+        let user_hosts = f("my-hosts");
+        let b = build(
+            &cfg(vec![cri_mount("/etc/hosts", &user_hosts)]),
+            &files,
+            false,
+            true,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        let got = dsts(&b.mounts);
+        // The pod's /dev/shm replaces the default tmpfs.
+        assert_eq!(
+            got,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/etc/hosts",
+                "/etc/hostname",
+                "/dev/shm"
+            ]
+        );
+        let src = |dst: &str| {
+            b.mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(dst))
+                .unwrap()
+                .source()
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(
+            src("/etc/hosts"),
+            std::fs::canonicalize(&user_hosts).unwrap()
+        );
+        assert_eq!(src("/dev/shm"), std::fs::canonicalize(&shm).unwrap());
+        // The pod's etc files follow readonly_rootfs; /dev/shm stays rw.
+        assert_eq!(
+            opts(&b.mounts, "/etc/hostname"),
+            ["rbind", "rprivate", "ro"]
+        );
+        assert_eq!(opts(&b.mounts, "/etc/hosts"), ["rbind", "rprivate", "rw"]);
+        assert_eq!(opts(&b.mounts, "/dev/shm"), ["rbind", "rprivate", "rw"]);
+    }
+
+    #[test]
+    fn host_ipc_gets_host_dev_shm() {
+        let files = PodFiles {
+            dev_shm: Some(PathBuf::from("/nonexistent/pod/shm")),
+            ..Default::default()
+        };
+        let b = build(
+            &cfg(vec![]),
+            &files,
+            true,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        let m = b
+            .mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/shm"))
+            .unwrap();
+        if Path::new("/dev/shm").exists() {
+            assert_eq!(m.typ().as_deref(), Some("bind"));
+            assert_eq!(m.source().as_deref(), Some(Path::new("/dev/shm")));
+        }
+    }
+
+    #[test]
+    fn missing_host_path_is_created_or_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("a/b/c");
+        let c = cfg(vec![cri_mount("/m", &missing)]);
+        build(
+            &c,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        assert!(missing.is_dir());
+        let strict = HostEnv {
+            create_missing_mount_sources: false,
+            ..Default::default()
+        };
+        let c = cfg(vec![cri_mount("/m", &d.path().join("nope"))]);
+        let e = build(&c, &PodFiles::default(), false, false, false, &strict).unwrap_err();
+        assert_eq!(e.field(), "mounts[0].host_path");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn symlinked_host_path_is_resolved() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+        let c = cfg(vec![cri_mount("/m", &d.path().join("link"))]);
+        let b = build(
+            &c,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            b.mounts.last().unwrap().source().as_deref(),
+            Some(std::fs::canonicalize(&real).unwrap().as_path())
+        );
+    }
+
+    #[test]
+    fn invalid_mounts_name_the_field() {
+        let d = tempfile::tempdir().unwrap();
+        let check = |m: v1::Mount, field: &str| {
+            let e = build(
+                &cfg(vec![cri_mount("/ok", d.path()), m]),
+                &PodFiles::default(),
+                false,
+                false,
+                false,
+                &HostEnv::default(),
+            )
+            .unwrap_err();
+            assert_eq!(e.field(), field, "{e}");
+        };
+        check(cri_mount("", d.path()), "mounts[1].container_path");
+        check(cri_mount("rel", d.path()), "mounts[1].container_path");
+        check(cri_mount("/a", Path::new("")), "mounts[1].host_path");
+        let mut m = cri_mount("/a", d.path());
+        m.recursive_read_only = true;
+        check(m.clone(), "mounts[1].recursive_read_only");
+        m.readonly = true;
+        m.propagation = v1::MountPropagation::PropagationHostToContainer as i32;
+        check(m, "mounts[1].recursive_read_only");
+        let mut m = cri_mount("/a", Path::new(""));
+        m.image = Some(v1::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        });
+        check(m, "mounts[1].image");
+        let mut m = cri_mount("/a", d.path());
+        m.uid_mappings = vec![v1::IdMapping {
+            host_id: 1000,
+            container_id: 0,
+            length: 1,
+        }];
+        check(m, "mounts[1].uidMappings");
+    }
+
+    fn host_with_mountinfo(d: &Path, info: &str) -> HostEnv {
+        let p = d.join("mountinfo");
+        std::fs::write(&p, info).unwrap();
+        HostEnv {
+            mountinfo_path: p,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn propagation_modes_and_rootfs_propagation() {
+        let d = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(d.path()).unwrap();
+        let shared = base.join("shared");
+        let slave = base.join("slave");
+        let private = base.join("private");
+        for p in [&shared, &slave, &private] {
+            std::fs::create_dir(p).unwrap();
+        }
+        let info = format!(
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+             30 22 0:5 / {} rw shared:7 - tmpfs tmpfs rw\n\
+             31 22 0:6 / {} rw master:3 - tmpfs tmpfs rw\n\
+             32 22 0:7 / {} rw - tmpfs tmpfs rw\n",
+            shared.display(),
+            slave.display(),
+            private.display()
+        );
+        let host = host_with_mountinfo(d.path(), &info);
+        let with = |src: &Path, p: v1::MountPropagation| {
+            let mut m = cri_mount("/m", src);
+            m.propagation = p as i32;
+            build(
+                &cfg(vec![m]),
+                &PodFiles::default(),
+                false,
+                false,
+                false,
+                &host,
+            )
+        };
+        use v1::MountPropagation::*;
+        let b = with(&shared, PropagationBidirectional).unwrap();
+        assert_eq!(opts(&b.mounts, "/m"), ["rbind", "rshared", "rw"]);
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("rshared"));
+        let b = with(&slave, PropagationHostToContainer).unwrap();
+        assert_eq!(opts(&b.mounts, "/m"), ["rbind", "rslave", "rw"]);
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("rslave"));
+        let b = with(&shared, PropagationHostToContainer).unwrap();
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("rslave"));
+        let e = with(&slave, PropagationBidirectional).err().unwrap();
+        assert_eq!(e.field(), "mounts[0].host_path");
+        assert!(e.to_string().contains("not a shared mount"), "{e}");
+        let e = with(&private, PropagationHostToContainer).err().unwrap();
+        assert!(e.to_string().contains("shared or slave"), "{e}");
+        let b = with(&private, PropagationPrivate).unwrap();
+        assert!(b.rootfs_propagation.is_none());
+
+        // rshared wins over rslave whatever the order.
+        let mut a = cri_mount("/a", &slave);
+        a.propagation = PropagationHostToContainer as i32;
+        let mut s = cri_mount("/s", &shared);
+        s.propagation = PropagationBidirectional as i32;
+        let b = build(
+            &cfg(vec![s, a]),
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &host,
+        )
+        .unwrap();
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("rshared"));
+    }
+
+    #[test]
+    fn mountinfo_parsing_with_escapes() {
+        let info = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:5 - ext3 /dev/root rw\n";
+        let m = parse_mountinfo(info);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].mount_point, Path::new("/mnt/with space"));
+        assert_eq!(m[0].optional, ["master:1", "shared:5"]);
+    }
+}

@@ -125,7 +125,7 @@ async fn digest_pulls_and_verbose_status() {
     let s = status(&mut c, &by_digest, true).await;
     let image = s.image.unwrap();
     assert_eq!(image.id, id);
-    assert_eq!(image.repo_digests, [by_digest.clone()]);
+    assert_eq!(image.repo_digests, [by_digest]);
     assert!(image.repo_tags.is_empty());
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["imageSpec"]["architecture"], "amd64");
@@ -271,7 +271,7 @@ async fn remove_by_tag_by_id_and_unknown() {
     // By tag: only that tag goes.
     remove(&mut c, "berth-test/busybox").await;
     let left = status(&mut c, &id, false).await.image.unwrap();
-    assert_eq!(left.repo_tags, [full.clone()]);
+    assert_eq!(left.repo_tags, std::slice::from_ref(&full));
     // By id: the image with every tag.
     pull(&mut c, "berth-test/busybox").await.unwrap();
     remove(&mut c, &id).await;

@@ -1,8 +1,13 @@
 //! Berth's per-pod monitor ("shim").
 //!
-//! The monitor binary comes later; for now this crate holds the pieces it is
-//! built from. Everything here is synchronous and single-threaded on purpose:
+//! Everything here is synchronous and single-threaded on purpose:
 //! libcontainer must never run in a process with a second thread
-//! (ARCHITECTURE.md), so the monitor has no async runtime.
+//! (ARCHITECTURE.md), so the monitor has no async runtime and spawns no
+//! threads.
 
+pub mod client;
 pub mod cri_log;
+pub mod daemon;
+pub mod exit_record;
+pub mod monitor;
+pub mod protocol;

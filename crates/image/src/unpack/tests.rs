@@ -1333,3 +1333,44 @@ fn bench_unpack_from_env() {
         stats.unpacked_bytes as f64 / 1e6 / secs
     );
 }
+
+#[test]
+fn corrupt_tar_from_a_wrong_blob_is_a_digest_mismatch() {
+    // The tar parser fails on a bad header while the decompressor is fine: the rest is
+    // still read and hashed, and the blob digest names the real cause.
+    let good = TarW::new()
+        .file("a", &[1; 3000], 0o644)
+        .file("b", b"b", 0o644)
+        .finish();
+    let mut bad = good.clone();
+    bad[512 * 7 + 10] ^= 0xff; // header of "b"
+    let sb = Sandbox::new();
+    let r = sb.unpack_blob(
+        &bad,
+        Compression::None,
+        &Digest::sha256_of(&good),
+        &Digest::sha256_of(&good),
+        &UnpackLimits::default(),
+    );
+    match r {
+        Err(UnpackError::DigestMismatch { actual, .. }) => {
+            assert_eq!(actual, Digest::sha256_of(&bad))
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the digest the image names, it is corruption, located after entry "a".
+    let sb = Sandbox::new();
+    let r = sb.unpack_blob(
+        &bad,
+        Compression::None,
+        &Digest::sha256_of(&bad),
+        &Digest::sha256_of(&bad),
+        &UnpackLimits::default(),
+    );
+    match r {
+        Err(UnpackError::Corrupt { context, .. }) => {
+            assert_eq!(context, "tar header after entry \"a\"")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,32 @@
+//! `berth-monitor --pod-id ID --state-dir DIR [--foreground]`: the per-pod
+//! monitor (see `berth_shim::daemon`). Hand-rolled flags: clap would cost
+//! memory in a process that lives as long as the pod.
+
+use std::path::PathBuf;
+
+fn main() {
+    let mut pod_id = None;
+    let mut state_dir = None;
+    let mut foreground = false;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--pod-id") => pod_id = args.next().and_then(|v| v.into_string().ok()),
+            Some("--state-dir") => state_dir = args.next().map(PathBuf::from),
+            Some("--foreground") => foreground = true,
+            _ => {
+                eprintln!("berth-monitor: unknown argument {a:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (Some(pod_id), Some(state_dir)) = (pod_id, state_dir) else {
+        eprintln!("usage: berth-monitor --pod-id ID --state-dir DIR [--foreground]");
+        std::process::exit(2);
+    };
+    std::process::exit(berth_shim::daemon::main(berth_shim::daemon::Args {
+        pod_id,
+        state_dir,
+        foreground,
+    }));
+}

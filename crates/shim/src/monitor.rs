@@ -1,0 +1,666 @@
+//! The monitor's event loop: one thread, one `poll(2)` over the listening
+//! socket, the client connections, every container's stdout/stderr pipe and
+//! a signalfd for SIGCHLD.
+//!
+//! Single-threaded on purpose: libcontainer's `build()` clones with raw
+//! `clone3` and runs Rust code in the child, which hangs if another thread
+//! held a lock at the time (ARCHITECTURE.md).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::cri_log::{CriLogWriter, Stream};
+use crate::exit_record;
+use crate::protocol::{
+    CONTAINERS_DIR, ContainerState, EXITS_DIR, ExitRecord, Request, Response, SOCKET_NAME, Status,
+};
+
+/// Longest request line accepted; a client sending more is cut off so it
+/// cannot grow the monitor's memory.
+const MAX_REQUEST: usize = 64 * 1024;
+/// Size of the one read buffer shared by all pipes and connections.
+const READ_BUF: usize = 16 * 1024;
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("monitor setup: {what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn setup<E: Into<io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> MonitorError {
+    move |e| MonitorError::Setup {
+        what: what.into(),
+        source: e.into(),
+    }
+}
+
+/// One container of the pod.
+struct Ctr {
+    container: Container,
+    pid: i32,
+    status: Status,
+    created_at: i64,
+    started_at: i64,
+    exit: Option<ExitRecord>,
+    log: CriLogWriter,
+    /// Read ends of stdout and stderr; `None` once at EOF.
+    pipes: [Option<OwnedFd>; 2],
+    cgroup_path: PathBuf,
+}
+
+impl Ctr {
+    fn state(&self, id: &str) -> ContainerState {
+        ContainerState {
+            id: id.to_string(),
+            status: self.status,
+            pid: self.pid,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            exit: self.exit.clone(),
+            log_path: self.log.path().to_path_buf(),
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.exit.is_none()
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Clone)]
+enum Token {
+    Listener,
+    Signal,
+    Conn(u64),
+    Pipe(String, usize),
+}
+
+pub struct Monitor {
+    pod_id: String,
+    state_dir: PathBuf,
+    containers_dir: PathBuf,
+    exits_dir: PathBuf,
+    listener: UnixListener,
+    sigfd: SignalFd,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    ctrs: HashMap<String, Ctr>,
+    shutdown: bool,
+    buf: Vec<u8>,
+}
+
+impl Monitor {
+    /// Prepares the state dir, blocks SIGCHLD (delivered through a signalfd
+    /// instead) and binds `monitor.sock`. Once this returns, clients can
+    /// connect: their connections queue until `run` accepts them.
+    pub fn new(pod_id: &str, state_dir: &Path) -> Result<Self, MonitorError> {
+        let containers_dir = state_dir.join(CONTAINERS_DIR);
+        let exits_dir = state_dir.join(EXITS_DIR);
+        for d in [state_dir, &containers_dir, &exits_dir] {
+            fs::create_dir_all(d).map_err(setup(format!("create {}", d.display())))?;
+        }
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(setup("block SIGCHLD"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(setup("signalfd"))?;
+        let sock = state_dir.join(SOCKET_NAME);
+        match fs::remove_file(&sock) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(setup(format!("remove stale {}", sock.display()))(e));
+            }
+            _ => {}
+        }
+        let listener =
+            UnixListener::bind(&sock).map_err(setup(format!("bind {}", sock.display())))?;
+        // Only berthd (root) talks to the monitor.
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+            .map_err(setup("chmod socket"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(setup("nonblocking socket"))?;
+        Ok(Self {
+            pod_id: pod_id.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            containers_dir,
+            exits_dir,
+            listener,
+            sigfd,
+            conns: HashMap::new(),
+            next_conn: 0,
+            ctrs: HashMap::new(),
+            shutdown: false,
+            buf: vec![0; READ_BUF],
+        })
+    }
+
+    /// Serves until a `Shutdown` request and no container is alive.
+    pub fn run(mut self) {
+        loop {
+            if self.shutdown && !self.ctrs.values().any(Ctr::alive) {
+                break;
+            }
+            let ready = match self.poll_once() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("berth-monitor {}: poll: {e}", self.pod_id);
+                    continue;
+                }
+            };
+            // Reap first, so that whatever is answered below already sees
+            // every exit (and its record is on disk).
+            let mut reap = false;
+            for (token, flags) in &ready {
+                match token {
+                    Token::Signal => {
+                        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+                        reap = true;
+                    }
+                    Token::Pipe(id, idx) => {
+                        if let Some(c) = self.ctrs.get_mut(id) {
+                            read_pipe(c, *idx, &mut self.buf, false, *flags);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if reap {
+                self.reap();
+            }
+            for (token, _) in ready {
+                match token {
+                    Token::Listener => self.accept(),
+                    Token::Conn(n) => self.serve_conn(n),
+                    _ => {}
+                }
+            }
+        }
+        let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
+    }
+
+    fn poll_once(&mut self) -> io::Result<Vec<(Token, PollFlags)>> {
+        let mut tokens = Vec::with_capacity(2 + self.conns.len() + 2 * self.ctrs.len());
+        let mut fds = Vec::with_capacity(tokens.capacity());
+        tokens.push(Token::Listener);
+        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        tokens.push(Token::Signal);
+        fds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
+        for (n, c) in &self.conns {
+            tokens.push(Token::Conn(*n));
+            fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+        }
+        for (id, c) in &self.ctrs {
+            for (i, p) in c.pipes.iter().enumerate() {
+                if let Some(p) = p {
+                    tokens.push(Token::Pipe(id.clone(), i));
+                    fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                }
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(tokens
+            .into_iter()
+            .zip(fds.iter())
+            .filter_map(|(t, f)| f.revents().filter(|r| !r.is_empty()).map(|r| (t, r)))
+            .collect())
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    // Reads use MSG_DONTWAIT; writes block (bounded by the
+                    // timeout) so a response is never half sent.
+                    let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+                    let n = self.next_conn;
+                    self.next_conn += 1;
+                    self.conns.insert(
+                        n,
+                        Conn {
+                            stream,
+                            buf: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn serve_conn(&mut self, n: u64) {
+        let Some(mut conn) = self.conns.remove(&n) else {
+            return;
+        };
+        let mut open = true;
+        match recv(
+            conn.stream.as_raw_fd(),
+            &mut self.buf,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => open = false,
+            Ok(k) => conn.buf.extend_from_slice(&self.buf[..k]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => open = false,
+        }
+        while let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = conn.buf.drain(..=i).collect();
+            let resp = match serde_json::from_slice::<Request>(&line[..i]) {
+                Ok(req) => self.handle(req),
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+            };
+            if !reply(&conn.stream, &resp) {
+                open = false;
+                break;
+            }
+        }
+        if conn.buf.len() > MAX_REQUEST {
+            let _ = reply(
+                &conn.stream,
+                &Response::Error {
+                    message: format!("request longer than {MAX_REQUEST} bytes"),
+                },
+            );
+            open = false;
+        }
+        if open {
+            self.conns.insert(n, conn);
+        }
+    }
+
+    /// Answers one request. Every error names the container it concerns.
+    pub fn handle(&mut self, req: Request) -> Response {
+        let res = match req {
+            Request::Create {
+                id,
+                bundle,
+                log_path,
+            } => self
+                .create(&id, &bundle, &log_path)
+                .map(|pid| Response::Created { pid }),
+            Request::Start { id } => self.start(&id).map(|()| Response::Ok),
+            Request::Kill { id, signal, all } => self.kill(&id, signal, all).map(|()| Response::Ok),
+            Request::State { id } => {
+                self.reap();
+                self.get(&id).map(|c| Response::State(c.state(&id)))
+            }
+            Request::List => {
+                self.reap();
+                let mut containers: Vec<_> = self.ctrs.iter().map(|(id, c)| c.state(id)).collect();
+                containers.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(Response::List { containers })
+            }
+            Request::Delete { id, force } => self.delete(&id, force).map(|()| Response::Ok),
+            Request::ReopenLog { id } => self.ctrs.get_mut(&id).map_or_else(
+                || Err(not_found(&id)),
+                |c| {
+                    c.log
+                        .reopen()
+                        .map(|()| Response::Ok)
+                        .map_err(|e| format!("reopen log of container {id}: {e}"))
+                },
+            ),
+            Request::Shutdown => {
+                self.shutdown = true;
+                Ok(Response::Ok)
+            }
+        };
+        res.unwrap_or_else(|message| Response::Error { message })
+    }
+
+    fn get(&self, id: &str) -> Result<&Ctr, String> {
+        self.ctrs.get(id).ok_or_else(|| not_found(id))
+    }
+
+    fn create(&mut self, id: &str, bundle: &Path, log_path: &Path) -> Result<i32, String> {
+        if self.shutdown {
+            return Err(format!("create container {id}: monitor is shutting down"));
+        }
+        if self.ctrs.contains_key(id) {
+            return Err(format!("create container {id}: already exists"));
+        }
+        let fail = |what: &str, e: &dyn std::error::Error| {
+            format!("create container {id}: {what}: {}", chain(e))
+        };
+        let log = CriLogWriter::open(log_path).map_err(|e| fail("open log", &e))?;
+        let (out_r, out_w) = stdio_pipe().map_err(|e| fail("pipe", &e))?;
+        let (err_r, err_w) = stdio_pipe().map_err(|e| fail("pipe", &e))?;
+        let devnull = File::open("/dev/null").map_err(|e| fail("open /dev/null", &e))?;
+        let state_dir = self.containers_dir.join(id);
+        let existed = state_dir.exists();
+
+        let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .validate_id()
+            .and_then(|b| b.with_root_path(&self.containers_dir))
+            .map_err(|e| fail("libcontainer", &e))?
+            .with_stdin(devnull)
+            .with_stdout(out_w)
+            .with_stderr(err_w)
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true);
+        // The container's processes inherit the signal mask through clone and
+        // exec: SIGCHLD must not stay blocked in them. A SIGCHLD that arrives
+        // meanwhile is lost, hence the reap below.
+        // libcontainer writes the spec's oomScoreAdj to the *caller's*
+        // /proc/self/oom_score_adj (children inherit it); put the monitor's
+        // own value back so it does not become the pod's first OOM victim.
+        let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let built = with_sigchld_unblocked(|| builder.build());
+        if let Some(v) = &own_oom {
+            let _ = fs::write(OOM_SCORE_ADJ, v.trim());
+        }
+        self.reap();
+        let container = match built {
+            Ok(c) => c,
+            Err(e) => {
+                // libcontainer cleans up after a failed clone, not after a
+                // failure before it (bad spec): do not leave a state dir that
+                // would make a retry fail with "exists".
+                if !existed {
+                    let _ = fs::remove_dir_all(&state_dir);
+                }
+                return Err(fail("libcontainer", &e));
+            }
+        };
+        let pid = container.pid().map_or(0, |p| p.as_raw());
+        let cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
+        // A record of an earlier container of the same id is stale now.
+        let _ = exit_record::remove(&self.exits_dir, id);
+        self.ctrs.insert(
+            id.to_string(),
+            Ctr {
+                container,
+                pid,
+                status: Status::Created,
+                created_at: now_ns(),
+                started_at: 0,
+                exit: None,
+                log,
+                pipes: [Some(out_r), Some(err_r)],
+                cgroup_path,
+            },
+        );
+        Ok(pid)
+    }
+
+    fn start(&mut self, id: &str) -> Result<(), String> {
+        self.reap();
+        let c = self.ctrs.get_mut(id).ok_or_else(|| not_found(id))?;
+        if c.status != Status::Created {
+            return Err(format!(
+                "start container {id}: it is {:?}, not created",
+                c.status
+            ));
+        }
+        c.container
+            .start()
+            .map_err(|e| format!("start container {id}: {}", chain(&e)))?;
+        c.status = Status::Running;
+        c.started_at = now_ns();
+        Ok(())
+    }
+
+    fn kill(&mut self, id: &str, signal: i32, all: bool) -> Result<(), String> {
+        self.reap();
+        let c = self.ctrs.get_mut(id).ok_or_else(|| not_found(id))?;
+        if !c.alive() {
+            return Ok(());
+        }
+        let sig = libcontainer::signal::Signal::try_from(signal)
+            .map_err(|e| format!("kill container {id}: signal {signal}: {e}"))?;
+        match c.container.kill(sig, all) {
+            Ok(()) => Ok(()),
+            // Exited but not reaped yet: the same as exited.
+            Err(LibcontainerError::IncorrectStatus(ContainerStatus::Stopped)) => Ok(()),
+            Err(e) => Err(format!("kill container {id}: {}", chain(&e))),
+        }
+    }
+
+    fn delete(&mut self, id: &str, force: bool) -> Result<(), String> {
+        self.reap();
+        let c = self.ctrs.get_mut(id).ok_or_else(|| not_found(id))?;
+        if c.alive() {
+            if c.status == Status::Running && !force {
+                return Err(format!(
+                    "delete container {id}: it is running (stop it first or force)"
+                ));
+            }
+            // A created or force-deleted container dies now; wait for it so
+            // its cgroup is empty when libcontainer removes it.
+            let sig = libcontainer::signal::Signal::try_from(libc::SIGKILL)
+                .map_err(|e| format!("delete container {id}: {e}"))?;
+            // IncorrectStatus: already dead, only not reaped yet.
+            if let Err(e) = c.container.kill(sig, true)
+                && !matches!(e, LibcontainerError::IncorrectStatus(_))
+            {
+                return Err(format!("delete container {id}: kill: {e}"));
+            }
+            let pid = Pid::from_raw(c.pid);
+            loop {
+                match waitpid(pid, None) {
+                    Err(Errno::EINTR) => continue,
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        }
+        c.container
+            .delete(true)
+            .map_err(|e| format!("delete container {id}: {}", chain(&e)))?;
+        exit_record::remove(&self.exits_dir, id)
+            .map_err(|e| format!("delete container {id}: exit record: {e}"))?;
+        if let Some(mut c) = self.ctrs.remove(id) {
+            for i in 0..2 {
+                read_pipe(&mut c, i, &mut self.buf, true, PollFlags::POLLIN);
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects every exited child without blocking. The monitor is the only
+    /// waiter in its process, so `waitpid(-1)` steals nobody's status; it
+    /// also reaps orphans reparented to it as subreaper.
+    fn reap(&mut self) {
+        loop {
+            let (pid, code, signal) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code, 0),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32, sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) | Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("berth-monitor {}: waitpid: {e}", self.pod_id);
+                    return;
+                }
+            };
+            self.on_exit(pid.as_raw(), code, signal);
+        }
+    }
+
+    fn on_exit(&mut self, pid: i32, exit_code: i32, signal: i32) {
+        let Some((id, c)) = self
+            .ctrs
+            .iter_mut()
+            .find(|(_, c)| c.pid == pid && c.alive())
+        else {
+            return; // an orphan we adopted as subreaper
+        };
+        // In its own PID namespace every process of the container is gone
+        // once init is reaped: what they wrote is in the pipes now.
+        for i in 0..2 {
+            read_pipe(c, i, &mut self.buf, true, PollFlags::POLLIN);
+        }
+        let rec = ExitRecord {
+            exit_code,
+            signal,
+            finished_at: now_ns(),
+            oom_killed: oom_killed(&c.cgroup_path),
+        };
+        if let Err(e) = exit_record::write(&self.exits_dir, id, &rec) {
+            eprintln!("berth-monitor {}: exit record of {id}: {e}", self.pod_id);
+        }
+        c.status = Status::Exited;
+        c.exit = Some(rec);
+    }
+}
+
+/// An error with its sources: libcontainer's top-level messages alone are
+/// often just "io error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.ends_with(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn not_found(id: &str) -> String {
+    format!("container {id} not found")
+}
+
+/// Writes one response line. `MSG_NOSIGNAL`: a client that went away must not
+/// kill the monitor with SIGPIPE (which stays at its default, see `daemon`).
+fn reply(stream: &UnixStream, resp: &Response) -> bool {
+    let mut out = match serde_json::to_vec(resp) {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    out.push(b'\n');
+    let mut sent = 0;
+    while sent < out.len() {
+        match send(stream.as_raw_fd(), &out[sent..], MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Reads what pipe `idx` of `c` holds into its log; `drain` reads until the
+/// pipe is empty (at exit), otherwise one read per wakeup keeps the loop fair.
+fn read_pipe(c: &mut Ctr, idx: usize, buf: &mut [u8], drain: bool, flags: PollFlags) {
+    let stream = if idx == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    loop {
+        let Some(fd) = &c.pipes[idx] else { return };
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => {
+                c.pipes[idx] = None;
+                let _ = c.log.finish(stream);
+                return;
+            }
+            Ok(n) => {
+                // Write errors (disk full) are counted by the writer; keep
+                // draining so the container never blocks on a full pipe.
+                let _ = c.log.write(stream, &buf[..n]);
+                if !drain {
+                    return;
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                if flags.contains(PollFlags::POLLHUP) && !flags.contains(PollFlags::POLLIN) {
+                    c.pipes[idx] = None;
+                    let _ = c.log.finish(stream);
+                }
+                return;
+            }
+            Err(_) => {
+                c.pipes[idx] = None;
+                let _ = c.log.finish(stream);
+                return;
+            }
+        }
+    }
+}
+
+/// A pipe for the container's stdout or stderr: both ends close-on-exec in
+/// the monitor (libcontainer dup2s the write end onto 1/2 in the init), the
+/// read end non-blocking for the poll loop, the write end blocking as
+/// programs expect.
+fn stdio_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((r, w))
+}
+
+fn with_sigchld_unblocked<T>(f: impl FnOnce() -> T) -> T {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&mask), None);
+    let out = f();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    out
+}
+
+/// Whether the kernel OOM-killed a process of the container's cgroup: the
+/// `oom_kill` counter of cgroup v1 `memory.oom_control` or v2
+/// `memory.events`, read before the cgroup is removed.
+fn oom_killed(cgroup: &Path) -> bool {
+    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    candidates.iter().any(|p| {
+        fs::read_to_string(p).is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

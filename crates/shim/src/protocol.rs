@@ -1,0 +1,97 @@
+//! The monitor's wire protocol: one JSON object per line each way, over
+//! `<state-dir>/monitor.sock`. Requests are answered in order, one response
+//! line per request line.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the monitor's socket inside its state dir.
+pub const SOCKET_NAME: &str = "monitor.sock";
+/// Directory (inside the state dir) holding durable exit records.
+pub const EXITS_DIR: &str = "exits";
+/// Directory (inside the state dir) handed to libcontainer as its root.
+pub const CONTAINERS_DIR: &str = "containers";
+
+/// A request from berthd. Tagged by `"op"`, e.g.
+/// `{"op":"start","id":"c1"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Creates a container from `bundle` (config.json + mounted rootfs); its
+    /// stdout and stderr go to `log_path` in the CRI format.
+    Create {
+        id: String,
+        bundle: PathBuf,
+        log_path: PathBuf,
+    },
+    /// Starts the process of a created container.
+    Start { id: String },
+    /// Sends `signal` to the container's init (or, with `all`, to every
+    /// process of its cgroup). Killing an exited container is a success.
+    Kill {
+        id: String,
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Reports the container's state.
+    State { id: String },
+    /// States of every container of the monitor.
+    List,
+    /// Removes the container: libcontainer state, cgroup, exit record. A live
+    /// container is refused unless `force` (then it is SIGKILLed and reaped).
+    Delete {
+        id: String,
+        #[serde(default)]
+        force: bool,
+    },
+    /// Reopens the log file after the kubelet rotated it.
+    ReopenLog { id: String },
+    /// The monitor exits once no container is alive (created or running).
+    Shutdown,
+}
+
+/// A response to one request. Tagged by `"result"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Created { pid: i32 },
+    State(ContainerState),
+    List { containers: Vec<ContainerState> },
+    Error { message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+/// What the monitor knows of one container. Times are nanoseconds since the
+/// Unix epoch (what CRI wants), 0 when not reached yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    pub status: Status,
+    pub pid: i32,
+    pub created_at: i64,
+    pub started_at: i64,
+    /// Set once the init was reaped (and the record is on disk).
+    pub exit: Option<ExitRecord>,
+    pub log_path: PathBuf,
+}
+
+/// How a container's init ended; also the content of `exits/<id>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Shell-style code: the exit status, or 128 + signal.
+    pub exit_code: i32,
+    /// The signal that killed it, 0 if it exited.
+    pub signal: i32,
+    pub finished_at: i64,
+    pub oom_killed: bool,
+}

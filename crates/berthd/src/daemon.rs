@@ -6,6 +6,7 @@ use std::sync::RwLock;
 use berth_image::ImageStore;
 
 use crate::config::Config;
+use crate::sandbox::Sandboxes;
 use crate::store::{Store, StoreError};
 
 const POD_CIDR_KEY: &str = "pod_cidr";
@@ -14,6 +15,8 @@ pub struct Daemon {
     config: Config,
     store: Store,
     images: ImageStore,
+    /// Pod sandboxes: records and pinned namespaces.
+    sandboxes: Sandboxes,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
     pod_cidr: RwLock<String>,
 }
@@ -21,10 +24,12 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(config: Config, store: Store, images: ImageStore) -> Result<Daemon, StoreError> {
         let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
+        let sandboxes = Sandboxes::open(store.db(), &config.state)?;
         Ok(Daemon {
             config,
             store,
             images,
+            sandboxes,
             pod_cidr: RwLock::new(pod_cidr),
         })
     }
@@ -39,6 +44,11 @@ impl Daemon {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// Pod sandboxes: records and pinned namespaces.
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.sandboxes
     }
 
     /// Where containers' writable layers live (their overlay upper dirs).

@@ -3,6 +3,7 @@
 mod config;
 mod cri;
 mod daemon;
+mod sandbox;
 mod server;
 mod store;
 
@@ -65,6 +66,12 @@ enum ConfigAction {
 }
 
 fn main() -> std::process::ExitCode {
+    // The hidden namespace-pinning helper must run before any
+    // thread exists (unshare acts on the calling thread only).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(sandbox::pin::SUBCOMMAND)) {
+        return sandbox::pin::child_main(args.collect());
+    }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -7,7 +7,10 @@ use berth_api::v1::runtime_service_server::RuntimeService;
 use berth_api::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::{BoxStream, runtime_config, status, unimplemented, update_runtime_config, version};
+use super::{
+    BoxStream, runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status,
+    sandbox_stop, status, unimplemented, update_runtime_config, version,
+};
 use crate::daemon::Daemon;
 
 pub struct RuntimeSvc {
@@ -40,41 +43,47 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn run_pod_sandbox(
         &self,
-        _req: Request<RunPodSandboxRequest>,
+        req: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        unimplemented("RunPodSandbox")
+        sandbox_run::run_pod_sandbox(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<StopPodSandboxRequest>,
+        req: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        unimplemented("StopPodSandbox")
+        sandbox_stop::stop_pod_sandbox(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<RemovePodSandboxRequest>,
+        req: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        unimplemented("RemovePodSandbox")
+        sandbox_remove::remove_pod_sandbox(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn pod_sandbox_status(
         &self,
-        _req: Request<PodSandboxStatusRequest>,
+        req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        unimplemented("PodSandboxStatus")
+        sandbox_status::pod_sandbox_status(&self.daemon, req.into_inner()).map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_pod_sandbox(
         &self,
-        _req: Request<ListPodSandboxRequest>,
+        req: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        unimplemented("ListPodSandbox")
+        sandbox_list::list_pod_sandbox(&self.daemon, req.into_inner()).map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

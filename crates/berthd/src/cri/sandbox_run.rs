@@ -1,0 +1,23 @@
+//! `RunPodSandbox`: a pod with pinned namespaces, no pause container.
+
+use berth_api::v1::{RunPodSandboxRequest, RunPodSandboxResponse};
+use tonic::Status;
+
+use crate::daemon::Daemon;
+
+pub async fn run_pod_sandbox(
+    daemon: &Daemon,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let rec = daemon
+        .sandboxes()
+        .run(config, req.runtime_handler)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "RunPodSandbox failed"))?;
+    Ok(RunPodSandboxResponse {
+        pod_sandbox_id: rec.id,
+    })
+}

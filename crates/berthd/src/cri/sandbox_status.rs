@@ -1,0 +1,60 @@
+//! `PodSandboxStatus`: the record as CRI status; `verbose` adds it as JSON under "info".
+
+use berth_api::v1::{
+    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxStatus,
+    PodSandboxStatusRequest, PodSandboxStatusResponse,
+};
+use tonic::Status;
+
+use crate::daemon::Daemon;
+use crate::sandbox::SandboxRecord;
+
+#[tracing::instrument(skip_all, fields(pod = %req.pod_sandbox_id))]
+pub fn pod_sandbox_status(
+    daemon: &Daemon,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id is required"));
+    }
+    let rec = daemon
+        .sandboxes()
+        .resolve(&req.pod_sandbox_id)
+        .ok_or_else(|| {
+            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
+        })?;
+    let mut info = std::collections::HashMap::new();
+    if req.verbose {
+        let json = serde_json::to_string(&rec)
+            .map_err(|e| Status::internal(format!("cannot encode sandbox record: {e}")))?;
+        info.insert("info".to_string(), json);
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(to_status(&rec)),
+        info,
+        containers_statuses: vec![],
+        // The evented PLEG orders statuses by this.
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+    })
+}
+
+fn to_status(rec: &SandboxRecord) -> PodSandboxStatus {
+    PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: Some(rec.metadata()),
+        state: rec.state.to_cri() as i32,
+        created_at: rec.created_at,
+        // No CNI yet: a pod network has loopback only, so no IP to report.
+        network: Some(PodSandboxNetworkStatus::default()),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(rec.namespace_modes.to_cri()),
+            }),
+        }),
+        labels: rec.labels.clone().into_iter().collect(),
+        annotations: rec.annotations.clone().into_iter().collect(),
+        runtime_handler: rec.runtime_handler.clone(),
+    }
+}

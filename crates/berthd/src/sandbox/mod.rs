@@ -1,0 +1,457 @@
+//! Pod sandboxes: durable records, pinned namespaces, lifecycle.
+//!
+//! No pause container: a pod is its record plus its pinned net/IPC/UTS
+//! namespaces (see [`pin`]). Containers (and a pod-level PID namespace with
+//! Berth's own init) come with the per-pod monitor.
+
+pub mod pin;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_api::v1::{NamespaceMode, PodSandboxConfig};
+use prost::Message;
+use redb::{Database, ReadableTable, TableDefinition};
+use tracing::Instrument;
+
+pub use record::{NamespaceModes, SandboxRecord, SandboxState};
+
+use crate::store::StoreError;
+
+/// id → JSON [`SandboxRecord`].
+const SANDBOXES: TableDefinition<&str, &str> = TableDefinition::new("sandboxes");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<SandboxError> for tonic::Status {
+    fn from(e: SandboxError) -> tonic::Status {
+        let msg = e.to_string();
+        match e {
+            SandboxError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            SandboxError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            SandboxError::NotFound(_) => tonic::Status::not_found(msg),
+            SandboxError::Store(_) | SandboxError::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+fn db_err(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Store(StoreError::Db(e.to_string()))
+}
+
+#[derive(Default)]
+struct Inner {
+    records: BTreeMap<String, SandboxRecord>,
+    /// Reservation key → id, held from the start of RunPodSandbox.
+    names: HashMap<String, String>,
+}
+
+pub struct Sandboxes {
+    db: Arc<Database>,
+    pods_dir: PathBuf,
+    /// Never held across an await.
+    inner: Mutex<Inner>,
+    /// Serialises state changes (stop, remove) so they see one another whole.
+    ops: tokio::sync::Mutex<()>,
+}
+
+impl Sandboxes {
+    /// Loads every record; a READY pod whose pins are gone (the state dir is
+    /// on tmpfs and the host rebooted) is marked NOTREADY.
+    pub fn open(db: Arc<Database>, state_dir: &Path) -> Result<Sandboxes, StoreError> {
+        let pods_dir = state_dir.join("pods");
+        let txn = db.begin_write()?;
+        let mut inner = Inner::default();
+        {
+            let mut table = txn.open_table(SANDBOXES)?;
+            let mut stale = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let mut rec: SandboxRecord = match serde_json::from_str(v.value()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(pod = k.value(), error = %e, "unreadable sandbox record, ignored");
+                        continue;
+                    }
+                };
+                if rec.state == SandboxState::Ready && !healthy(&rec) {
+                    tracing::warn!(pod = %rec.id, "pinned namespaces are gone (reboot?): sandbox is NOTREADY");
+                    rec.state = SandboxState::NotReady;
+                    stale.push(rec.clone());
+                }
+                inner.names.insert(rec.reservation_key(), rec.id.clone());
+                inner.records.insert(rec.id.clone(), rec);
+            }
+            for rec in stale {
+                let json =
+                    serde_json::to_string(&rec).map_err(|e| StoreError::Db(e.to_string()))?;
+                table.insert(rec.id.as_str(), json.as_str())?;
+            }
+        }
+        txn.commit()?;
+        tracing::info!(count = inner.records.len(), "pod sandboxes loaded");
+        Ok(Sandboxes {
+            db,
+            pods_dir,
+            inner: Mutex::new(inner),
+            ops: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exact id, or a unique prefix of one (as containerd resolves ids).
+    pub fn resolve(&self, id: &str) -> Option<SandboxRecord> {
+        if id.is_empty() {
+            return None;
+        }
+        let inner = self.lock();
+        if let Some(r) = inner.records.get(id) {
+            return Some(r.clone());
+        }
+        let mut hits = inner
+            .records
+            .range(id.to_string()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (hits.next(), hits.next()) {
+            (Some((_, r)), None) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<SandboxRecord> {
+        self.lock().records.values().cloned().collect()
+    }
+
+    fn put(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
+        let json = serde_json::to_string(rec).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(SANDBOXES)
+            .map_err(db_err)?
+            .insert(rec.id.as_str(), json.as_str())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        self.lock().records.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// RunPodSandbox: validate, reserve the name, pin namespaces, record.
+    pub async fn run(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let plan = validate(&config, &runtime_handler)?;
+        let id = new_id().map_err(|e| SandboxError::Internal(e.into()))?;
+        let md = config.metadata.clone().unwrap_or_default();
+        let key = record::reservation_key(&md.name, &md.namespace, &md.uid, md.attempt);
+        {
+            let mut inner = self.lock();
+            if let Some(other) = inner.names.get(&key) {
+                return Err(SandboxError::AlreadyExists(format!(
+                    "pod sandbox name {key:?} is reserved for {other}"
+                )));
+            }
+            inner.names.insert(key.clone(), id.clone());
+        }
+        let span = tracing::info_span!("run_pod_sandbox", pod = %id);
+        let dir = self.pods_dir.join(&id);
+        let result = self
+            .create(&id, &dir, config, runtime_handler, plan)
+            .instrument(span.clone())
+            .await;
+        let _e = span.enter();
+        if result.is_err() {
+            // Roll back: nothing of a failed run may remain.
+            if let Err(e) = remove_pod_dir(&dir) {
+                tracing::error!(error = %format!("{e:#}"), "rollback of failed RunPodSandbox");
+            }
+            self.lock().names.remove(&key);
+        }
+        result
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+        plan: pin::PinRequest,
+    ) -> Result<SandboxRecord, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            SandboxError::Internal(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
+        })?;
+        let pins = pin::pin(&dir.join("ns"), &plan)
+            .await
+            .map_err(SandboxError::Internal)?;
+        let md = config.metadata.clone().unwrap_or_default();
+        let linux = config.linux.clone().unwrap_or_default();
+        let sc = linux.security_context.clone().unwrap_or_default();
+        let rec = SandboxRecord {
+            id: id.to_string(),
+            name: md.name,
+            namespace: md.namespace,
+            uid: md.uid,
+            attempt: md.attempt,
+            created_at: now_ns(),
+            state: SandboxState::Ready,
+            hostname: config.hostname.clone(),
+            log_directory: config.log_directory.clone(),
+            runtime_handler,
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            namespace_modes: NamespaceModes::from_cri(sc.namespace_options.as_ref()),
+            pins,
+            sysctls: plan.sysctls,
+            cgroup_parent: linux.cgroup_parent.clone(),
+            privileged: sc.privileged,
+            dir: dir.to_path_buf(),
+            config_pb: hex_encode(&config.encode_to_vec()),
+        };
+        self.put(&rec)?;
+        tracing::info!(name = %rec.name, namespace = %rec.namespace, "pod sandbox ready");
+        Ok(rec)
+    }
+
+    /// StopPodSandbox: NOTREADY. Idempotent; an unknown id is success, as the
+    /// CRI asks ("must not return an error if all relevant resources have
+    /// already been reclaimed") and containerd and CRI-O do.
+    pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
+        let _ops = self.ops.lock().await;
+        let Some(mut rec) = self.resolve(id) else {
+            tracing::debug!(
+                pod = id,
+                "StopPodSandbox of an unknown sandbox: nothing to do"
+            );
+            return Ok(());
+        };
+        if rec.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        // Containers of the pod are stopped here once they exist.
+        rec.state = SandboxState::NotReady;
+        self.put(&rec)?;
+        tracing::info!(pod = %rec.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops if needed, removes pins, dir and record. Unknown id: success.
+    pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let _ops = self.ops.lock().await;
+        let Some(rec) = self.resolve(id) else {
+            tracing::debug!(
+                pod = id,
+                "RemovePodSandbox of an unknown sandbox: nothing to do"
+            );
+            return Ok(());
+        };
+        // A READY pod is stopped first; with no containers yet that is only the state.
+        remove_pod_dir(&rec.dir).map_err(SandboxError::Internal)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(SANDBOXES)
+            .map_err(db_err)?
+            .remove(rec.id.as_str())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        let mut inner = self.lock();
+        inner.records.remove(&rec.id);
+        inner.names.remove(&rec.reservation_key());
+        tracing::info!(pod = %rec.id, "pod sandbox removed");
+        Ok(())
+    }
+}
+
+/// True when the pod's state dir and every recorded pin are still there.
+fn healthy(rec: &SandboxRecord) -> bool {
+    rec.dir.is_dir() && rec.pins.iter().all(|p| pin::is_pinned(p))
+}
+
+fn remove_pod_dir(dir: &Path) -> anyhow::Result<()> {
+    pin::unpin(&dir.join("ns"))?;
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", dir.display())),
+    }
+}
+
+/// Checks the request and turns it into what the pinning child must do.
+fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest, SandboxError> {
+    let invalid = |m: String| Err(SandboxError::InvalidArgument(m));
+    let Some(md) = &config.metadata else {
+        return invalid("config.metadata is required".into());
+    };
+    for (field, v) in [
+        ("name", &md.name),
+        ("namespace", &md.namespace),
+        ("uid", &md.uid),
+    ] {
+        if v.is_empty() {
+            return invalid(format!("config.metadata.{field} is required"));
+        }
+    }
+    if !handler.is_empty() {
+        return invalid(format!(
+            "runtime handler {handler:?} is not configured: berth has only the default handler (\"\")"
+        ));
+    }
+    let linux = config.linux.clone().unwrap_or_default();
+    let ns = linux
+        .security_context
+        .and_then(|s| s.namespace_options)
+        .unwrap_or_default();
+    let node = NamespaceMode::Node as i32;
+    let host_net = ns.network == node;
+    let host_ipc = ns.ipc == node;
+    if config.hostname.len() > 64 || config.hostname.contains('\0') {
+        return invalid(format!(
+            "hostname {:?} is not a valid host name",
+            config.hostname
+        ));
+    }
+    for (k, v) in &linux.sysctls {
+        let name = k.replace('/', ".");
+        if k.is_empty()
+            || k.split(['.', '/']).any(|c| c.is_empty() || c == "..")
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+            || v.contains('\n')
+        {
+            return invalid(format!("sysctl {k:?}={v:?} is malformed"));
+        }
+        let ipc = name.starts_with("kernel.shm")
+            || name.starts_with("kernel.msg")
+            || name == "kernel.sem"
+            || name.starts_with("fs.mqueue.");
+        let net = name.starts_with("net.");
+        let uts = name == "kernel.hostname" || name == "kernel.domainname";
+        if !(ipc || net || uts) {
+            return invalid(format!(
+                "sysctl {k:?} is not namespaced: only net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.hostname and kernel.domainname can be set for a pod"
+            ));
+        }
+        if (net || uts) && host_net {
+            return invalid(format!(
+                "sysctl {k:?} would change the host: the pod uses the host network"
+            ));
+        }
+        if ipc && host_ipc {
+            return invalid(format!(
+                "sysctl {k:?} would change the host: the pod uses the host IPC namespace"
+            ));
+        }
+    }
+    Ok(pin::PinRequest {
+        net: !host_net,
+        ipc: !host_ipc,
+        // As containerd: a host-network pod keeps the host's UTS namespace (node name).
+        uts: !host_net,
+        hostname: config.hostname.clone(),
+        sysctls: linux.sysctls.into_iter().collect(),
+    })
+}
+
+/// 64 hex digits from the kernel's CSPRNG.
+fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex_encode(&buf))
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::v1::{LinuxPodSandboxConfig, PodSandboxMetadata};
+
+    fn config() -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "p".into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn metadata_fields_are_required_by_name() {
+        for field in ["name", "namespace", "uid"] {
+            let mut c = config();
+            let md = c.metadata.as_mut().unwrap();
+            match field {
+                "name" => md.name.clear(),
+                "namespace" => md.namespace.clear(),
+                _ => md.uid.clear(),
+            }
+            let err = validate(&c, "").err().unwrap().to_string();
+            assert!(err.contains(&format!("metadata.{field}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_namespaced_sysctls_are_accepted() {
+        let mut c = config();
+        let mut linux = LinuxPodSandboxConfig::default();
+        linux.sysctls.insert("vm.swappiness".into(), "1".into());
+        c.linux = Some(linux.clone());
+        assert!(matches!(
+            validate(&c, ""),
+            Err(SandboxError::InvalidArgument(_))
+        ));
+        linux.sysctls.clear();
+        linux
+            .sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+        linux
+            .sysctls
+            .insert("kernel.shmmax".into(), "1000000".into());
+        c.linux = Some(linux);
+        let plan = validate(&c, "").unwrap();
+        assert!(plan.net && plan.ipc && plan.uts);
+        assert_eq!(plan.sysctls.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_64_hex() {
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

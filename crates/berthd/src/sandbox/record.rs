@@ -1,0 +1,123 @@
+//! The durable record of one pod sandbox (a JSON value in the `sandboxes` table).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_api::v1::{NamespaceMode, NamespaceOption, PodSandboxMetadata, PodSandboxState};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+impl SandboxState {
+    pub fn to_cri(self) -> PodSandboxState {
+        match self {
+            SandboxState::Ready => PodSandboxState::SandboxReady,
+            SandboxState::NotReady => PodSandboxState::SandboxNotready,
+        }
+    }
+}
+
+/// The CRI namespace modes, kept by name ("POD", "NODE", ...) so the JSON reads well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceModes {
+    pub network: String,
+    pub pid: String,
+    pub ipc: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_id: String,
+}
+
+impl NamespaceModes {
+    pub fn from_cri(o: Option<&NamespaceOption>) -> NamespaceModes {
+        let name = |v: i32| {
+            NamespaceMode::try_from(v)
+                .unwrap_or(NamespaceMode::Pod)
+                .as_str_name()
+                .to_string()
+        };
+        let o = o.cloned().unwrap_or_default();
+        NamespaceModes {
+            network: name(o.network),
+            pid: name(o.pid),
+            ipc: name(o.ipc),
+            target_id: o.target_id,
+        }
+    }
+
+    pub fn to_cri(&self) -> NamespaceOption {
+        let value = |s: &str| NamespaceMode::from_str_name(s).unwrap_or(NamespaceMode::Pod) as i32;
+        NamespaceOption {
+            network: value(&self.network),
+            pid: value(&self.pid),
+            ipc: value(&self.ipc),
+            target_id: self.target_id.clone(),
+            userns_options: None,
+        }
+    }
+}
+
+/// Where the pod's pinned namespaces are; `None` means the host's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pins {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+impl Pins {
+    pub fn iter(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.net, &self.ipc, &self.uts].into_iter().flatten()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    pub state: SandboxState,
+    pub hostname: String,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub namespace_modes: NamespaceModes,
+    pub pins: Pins,
+    pub sysctls: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub privileged: bool,
+    /// The pod's state dir, `<state>/pods/<id>`.
+    pub dir: PathBuf,
+    /// The whole `PodSandboxConfig`, protobuf-encoded and hex: container
+    /// creation needs parts of it (DNS, security context) this record does not spell out.
+    pub config_pb: String,
+}
+
+impl SandboxRecord {
+    /// containerd's "name reservation" key: one live sandbox per metadata.
+    pub fn reservation_key(&self) -> String {
+        reservation_key(&self.name, &self.namespace, &self.uid, self.attempt)
+    }
+
+    pub fn metadata(&self) -> PodSandboxMetadata {
+        PodSandboxMetadata {
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            namespace: self.namespace.clone(),
+            attempt: self.attempt,
+        }
+    }
+}
+
+pub fn reservation_key(name: &str, namespace: &str, uid: &str, attempt: u32) -> String {
+    format!("{name}_{namespace}_{uid}_{attempt}")
+}

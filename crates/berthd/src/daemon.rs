@@ -1,11 +1,12 @@
 //! The daemon-wide state every RPC handler shares.
 
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use berth_image::ImageStore;
 
 use crate::config::Config;
+use crate::container::Containers;
 use crate::sandbox::Sandboxes;
 use crate::store::{Store, StoreError};
 
@@ -17,6 +18,8 @@ pub struct Daemon {
     images: ImageStore,
     /// Pod sandboxes: records and pinned namespaces.
     sandboxes: Sandboxes,
+    /// Containers, driven through each pod's monitor.
+    containers: Arc<Containers>,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
     pod_cidr: RwLock<String>,
 }
@@ -25,11 +28,19 @@ impl Daemon {
     pub fn new(config: Config, store: Store, images: ImageStore) -> Result<Daemon, StoreError> {
         let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
         let sandboxes = Sandboxes::open(store.db(), &config.state)?;
+        let containers = Arc::new(Containers::open(
+            store.db(),
+            &config.root,
+            &config.state,
+            images.clone(),
+        )?);
+        sandboxes.set_container_hook(containers.clone());
         Ok(Daemon {
             config,
             store,
             images,
             sandboxes,
+            containers,
             pod_cidr: RwLock::new(pod_cidr),
         })
     }
@@ -49,6 +60,11 @@ impl Daemon {
     /// Pod sandboxes: records and pinned namespaces.
     pub fn sandboxes(&self) -> &Sandboxes {
         &self.sandboxes
+    }
+
+    /// Containers, driven through each pod's monitor.
+    pub fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     /// Where containers' writable layers live (their overlay upper dirs).

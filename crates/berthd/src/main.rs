@@ -1,6 +1,7 @@
 //! `berthd`: the Berth CRI runtime daemon.
 
 mod config;
+mod container;
 mod cri;
 mod daemon;
 mod sandbox;

@@ -1,6 +1,12 @@
 //! The CRI gRPC services. Like containerd's CRI server, one file per RPC (or
 //! small group of RPCs); this module only wires the tonic traits to them.
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
 mod image_convert;
 mod image_fs_info;
 mod image_list;

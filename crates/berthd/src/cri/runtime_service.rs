@@ -8,8 +8,9 @@ use berth_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status,
-    sandbox_stop, status, unimplemented, update_runtime_config, version,
+    BoxStream, container_create, container_list, container_remove, container_start,
+    container_status, container_stop, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
+    sandbox_status, sandbox_stop, status, unimplemented, update_runtime_config, version,
 };
 use crate::daemon::Daemon;
 
@@ -97,41 +98,51 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn create_container(
         &self,
-        _req: Request<CreateContainerRequest>,
+        req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer")
+        container_create::create_container(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn start_container(
         &self,
-        _req: Request<StartContainerRequest>,
+        req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        unimplemented("StartContainer")
+        container_start::start_container(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn stop_container(
         &self,
-        _req: Request<StopContainerRequest>,
+        req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        unimplemented("StopContainer")
+        container_stop::stop_container(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn remove_container(
         &self,
-        _req: Request<RemoveContainerRequest>,
+        req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer")
+        container_remove::remove_container(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_containers(
         &self,
-        _req: Request<ListContainersRequest>,
+        req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        unimplemented("ListContainers")
+        container_list::list_containers(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
@@ -145,9 +156,11 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn container_status(
         &self,
-        _req: Request<ContainerStatusRequest>,
+        req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus")
+        container_status::container_status(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

@@ -9,7 +9,7 @@ pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use berth_api::v1::{NamespaceMode, PodSandboxConfig};
 use prost::Message;
@@ -19,6 +19,22 @@ use tracing::Instrument;
 pub use record::{NamespaceModes, SandboxRecord, SandboxState};
 
 use crate::store::StoreError;
+
+/// Hook to the container subsystem, so that StopPodSandbox and
+/// RemovePodSandbox stop and remove the pod's containers (the sandbox module
+/// does not own containers; berthd registers this at startup).
+pub trait PodContainers: Send + Sync {
+    /// Stops (kills) every live container of the pod.
+    fn stop_all<'a>(
+        &'a self,
+        pod_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
+    /// Removes every container of the pod and lets its monitor exit.
+    fn remove_all<'a>(
+        &'a self,
+        pod_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
+}
 
 /// id → JSON [`SandboxRecord`].
 const SANDBOXES: TableDefinition<&str, &str> = TableDefinition::new("sandboxes");
@@ -67,6 +83,8 @@ pub struct Sandboxes {
     inner: Mutex<Inner>,
     /// Serialises state changes (stop, remove) so they see one another whole.
     ops: tokio::sync::Mutex<()>,
+    /// The pod's containers (see [`PodContainers`]); unset in unit tests.
+    containers: OnceLock<Arc<dyn PodContainers>>,
 }
 
 impl Sandboxes {
@@ -109,7 +127,13 @@ impl Sandboxes {
             pods_dir,
             inner: Mutex::new(inner),
             ops: tokio::sync::Mutex::new(()),
+            containers: OnceLock::new(),
         })
+    }
+
+    /// Registers the container subsystem (once, at startup).
+    pub fn set_container_hook(&self, hook: Arc<dyn PodContainers>) {
+        let _ = self.containers.set(hook);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -242,10 +266,14 @@ impl Sandboxes {
             );
             return Ok(());
         };
+        // Hook: containers die with the pod. Done even for a NOTREADY pod,
+        // so a retried StopPodSandbox finishes a stop that failed midway.
+        if let Some(c) = self.containers.get() {
+            c.stop_all(&rec.id).await.map_err(SandboxError::Internal)?;
+        }
         if rec.state == SandboxState::NotReady {
             return Ok(());
         }
-        // Containers of the pod are stopped here once they exist.
         rec.state = SandboxState::NotReady;
         self.put(&rec)?;
         tracing::info!(pod = %rec.id, "pod sandbox stopped");
@@ -262,7 +290,12 @@ impl Sandboxes {
             );
             return Ok(());
         };
-        // A READY pod is stopped first; with no containers yet that is only the state.
+        // Hook: the pod's containers (stopped first) and its monitor go before its dirs.
+        if let Some(c) = self.containers.get() {
+            c.remove_all(&rec.id)
+                .await
+                .map_err(SandboxError::Internal)?;
+        }
         remove_pod_dir(&rec.dir).map_err(SandboxError::Internal)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(SANDBOXES)

@@ -1,0 +1,834 @@
+//! Containers: durable records, overlay rootfs, bundles, and the lifecycle
+//! driven through the pod's monitor (which runs libcontainer; berthd never
+//! does, being multi-threaded).
+//!
+//! Layout: bundle (`config.json`) and rootfs mount point under
+//! `<state>/containers/<id>/`; overlay upper/work dirs under
+//! `<root>/containers/<id>/`, so a container's disk cost is its upper dir.
+
+pub mod monitor;
+pub mod record;
+pub mod rootfs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_api::v1::{ContainerConfig, PodSandboxConfig};
+use berth_image::ImageStore;
+use berth_shim::protocol::{ContainerState, Request, Status as MonStatus};
+use futures::future::BoxFuture;
+use prost::Message;
+use redb::{Database, ReadableTable, TableDefinition};
+use tracing::Instrument;
+
+pub use record::{ContainerRecord, State};
+
+use crate::sandbox::{PodContainers, SandboxRecord, SandboxState};
+use crate::store::StoreError;
+
+/// id → JSON [`ContainerRecord`].
+const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers");
+
+/// How long StopContainer waits for the SIGKILL it sends after the timeout.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<ContainerError> for tonic::Status {
+    fn from(e: ContainerError) -> tonic::Status {
+        let msg = e.to_string();
+        match e {
+            ContainerError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            ContainerError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            ContainerError::NotFound(_) => tonic::Status::not_found(msg),
+            ContainerError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            ContainerError::Store(_) | ContainerError::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> ContainerError {
+    ContainerError::Internal(e.into())
+}
+
+fn db_err(e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Store(StoreError::Db(e.to_string()))
+}
+
+#[derive(Default)]
+struct Inner {
+    records: BTreeMap<String, ContainerRecord>,
+    /// Reservation key → id, held from the start of CreateContainer.
+    names: HashMap<String, String>,
+    /// Per-container operation locks: a stop waiting out its timeout must
+    /// not block other containers.
+    ops: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+pub struct Containers {
+    db: Arc<Database>,
+    images: ImageStore,
+    /// `<state>/pods`: each pod's state dir (its /etc files).
+    pods_dir: PathBuf,
+    /// `<state>/monitors`: each pod's monitor state dir (see [`monitor::state_dir`]).
+    monitors_dir: PathBuf,
+    /// `<state>/containers`: bundles and rootfs mount points.
+    bundles_dir: PathBuf,
+    /// `<root>/containers`: overlay upper dirs.
+    layers_dir: PathBuf,
+    host: berth_spec::HostEnv,
+    /// Never held across an await.
+    inner: Mutex<Inner>,
+    /// Serialises monitor spawning: one monitor per pod.
+    spawn: tokio::sync::Mutex<()>,
+}
+
+/// What CreateContainer did so far, undone in reverse on failure.
+#[derive(Default)]
+struct Undo {
+    leased: bool,
+    mounted: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
+    in_monitor: bool,
+}
+
+impl Containers {
+    pub fn open(
+        db: Arc<Database>,
+        root: &Path,
+        state: &Path,
+        images: ImageStore,
+    ) -> Result<Containers, StoreError> {
+        let txn = db.begin_write()?;
+        let mut inner = Inner::default();
+        {
+            let table = txn.open_table(CONTAINERS)?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                match serde_json::from_str::<ContainerRecord>(v.value()) {
+                    Ok(rec) => {
+                        inner.names.insert(rec.reservation_key(), rec.id.clone());
+                        inner.records.insert(rec.id.clone(), rec);
+                    }
+                    Err(e) => {
+                        tracing::error!(container = k.value(), error = %e, "unreadable container record, ignored")
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        tracing::info!(count = inner.records.len(), "containers loaded");
+        Ok(Containers {
+            db,
+            images,
+            pods_dir: state.join("pods"),
+            monitors_dir: state.join("monitors"),
+            bundles_dir: state.join("containers"),
+            layers_dir: root.join("containers"),
+            host: berth_spec::HostEnv::detect(),
+            inner: Mutex::new(inner),
+            spawn: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock().ops.entry(id.to_string()).or_default().clone()
+    }
+
+    fn pod_dir(&self, pod_id: &str) -> PathBuf {
+        self.pods_dir.join(pod_id)
+    }
+
+    fn monitor_dir(&self, pod_id: &str) -> PathBuf {
+        monitor::state_dir(&self.monitors_dir, pod_id)
+    }
+
+    /// Exact id, or a unique prefix of one.
+    pub fn resolve(&self, id: &str) -> Option<ContainerRecord> {
+        if id.is_empty() {
+            return None;
+        }
+        let inner = self.lock();
+        if let Some(r) = inner.records.get(id) {
+            return Some(r.clone());
+        }
+        let mut hits = inner
+            .records
+            .range(id.to_string()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (hits.next(), hits.next()) {
+            (Some((_, r)), None) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        let json = serde_json::to_string(rec).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(CONTAINERS)
+            .map_err(db_err)?
+            .insert(rec.id.as_str(), json.as_str())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        self.lock().records.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn delete_record(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(CONTAINERS)
+            .map_err(db_err)?
+            .remove(rec.id.as_str())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        let mut inner = self.lock();
+        inner.records.remove(&rec.id);
+        inner.names.remove(&rec.reservation_key());
+        inner.ops.remove(&rec.id);
+        Ok(())
+    }
+
+    /// CreateContainer. `pod` is the sandbox record, already resolved.
+    pub async fn create(
+        &self,
+        pod: SandboxRecord,
+        config: ContainerConfig,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let invalid = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
+        let Some(md) = config.metadata.clone() else {
+            return invalid("config.metadata is required");
+        };
+        if md.name.is_empty() {
+            return invalid("config.metadata.name is required");
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return invalid("config.image.image is required");
+        }
+        if pod.state != SandboxState::Ready {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: cannot create containers in it",
+                pod.id
+            )));
+        }
+        let image = self
+            .images
+            .get(&image_name)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ContainerError::NotFound(format!(
+                    "image {image_name:?} is not pulled: pull it before creating the container"
+                ))
+            })?;
+        let id = new_id().map_err(internal)?;
+        let key = record::reservation_key(&pod.id, &md.name, md.attempt);
+        {
+            let mut inner = self.lock();
+            if let Some(other) = inner.names.get(&key) {
+                return Err(ContainerError::AlreadyExists(format!(
+                    "container name {:?} (attempt {}) is already used by {other} in pod {}",
+                    md.name, md.attempt, pod.id
+                )));
+            }
+            inner.names.insert(key.clone(), id.clone());
+        }
+        let span = tracing::info_span!("create_container", pod = %pod.id, container = %id);
+        let mut undo = Undo::default();
+        let result = self
+            .create_steps(&id, &pod, &config, &image, &image_name, &mut undo)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(parent: &span, error = %e, "CreateContainer failed: rolling back");
+            self.rollback(&id, &pod.id, undo)
+                .instrument(span.clone())
+                .await;
+            self.lock().names.remove(&key);
+        }
+        result
+    }
+
+    async fn create_steps(
+        &self,
+        id: &str,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+        image: &berth_image::Image,
+        image_name: &str,
+        undo: &mut Undo,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let created = Instant::now();
+        let pod_config = PodSandboxConfig::decode(
+            hex::decode(&pod.config_pb)
+                .context("sandbox record: config_pb is not hex")
+                .map_err(internal)?
+                .as_slice(),
+        )
+        .context("sandbox record: config_pb does not decode")
+        .map_err(internal)?;
+        let image_config = image.config().map_err(internal)?;
+        let image_cfg = berth_spec::ImageConfig::from(&image_config);
+        let stop_signal = stop_signal(config, &image_config)?;
+
+        let layers = self.images.lease(id, &image.id).map_err(internal)?;
+        undo.leased = true;
+        let bundle = self.bundles_dir.join(id);
+        let layer_dir = self.layers_dir.join(id);
+        undo.dirs = vec![bundle.clone(), layer_dir.clone()];
+        let rootfs = bundle.join("rootfs");
+        let (l, b, r) = (layers.clone(), layer_dir.clone(), rootfs.clone());
+        blocking(move || rootfs::mount_overlay(&l, &b, &r)).await?;
+        undo.mounted = Some(rootfs.clone());
+
+        let pod_dir = self.pod_dir(&pod.id);
+        let (pd, pc, hn) = (
+            pod_dir.clone(),
+            pod_config.clone(),
+            self.host.node_hostname.clone(),
+        );
+        let files = blocking(move || rootfs::write_pod_files(&pd, &pc, &hn)).await?;
+        let pod_files = berth_spec::PodFiles {
+            etc_hosts: Some(files.hosts),
+            etc_hostname: Some(files.hostname),
+            resolv_conf: Some(files.resolv_conf),
+            // No pod tmpfs yet: each container gets the spec's default /dev/shm.
+            dev_shm: None,
+        };
+        let pin = |p: &Option<PathBuf>| match p {
+            Some(p) => berth_spec::PodNamespace::Pinned(p.clone()),
+            None => berth_spec::PodNamespace::Host,
+        };
+        let namespaces = berth_spec::PodNamespaces {
+            network: pin(&pod.pins.net),
+            ipc: pin(&pod.pins.ipc),
+            uts: pin(&pod.pins.uts),
+            // Pod-level PID sharing needs Berth's pod init (not built yet).
+            pid: None,
+        };
+        let cgroups_path = berth_spec::cgroups_path(&pod.cgroup_parent, id, "berth");
+        let spec = berth_spec::build_spec(&berth_spec::SpecInput {
+            container_id: id,
+            sandbox_id: &pod.id,
+            config,
+            sandbox: &pod_config,
+            image: &image_cfg,
+            image_name,
+            rootfs: &rootfs,
+            namespaces: &namespaces,
+            target_pid_ns: None,
+            files: &pod_files,
+            cgroups_path: cgroups_path.as_deref(),
+            host: &self.host,
+        })
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+        rootfs::write_atomic(&bundle.join("config.json"), &json).map_err(internal)?;
+
+        // The CRI log path is relative to the pod's log directory; with
+        // either missing the kubelet expects no log, but the monitor always
+        // needs somewhere to put the output.
+        let cri_log = if pod.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            Path::new(&pod.log_directory)
+                .join(&config.log_path)
+                .display()
+                .to_string()
+        };
+        let log_path = if cri_log.is_empty() {
+            bundle.join("output.log")
+        } else {
+            PathBuf::from(&cri_log)
+        };
+        if let Some(parent) = log_path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create log dir {}", parent.display()))
+                .map_err(internal)?;
+        }
+
+        {
+            let _spawn = self.spawn.lock().await;
+            monitor::ensure(&self.monitor_dir(&pod.id), &pod.id)
+                .await
+                .map_err(internal)?;
+        }
+        monitor::call(
+            &self.monitor_dir(&pod.id),
+            &pod.id,
+            Request::Create {
+                id: id.to_string(),
+                bundle: bundle.clone(),
+                log_path,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        undo.in_monitor = true;
+
+        let md = config.metadata.clone().unwrap_or_default();
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            pod_id: pod.id.clone(),
+            name: md.name,
+            attempt: md.attempt,
+            image: image_name.to_string(),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            log_path: cri_log,
+            stop_signal,
+            state: State::Created,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            oom_killed: false,
+            message: String::new(),
+            bundle,
+            layer_dir,
+        };
+        self.put(&rec)?;
+        tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, "container created");
+        Ok(rec)
+    }
+
+    async fn rollback(&self, id: &str, pod_id: &str, undo: Undo) {
+        let report = |what: &str, e: &dyn std::fmt::Display| tracing::error!(error = %e, "rollback of CreateContainer: {what}");
+        if undo.in_monitor {
+            let req = Request::Delete {
+                id: id.to_string(),
+                force: true,
+            };
+            if let Err(e) = monitor::call(&self.monitor_dir(pod_id), pod_id, req).await {
+                report("monitor delete", &e);
+            }
+        }
+        if let Some(m) = undo.mounted
+            && let Err(e) = rootfs::unmount(&m)
+        {
+            report("unmount", &format!("{e:#}"));
+        }
+        for d in undo.dirs {
+            if let Err(e) = rootfs::remove_dir(&d) {
+                report("remove dir", &format!("{e:#}"));
+            }
+        }
+        if undo.leased
+            && let Err(e) = self.images.unlease(id)
+        {
+            report("unlease", &e);
+        }
+    }
+
+    /// Brings the record up to date with the monitor (unless the exit is
+    /// already known) and persists any change.
+    pub async fn refresh(&self, rec: ContainerRecord) -> Result<ContainerRecord, ContainerError> {
+        if rec.state == State::Exited {
+            return Ok(rec);
+        }
+        let got = monitor::state(&self.monitor_dir(&rec.pod_id), &rec.pod_id, &rec.id).await;
+        self.apply(rec, got.map(Some))
+    }
+
+    /// Merges what the monitor said (`Ok(None)`: it does not list the
+    /// container) into the record.
+    fn apply(
+        &self,
+        mut rec: ContainerRecord,
+        got: Result<Option<ContainerState>, monitor::CallError>,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let before = (rec.state, rec.started_at);
+        match got {
+            Ok(Some(s)) => {
+                if s.started_at != 0 {
+                    rec.started_at = s.started_at;
+                }
+                rec.state = match s.status {
+                    MonStatus::Created => State::Created,
+                    MonStatus::Running => State::Running,
+                    MonStatus::Exited => State::Exited,
+                };
+                if let Some(exit) = s.exit {
+                    rec.state = State::Exited;
+                    rec.exit_code = exit.exit_code;
+                    rec.finished_at = exit.finished_at;
+                    rec.oom_killed = exit.oom_killed;
+                }
+            }
+            Err(e)
+                if !(matches!(e, monitor::CallError::Unreachable { .. }) || e.is_not_found()) =>
+            {
+                return Err(internal(e));
+            }
+            // The monitor is gone or forgot the container (host reboot,
+            // monitor crash): its exit can never be known.
+            lost => {
+                let why = match lost {
+                    Err(e) => e.to_string(),
+                    _ => "the monitor no longer has the container".to_string(),
+                };
+                tracing::warn!(pod = %rec.pod_id, container = %rec.id, reason = %why, "container lost");
+                rec.state = State::Exited;
+                rec.exit_code = 255;
+                rec.finished_at = now_ns();
+                rec.message = format!("container lost: {why}");
+            }
+        }
+        if (rec.state, rec.started_at) != before {
+            self.put(&rec)?;
+        }
+        Ok(rec)
+    }
+
+    /// StartContainer.
+    pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
+        let rec = self.must(id)?;
+        let lock = self.op_lock(&rec.id);
+        let _op = lock.lock().await;
+        let rec = self.refresh(self.must(&rec.id)?).await?;
+        if rec.state != State::Created {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {} is {:?}, not CREATED: it cannot be started",
+                rec.id, rec.state
+            )));
+        }
+        let mon = self.monitor_dir(&rec.pod_id);
+        monitor::call(&mon, &rec.pod_id, Request::Start { id: rec.id.clone() })
+            .await
+            .map_err(internal)?;
+        let rec = self.refresh(rec).await?;
+        tracing::info!(state = ?rec.state, "container started");
+        Ok(())
+    }
+
+    fn must(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        self.resolve(id)
+            .ok_or_else(|| ContainerError::NotFound(format!("container {id} not found")))
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout`.
+    /// Stopping an exited container is a success.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let rec = self.must(id)?;
+        let lock = self.op_lock(&rec.id);
+        let _op = lock.lock().await;
+        self.stop_locked(&rec.id, timeout).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let mut rec = self.refresh(self.must(id)?).await?;
+        if rec.state == State::Exited {
+            return Ok(());
+        }
+        let pod_dir = self.monitor_dir(&rec.pod_id);
+        let pod_id = rec.pod_id.clone();
+        let kill = |signal: i32, all: bool| {
+            let req = Request::Kill {
+                id: id.to_string(),
+                signal,
+                all,
+            };
+            let (pod_dir, pod) = (pod_dir.clone(), pod_id.clone());
+            async move { monitor::call(&pod_dir, &pod, req).await.map_err(internal) }
+        };
+        // A never-started container has nothing to shut down gracefully.
+        if !timeout.is_zero() && rec.state == State::Running {
+            tracing::info!(signal = rec.stop_signal, ?timeout, "stopping container");
+            kill(rec.stop_signal, false).await?;
+            rec = self.wait_exit(rec, Instant::now() + timeout).await?;
+            if rec.state == State::Exited {
+                return Ok(());
+            }
+        }
+        tracing::info!("killing container");
+        kill(libc::SIGKILL, true).await?;
+        let rec = self.wait_exit(rec, Instant::now() + KILL_WAIT).await?;
+        if rec.state != State::Exited {
+            return Err(internal(anyhow::anyhow!(
+                "container {id} did not exit within {KILL_WAIT:?} of SIGKILL"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Polls the monitor until the container exited or `deadline`.
+    async fn wait_exit(
+        &self,
+        mut rec: ContainerRecord,
+        deadline: Instant,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            rec = self.refresh(rec).await?;
+            let now = Instant::now();
+            if rec.state == State::Exited || now >= deadline {
+                return Ok(rec);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// RemoveContainer: stops, deletes from the monitor, unmounts, removes
+    /// dirs and lease and record. An unknown id is success (as containerd).
+    pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        let Some(rec) = self.resolve(id) else {
+            tracing::debug!("RemoveContainer of an unknown container: nothing to do");
+            return Ok(());
+        };
+        let lock = self.op_lock(&rec.id);
+        let _op = lock.lock().await;
+        self.remove_locked(&rec.id).await
+    }
+
+    async fn remove_locked(&self, id: &str) -> Result<(), ContainerError> {
+        let Some(rec) = self.resolve(id) else {
+            return Ok(());
+        };
+        let rec = self.refresh(rec).await?;
+        if rec.state != State::Exited {
+            self.stop_locked(&rec.id, Duration::ZERO).await?;
+        }
+        let pod_dir = self.monitor_dir(&rec.pod_id);
+        let req = Request::Delete {
+            id: rec.id.clone(),
+            force: true,
+        };
+        match monitor::call(&pod_dir, &rec.pod_id, req).await {
+            Ok(_) => {}
+            Err(e) if matches!(e, monitor::CallError::Unreachable { .. }) || e.is_not_found() => {
+                tracing::debug!(error = %e, "monitor has nothing to delete")
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        let (rootfs_dir, bundle, layer_dir) =
+            (rec.rootfs(), rec.bundle.clone(), rec.layer_dir.clone());
+        blocking(move || {
+            rootfs::unmount(&rootfs_dir)?;
+            rootfs::remove_dir(&bundle)?;
+            rootfs::remove_dir(&layer_dir)
+        })
+        .await?;
+        self.images.unlease(&rec.id).map_err(internal)?;
+        self.delete_record(&rec)?;
+        tracing::info!(pod = %rec.pod_id, container = %rec.id, "container removed");
+        Ok(())
+    }
+
+    /// ContainerStatus's view: refreshed record.
+    pub async fn status(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        let rec = self.must(id)?;
+        self.refresh(rec).await
+    }
+
+    /// Every record, refreshed with one monitor `list` per pod that has a
+    /// live container.
+    pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let recs: Vec<ContainerRecord> = self.lock().records.values().cloned().collect();
+        let mut pods: BTreeMap<String, Vec<ContainerRecord>> = BTreeMap::new();
+        let mut out = Vec::with_capacity(recs.len());
+        for r in recs {
+            if r.state == State::Exited {
+                out.push(r);
+            } else {
+                pods.entry(r.pod_id.clone()).or_default().push(r);
+            }
+        }
+        for (pod, recs) in pods {
+            let listed = monitor::list(&self.monitor_dir(&pod), &pod).await;
+            for r in recs {
+                let got = match &listed {
+                    Ok(states) => Ok(states.iter().find(|s| s.id == r.id).cloned()),
+                    Err(monitor::CallError::Unreachable { pod, source }) => {
+                        Err(monitor::CallError::Unreachable {
+                            pod: pod.clone(),
+                            source: std::io::Error::new(source.kind(), source.to_string()),
+                        })
+                    }
+                    Err(e) => return Err(internal(anyhow::anyhow!("{e}"))),
+                };
+                out.push(self.apply(r, got)?);
+            }
+        }
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+
+    fn of_pod(&self, pod_id: &str) -> Vec<String> {
+        self.lock()
+            .records
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+}
+
+/// StopPodSandbox / RemovePodSandbox reach the pod's containers through this.
+impl PodContainers for Containers {
+    fn stop_all<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            // The kubelet already stopped them gracefully; as containerd, kill what is left.
+            for id in self.of_pod(pod_id) {
+                let span =
+                    tracing::info_span!("stop_pod_container", pod = %pod_id, container = %id);
+                self.stop(&id, Duration::ZERO)
+                    .instrument(span)
+                    .await
+                    .or_else(|e| match e {
+                        ContainerError::NotFound(_) => Ok(()),
+                        e => Err(anyhow::anyhow!("{e}")),
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_all<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            for id in self.of_pod(pod_id) {
+                let span =
+                    tracing::info_span!("remove_pod_container", pod = %pod_id, container = %id);
+                self.remove(&id)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            // No container left: the monitor exits (if one runs).
+            let dir = self.monitor_dir(pod_id);
+            if let Err(e) = monitor::call(&dir, pod_id, Request::Shutdown).await
+                && !matches!(e, monitor::CallError::Unreachable { .. })
+            {
+                tracing::warn!(pod = %pod_id, error = %e, "cannot shut the pod monitor down");
+            }
+            // Its socket, log and (now empty) exit records go with the pod.
+            rootfs::remove_dir(&dir)?;
+            Ok(())
+        })
+    }
+}
+
+/// The CRI's stop signal, else the image's `StopSignal`, else SIGTERM.
+fn stop_signal(
+    config: &ContainerConfig,
+    image: &berth_spec::oci_spec::image::ImageConfiguration,
+) -> Result<i32, ContainerError> {
+    use std::str::FromStr;
+    let cri = berth_api::v1::Signal::try_from(config.stop_signal)
+        .unwrap_or(berth_api::v1::Signal::RuntimeDefault);
+    let name = if cri != berth_api::v1::Signal::RuntimeDefault {
+        cri.as_str_name().to_string()
+    } else {
+        image
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+            .unwrap_or_default()
+    };
+    if name.is_empty() {
+        return Ok(libc::SIGTERM);
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return Ok(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&full)
+        .map(|s| s as i32)
+        .map_err(|_| ContainerError::InvalidArgument(format!("unknown stop signal {name:?}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ContainerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(anyhow::anyhow!("blocking task failed: {e}")))?
+        .map_err(internal)
+}
+
+/// 64 hex digits from the kernel's CSPRNG.
+fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with_stop_signal(sig: &str) -> berth_spec::oci_spec::image::ImageConfiguration {
+        serde_json::from_str(&format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"StopSignal":"{sig}"}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn stop_signal_cri_then_image_then_sigterm() {
+        let mut c = ContainerConfig::default();
+        let none = image_with_stop_signal("");
+        assert_eq!(stop_signal(&c, &none).unwrap(), libc::SIGTERM);
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("SIGQUIT")).unwrap(),
+            libc::SIGQUIT
+        );
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("usr1")).unwrap(),
+            libc::SIGUSR1
+        );
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("9")).unwrap(),
+            libc::SIGKILL
+        );
+        assert!(stop_signal(&c, &image_with_stop_signal("SIGNOPE")).is_err());
+        c.stop_signal = berth_api::v1::Signal::Sigint as i32;
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("SIGQUIT")).unwrap(),
+            libc::SIGINT
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! `CreateContainer`: overlay rootfs, OCI bundle, created by the pod's monitor.
+
+use berth_api::v1::{CreateContainerRequest, CreateContainerResponse};
+use tonic::Status;
+
+use crate::daemon::Daemon;
+
+#[tracing::instrument(skip_all, fields(pod = %req.pod_sandbox_id))]
+pub async fn create_container(
+    daemon: &Daemon,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(Status::invalid_argument("pod_sandbox_id is required"));
+    }
+    let config = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    let pod = daemon
+        .sandboxes()
+        .resolve(&req.pod_sandbox_id)
+        .ok_or_else(|| {
+            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
+        })?;
+    let rec = daemon.containers().create(pod, config).await?;
+    Ok(CreateContainerResponse {
+        container_id: rec.id,
+    })
+}

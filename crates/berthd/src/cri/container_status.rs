@@ -1,0 +1,53 @@
+//! `ContainerStatus`: the record, refreshed from the monitor; `verbose` adds
+//! it as JSON under "info".
+
+use berth_api::v1::{ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec};
+use tonic::Status;
+
+use crate::container::ContainerRecord;
+use crate::daemon::Daemon;
+
+#[tracing::instrument(skip_all, fields(container = %req.container_id))]
+pub async fn container_status(
+    daemon: &Daemon,
+    req: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(Status::invalid_argument("container_id is required"));
+    }
+    let rec = daemon.containers().status(&req.container_id).await?;
+    let mut info = std::collections::HashMap::new();
+    if req.verbose {
+        let json = serde_json::to_string(&rec)
+            .map_err(|e| Status::internal(format!("cannot encode container record: {e}")))?;
+        info.insert("info".to_string(), json);
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(to_status(&rec)),
+        info,
+    })
+}
+
+fn to_status(rec: &ContainerRecord) -> ContainerStatus {
+    ContainerStatus {
+        id: rec.id.clone(),
+        metadata: Some(rec.metadata()),
+        state: rec.state.to_cri() as i32,
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(ImageSpec {
+            image: rec.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: rec.image_ref.clone(),
+        reason: rec.reason().to_string(),
+        message: rec.message.clone(),
+        labels: rec.labels.clone().into_iter().collect(),
+        annotations: rec.annotations.clone().into_iter().collect(),
+        log_path: rec.log_path.clone(),
+        image_id: rec.image_id.clone(),
+        ..Default::default()
+    }
+}

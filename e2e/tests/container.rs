@@ -1,0 +1,558 @@
+//! Containers against a real berthd and real images from the registry
+//! fixture: create/start/stop/remove through the pod's monitor, exit codes
+//! and reasons, CRI logs, stop timeouts, overlay rootfs cleanup, errors, and
+//! StopPodSandbox/RemovePodSandbox taking the pod's containers along. Needs root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+use berth_e2e::client::CriClient;
+use berth_e2e::daemon::{Berthd, BerthdConfig};
+use berth_e2e::registry::Registry;
+use tonic::Code;
+
+const BUSYBOX: &str = "berth-test/busybox:latest";
+
+/// Detaches mounts left under the test's dirs and kills the pod monitors
+/// (they outlive berthd by design), so a failed test leaks nothing.
+struct Guard(PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut points = mounts_under(&self.0);
+        points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        for p in points {
+            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let dir = self.0.to_str().unwrap().to_string();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("berth-monitor") && cmd.contains(&dir) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let prefix = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(prefix))
+        .map(PathBuf::from)
+        .collect()
+}
+
+struct Env {
+    _reg: Registry,
+    d: Berthd,
+    c: CriClient,
+    _g: Guard,
+}
+
+/// Registry with the test images, a daemon that pulls from it, busybox pulled.
+async fn setup() -> Env {
+    let reg = Registry::start().unwrap();
+    reg.push_test_images().unwrap();
+    let hp = reg.host_port();
+    let mut config = BerthdConfig::new().unwrap();
+    config.registries_conf = Some(format!(
+        "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
+    ));
+    let g = Guard(config.dir.path().to_path_buf());
+    let d = Berthd::start_with(config).await.unwrap();
+    let mut c = d.client().await.unwrap();
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Env {
+        _reg: reg,
+        d,
+        c,
+        _g: g,
+    }
+}
+
+fn ns_options() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        ipc: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("host-{name}"),
+        log_directory: env
+            .d
+            .config
+            .dir
+            .path()
+            .join("logs")
+            .join(name)
+            .display()
+            .to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
+    let config = pod_config(env, name);
+    let id = env
+        .c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("ctr".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "hi".into())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    c.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(c: &mut CriClient, id: &str) {
+    c.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn status(c: &mut CriClient, id: &str) -> Result<ContainerStatus, tonic::Status> {
+    c.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .map(|r| r.into_inner().status.unwrap())
+}
+
+async fn stop(c: &mut CriClient, id: &str, timeout: i64) {
+    c.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.into(),
+            timeout,
+        })
+        .await
+        .unwrap();
+}
+
+async fn remove(c: &mut CriClient, id: &str) {
+    c.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn wait_state(c: &mut CriClient, id: &str, want: ContainerState) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(c, id).await.unwrap();
+        if s.state == want as i32 || Instant::now() > deadline {
+            assert_eq!(s.state, want as i32, "{s:?}");
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn list(c: &mut CriClient, filter: ContainerFilter) -> Vec<String> {
+    let mut ids: Vec<String> = c
+        .runtime
+        .list_containers(ListContainersRequest {
+            filter: Some(filter),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn exit_code_reason_and_cri_logs() {
+    let mut env = setup().await;
+    let (pod, pc) = run_pod(&mut env, "logs").await;
+    let t = Instant::now();
+    let id = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("fail", BUSYBOX, "echo hello; echo oops >&2; exit 3"),
+    )
+    .await
+    .unwrap();
+    let created = t.elapsed();
+    assert_eq!(id.len(), 64);
+    let s = status(&mut env.c, &id).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    start(&mut env.c, &id).await;
+    println!(
+        "first container of the pod (monitor spawn included): create {:?}, create+start {:?}",
+        created,
+        t.elapsed()
+    );
+
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 3);
+    assert_eq!(s.reason, "Error");
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at && s.created_at > 0);
+    assert_eq!(s.metadata.unwrap().name, "fail");
+    assert_eq!(s.image.unwrap().image, BUSYBOX);
+    assert!(s.image_ref.contains("sha256:"), "{}", s.image_ref);
+    assert_eq!(s.labels["ctr"], "fail");
+    assert_eq!(s.annotations["note"], "hi");
+    let log = Path::new(&pc.log_directory).join("fail/0.log");
+    assert_eq!(s.log_path, log.display().to_string());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let mut got: Vec<(&str, &str, &str)> = lines.iter().map(|l| (l[1], l[2], l[3])).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("stderr", "F", "oops"), ("stdout", "F", "hello")],
+        "{text}"
+    );
+    for l in &lines {
+        assert!(l[0].contains('T') && l[0].ends_with('Z'), "{l:?}");
+    }
+
+    // A second container in the same pod (monitor already up): exit 0.
+    let t = Instant::now();
+    let ok = create(&mut env.c, &pod, &pc, ctr_config("ok", BUSYBOX, "true"))
+        .await
+        .unwrap();
+    start(&mut env.c, &ok).await;
+    println!("create+start with the monitor up: {:?}", t.elapsed());
+    let s = wait_state(&mut env.c, &ok, ContainerState::ContainerExited).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+
+    // List filters.
+    let mut both = vec![id.clone(), ok.clone()];
+    both.sort();
+    assert_eq!(list(&mut env.c, ContainerFilter::default()).await, both);
+    let by_label = ContainerFilter {
+        label_selector: HashMap::from([("ctr".into(), "ok".into())]),
+        ..Default::default()
+    };
+    assert_eq!(list(&mut env.c, by_label).await, vec![ok.clone()]);
+    let by_id = ContainerFilter {
+        id: id[..12].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(&mut env.c, by_id).await, vec![id.clone()]);
+    let running = ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    assert!(list(&mut env.c, running).await.is_empty());
+    let other_pod = ContainerFilter {
+        pod_sandbox_id: "ffff".into(),
+        ..Default::default()
+    };
+    assert!(list(&mut env.c, other_pod).await.is_empty());
+
+    remove(&mut env.c, &id).await;
+    remove(&mut env.c, &ok).await;
+    assert_eq!(
+        status(&mut env.c, &id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // Unknown id: success, as containerd.
+    remove(&mut env.c, &id).await;
+    env.c
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stop_kill_timeout_and_remove_cleans_rootfs() {
+    let mut env = setup().await;
+    let (pod, pc) = run_pod(&mut env, "stop").await;
+
+    // timeout 0: SIGKILL at once.
+    let id = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("sleeper", BUSYBOX, "sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &id).await;
+    wait_state(&mut env.c, &id, ContainerState::ContainerRunning).await;
+    let rootfs = env
+        .d
+        .config
+        .state
+        .join("containers")
+        .join(&id)
+        .join("rootfs");
+    let upper = env.d.config.root.join("containers").join(&id);
+    assert!(
+        mounts_under(&rootfs).contains(&rootfs),
+        "rootfs not mounted"
+    );
+    assert!(upper.join("upper").is_dir());
+    let t = Instant::now();
+    stop(&mut env.c, &id, 0).await;
+    let stopped = t.elapsed();
+    let s = status(&mut env.c, &id).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+    // Idempotent on an exited container.
+    stop(&mut env.c, &id, 0).await;
+    let t = Instant::now();
+    remove(&mut env.c, &id).await;
+    println!(
+        "StopContainer(0) {:?} + RemoveContainer {:?}",
+        stopped,
+        t.elapsed()
+    );
+    assert!(
+        !mounts_under(&rootfs).contains(&rootfs),
+        "rootfs still mounted"
+    );
+    assert!(!upper.exists(), "upper dir left: {}", upper.display());
+    assert!(!rootfs.exists());
+
+    // TERM trapped: a graceful exit 0 within the timeout.
+    let id = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config(
+            "graceful",
+            BUSYBOX,
+            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.05; done",
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &id).await;
+    wait_state(&mut env.c, &id, ContainerState::ContainerRunning).await;
+    // Give sh time to install its trap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    stop(&mut env.c, &id, 10).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let s = status(&mut env.c, &id).await.unwrap();
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+
+    // TERM ignored (sh as PID 1 without a trap): SIGKILL after the timeout.
+    let id2 = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("stubborn", BUSYBOX, "sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &id2).await;
+    wait_state(&mut env.c, &id2, ContainerState::ContainerRunning).await;
+    let t = Instant::now();
+    stop(&mut env.c, &id2, 1).await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let s = status(&mut env.c, &id2).await.unwrap();
+    assert_eq!(s.exit_code, 137);
+
+    env.c
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(
+        list(&mut env.c, ContainerFilter::default())
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn errors_and_pod_stop_remove_take_containers() {
+    let mut env = setup().await;
+    let (pod, pc) = run_pod(&mut env, "errs").await;
+
+    let err = create(
+        &mut env.c,
+        "0123456789abcdef",
+        &pc,
+        ctr_config("x", BUSYBOX, "true"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("x", "berth-test/not-pulled:latest", "true"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("not-pulled"), "{err:?}");
+    let err = status(&mut env.c, "feedface").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let a = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("a", BUSYBOX, "sleep 1000"),
+    )
+    .await
+    .unwrap();
+    let err = create(&mut env.c, &pod, &pc, ctr_config("a", BUSYBOX, "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    // Nothing of the refused creates is left behind.
+    assert_eq!(
+        list(&mut env.c, ContainerFilter::default()).await,
+        vec![a.clone()]
+    );
+    let b = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("b", BUSYBOX, "sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &a).await;
+    start(&mut env.c, &b).await;
+    wait_state(&mut env.c, &a, ContainerState::ContainerRunning).await;
+
+    env.c
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    for id in [&a, &b] {
+        let s = status(&mut env.c, id).await.unwrap();
+        assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    }
+    // A stopped pod takes no new containers.
+    let err = create(&mut env.c, &pod, &pc, ctr_config("c", BUSYBOX, "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    env.c
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(
+        list(&mut env.c, ContainerFilter::default())
+            .await
+            .is_empty()
+    );
+    assert!(mounts_under(&env.d.config.state.join("containers")).is_empty());
+    let left: Vec<_> = std::fs::read_dir(env.d.config.root.join("containers"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

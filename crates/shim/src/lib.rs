@@ -8,6 +8,7 @@
 pub mod client;
 pub mod cri_log;
 pub mod daemon;
+pub(crate) mod exec;
 pub mod exit_record;
 pub mod monitor;
 pub mod protocol;

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
@@ -29,6 +29,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::cri_log::{CriLogWriter, Stream};
+use crate::exec::{self, Exec, ExecSpec};
 use crate::exit_record;
 use crate::protocol::{
     CONTAINERS_DIR, ContainerState, EXITS_DIR, ExitRecord, Request, Response, SOCKET_NAME, Status,
@@ -93,6 +94,9 @@ impl Ctr {
 struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// An exec answer is due on this connection: answers stay in request
+    /// order, so it is neither polled nor served until then.
+    waiting: bool,
 }
 
 #[derive(Clone)]
@@ -101,6 +105,8 @@ enum Token {
     Signal,
     Conn(u64),
     Pipe(String, usize),
+    /// stdout (0) or stderr (1) of the exec with this pid.
+    ExecPipe(i32, usize),
 }
 
 pub struct Monitor {
@@ -113,6 +119,9 @@ pub struct Monitor {
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     ctrs: HashMap<String, Ctr>,
+    /// Running (or exited, not yet answered) execs by pid.
+    execs: HashMap<i32, Exec>,
+    exec_seq: u64,
     shutdown: bool,
     buf: Vec<u8>,
 }
@@ -157,6 +166,8 @@ impl Monitor {
             conns: HashMap::new(),
             next_conn: 0,
             ctrs: HashMap::new(),
+            execs: HashMap::new(),
+            exec_seq: 0,
             shutdown: false,
             buf: vec![0; READ_BUF],
         })
@@ -189,12 +200,18 @@ impl Monitor {
                             read_pipe(c, *idx, &mut self.buf, false, *flags);
                         }
                     }
+                    Token::ExecPipe(pid, idx) => {
+                        if let Some(e) = self.execs.get_mut(pid) {
+                            read_exec_pipe(e, *idx, &mut self.buf, false);
+                        }
+                    }
                     _ => {}
                 }
             }
             if reap {
                 self.reap();
             }
+            self.expire_execs();
             for (token, _) in ready {
                 match token {
                     Token::Listener => self.accept(),
@@ -202,6 +219,7 @@ impl Monitor {
                     _ => {}
                 }
             }
+            self.finish_execs();
         }
         let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
     }
@@ -213,7 +231,7 @@ impl Monitor {
         fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         tokens.push(Token::Signal);
         fds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
-        for (n, c) in &self.conns {
+        for (n, c) in self.conns.iter().filter(|(_, c)| !c.waiting) {
             tokens.push(Token::Conn(*n));
             fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
         }
@@ -225,7 +243,29 @@ impl Monitor {
                 }
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        for (pid, e) in &self.execs {
+            for (i, p) in e.pipes.iter().enumerate() {
+                if let Some(p) = p {
+                    tokens.push(Token::ExecPipe(*pid, i));
+                    fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                }
+            }
+        }
+        // Wake up for the nearest exec deadline.
+        let timeout = self
+            .execs
+            .values()
+            .filter(|e| !e.timed_out)
+            .filter_map(|e| e.deadline)
+            .min()
+            .map_or(PollTimeout::NONE, |d| {
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .clamp(1, i32::MAX as u128);
+                PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
+            });
+        match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -251,6 +291,7 @@ impl Monitor {
                         Conn {
                             stream,
                             buf: Vec::new(),
+                            waiting: false,
                         },
                     );
                 }
@@ -278,6 +319,28 @@ impl Monitor {
         while let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = conn.buf.drain(..=i).collect();
             let resp = match serde_json::from_slice::<Request>(&line[..i]) {
+                Ok(Request::Exec {
+                    id,
+                    args,
+                    env,
+                    cwd,
+                    timeout_ms,
+                    max_output,
+                }) => {
+                    let spec = ExecSpec {
+                        args: &args,
+                        env: &env,
+                        cwd: cwd.as_deref(),
+                    };
+                    match self.start_exec(n, &id, &spec, timeout_ms, max_output) {
+                        // Answered by `finish_execs` once it exited.
+                        Ok(()) => {
+                            conn.waiting = true;
+                            break;
+                        }
+                        Err(message) => Response::Error { message },
+                    }
+                }
                 Ok(req) => self.handle(req),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
@@ -334,6 +397,10 @@ impl Monitor {
                         .map_err(|e| format!("reopen log of container {id}: {e}"))
                 },
             ),
+            Request::Exec { id, .. } => Err(format!(
+                "exec in container {id}: only served on a connection"
+            )),
+            Request::Update { id, resources } => self.update(&id, resources).map(|()| Response::Ok),
             Request::Shutdown => {
                 self.shutdown = true;
                 Ok(Response::Ok)
@@ -492,6 +559,132 @@ impl Monitor {
         Ok(())
     }
 
+    /// Starts an exec for connection `conn`; its answer is deferred.
+    fn start_exec(
+        &mut self,
+        conn: u64,
+        id: &str,
+        spec: &ExecSpec<'_>,
+        timeout_ms: u64,
+        max_output: usize,
+    ) -> Result<(), String> {
+        self.reap();
+        let c = self.get(id)?;
+        if c.status != Status::Running || !c.alive() {
+            return Err(format!(
+                "exec in container {id}: it is {:?}, not running",
+                c.status
+            ));
+        }
+        let bundle = c.container.bundle().clone();
+        let (out_r, out_w) = stdio_pipe().map_err(|e| format!("exec in container {id}: {e}"))?;
+        let (err_r, err_w) = stdio_pipe().map_err(|e| format!("exec in container {id}: {e}"))?;
+        self.exec_seq += 1;
+        let started = Instant::now();
+        // As for create: SIGCHLD unblocked in the child, the monitor's own
+        // oom_score_adj restored after libcontainer wrote the spec's.
+        let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let spawned = with_sigchld_unblocked(|| {
+            exec::spawn(
+                &self.containers_dir,
+                id,
+                &bundle,
+                spec,
+                [out_w, err_w],
+                self.exec_seq,
+            )
+        });
+        if let Some(v) = &own_oom {
+            let _ = fs::write(OOM_SCORE_ADJ, v.trim());
+        }
+        let pid = spawned?;
+        self.execs.insert(
+            pid,
+            Exec {
+                ctr: id.to_string(),
+                conn,
+                pid,
+                pipes: [Some(out_r), Some(err_r)],
+                out: [Vec::new(), Vec::new()],
+                max_output,
+                truncated: false,
+                deadline: (timeout_ms > 0).then(|| started + Duration::from_millis(timeout_ms)),
+                timed_out: false,
+                exit_code: None,
+            },
+        );
+        // A SIGCHLD of a fast exec may have been lost while unblocked.
+        self.reap();
+        Ok(())
+    }
+
+    /// SIGKILLs every exec past its deadline (answered once reaped).
+    fn expire_execs(&mut self) {
+        let now = Instant::now();
+        for e in self.execs.values_mut() {
+            if e.exit_code.is_none() && !e.timed_out && e.deadline.is_some_and(|d| d <= now) {
+                e.timed_out = true;
+                let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Answers every exec that was reaped. Output still in the pipes is read
+    /// now; a background child keeping a pipe open does not delay the answer.
+    fn finish_execs(&mut self) {
+        let done: Vec<i32> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| e.exit_code.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in done {
+            let Some(mut e) = self.execs.remove(&pid) else {
+                continue;
+            };
+            for i in 0..2 {
+                read_exec_pipe(&mut e, i, &mut self.buf, true);
+            }
+            let [stdout, stderr] = std::mem::take(&mut e.out);
+            let resp = Response::Exec {
+                exit_code: e.exit_code.unwrap_or(-1),
+                stdout,
+                stderr,
+                truncated: e.truncated,
+                timed_out: e.timed_out,
+            };
+            let Some(mut conn) = self.conns.remove(&e.conn) else {
+                eprintln!(
+                    "berth-monitor {}: exec {pid} in {}: client gone",
+                    self.pod_id, e.ctr
+                );
+                continue;
+            };
+            conn.waiting = false;
+            if reply(&conn.stream, &resp) {
+                let pending = conn.buf.contains(&b'\n');
+                self.conns.insert(e.conn, conn);
+                // Requests that queued behind the exec.
+                if pending {
+                    self.serve_conn(e.conn);
+                }
+            }
+        }
+    }
+
+    /// UpdateContainerResources on the live cgroup.
+    fn update(&mut self, id: &str, resources: serde_json::Value) -> Result<(), String> {
+        self.reap();
+        let c = self.get(id)?;
+        if !c.alive() {
+            return Err(format!("update container {id}: it has exited"));
+        }
+        let res: libcontainer::oci_spec::runtime::LinuxResources =
+            serde_json::from_value(resources)
+                .map_err(|e| format!("update container {id}: bad resources: {e}"))?;
+        exec::update_cgroup(&c.cgroup_path, &res).map_err(|e| format!("update container {id}: {e}"))
+    }
+
     /// Collects every exited child without blocking. The monitor is the only
     /// waiter in its process, so `waitpid(-1)` steals nobody's status; it
     /// also reaps orphans reparented to it as subreaper.
@@ -512,6 +705,10 @@ impl Monitor {
     }
 
     fn on_exit(&mut self, pid: i32, exit_code: i32, signal: i32) {
+        if let Some(e) = self.execs.get_mut(&pid) {
+            e.exit_code = Some(exit_code);
+            return;
+        }
         let Some((id, c)) = self
             .ctrs
             .iter_mut()
@@ -540,7 +737,7 @@ impl Monitor {
 
 /// An error with its sources: libcontainer's top-level messages alone are
 /// often just "io error".
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -612,6 +809,32 @@ fn read_pipe(c: &mut Ctr, idx: usize, buf: &mut [u8], drain: bool, flags: PollFl
             Err(_) => {
                 c.pipes[idx] = None;
                 let _ = c.log.finish(stream);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads what pipe `idx` of an exec holds into its buffers (capped);
+/// `drain` reads until the pipe is empty.
+fn read_exec_pipe(e: &mut Exec, idx: usize, buf: &mut [u8], drain: bool) {
+    loop {
+        let Some(fd) = &e.pipes[idx] else { return };
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => {
+                e.pipes[idx] = None;
+                return;
+            }
+            Ok(n) => {
+                e.push(idx, &buf[..n]);
+                if !drain {
+                    return;
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return,
+            Err(_) => {
+                e.pipes[idx] = None;
                 return;
             }
         }

@@ -48,6 +48,30 @@ pub enum Request {
     },
     /// Reopens the log file after the kubelet rotated it.
     ReopenLog { id: String },
+    /// Runs `args` inside the running container (its namespaces, cgroup,
+    /// user, capabilities, no_new_privs and seccomp). The answer
+    /// ([`Response::Exec`]) comes once the process exited; the monitor serves
+    /// other connections meanwhile, this one waits. `timeout_ms` 0: none.
+    Exec {
+        id: String,
+        args: Vec<String>,
+        /// `KEY=value` entries added to (overriding) the container's env.
+        #[serde(default)]
+        env: Vec<String>,
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+        #[serde(default)]
+        timeout_ms: u64,
+        /// Cap on stdout + stderr kept; more is read and dropped.
+        #[serde(default = "default_max_output")]
+        max_output: usize,
+    },
+    /// Applies `resources` (an OCI `LinuxResources` object) to the live
+    /// cgroup of a container.
+    Update {
+        id: String,
+        resources: serde_json::Value,
+    },
     /// The monitor exits once no container is alive (created or running).
     Shutdown,
 }
@@ -57,10 +81,67 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Created { pid: i32 },
+    Created {
+        pid: i32,
+    },
     State(ContainerState),
-    List { containers: Vec<ContainerState> },
-    Error { message: String },
+    List {
+        containers: Vec<ContainerState>,
+    },
+    /// How an exec ended. `timed_out`: killed at the deadline.
+    Exec {
+        exit_code: i32,
+        #[serde(with = "hex_bytes")]
+        stdout: Vec<u8>,
+        #[serde(with = "hex_bytes")]
+        stderr: Vec<u8>,
+        #[serde(default)]
+        truncated: bool,
+        #[serde(default)]
+        timed_out: bool,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Default exec output cap: 16 MiB, stdout and stderr together.
+pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
+
+fn default_max_output() -> usize {
+    DEFAULT_MAX_OUTPUT
+}
+
+/// Exec output is bytes, not UTF-8: hex keeps the JSON line protocol exact
+/// (half the size of serde's default array of numbers).
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(b.len() * 2);
+        for &x in b {
+            out.push(HEX[(x >> 4) as usize] as char);
+            out.push(HEX[(x & 15) as usize] as char);
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let s = s.as_bytes();
+        if s.len() % 2 != 0 {
+            return Err(D::Error::custom("odd hex length"));
+        }
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(D::Error::custom("bad hex digit")),
+        };
+        s.chunks(2)
+            .map(|p| Ok((nib(p[0])? << 4) | nib(p[1])?))
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! `<state>/containers/<id>/`; overlay upper/work dirs under
 //! `<root>/containers/<id>/`, so a container's disk cost is its upper dir.
 
+pub mod exec;
 pub mod monitor;
 pub mod record;
 pub mod rootfs;

@@ -2,11 +2,14 @@
 //! small group of RPCs); this module only wires the tonic traits to them.
 
 mod container_create;
+mod container_exec_sync;
 mod container_list;
 mod container_remove;
+mod container_reopen_log;
 mod container_start;
 mod container_status;
 mod container_stop;
+mod container_update_resources;
 mod image_convert;
 mod image_fs_info;
 mod image_list;

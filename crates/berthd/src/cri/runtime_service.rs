@@ -8,8 +8,9 @@ use berth_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, container_create, container_list, container_remove, container_start,
-    container_status, container_stop, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
+    BoxStream, container_create, container_exec_sync, container_list, container_remove,
+    container_reopen_log, container_start, container_status, container_stop,
+    container_update_resources, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
     sandbox_status, sandbox_stop, status, unimplemented, update_runtime_config, version,
 };
 use crate::daemon::Daemon;
@@ -166,25 +167,31 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn update_container_resources(
         &self,
-        _req: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources")
+        container_update_resources::update_container_resources(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn reopen_container_log(
         &self,
-        _req: Request<ReopenContainerLogRequest>,
+        req: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        container_reopen_log::reopen_container_log(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn exec_sync(
         &self,
-        _req: Request<ExecSyncRequest>,
+        req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        container_exec_sync::exec_sync(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

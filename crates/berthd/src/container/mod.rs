@@ -6,6 +6,8 @@
 //! `<state>/containers/<id>/`; overlay upper/work dirs under
 //! `<root>/containers/<id>/`, so a container's disk cost is its upper dir.
 
+/// cgroupfs parent of containers whose pod names none (the kubelet always does).
+const DEFAULT_CGROUP_PARENT: &str = "/berth";
 pub mod exec;
 pub mod monitor;
 pub mod record;
@@ -331,7 +333,13 @@ impl Containers {
             // Pod-level PID sharing needs Berth's pod init (not built yet).
             pid: None,
         };
-        let cgroups_path = berth_spec::cgroups_path(&pod.cgroup_parent, id, "berth");
+        // Without a parent libcontainer names the cgroup ":youki:<id>", which
+        // its delete leaves behind on cgroup v1: keep such containers under /berth.
+        let parent = match pod.cgroup_parent.as_str() {
+            "" => DEFAULT_CGROUP_PARENT,
+            p => p,
+        };
+        let cgroups_path = berth_spec::cgroups_path(parent, id, "berth");
         let spec = berth_spec::build_spec(&berth_spec::SpecInput {
             container_id: id,
             sandbox_id: &pod.id,

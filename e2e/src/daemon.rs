@@ -247,5 +247,7 @@ impl Drop for Berthd {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Monitors and containers outlive berthd by design; a test's must not.
+        crate::cleanup::reap_leftovers(self.config.dir.path());
     }
 }

@@ -2,6 +2,7 @@
 //! Berth's own CRI client over the unix socket ([`client`]), and a real OCI
 //! registry serving the project's test images ([`registry`]).
 
+pub mod cleanup;
 pub mod client;
 pub mod daemon;
 pub mod registry;

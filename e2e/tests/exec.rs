@@ -15,44 +15,7 @@ use tonic::Code;
 
 const BUSYBOX: &str = "berth-test/busybox:latest";
 
-/// Detaches mounts left under the test's dirs and kills the pod monitors
-/// (they outlive berthd by design), so a failed test leaks nothing.
-struct Guard(PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let mut points = mounts_under(&self.0);
-        points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for p in points {
-            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let dir = self.0.to_str().unwrap().to_string();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.contains("berth-monitor") && cmd.contains(&dir) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let prefix = dir.to_str().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(prefix))
-        .map(PathBuf::from)
-        .collect()
-}
+use berth_e2e::cleanup::Guard;
 
 struct Env {
     _reg: Registry,

@@ -201,7 +201,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .set_env(Some(env))
         .set_cwd(PathBuf::from(cwd))
         .set_rlimits(None)
-        .set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)))
+        // `None`, not `Some(false)`, when unset: libcontainer 0.7 loads the
+        // seccomp filter late (after dropping capabilities) whenever this is
+        // `Some`, and without no_new_privs or CAP_SYS_ADMIN the kernel then
+        // refuses the filter ("failed to load seccomp context").
+        .set_no_new_privileges(sc.is_some_and(|s| s.no_new_privs).then_some(true))
         .set_apparmor_profile(security::apparmor(sc, privileged, host)?)
         .set_oom_score_adj(resources::oom_score_adj(cri_resources, host)?);
     let bounding = capabilities.bounding().clone().unwrap_or_default();

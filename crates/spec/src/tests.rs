@@ -166,7 +166,7 @@ fn full_spec() {
     assert_eq!((p.user().uid(), p.user().gid()), (33, 33));
     assert_eq!(p.user().additional_gids().as_ref().unwrap(), &[4]);
     assert_eq!(p.oom_score_adj(), Some(-997));
-    assert_eq!(p.no_new_privileges(), Some(false));
+    assert_eq!(p.no_new_privileges(), None);
     assert_eq!(p.terminal(), Some(false));
     assert!(p.rlimits().is_none());
     assert!(p.apparmor_profile().is_none());

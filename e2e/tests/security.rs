@@ -1,0 +1,525 @@
+//! Security context and resources against a real berthd and busybox from
+//! the registry fixture: users, capabilities, read-only rootfs, masked and
+//! read-only /proc paths, seccomp (RuntimeDefault, Unconfined, Localhost),
+//! cgroup limits seen from inside, and an OOM kill. Needs root.
+//!
+//! The helpers are those of `container.rs` (each test file is its own crate).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+use berth_e2e::client::CriClient;
+use berth_e2e::daemon::{Berthd, BerthdConfig};
+use berth_e2e::registry::Registry;
+
+const BUSYBOX: &str = "berth-test/busybox:latest";
+/// busybox with config `User "berth"` (uid 1000, HOME /home/berth).
+const USER_IMAGE: &str = "berth-test/user:latest";
+
+use berth_e2e::cleanup::Guard;
+
+struct Env {
+    _reg: Registry,
+    d: Berthd,
+    c: CriClient,
+    _g: Guard,
+}
+
+/// Registry with the test images, a daemon that pulls from it, the images pulled.
+async fn setup(images: &[&str]) -> Env {
+    let reg = Registry::start().unwrap();
+    reg.push_test_images().unwrap();
+    let hp = reg.host_port();
+    let mut config = BerthdConfig::new().unwrap();
+    config.registries_conf = Some(format!(
+        "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
+    ));
+    let g = Guard(config.dir.path().to_path_buf());
+    let d = Berthd::start_with(config).await.unwrap();
+    let mut c = d.client().await.unwrap();
+    for image in images {
+        c.image
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    Env {
+        _reg: reg,
+        d,
+        c,
+        _g: g,
+    }
+}
+
+fn ns_options() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        ipc: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("host-{name}"),
+        log_directory: env
+            .d
+            .config
+            .dir
+            .path()
+            .join("logs")
+            .join(name)
+            .display()
+            .to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
+    let config = pod_config(env, name);
+    let id = env
+        .c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("ctr".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "hi".into())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    c.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(c: &mut CriClient, id: &str) {
+    c.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn status(c: &mut CriClient, id: &str) -> Result<ContainerStatus, tonic::Status> {
+    c.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .map(|r| r.into_inner().status.unwrap())
+}
+
+async fn wait_state(c: &mut CriClient, id: &str, want: ContainerState) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(c, id).await.unwrap();
+        if s.state == want as i32 || Instant::now() > deadline {
+            assert_eq!(s.state, want as i32, "{s:?}");
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn exec(
+    c: &mut CriClient,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
+    // The kubelet accepts 16 MiB answers; tonic's default is 4 MiB.
+    let mut rt = c.runtime.clone().max_decoding_message_size(17 << 20);
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
+/// A busybox container running `sleep`, with `sc` as its security context
+/// (the namespace options are filled in) and `res` as its resources.
+fn sleeper(
+    name: &str,
+    image: &str,
+    sc: LinuxContainerSecurityContext,
+    res: Option<LinuxContainerResources>,
+) -> ContainerConfig {
+    let mut cfg = ctr_config(name, image, "exec sleep 1000");
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: res,
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(ns_options()),
+            ..sc
+        }),
+    });
+    cfg
+}
+
+async fn running(env: &mut Env, pod: &str, pc: &PodSandboxConfig, cfg: ContainerConfig) -> String {
+    let id = create(&mut env.c, pod, pc, cfg).await.unwrap();
+    start(&mut env.c, &id).await;
+    wait_state(&mut env.c, &id, ContainerState::ContainerRunning).await;
+    id
+}
+
+/// Runs `script` in the container; its stdout (trimmed) and exit code.
+async fn run(env: &mut Env, id: &str, script: &str) -> (String, i32) {
+    let r = exec(&mut env.c, id, &sh(script), 10).await.unwrap();
+    (
+        String::from_utf8_lossy(&r.stdout).trim().to_string(),
+        r.exit_code,
+    )
+}
+
+fn seccomp(t: security_profile::ProfileType, localhost_ref: &str) -> Option<SecurityProfile> {
+    Some(SecurityProfile {
+        profile_type: t as i32,
+        localhost_ref: localhost_ref.into(),
+    })
+}
+
+/// containerd's default capability set as a CapEff mask.
+const DEFAULT_CAPS: u64 = 0x0000_0000_a804_25fb;
+const CAP_NET_ADMIN: u64 = 1 << 12;
+
+fn cap_eff(status: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap_or_else(|| panic!("no CapEff in {status:?}"))
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[tokio::test]
+async fn users_capabilities_readonly_rootfs_and_masked_paths() {
+    let mut env = setup(&[BUSYBOX, USER_IMAGE]).await;
+    let (pod, pc) = run_pod(&mut env, "sec").await;
+
+    // run_as_user / run_as_group.
+    let sc = LinuxContainerSecurityContext {
+        run_as_user: Some(Int64Value { value: 1000 }),
+        run_as_group: Some(Int64Value { value: 1000 }),
+        ..Default::default()
+    };
+    let id = running(&mut env, &pod, &pc, sleeper("uid", BUSYBOX, sc, None)).await;
+    assert_eq!(
+        run(&mut env, &id, "id -u; id -g").await,
+        ("1000\n1000".into(), 0)
+    );
+    // A non-root user has no effective capabilities.
+    let (st, _) = run(&mut env, &id, "cat /proc/self/status").await;
+    assert_eq!(cap_eff(&st), 0, "{st}");
+
+    // The image's User "berth": uid and gid from its /etc/passwd, HOME too.
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("img-user", USER_IMAGE, Default::default(), None),
+    )
+    .await;
+    assert_eq!(
+        run(&mut env, &id, "id -u; id -g; echo $HOME").await,
+        ("1000\n1000\n/home/berth".into(), 0)
+    );
+
+    // run_as_username, resolved through busybox's /etc/passwd.
+    let sc = LinuxContainerSecurityContext {
+        run_as_username: "berth".into(),
+        ..Default::default()
+    };
+    let id = running(&mut env, &pod, &pc, sleeper("uname", BUSYBOX, sc, None)).await;
+    assert_eq!(
+        run(&mut env, &id, "id -u; id -g; whoami").await,
+        ("1000\n1000\nberth".into(), 0)
+    );
+
+    // Capabilities: containerd's default set, drop ALL, add NET_ADMIN.
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("caps", BUSYBOX, Default::default(), None),
+    )
+    .await;
+    let (st, _) = run(&mut env, &id, "cat /proc/self/status").await;
+    assert_eq!(cap_eff(&st), DEFAULT_CAPS, "{st}");
+    let caps = |add: &[&str], drop: &[&str]| LinuxContainerSecurityContext {
+        capabilities: Some(Capability {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("nocaps", BUSYBOX, caps(&[], &["ALL"]), None),
+    )
+    .await;
+    let (st, _) = run(&mut env, &id, "cat /proc/self/status").await;
+    assert_eq!(cap_eff(&st), 0, "{st}");
+    // Without CAP_CHOWN even root cannot give a file away.
+    let (_, code) = run(&mut env, &id, "touch /tmp/f && chown 1000 /tmp/f").await;
+    assert_ne!(code, 0);
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("netadmin", BUSYBOX, caps(&["NET_ADMIN"], &[]), None),
+    )
+    .await;
+    let (st, _) = run(&mut env, &id, "cat /proc/self/status").await;
+    assert_eq!(cap_eff(&st), DEFAULT_CAPS | CAP_NET_ADMIN, "{st}");
+    // ... and it works: loopback can be brought down in the pod's netns.
+    assert_eq!(run(&mut env, &id, "ip link set lo mtu 1280").await.1, 0);
+
+    // Read-only rootfs: / refuses writes (EROFS), the container still runs.
+    let sc = LinuxContainerSecurityContext {
+        readonly_rootfs: true,
+        ..Default::default()
+    };
+    let id = running(&mut env, &pod, &pc, sleeper("ro", BUSYBOX, sc, None)).await;
+    let (out, code) = run(&mut env, &id, "touch /newfile 2>&1; echo $?").await;
+    assert!(
+        out.ends_with('1') && out.contains("Read-only"),
+        "{out} {code}"
+    );
+    let (out, _) = run(&mut env, &id, "awk '$2==\"/\"{print $4}' /proc/mounts").await;
+    assert!(out.split(',').any(|o| o == "ro"), "{out}");
+
+    // Masked and read-only /proc paths (containerd's defaults).
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("masked", BUSYBOX, Default::default(), None),
+    )
+    .await;
+    // (This host's kernel has no /proc/kcore; files that exist are
+    // bind-mounted /dev/null, directories an empty read-only tmpfs.)
+    let script = "for f in /proc/kcore /proc/keys /proc/timer_list /sys/firmware /proc/acpi; do \
+                  [ -e $f ] || continue; \
+                  if [ -d $f ]; then echo $f $(ls -A $f | wc -l); else echo $f $(cat $f | wc -c); fi; \
+                  done";
+    let (out, _) = run(&mut env, &id, script).await;
+    assert!(out.contains("/proc/keys "), "{out}");
+    for l in out.lines() {
+        assert!(l.ends_with(" 0"), "not masked: {l}");
+    }
+    let (out, _) = run(
+        &mut env,
+        &id,
+        "awk '$2==\"/proc/sys\"{print $4}' /proc/mounts",
+    )
+    .await;
+    assert!(out.split(',').any(|o| o == "ro"), "/proc/sys: {out:?}");
+    let (_, code) = run(&mut env, &id, "echo 1 > /proc/sys/vm/drop_caches").await;
+    assert_ne!(code, 0);
+}
+
+#[tokio::test]
+async fn seccomp_runtime_default_unconfined_and_localhost() {
+    use security_profile::ProfileType;
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "seccomp").await;
+    // unshare(CLONE_NEWUSER) needs no capability, but the default profile
+    // allows unshare only with CAP_SYS_ADMIN in the bounding set.
+    let probe = "grep '^Seccomp:' /proc/self/status; unshare -U true 2>&1; echo rc=$?";
+
+    let sc = LinuxContainerSecurityContext {
+        seccomp: seccomp(ProfileType::RuntimeDefault, ""),
+        ..Default::default()
+    };
+    let id = running(&mut env, &pod, &pc, sleeper("default", BUSYBOX, sc, None)).await;
+    let (out, _) = run(&mut env, &id, probe).await;
+    assert!(out.contains("Seccomp:\t2"), "no filter: {out}");
+    assert!(
+        out.contains("Operation not permitted") && !out.ends_with("rc=0"),
+        "{out}"
+    );
+    // The profile lets ordinary work through (fork, exec, files, sockets).
+    let (out, code) = run(
+        &mut env,
+        &id,
+        "mkdir /tmp/d && ls /tmp && nc -h 2>&1 | head -1",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+
+    let sc = LinuxContainerSecurityContext {
+        seccomp: seccomp(ProfileType::Unconfined, ""),
+        ..Default::default()
+    };
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("unconfined", BUSYBOX, sc, None),
+    )
+    .await;
+    let (out, _) = run(&mut env, &id, probe).await;
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert!(out.ends_with("rc=0"), "{out}");
+    assert_eq!(run(&mut env, &id, "mkdir /tmp/x").await.1, 0);
+
+    // A Localhost profile that allows everything but mkdir.
+    let profile = env.d.config.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"],
+                          "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let sc = LinuxContainerSecurityContext {
+        seccomp: seccomp(ProfileType::Localhost, profile.to_str().unwrap()),
+        ..Default::default()
+    };
+    let id = running(&mut env, &pod, &pc, sleeper("local", BUSYBOX, sc, None)).await;
+    let (out, _) = run(
+        &mut env,
+        &id,
+        "mkdir /tmp/x 2>&1; echo rc=$?; touch /tmp/f && echo ok",
+    )
+    .await;
+    assert!(
+        out.contains("Permission denied") && out.contains("rc=1") && out.ends_with("ok"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn resources_visible_inside_and_oom_kill() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "res").await;
+
+    let res = LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        cpu_shares: 256,
+        ..Default::default()
+    };
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("limits", BUSYBOX, Default::default(), Some(res)),
+    )
+    .await;
+    let (out, code) = run(
+        &mut env,
+        &id,
+        "cd /sys/fs/cgroup && cat memory/memory.limit_in_bytes cpu/cpu.cfs_quota_us \
+         cpu/cpu.cfs_period_us cpu/cpu.shares pids/pids.current",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let v: Vec<i64> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(&v[..4], &[64 << 20, 50_000, 100_000, 256], "{out}");
+    // The container's own pids cgroup: its sleep and this exec's shell/cat.
+    assert!((1..10).contains(&v[4]), "{out}");
+
+    // 32 MiB limit, a 64 MiB buffer: the kernel OOM-kills it.
+    let mut cfg = ctr_config(
+        "oom",
+        BUSYBOX,
+        "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+    );
+    cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let id = create(&mut env.c, &pod, &pc, cfg).await.unwrap();
+    start(&mut env.c, &id).await;
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("OOMKilled", 137),
+        "{s:?}"
+    );
+
+    // A normal failure under a limit is not an OOM kill.
+    let mut cfg = ctr_config("fail", BUSYBOX, "exit 3");
+    cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let id = create(&mut env.c, &pod, &pc, cfg).await.unwrap();
+    start(&mut env.c, &id).await;
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    assert_eq!((s.reason.as_str(), s.exit_code), ("Error", 3), "{s:?}");
+}

@@ -9,164 +9,10 @@ use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
 use berth_e2e::client::CriClient;
-use berth_e2e::daemon::{Berthd, BerthdConfig};
-use berth_e2e::registry::Registry;
+use berth_e2e::pods::*;
 use tonic::Code;
 
-const BUSYBOX: &str = "berth-test/busybox:latest";
-
-use berth_e2e::cleanup::{Guard, mounts_under};
-
-struct Env {
-    _reg: Registry,
-    d: Berthd,
-    c: CriClient,
-    _g: Guard,
-}
-
-/// Registry with the test images, a daemon that pulls from it, busybox pulled.
-async fn setup() -> Env {
-    let reg = Registry::start().unwrap();
-    reg.push_test_images().unwrap();
-    let hp = reg.host_port();
-    let mut config = BerthdConfig::new().unwrap();
-    config.registries_conf = Some(format!(
-        "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
-    ));
-    let g = Guard(config.dir.path().to_path_buf());
-    let d = Berthd::start_with(config).await.unwrap();
-    let mut c = d.client().await.unwrap();
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Env {
-        _reg: reg,
-        d,
-        c,
-        _g: g,
-    }
-}
-
-fn ns_options() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Pod as i32,
-        ipc: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
-        ..Default::default()
-    }
-}
-
-fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: format!("host-{name}"),
-        log_directory: env
-            .d
-            .config
-            .dir
-            .path()
-            .join("logs")
-            .join(name)
-            .display()
-            .to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(ns_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
-    let config = pod_config(env, name);
-    let id = env
-        .c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    (id, config)
-}
-
-fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("ctr".into(), name.into())]),
-        annotations: HashMap::from([("note".into(), "hi".into())]),
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(ns_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn create(
-    c: &mut CriClient,
-    pod: &str,
-    pod_config: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    c.runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(c: &mut CriClient, id: &str) {
-    c.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn status(c: &mut CriClient, id: &str) -> Result<ContainerStatus, tonic::Status> {
-    c.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .map(|r| r.into_inner().status.unwrap())
-}
+use berth_e2e::cleanup::mounts_under;
 
 async fn stop(c: &mut CriClient, id: &str, timeout: i64) {
     c.runtime
@@ -185,18 +31,6 @@ async fn remove(c: &mut CriClient, id: &str) {
         })
         .await
         .unwrap();
-}
-
-async fn wait_state(c: &mut CriClient, id: &str, want: ContainerState) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = status(c, id).await.unwrap();
-        if s.state == want as i32 || Instant::now() > deadline {
-            assert_eq!(s.state, want as i32, "{s:?}");
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn list(c: &mut CriClient, filter: ContainerFilter) -> Vec<String> {
@@ -218,7 +52,7 @@ async fn list(c: &mut CriClient, filter: ContainerFilter) -> Vec<String> {
 
 #[tokio::test]
 async fn exit_code_reason_and_cri_logs() {
-    let mut env = setup().await;
+    let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "logs").await;
     let t = Instant::now();
     let id = create(
@@ -321,7 +155,7 @@ async fn exit_code_reason_and_cri_logs() {
 
 #[tokio::test]
 async fn stop_kill_timeout_and_remove_cleans_rootfs() {
-    let mut env = setup().await;
+    let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "stop").await;
 
     // timeout 0: SIGKILL at once.
@@ -430,7 +264,7 @@ async fn stop_kill_timeout_and_remove_cleans_rootfs() {
 
 #[tokio::test]
 async fn errors_and_pod_stop_remove_take_containers() {
-    let mut env = setup().await;
+    let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "errs").await;
 
     let err = create(

@@ -1,208 +1,17 @@
 //! ExecSync, ReopenContainerLog and UpdateContainerResources against a real
 //! berthd and busybox from the registry fixture. Needs root.
 //!
-//! The helpers are those of `container.rs` (each test file is its own crate).
+//! The shared helpers are in `berth_e2e::pods`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
-use berth_e2e::client::CriClient;
-use berth_e2e::daemon::{Berthd, BerthdConfig};
-use berth_e2e::registry::Registry;
+use berth_e2e::pods::*;
 use tonic::Code;
 
-const BUSYBOX: &str = "berth-test/busybox:latest";
-
-use berth_e2e::cleanup::Guard;
-
-struct Env {
-    _reg: Registry,
-    d: Berthd,
-    c: CriClient,
-    _g: Guard,
-}
-
-/// Registry with the test images, a daemon that pulls from it, busybox pulled.
-async fn setup() -> Env {
-    let reg = Registry::start().unwrap();
-    reg.push_test_images().unwrap();
-    let hp = reg.host_port();
-    let mut config = BerthdConfig::new().unwrap();
-    config.registries_conf = Some(format!(
-        "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
-    ));
-    let g = Guard(config.dir.path().to_path_buf());
-    let d = Berthd::start_with(config).await.unwrap();
-    let mut c = d.client().await.unwrap();
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Env {
-        _reg: reg,
-        d,
-        c,
-        _g: g,
-    }
-}
-
-fn ns_options() -> NamespaceOption {
-    NamespaceOption {
-        network: NamespaceMode::Pod as i32,
-        ipc: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
-        ..Default::default()
-    }
-}
-
-fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: format!("host-{name}"),
-        log_directory: env
-            .d
-            .config
-            .dir
-            .path()
-            .join("logs")
-            .join(name)
-            .display()
-            .to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(ns_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
-    let config = pod_config(env, name);
-    let id = env
-        .c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    (id, config)
-}
-
-fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("ctr".into(), name.into())]),
-        annotations: HashMap::from([("note".into(), "hi".into())]),
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(ns_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn create(
-    c: &mut CriClient,
-    pod: &str,
-    pod_config: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    c.runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(c: &mut CriClient, id: &str) {
-    c.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn status(c: &mut CriClient, id: &str) -> Result<ContainerStatus, tonic::Status> {
-    c.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .map(|r| r.into_inner().status.unwrap())
-}
-
-async fn wait_state(c: &mut CriClient, id: &str, want: ContainerState) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = status(c, id).await.unwrap();
-        if s.state == want as i32 || Instant::now() > deadline {
-            assert_eq!(s.state, want as i32, "{s:?}");
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn exec(
-    c: &mut CriClient,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<ExecSyncResponse, tonic::Status> {
-    // The kubelet accepts 16 MiB answers; tonic's default is 4 MiB.
-    let mut rt = c.runtime.clone().max_decoding_message_size(17 << 20);
-    rt.exec_sync(ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
-fn sh(script: &str) -> [&str; 3] {
-    ["sh", "-c", script]
-}
-
 async fn running(
-    env: &mut Env,
+    env: &mut PodEnv,
     pod: &str,
     pc: &PodSandboxConfig,
     name: &str,
@@ -218,7 +27,7 @@ async fn running(
 
 #[tokio::test]
 async fn exec_sync_output_namespaces_timeout_and_errors() {
-    let mut env = setup().await;
+    let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "exec").await;
     let id = running(&mut env, &pod, &pc, "main", "exec sleep 1000").await;
 
@@ -327,7 +136,7 @@ async fn exec_sync_output_namespaces_timeout_and_errors() {
 
 #[tokio::test]
 async fn reopen_log_and_update_resources() {
-    let mut env = setup().await;
+    let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "reopen").await;
     let script = "i=0; while true; do i=$((i+1)); echo line$i; sleep 0.2; done";
     let id = running(&mut env, &pod, &pc, "ticker", script).await;

@@ -1,0 +1,203 @@
+//! Pods and containers against a real berthd: a registry with the test
+//! images, a daemon pulling from it ([`setup`]), and thin wrappers around the
+//! CRI calls the container tests share.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+
+use crate::cleanup::Guard;
+use crate::client::CriClient;
+use crate::daemon::{Berthd, BerthdConfig};
+use crate::registry::Registry;
+
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+
+/// A registry, a daemon pulling from it, a client to the daemon, and the
+/// guard that cleans the daemon's mounts up when the test ends.
+pub struct PodEnv {
+    pub _reg: Registry,
+    pub d: Berthd,
+    pub c: CriClient,
+    pub _g: Guard,
+}
+
+/// Registry with the test images, a daemon that pulls from it, the images pulled.
+pub async fn setup(images: &[&str]) -> PodEnv {
+    let reg = Registry::start().unwrap();
+    reg.push_test_images().unwrap();
+    let hp = reg.host_port();
+    let mut config = BerthdConfig::new().unwrap();
+    config.registries_conf = Some(format!(
+        "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
+    ));
+    let g = Guard(config.dir.path().to_path_buf());
+    let d = Berthd::start_with(config).await.unwrap();
+    let mut c = d.client().await.unwrap();
+    for image in images {
+        c.image
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    PodEnv {
+        _reg: reg,
+        d,
+        c,
+        _g: g,
+    }
+}
+
+pub fn ns_options() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        ipc: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    }
+}
+
+pub fn pod_config(env: &PodEnv, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("host-{name}"),
+        log_directory: env
+            .d
+            .config
+            .dir
+            .path()
+            .join("logs")
+            .join(name)
+            .display()
+            .to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(env: &mut PodEnv, name: &str) -> (String, PodSandboxConfig) {
+    let config = pod_config(env, name);
+    let id = env
+        .c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+pub fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("ctr".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "hi".into())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(ns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn create(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    c.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start(c: &mut CriClient, id: &str) {
+    c.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn status(c: &mut CriClient, id: &str) -> Result<ContainerStatus, tonic::Status> {
+    c.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .map(|r| r.into_inner().status.unwrap())
+}
+
+pub async fn wait_state(c: &mut CriClient, id: &str, want: ContainerState) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(c, id).await.unwrap();
+        if s.state == want as i32 || Instant::now() > deadline {
+            assert_eq!(s.state, want as i32, "{s:?}");
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn exec(
+    c: &mut CriClient,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
+    // The kubelet accepts 16 MiB answers; tonic's default is 4 MiB.
+    let mut rt = c.runtime.clone().max_decoding_message_size(17 << 20);
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds berthd (release), installs it to
-# /usr/local/bin and starts it with its defaults, detached, logging to
+# Installs what is missing, builds berthd and berth-monitor (release), installs
+# them to /usr/local/bin and starts berthd with its defaults, detached, logging to
 # /var/log/berthd.log. Returns once the CRI socket answers.
 #
 #   hack/start.sh          # then: crictl --runtime-endpoint unix:///run/berth/berth.sock version
@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
-cargo build --release --locked -p berthd
-install -m 0755 target/release/berthd /usr/local/bin/berthd
+cargo build --release --locked -p berthd -p berth-shim
+# berthd starts each pod's monitor from its own directory.
+install -s -m 0755 target/release/berthd target/release/berth-monitor /usr/local/bin/
 
 SOCKET=/run/berth/berth.sock
 if pid=$(pgrep -x berthd); then

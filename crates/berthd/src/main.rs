@@ -118,8 +118,10 @@ fn run() -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     // validate() already checked that the filter parses.
     let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    // Colour codes only for a person at a terminal, not in log files.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),

@@ -142,8 +142,9 @@ async fn exit_code_reason_and_cri_logs() {
         status(&mut env.c, &id).await.unwrap_err().code(),
         Code::NotFound
     );
-    // Unknown id: success, as containerd.
+    // Unknown id: success for remove and stop (the kubelet retries both; critest's idempotence specs).
     remove(&mut env.c, &id).await;
+    stop(&mut env.c, &id, 0).await;
     env.c
         .runtime
         .remove_pod_sandbox(RemovePodSandboxRequest {

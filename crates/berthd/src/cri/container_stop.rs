@@ -1,5 +1,6 @@
 //! `StopContainer`: stop signal, SIGKILL after `timeout` seconds (0: at once).
-//! Stopping an exited container is a success.
+//! Stopping an exited or unknown container is a success: the kubelet retries
+//! stops, and the CRI idempotence rules (critest) expect no error.
 
 use std::time::Duration;
 
@@ -17,6 +18,12 @@ pub async fn stop_container(
         return Err(Status::invalid_argument("container_id is required"));
     }
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    daemon.containers().stop(&req.container_id, timeout).await?;
+    match daemon.containers().stop(&req.container_id, timeout).await {
+        Ok(()) => {}
+        Err(crate::container::ContainerError::NotFound(msg)) => {
+            tracing::debug!(%msg, "stop of an unknown container: nothing to do");
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(StopContainerResponse {})
 }

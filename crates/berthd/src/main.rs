@@ -4,6 +4,7 @@ mod config;
 mod container;
 mod cri;
 mod daemon;
+mod error;
 mod sandbox;
 mod server;
 mod store;

@@ -38,41 +38,11 @@ const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers
 /// How long StopContainer waits for the SIGKILL it sends after the timeout.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0:#}")]
-    Internal(anyhow::Error),
-}
-
-impl From<ContainerError> for tonic::Status {
-    fn from(e: ContainerError) -> tonic::Status {
-        let msg = e.to_string();
-        match e {
-            ContainerError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            ContainerError::AlreadyExists(_) => tonic::Status::already_exists(msg),
-            ContainerError::NotFound(_) => tonic::Status::not_found(msg),
-            ContainerError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            ContainerError::Store(_) | ContainerError::Internal(_) => tonic::Status::internal(msg),
-        }
-    }
-}
+pub use crate::error::RuntimeError as ContainerError;
+use crate::error::db_err;
 
 fn internal(e: impl Into<anyhow::Error>) -> ContainerError {
     ContainerError::Internal(e.into())
-}
-
-fn db_err(e: impl std::fmt::Display) -> ContainerError {
-    ContainerError::Store(StoreError::Db(e.to_string()))
 }
 
 #[derive(Default)]

@@ -39,35 +39,8 @@ pub trait PodContainers: Send + Sync {
 /// id → JSON [`SandboxRecord`].
 const SANDBOXES: TableDefinition<&str, &str> = TableDefinition::new("sandboxes");
 
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0:#}")]
-    Internal(anyhow::Error),
-}
-
-impl From<SandboxError> for tonic::Status {
-    fn from(e: SandboxError) -> tonic::Status {
-        let msg = e.to_string();
-        match e {
-            SandboxError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            SandboxError::AlreadyExists(_) => tonic::Status::already_exists(msg),
-            SandboxError::NotFound(_) => tonic::Status::not_found(msg),
-            SandboxError::Store(_) | SandboxError::Internal(_) => tonic::Status::internal(msg),
-        }
-    }
-}
-
-fn db_err(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Store(StoreError::Db(e.to_string()))
-}
+pub use crate::error::RuntimeError as SandboxError;
+use crate::error::db_err;
 
 #[derive(Default)]
 struct Inner {

@@ -1,0 +1,38 @@
+//! The error of the pod and container subsystems, with the gRPC code each
+//! case carries to the kubelet.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<RuntimeError> for tonic::Status {
+    fn from(e: RuntimeError) -> tonic::Status {
+        let msg = e.to_string();
+        match e {
+            RuntimeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            RuntimeError::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            RuntimeError::NotFound(_) => tonic::Status::not_found(msg),
+            RuntimeError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            RuntimeError::Store(_) | RuntimeError::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+/// A redb error, as a store failure.
+pub fn db_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Store(StoreError::Db(e.to_string()))
+}

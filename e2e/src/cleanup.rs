@@ -101,7 +101,10 @@ pub fn reap_leftovers(dir: &Path) {
     // Containers that already exited have no process left to ask: their
     // bundles still name their cgroups.
     cgroups.extend(bundle_cgroups(dir));
-    for pid in containers.iter().chain(&monitors) {
+    // Pod inits (PID mode POD) hold their pod's PID namespace: killing
+    // one kills every process in it.
+    let inits = in_pid_namespaces(&procs, &pinned_pid_namespaces(dir));
+    for pid in containers.iter().chain(&monitors).chain(&inits) {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
     // A cgroup can be removed once its processes are gone.
@@ -133,9 +136,13 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Cgroup dirs named by the `linux.cgroupsPath` of every OCI bundle
-/// (`config.json`) up to four levels below `dir`.
-fn bundle_cgroups(dir: &Path) -> Vec<PathBuf> {
+/// Non-directory entries up to `max_depth` levels below `dir` (symlinks
+/// not followed) for which `want(parent dir, name)` holds.
+fn files_below(
+    dir: &Path,
+    max_depth: usize,
+    want: impl Fn(&Path, &std::ffi::OsStr) -> bool,
+) -> Vec<PathBuf> {
     let mut found = vec![];
     let mut stack = vec![(dir.to_path_buf(), 0)];
     while let Some((d, depth)) = stack.pop() {
@@ -143,28 +150,83 @@ fn bundle_cgroups(dir: &Path) -> Vec<PathBuf> {
             continue;
         };
         for e in rd.flatten() {
-            let path = e.path();
             let Ok(ty) = e.file_type() else { continue };
-            if ty.is_dir() && depth < 4 {
-                stack.push((path, depth + 1));
-            } else if ty.is_file() && e.file_name() == "config.json" {
-                let cg = std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
-                if let Some(cg) = cg.filter(|c| c.starts_with('/') && c.len() > 1) {
-                    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
-                        continue;
-                    };
-                    for r in roots.flatten() {
-                        let d = r.path().join(&cg[1..]);
-                        if d.is_dir() {
-                            found.push(d);
-                        }
-                    }
+            if ty.is_dir() {
+                if depth < max_depth {
+                    stack.push((e.path(), depth + 1));
                 }
+            } else if want(&d, &e.file_name()) {
+                found.push(e.path());
             }
         }
     }
     found
+}
+
+/// Cgroup dirs named by the `linux.cgroupsPath` of every OCI bundle
+/// (`config.json`) up to four levels below `dir`.
+fn bundle_cgroups(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![];
+    for bundle in files_below(dir, 4, |_, name| name == "config.json") {
+        let cg = std::fs::read(&bundle)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
+        let Some(cg) = cg.filter(|c| c.starts_with('/') && c.len() > 1) else {
+            continue;
+        };
+        let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+            continue;
+        };
+        for r in roots.flatten() {
+            let d = r.path().join(&cg[1..]);
+            if d.is_dir() {
+                found.push(d);
+            }
+        }
+    }
+    found
+}
+
+/// Inode numbers of the PID namespaces pinned under `dir` (`pods/<id>/ns/pid`).
+pub fn pinned_pid_namespaces(dir: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    files_below(dir, 5, |d, name| {
+        name == "pid" && d.file_name().is_some_and(|n| n == "ns")
+    })
+    .into_iter()
+    .filter_map(|pin| {
+        // A live pin is an nsfs bind (another device than its dir): its inode is the namespace's.
+        let m = std::fs::metadata(&pin).ok()?;
+        let parent = std::fs::metadata(pin.parent()?).ok()?;
+        (m.dev() != parent.dev()).then(|| m.ino())
+    })
+    .collect()
+}
+
+/// Pids of the processes whose PID namespace is one of `namespaces` (inodes).
+pub fn pids_in_namespaces(namespaces: &[u64]) -> Vec<i32> {
+    in_pid_namespaces(&processes(), namespaces)
+}
+
+fn in_pid_namespaces(procs: &[Proc], namespaces: &[u64]) -> Vec<i32> {
+    if namespaces.is_empty() {
+        return vec![];
+    }
+    procs
+        .iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{}/ns/pid", p.pid))
+                .ok()
+                .and_then(|l| {
+                    l.to_str()?
+                        .strip_prefix("pid:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|ino| namespaces.contains(&ino))
+        })
+        .map(|p| p.pid)
+        .collect()
 }

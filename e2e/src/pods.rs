@@ -95,9 +95,13 @@ pub fn pod_config(env: &PodEnv, name: &str) -> PodSandboxConfig {
 
 pub async fn run_pod(env: &mut PodEnv, name: &str) -> (String, PodSandboxConfig) {
     let config = pod_config(env, name);
-    let id = env
-        .c
-        .runtime
+    let id = run_pod_with(&mut env.c, &config).await;
+    (id, config)
+}
+
+/// RunPodSandbox of `config`; panics on error.
+pub async fn run_pod_with(c: &mut CriClient, config: &PodSandboxConfig) -> String {
+    c.runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: String::new(),
@@ -105,8 +109,27 @@ pub async fn run_pod(env: &mut PodEnv, name: &str) -> (String, PodSandboxConfig)
         .await
         .unwrap()
         .into_inner()
-        .pod_sandbox_id;
-    (id, config)
+        .pod_sandbox_id
+}
+
+/// StopPodSandbox; panics on error.
+pub async fn stop_pod(c: &mut CriClient, id: &str) {
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// RemovePodSandbox; panics on error.
+pub async fn remove_pod(c: &mut CriClient, id: &str) {
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
 }
 
 pub fn ctr_config(name: &str, image: &str, script: &str) -> ContainerConfig {

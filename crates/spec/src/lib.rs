@@ -104,9 +104,16 @@ pub struct SpecInput<'a> {
     pub host: &'a HostEnv,
 }
 
-/// The cgroup path of a container under its pod's `cgroup_parent`,
-/// containerd's `getCgroupsPath`: a systemd slice parent gives the
-/// `slice:prefix:name` form, anything else a cgroupfs path.
+/// The cgroup path of a container under its pod's `cgroup_parent`.
+///
+/// A cgroupfs parent gives `<parent>/<id>`. A systemd slice parent (what a
+/// kubelet with `cgroupDriver: systemd` sends, e.g.
+/// `kubepods-burstable-pod1.slice`) is expanded to the cgroupfs path systemd
+/// gives that slice, `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice`,
+/// and the container goes in `<prefix>-<id>.scope` under it, the layout
+/// containerd and CRI-O produce through systemd. The monitor manages the
+/// cgroups itself (libcontainer's cgroupfs manager), so slice names work on
+/// hosts without systemd too.
 pub fn cgroups_path(
     cgroup_parent: &str,
     container_id: &str,
@@ -120,13 +127,42 @@ pub fn cgroups_path(
         .rsplit('/')
         .next()
         .unwrap_or("");
-    if base.ends_with(".slice") {
-        return Some(format!("{base}:{systemd_prefix}:{container_id}"));
+    if let Some(dir) = expand_slice(base) {
+        return Some(format!("{dir}/{systemd_prefix}-{container_id}.scope"));
     }
     Some(format!(
         "{}/{container_id}",
         cgroup_parent.trim_end_matches('/')
     ))
+}
+
+/// systemd's slice naming: `a-b-c.slice` lives at `/a.slice/a-b.slice/a-b-c.slice`;
+/// `-.slice` is the root. None when `name` is not a valid slice name.
+pub fn expand_slice(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".slice")?;
+    if stem == "-" {
+        return Some("/".to_string());
+    }
+    if stem.is_empty()
+        || stem.contains('/')
+        || stem.starts_with('-')
+        || stem.ends_with('-')
+        || stem.contains("--")
+    {
+        return None;
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(".slice");
+    }
+    Some(path)
 }
 
 /// Annotation keys containerd sets (`DefaultCRIAnnotations`), kept so tools

@@ -494,7 +494,38 @@ fn cgroups_path_forms() {
             "berth"
         )
         .as_deref(),
-        Some("kubepods-burstable-pod1.slice:berth:c1")
+        Some(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/berth-c1.scope"
+        )
+    );
+    assert_eq!(
+        cgroups_path("kubepods-besteffort-pod2.slice", "c1", "berth").as_deref(),
+        Some(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod2.slice/berth-c1.scope"
+        )
     );
     assert_eq!(cgroups_path("", "c1", "berth"), None);
+}
+
+#[test]
+fn slices_expand_as_systemd_names_them() {
+    assert_eq!(expand_slice("-.slice").as_deref(), Some("/"));
+    assert_eq!(
+        expand_slice("system.slice").as_deref(),
+        Some("/system.slice")
+    );
+    assert_eq!(
+        expand_slice("a-b-c.slice").as_deref(),
+        Some("/a.slice/a-b.slice/a-b-c.slice")
+    );
+    for bad in [
+        "a--b.slice",
+        "-a.slice",
+        "a-.slice",
+        ".slice",
+        "a/b.slice",
+        "a.scope",
+    ] {
+        assert_eq!(expand_slice(bad), None, "{bad}");
+    }
 }

@@ -300,8 +300,8 @@ impl Containers {
             network: pin(&pod.pins.net),
             ipc: pin(&pod.pins.ipc),
             uts: pin(&pod.pins.uts),
-            // Pod-level PID sharing needs Berth's pod init (not built yet).
-            pid: None,
+            // Pinned by the pod's init (None unless the pod's PID mode is POD).
+            pid: pod.pins.pid.clone(),
         };
         // Without a parent libcontainer names the cgroup ":youki:<id>", which
         // its delete leaves behind on cgroup v1: keep such containers under /berth.

@@ -1,8 +1,9 @@
 //! Pod sandboxes: durable records, pinned namespaces, lifecycle.
 //!
 //! No pause container: a pod is its record plus its pinned net/IPC/UTS
-//! namespaces (see [`pin`]). Containers (and a pod-level PID namespace with
-//! Berth's own init) come with the per-pod monitor.
+//! namespaces, its /dev/shm tmpfs and, when its containers share one PID
+//! namespace, Berth's own pod init (see [`pin`]). Containers run under the
+//! per-pod monitor.
 
 pub mod pin;
 pub mod record;
@@ -16,7 +17,7 @@ use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition};
 use tracing::Instrument;
 
-pub use record::{NamespaceModes, SandboxRecord, SandboxState};
+pub use record::{NamespaceModes, PodInit, SandboxRecord, SandboxState};
 
 use crate::store::StoreError;
 
@@ -120,20 +121,20 @@ impl Sandboxes {
         }
         let inner = self.lock();
         if let Some(r) = inner.records.get(id) {
-            return Some(r.clone());
+            return Some(live(r));
         }
         let mut hits = inner
             .records
             .range(id.to_string()..)
             .take_while(|(k, _)| k.starts_with(id));
         match (hits.next(), hits.next()) {
-            (Some((_, r)), None) => Some(r.clone()),
+            (Some((_, r)), None) => Some(live(r)),
             _ => None,
         }
     }
 
     pub fn list(&self) -> Vec<SandboxRecord> {
-        self.lock().records.values().cloned().collect()
+        self.lock().records.values().map(live).collect()
     }
 
     fn put(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
@@ -175,8 +176,9 @@ impl Sandboxes {
             .await;
         let _e = span.enter();
         if result.is_err() {
-            // Roll back: nothing of a failed run may remain.
-            if let Err(e) = remove_pod_dir(&dir) {
+            // Roll back: nothing of a failed run may remain (the pin
+            // helper killed a pod init it made before failing).
+            if let Err(e) = remove_pod_dir(&dir, None).await {
                 tracing::error!(error = %format!("{e:#}"), "rollback of failed RunPodSandbox");
             }
             self.lock().names.remove(&key);
@@ -190,12 +192,16 @@ impl Sandboxes {
         dir: &Path,
         config: PodSandboxConfig,
         runtime_handler: String,
-        plan: pin::PinRequest,
+        mut plan: pin::PinRequest,
     ) -> Result<SandboxRecord, SandboxError> {
+        // A pod IPC namespace gets its own /dev/shm; a host-IPC pod uses the host's.
+        if plan.ipc {
+            plan.shm = Some(dir.join("shm"));
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
             SandboxError::Internal(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
         })?;
-        let pins = pin::pin(&dir.join("ns"), &plan)
+        let pinned = pin::pin(&dir.join("ns"), &plan)
             .await
             .map_err(SandboxError::Internal)?;
         let md = config.metadata.clone().unwrap_or_default();
@@ -215,14 +221,21 @@ impl Sandboxes {
             labels: config.labels.clone().into_iter().collect(),
             annotations: config.annotations.clone().into_iter().collect(),
             namespace_modes: NamespaceModes::from_cri(sc.namespace_options.as_ref()),
-            pins,
+            pins: pinned.pins,
             sysctls: plan.sysctls,
             cgroup_parent: linux.cgroup_parent.clone(),
             privileged: sc.privileged,
+            init: pinned.init,
+            shm: pinned.shm,
             dir: dir.to_path_buf(),
             config_pb: hex_encode(&config.encode_to_vec()),
         };
-        self.put(&rec)?;
+        if let Err(e) = self.put(&rec) {
+            if let Some(init) = &rec.init {
+                let _ = pin::kill_init(init).await;
+            }
+            return Err(e);
+        }
         tracing::info!(name = %rec.name, namespace = %rec.namespace, "pod sandbox ready");
         Ok(rec)
     }
@@ -232,7 +245,7 @@ impl Sandboxes {
     /// already been reclaimed") and containerd and CRI-O do.
     pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
         let _ops = self.ops.lock().await;
-        let Some(mut rec) = self.resolve(id) else {
+        let Some(rec) = self.resolve(id) else {
             tracing::debug!(
                 pod = id,
                 "StopPodSandbox of an unknown sandbox: nothing to do"
@@ -244,6 +257,13 @@ impl Sandboxes {
         if let Some(c) = self.containers.get() {
             c.stop_all(&rec.id).await.map_err(SandboxError::Internal)?;
         }
+        // Then the pod init, and with it anything left in the pod's PID namespace.
+        if let Some(init) = &rec.init {
+            pin::kill_init(init).await.map_err(SandboxError::Internal)?;
+        }
+        let Some(mut rec) = self.lock().records.get(&rec.id).cloned() else {
+            return Ok(());
+        };
         if rec.state == SandboxState::NotReady {
             return Ok(());
         }
@@ -269,7 +289,9 @@ impl Sandboxes {
                 .await
                 .map_err(SandboxError::Internal)?;
         }
-        remove_pod_dir(&rec.dir).map_err(SandboxError::Internal)?;
+        remove_pod_dir(&rec.dir, rec.init.as_ref())
+            .await
+            .map_err(SandboxError::Internal)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(SANDBOXES)
             .map_err(db_err)?
@@ -284,13 +306,28 @@ impl Sandboxes {
     }
 }
 
-/// True when the pod's state dir and every recorded pin are still there.
+/// True when the pod's state dir, every recorded pin and its init are still there.
 fn healthy(rec: &SandboxRecord) -> bool {
-    rec.dir.is_dir() && rec.pins.iter().all(|p| pin::is_pinned(p))
+    rec.dir.is_dir()
+        && rec.pins.iter().all(|p| pin::is_pinned(p))
+        && rec.init.as_ref().is_none_or(pin::init_alive)
 }
 
-fn remove_pod_dir(dir: &Path) -> anyhow::Result<()> {
-    pin::unpin(&dir.join("ns"))?;
+/// The record as the CRI should see it: a READY pod whose init died (killed
+/// from outside, OOM) has lost its PID namespace and every process in it.
+fn live(rec: &SandboxRecord) -> SandboxRecord {
+    let mut rec = rec.clone();
+    if rec.state == SandboxState::Ready && rec.init.as_ref().is_some_and(|i| !pin::init_alive(i)) {
+        rec.state = SandboxState::NotReady;
+    }
+    rec
+}
+
+async fn remove_pod_dir(dir: &Path, init: Option<&PodInit>) -> anyhow::Result<()> {
+    if let Some(init) = init {
+        pin::kill_init(init).await?;
+    }
+    pin::unpin(&dir.join("ns"), Some(&dir.join("shm")))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -332,6 +369,20 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
             config.hostname
         ));
     }
+    let parent = linux.cgroup_parent.trim_end_matches('/');
+    if parent.contains('\0') || parent.split('/').any(|c| c == "..") {
+        return invalid(format!(
+            "cgroup_parent {:?} is not a cgroup path",
+            linux.cgroup_parent
+        ));
+    }
+    let last = parent.rsplit('/').next().unwrap_or("");
+    if last.ends_with(".slice") && berth_spec::expand_slice(last).is_none() {
+        return invalid(format!(
+            "cgroup_parent {:?} is not a valid systemd slice name (like kubepods-burstable-pod<uid>.slice)",
+            linux.cgroup_parent
+        ));
+    }
     for (k, v) in &linux.sysctls {
         let name = k.replace('/', ".");
         if k.is_empty()
@@ -368,6 +419,9 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
     Ok(pin::PinRequest {
         net: !host_net,
         ipc: !host_ipc,
+        // A PID namespace shared by the pod's containers needs an init to hold it.
+        pid: ns.pid == NamespaceMode::Pod as i32,
+        shm: None,
         // As containerd: a host-network pod keeps the host's UTS namespace (node name).
         uts: !host_net,
         hostname: config.hostname.clone(),
@@ -452,6 +506,27 @@ mod tests {
         let plan = validate(&c, "").unwrap();
         assert!(plan.net && plan.ipc && plan.uts);
         assert_eq!(plan.sysctls.len(), 2);
+    }
+
+    #[test]
+    fn cgroup_parents_are_paths_or_slices() {
+        for (parent, ok) in [
+            ("/kubepods/burstable/pod1", true),
+            ("kubepods-burstable-pod1.slice", true),
+            (
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-p.slice",
+                true,
+            ),
+            ("/kubepods/../../etc", false),
+            ("kubepods--x.slice", false),
+        ] {
+            let mut c = config();
+            c.linux = Some(LinuxPodSandboxConfig {
+                cgroup_parent: parent.into(),
+                ..Default::default()
+            });
+            assert_eq!(validate(&c, "").is_ok(), ok, "{parent}");
+        }
     }
 
     #[test]

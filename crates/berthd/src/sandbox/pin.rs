@@ -6,6 +6,14 @@
 //! single-threaded). The child unshares, sets the hostname, applies sysctls,
 //! brings `lo` up, bind-mounts `/proc/self/ns/X` onto `<dir>/X` and exits; the
 //! bind mounts keep the namespaces alive.
+//!
+//! A PID namespace can't be kept by a pin alone: once its init dies no
+//! process can enter it. So for a pod whose PID mode is POD the child also
+//! unshares a PID namespace and forks Berth's pod init into it ([`pod_init`]):
+//! PID 1 of the pod, it reaps orphans (as the pause container does) and lives
+//! until StopPodSandbox kills it. It is detached (own session, stdio closed)
+//! and is reparented to the host's init when the child exits, so it outlives
+//! berthd like the monitors do. The child also mounts the pod's /dev/shm tmpfs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,7 +25,11 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
-use super::record::Pins;
+use super::record::{Pins, PodInit};
+
+/// Size of a pod's /dev/shm tmpfs (what the kubelet's pause container and
+/// containerd give a pod).
+const SHM_SIZE: &str = "size=65536k";
 
 /// The hidden subcommand name; `main()` dispatches on it before anything else.
 pub const SUBCOMMAND: &str = "pin-namespaces";
@@ -28,19 +40,40 @@ pub struct PinRequest {
     pub net: bool,
     pub ipc: bool,
     pub uts: bool,
+    /// Make a PID namespace held by a pod init.
+    pub pid: bool,
+    /// Mount the pod's /dev/shm tmpfs here.
+    pub shm: Option<PathBuf>,
     pub hostname: String,
     pub sysctls: BTreeMap<String, String>,
 }
 
+/// What the child made.
+#[derive(Debug, Default)]
+pub struct Pinned {
+    pub pins: Pins,
+    pub init: Option<PodInit>,
+    pub shm: Option<PathBuf>,
+}
+
 /// berthd side: runs the child and returns the pin paths under `ns_dir`.
-/// On failure, whatever the child made is undone by the caller's [`unpin`].
-pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pins> {
+/// On failure, whatever the child made is undone by the caller's [`unpin`]
+/// (the child kills a pod init it forked before failing).
+pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg(SUBCOMMAND).arg("--dir").arg(ns_dir);
-    for (on, flag) in [(req.net, "--net"), (req.ipc, "--ipc"), (req.uts, "--uts")] {
+    for (on, flag) in [
+        (req.net, "--net"),
+        (req.ipc, "--ipc"),
+        (req.uts, "--uts"),
+        (req.pid, "--pid"),
+    ] {
         if on {
             cmd.arg(flag);
         }
+    }
+    if let Some(shm) = &req.shm {
+        cmd.arg("--shm").arg(shm);
     }
     if req.uts && !req.hostname.is_empty() {
         cmd.arg("--hostname").arg(&req.hostname);
@@ -63,18 +96,79 @@ pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pins> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    let init = if req.pid {
+        let out = String::from_utf8_lossy(&out.stdout);
+        let mut words = out.split_whitespace();
+        let parsed = (|| {
+            let pid = words.next()?.parse().ok()?;
+            let start_time = words.next()?.parse().ok()?;
+            Some(PodInit { pid, start_time })
+        })();
+        Some(parsed.with_context(|| {
+            format!("pinning helper printed {out:?}, not \"<pid> <start time>\"")
+        })?)
+    } else {
+        None
+    };
     let at = |on: bool, name: &str| on.then(|| ns_dir.join(name));
-    Ok(Pins {
-        net: at(req.net, "net"),
-        ipc: at(req.ipc, "ipc"),
-        uts: at(req.uts, "uts"),
+    Ok(Pinned {
+        pins: Pins {
+            net: at(req.net, "net"),
+            ipc: at(req.ipc, "ipc"),
+            uts: at(req.uts, "uts"),
+            pid: at(req.pid, "pid"),
+        },
+        init,
+        shm: req.shm.clone(),
     })
 }
 
-/// Unmounts and deletes every pin under `ns_dir`, then the dir's own mount.
-/// Safe on a partly made or already removed dir.
-pub fn unpin(ns_dir: &Path) -> anyhow::Result<()> {
-    for name in ["net", "ipc", "uts"] {
+/// `/proc/<pid>/stat` field 22 (start time) of a live, non-zombie process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// True while the pod init lives (same pid, same start time, not a zombie).
+pub fn init_alive(init: &PodInit) -> bool {
+    start_time(init.pid) == Some(init.start_time)
+}
+
+/// SIGKILLs the pod init, which makes the kernel kill every process left in
+/// the pod's PID namespace, and waits (up to 2 s) until it is gone.
+pub async fn kill_init(init: &PodInit) -> anyhow::Result<()> {
+    if !init_alive(init) {
+        return Ok(());
+    }
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot kill pod init {}", init.pid)),
+    }
+    for _ in 0..200 {
+        if !init_alive(init) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("pod init {} still alive 2 s after SIGKILL", init.pid)
+}
+
+/// Unmounts and deletes every pin under `ns_dir`, then the dir's own mount,
+/// and the pod's /dev/shm (`shm`). Safe on a partly made or already removed dir.
+pub fn unpin(ns_dir: &Path, shm: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(shm) = shm {
+        detach(shm)?;
+    }
+    for name in ["net", "ipc", "uts", "pid"] {
         let p = ns_dir.join(name);
         detach(&p)?;
         match std::fs::remove_file(&p) {
@@ -122,6 +216,8 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
             Some("--net") => req.net = true,
             Some("--ipc") => req.ipc = true,
             Some("--uts") => req.uts = true,
+            Some("--pid") => req.pid = true,
+            Some("--shm") => req.shm = Some(PathBuf::from(value()?)),
             Some("--hostname") => req.hostname = value()?.to_string_lossy().into_owned(),
             Some("--sysctl") => {
                 let kv = value()?.to_string_lossy().into_owned();
@@ -190,7 +286,143 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
         )
         .with_context(|| format!("cannot bind {src} onto {}", pin.display()))?;
     }
+    if let Some(shm) = &req.shm {
+        std::fs::create_dir_all(shm).with_context(|| format!("cannot create {}", shm.display()))?;
+        mount(
+            Some("shm"),
+            shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,{SHM_SIZE}").as_str()),
+        )
+        .with_context(|| format!("cannot mount the pod's /dev/shm tmpfs on {}", shm.display()))?;
+    }
+    if req.pid {
+        start_pod_init(&dir.join("pid"))?;
+    }
     Ok(())
+}
+
+/// argv\[0\] under which berthd runs as a pod init; `main()` dispatches on it.
+pub const POD_INIT_ARGV0: &str = "berth-pod-init";
+
+/// Unshares a PID namespace, forks the pod init into it as PID 1, pins the
+/// namespace at `pin` and prints "<pid> <start time>" for berthd.
+///
+/// The child re-executes berthd as [`POD_INIT_ARGV0`] ([`pod_init_main`]):
+/// a fresh image (no heap or mappings of this helper, and a command line
+/// that shows no host paths to the pod's containers, which see it as PID 1).
+fn start_pod_init(pin: &Path) -> anyhow::Result<()> {
+    use nix::unistd::{ForkResult, fork};
+    let root = pin.with_file_name("init-root");
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    // Reports an exec failure; closed (EOF) by a successful exec.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
+    // SAFETY: this process is single-threaded (the subcommand runs before
+    // any runtime starts), so the child may run arbitrary code.
+    let child = match unsafe { fork() }.context("cannot fork the pod init")? {
+        ForkResult::Child => exec_pod_init(&root, wr),
+        ForkResult::Parent { child } => child,
+    };
+    drop(wr);
+    let pinned = (|| {
+        let mut err = [0u8; 4];
+        let n = nix::unistd::read(&rd, &mut err).context("reading the pod init's exec status")?;
+        if n > 0 {
+            bail!(
+                "cannot execute the pod init: {}",
+                Errno::from_raw(i32::from_ne_bytes(err))
+            );
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(pin)
+            .with_context(|| format!("cannot create {}", pin.display()))?;
+        let src = format!("/proc/{child}/ns/pid");
+        mount(
+            Some(src.as_str()),
+            pin,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot bind {src} onto {}", pin.display()))?;
+        start_time(child.as_raw()).context("the pod init died at once")
+    })();
+    match pinned {
+        Ok(start) => {
+            println!("{child} {start}");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            Err(e)
+        }
+    }
+}
+
+/// Forked child: detach, then exec berthd as the pod init (cwd = its empty root).
+fn exec_pod_init(root: &Path, status: std::os::fd::OwnedFd) -> ! {
+    use std::os::fd::AsRawFd;
+    let _ = nix::unistd::setsid();
+    let _ = nix::unistd::chdir(root);
+    // SAFETY: plain syscalls on fds this process owns, then exec or _exit;
+    // nothing else runs in this process.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        // Above all the stdout pipe to berthd, which waits for its EOF.
+        // (The status pipe is close-on-exec and above 2: keep it until exec.)
+        let keep = status.as_raw_fd() as u32;
+        if keep > 3 {
+            libc::close_range(3, keep - 1, 0);
+        }
+        libc::close_range(keep + 1, u32::MAX, 0);
+        let argv = [c"berth-pod-init".as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
+        let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        libc::write(status.as_raw_fd(), err.to_ne_bytes().as_ptr().cast(), 4);
+        libc::_exit(127)
+    }
+}
+
+/// PID 1 of a pod (berthd run as [`POD_INIT_ARGV0`]): reaps whatever is
+/// reparented to it until it is SIGKILLed. Every signal is blocked (SIGKILL
+/// can't be), so only the kill at StopPodSandbox ends it; the kernel then
+/// kills the whole namespace. Non-dumpable and chrooted into an empty dir,
+/// so a container sharing its PID namespace can't reach the host's
+/// filesystem through `/proc/1/root`, `/proc/1/cwd` or `/proc/1/exe`.
+pub fn pod_init_main() -> ! {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        libc::prctl(libc::PR_SET_NAME, c"berth-pod-init".as_ptr());
+    }
+    let _ = nix::unistd::chroot(".");
+    let _ = nix::unistd::chdir("/");
+    let _ = SigSet::all().thread_block();
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = chld.wait();
+    }
 }
 
 /// `net.ipv4.ip_forward` → `net/ipv4/ip_forward`; a name already in slash form is kept.
@@ -245,7 +477,7 @@ mod tests {
     #[test]
     fn unpin_of_a_missing_dir_is_fine() {
         let d = tempfile::tempdir().unwrap();
-        unpin(&d.path().join("nope")).unwrap();
+        unpin(&d.path().join("nope"), Some(&d.path().join("shm"))).unwrap();
         assert!(!is_pinned(&d.path().join("nope")));
     }
 }

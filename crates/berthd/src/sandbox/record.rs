@@ -67,12 +67,28 @@ pub struct Pins {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's shared PID namespace (PID mode POD), held by [`PodInit`].
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
 }
 
 impl Pins {
     pub fn iter(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.net, &self.ipc, &self.uts].into_iter().flatten()
+        [&self.net, &self.ipc, &self.uts, &self.pid]
+            .into_iter()
+            .flatten()
     }
+}
+
+/// Berth's init of a pod whose containers share one PID namespace: PID 1
+/// there, it reaps orphans and keeps the namespace usable (a PID namespace
+/// whose init died accepts no new process). Identified by pid and start time
+/// so a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInit {
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
+    pub start_time: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +111,12 @@ pub struct SandboxRecord {
     pub sysctls: BTreeMap<String, String>,
     pub cgroup_parent: String,
     pub privileged: bool,
+    /// The pod's PID-namespace init, when its PID mode is POD.
+    #[serde(default)]
+    pub init: Option<PodInit>,
+    /// The pod's /dev/shm tmpfs (`<dir>/shm`); None when the pod uses the host IPC namespace.
+    #[serde(default)]
+    pub shm: Option<PathBuf>,
     /// The pod's state dir, `<state>/pods/<id>`.
     pub dir: PathBuf,
     /// The whole `PodSandboxConfig`, protobuf-encoded and hex: container

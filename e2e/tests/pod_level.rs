@@ -1,0 +1,244 @@
+//! Pods whose containers share one PID namespace (PID mode POD): Berth's
+//! pod init is PID 1 there, reaps orphans, can't be used to reach the host,
+//! dies with StopPodSandbox and survives a berthd restart; and every pod's
+//! /dev/shm tmpfs, shared by its containers; systemd slice names as cgroup
+//! parents. Needs root.
+
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+use berth_e2e::cleanup::{mounts_under, pids_in_namespaces, pinned_pid_namespaces};
+use berth_e2e::pods::*;
+
+fn shared_pid(mut pc: PodSandboxConfig) -> PodSandboxConfig {
+    let ns = pc
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.pid = NamespaceMode::Pod as i32;
+    pc
+}
+
+fn ctr(name: &str, script: &str) -> ContainerConfig {
+    let mut c = ctr_config(name, BUSYBOX, script);
+    let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.namespace_options.as_mut().unwrap().pid = NamespaceMode::Pod as i32;
+    c
+}
+
+async fn run_shared_pid_pod(env: &mut PodEnv, name: &str) -> (String, PodSandboxConfig) {
+    let pc = shared_pid(pod_config(env, name));
+    (run_pod_with(&mut env.c, &pc).await, pc)
+}
+
+async fn running(env: &mut PodEnv, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> String {
+    let id = create(&mut env.c, pod, pc, c).await.unwrap();
+    start(&mut env.c, &id).await;
+    wait_state(&mut env.c, &id, ContainerState::ContainerRunning).await;
+    id
+}
+
+async fn pod_state(env: &mut PodEnv, pod: &str) -> i32 {
+    env.c
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state
+}
+
+async fn out(env: &mut PodEnv, id: &str, script: &str) -> String {
+    let r = exec(&mut env.c, id, &sh(script), 10).await.unwrap();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{script}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// The pod's PID namespace (inode of its pin), found under the daemon's dirs.
+fn pod_pid_ns(env: &PodEnv, pod: &str) -> u64 {
+    let dir = env.d.config.state.join("pods").join(pod);
+    let ns = pinned_pid_namespaces(&dir);
+    assert_eq!(ns.len(), 1, "pid pin of {pod}: {ns:?}");
+    ns[0]
+}
+
+#[tokio::test]
+async fn pod_init_shares_reaps_and_dies_with_the_pod() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_shared_pid_pod(&mut env, "pidpod").await;
+    let a = running(&mut env, &pod, &pc, ctr("a", "exec sleep 1001")).await;
+    let b = running(&mut env, &pod, &pc, ctr("b", "exec sleep 1002")).await;
+
+    // PID 1 is Berth's init, and each container sees the other's processes.
+    assert_eq!(
+        out(&mut env, &a, "cat /proc/1/cmdline").await,
+        "berth-pod-init\0"
+    );
+    let ps = out(&mut env, &a, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps}"
+    );
+
+    // The init offers no way out: not dumpable, so /proc/1/root and
+    // /proc/1/exe are closed to the (unprivileged) containers.
+    let r = exec(
+        &mut env.c,
+        &a,
+        &sh("ls /proc/1/root/ || readlink /proc/1/exe"),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stdout));
+
+    // Orphans are reaped: a grandchild whose parent exits first must not
+    // stay a zombie.
+    out(&mut env, &b, "sh -c 'sleep 0.2 &'; sleep 1").await;
+    let zombies = out(
+        &mut env,
+        &b,
+        "for s in /proc/[0-9]*/stat; do read -r l < $s && case $l in *') Z '*) echo $l;; esac; done; true",
+    )
+    .await;
+    assert_eq!(zombies, "", "zombies in the pod");
+
+    // /dev/shm: one 64 MiB tmpfs per pod, shared by its containers.
+    out(&mut env, &a, "echo hi > /dev/shm/x").await;
+    assert_eq!(out(&mut env, &b, "cat /dev/shm/x").await, "hi\n");
+    let df = out(&mut env, &b, "df -k /dev/shm | tail -1").await;
+    assert!(df.split_whitespace().nth(1) == Some("65536"), "{df}");
+
+    // StopPodSandbox: the containers exit and nothing is left in the namespace.
+    let ns = pod_pid_ns(&env, &pod);
+    assert!(!pids_in_namespaces(&[ns]).is_empty());
+    stop_pod(&mut env.c, &pod).await;
+    for id in [&a, &b] {
+        wait_state(&mut env.c, id, ContainerState::ContainerExited).await;
+    }
+    // (The dead init may stay a zombie a moment, until the host's init reaps it.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids_in_namespaces(&[ns]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} left in the pod's PID namespace",
+            pids_in_namespaces(&[ns])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        pod_state(&mut env, &pod).await,
+        PodSandboxState::SandboxNotready as i32
+    );
+
+    // RemovePodSandbox: no pin or tmpfs mount left.
+    remove_pod(&mut env.c, &pod).await;
+    let left = mounts_under(&env.d.config.state.join("pods"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_shared_pid_pod(&mut env, "pidrestart").await;
+    let a = running(&mut env, &pod, &pc, ctr("a", "exec sleep 1003")).await;
+
+    env.d.kill9().await.unwrap();
+    env.d.restart().await.unwrap();
+    env.c = env.d.client().await.unwrap();
+    assert_eq!(
+        pod_state(&mut env, &pod).await,
+        PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(
+        out(&mut env, &a, "cat /proc/1/cmdline").await,
+        "berth-pod-init\0"
+    );
+    // A container created after the restart joins the same namespace.
+    let b = running(&mut env, &pod, &pc, ctr("b", "exec sleep 1004")).await;
+    let ps = out(&mut env, &b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    assert!(ps.contains("sleep 1003"), "{ps}");
+
+    // The init killed from outside: the kernel kills the pod's processes,
+    // the containers report exited and the pod NOTREADY (the kubelet then
+    // recreates it).
+    let ns = pod_pid_ns(&env, &pod);
+    let init = pids_in_namespaces(&[ns])
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "berth-pod-init")
+        })
+        .expect("the pod init");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pod_state(&mut env, &pod).await != PodSandboxState::SandboxNotready as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "pod still READY after its init died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in [&a, &b] {
+        let s = wait_state(&mut env.c, id, ContainerState::ContainerExited).await;
+        assert_eq!(s.exit_code, 137, "{s:?}");
+    }
+    let e = create(&mut env.c, &pod, &pc, ctr("c", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+}
+
+#[tokio::test]
+async fn slice_cgroup_parents_expand_like_systemd() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let tag = format!("e2e{}", std::process::id());
+    let slice = format!("berthtest-{tag}.slice");
+    let mut pc = pod_config(&env, "slice");
+    pc.linux.as_mut().unwrap().cgroup_parent = slice.clone();
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        ctr_config("c", BUSYBOX, "exec sleep 1005"),
+    )
+    .await;
+    let want = format!("/berthtest.slice/berthtest-{tag}.slice/berth-{id}.scope");
+    // The container's cgroup dir: under a v1 controller, or the v2 root.
+    let dirs: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|r| r.path().join(&want[1..]))
+        .chain([std::path::Path::new("/sys/fs/cgroup").join(&want[1..])])
+        .filter(|d| d.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "no cgroup dir {want}");
+    remove_pod(&mut env.c, &pod).await;
+    // The slices are the kubelet's to remove; the test made them, it removes them.
+    for root in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let top = root.path().join("berthtest.slice");
+        let _ = std::fs::remove_dir(top.join(format!("berthtest-{tag}.slice")));
+        let _ = std::fs::remove_dir(&top);
+    }
+}

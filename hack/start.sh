@@ -12,6 +12,14 @@ cargo build --release --locked -p berthd -p berth-shim
 # berthd starts each pod's monitor from its own directory.
 install -s -m 0755 target/release/berthd target/release/berth-monitor /usr/local/bin/
 
+# The default pod network (hack/cni/README.md), unless the node has one already.
+CNI_DIR=/etc/cni/net.d
+if ! compgen -G "$CNI_DIR/*.conflist" >/dev/null && ! compgen -G "$CNI_DIR/*.conf" >/dev/null \
+    && ! compgen -G "$CNI_DIR/*.json" >/dev/null; then
+    install -D -m 0644 hack/cni/10-berth.conflist "$CNI_DIR/10-berth.conflist"
+    echo "installed the default pod network config $CNI_DIR/10-berth.conflist"
+fi
+
 SOCKET=/run/berth/berth.sock
 if pid=$(pgrep -x berthd); then
     echo "berthd is already running (pid $pid); stop it with: kill $pid" >&2

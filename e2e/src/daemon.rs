@@ -69,6 +69,9 @@ pub struct BerthdConfig {
     pub config_toml: Option<String>,
     /// Written to `dir/registries.conf` and passed as `--registries-config` when set.
     pub registries_conf: Option<String>,
+    /// The CNI network config (a .conflist), written into `cni_conf_dir`.
+    /// None: the dir stays empty (NetworkReady false, loopback-only pods).
+    pub cni_conflist: Option<String>,
 }
 
 impl BerthdConfig {
@@ -85,7 +88,13 @@ impl BerthdConfig {
             args: vec![],
             config_toml: None,
             registries_conf: None,
+            cni_conflist: None,
         })
+    }
+
+    /// The daemon's CNI config dir (`dir/net.d`).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
     }
 
     /// The full command line for this daemon, without starting it.
@@ -114,6 +123,13 @@ impl BerthdConfig {
         let registries = self.dir.path().join("registries.conf");
         std::fs::write(&registries, self.registries_conf.as_deref().unwrap_or(""))?;
         cmd.arg("--registries-config").arg(&registries);
+        // Never the host's /etc/cni/net.d either.
+        let net_d = self.cni_conf_dir();
+        std::fs::create_dir_all(&net_d)?;
+        if let Some(text) = &self.cni_conflist {
+            std::fs::write(net_d.join("10-test.conflist"), text)?;
+        }
+        cmd.arg("--cni-conf-dir").arg(&net_d);
         cmd.args(&self.args);
         Ok(cmd)
     }

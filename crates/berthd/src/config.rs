@@ -57,6 +57,28 @@ pub struct Config {
     /// containers-registries.conf(5) v2 file with mirrors, insecure and blocked registries.
     pub registries_config: PathBuf,
     pub image: ImageConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// CNI network config dir: the first config file in lexical order.
+    pub conf_dir: PathBuf,
+    /// CNI plugin dirs, searched in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Limit for one plugin execution, in seconds.
+    pub plugin_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            plugin_timeout_secs: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +107,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             registries_config: PathBuf::from("/etc/berth/registries.conf"),
             image: ImageConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -98,6 +121,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub registries_config: Option<PathBuf>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dirs: Option<Vec<PathBuf>>,
 }
 
 impl Config {
@@ -146,6 +171,12 @@ impl Config {
         if let Some(v) = o.registries_config {
             self.registries_config = v;
         }
+        if let Some(v) = o.cni_conf_dir {
+            self.network.conf_dir = v;
+        }
+        if let Some(v) = o.cni_bin_dirs {
+            self.network.bin_dirs = v;
+        }
         self.validate()?;
         Ok(self)
     }
@@ -156,7 +187,15 @@ impl Config {
             ("state", &self.state),
             ("listen", &self.listen),
             ("registries_config", &self.registries_config),
-        ] {
+            ("network.conf_dir", &self.network.conf_dir),
+        ]
+        .into_iter()
+        .chain(
+            self.network
+                .bin_dirs
+                .iter()
+                .map(|d| ("network.bin_dirs", d)),
+        ) {
             if !path.is_absolute() {
                 return Err(ConfigError::Invalid {
                     key,
@@ -177,6 +216,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "image.max_parallel_layers",
                 message: format!("{} is not between 1 and 64", self.image.max_parallel_layers),
+            });
+        }
+        if !(1..=600).contains(&self.network.plugin_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "network.plugin_timeout_secs",
+                message: format!(
+                    "{} is not between 1 and 600",
+                    self.network.plugin_timeout_secs
+                ),
             });
         }
         Ok(())

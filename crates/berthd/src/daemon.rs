@@ -7,6 +7,7 @@ use berth_image::ImageStore;
 
 use crate::config::Config;
 use crate::container::Containers;
+use crate::network::PodNetwork;
 use crate::sandbox::Sandboxes;
 use crate::store::{Store, StoreError};
 
@@ -20,6 +21,8 @@ pub struct Daemon {
     sandboxes: Sandboxes,
     /// Containers, driven through each pod's monitor.
     containers: Arc<Containers>,
+    /// CNI pod networking.
+    network: Arc<PodNetwork>,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
     pod_cidr: RwLock<String>,
 }
@@ -27,7 +30,8 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(config: Config, store: Store, images: ImageStore) -> Result<Daemon, StoreError> {
         let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
-        let sandboxes = Sandboxes::open(store.db(), &config.state)?;
+        let network = Arc::new(PodNetwork::new(&config.network, &config.state));
+        let sandboxes = Sandboxes::open(store.db(), &config.state, network.clone())?;
         let containers = Arc::new(Containers::open(
             store.db(),
             &config.root,
@@ -41,6 +45,7 @@ impl Daemon {
             images,
             sandboxes,
             containers,
+            network,
             pod_cidr: RwLock::new(pod_cidr),
         })
     }
@@ -103,12 +108,16 @@ impl Daemon {
         Ok(())
     }
 
-    /// NetworkReady: Berth does not configure pod networks yet (CNI support is
-    /// issue 5), so pods needing one cannot be networked; host-network pods can.
+    /// NetworkReady: a usable CNI network config (re-read when its dir changes).
     pub fn network_readiness(&self) -> Result<(), (String, String)> {
-        Err((
-            "NetworkPluginNotReady".to_string(),
-            "berth does not configure pod networks yet: no CNI support in this build".to_string(),
-        ))
+        self.network.readiness()
+    }
+
+    /// At startup: DEL the CNI attachments no pod holds (an ADD a crash cut
+    /// short, a removal whose DEL kept failing).
+    pub async fn collect_network_garbage(&self) {
+        self.network
+            .collect_garbage(&self.sandboxes.network_attached())
+            .await;
     }
 }

@@ -15,6 +15,9 @@ pub enum RuntimeError {
     FailedPrecondition(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A CNI plugin or config failure (the message names the plugin).
+    #[error("pod network: {0}")]
+    Network(#[from] berth_net::CniError),
     #[error("{0:#}")]
     Internal(anyhow::Error),
 }
@@ -27,6 +30,15 @@ impl From<RuntimeError> for tonic::Status {
             RuntimeError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             RuntimeError::NotFound(_) => tonic::Status::not_found(msg),
             RuntimeError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            RuntimeError::Network(e) => match e {
+                berth_net::CniError::Timeout { .. } => tonic::Status::deadline_exceeded(msg),
+                berth_net::CniError::PluginNotFound { .. } => {
+                    tonic::Status::failed_precondition(msg)
+                }
+                e if e.is_config_error() => tonic::Status::failed_precondition(msg),
+                // A plugin that failed may well succeed when the kubelet retries.
+                _ => tonic::Status::unavailable(msg),
+            },
             RuntimeError::Store(_) | RuntimeError::Internal(_) => tonic::Status::internal(msg),
         }
     }

@@ -5,6 +5,7 @@ mod container;
 mod cri;
 mod daemon;
 mod error;
+mod network;
 mod sandbox;
 mod server;
 mod store;
@@ -46,6 +47,12 @@ struct Cli {
     /// containers-registries.conf(5) v2 file [default: /etc/berth/registries.conf].
     #[arg(long, value_name = "PATH")]
     registries_config: Option<PathBuf>,
+    /// CNI network config dir [default: /etc/cni/net.d].
+    #[arg(long, value_name = "DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin dirs, `:`-separated [default: /opt/cni/bin:/usr/lib/cni].
+    #[arg(long, value_name = "DIRS")]
+    cni_bin_dir: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,6 +105,13 @@ fn run() -> anyhow::Result<()> {
         log_level: cli.log_level,
         log_format: cli.log_format,
         registries_config: cli.registries_config,
+        cni_conf_dir: cli.cni_conf_dir,
+        cni_bin_dirs: cli.cni_bin_dir.map(|s| {
+            s.split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        }),
     })?;
     match cli.command {
         Some(Command::Config {
@@ -164,6 +178,8 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         state = %daemon.config().state.display(),
         "berthd starting"
     );
+    // Before serving: a GC must not race an ADD in flight.
+    daemon.collect_network_garbage().await;
     server::serve(socket, daemon.clone(), shutdown_signal()).await?;
     tracing::info!(store = %daemon.store().path().display(), "berthd stopped");
     Ok(())

@@ -14,7 +14,7 @@ pub async fn run_pod_sandbox(
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
     let rec = daemon
         .sandboxes()
-        .run(config, req.runtime_handler)
+        .run(config, req.runtime_handler, &daemon.pod_cidr())
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "RunPodSandbox failed"))?;
     Ok(RunPodSandboxResponse {

@@ -1,7 +1,7 @@
 //! `PodSandboxStatus`: the record as CRI status; `verbose` adds it as JSON under "info".
 
 use berth_api::v1::{
-    LinuxPodSandboxStatus, Namespace, PodSandboxNetworkStatus, PodSandboxStatus,
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandboxNetworkStatus, PodSandboxStatus,
     PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 use tonic::Status;
@@ -46,8 +46,17 @@ fn to_status(rec: &SandboxRecord) -> PodSandboxStatus {
         metadata: Some(rec.metadata()),
         state: rec.state.to_cri() as i32,
         created_at: rec.created_at,
-        // No CNI yet: a pod network has loopback only, so no IP to report.
-        network: Some(PodSandboxNetworkStatus::default()),
+        // eth0's IPs from the CNI ADD, IPv4 first (none for a loopback-only
+        // pod; a host-network pod's IP is the node's, which the kubelet knows).
+        network: Some(PodSandboxNetworkStatus {
+            ip: rec.ips.first().cloned().unwrap_or_default(),
+            additional_ips: rec
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
                 options: Some(rec.namespace_modes.to_cri()),

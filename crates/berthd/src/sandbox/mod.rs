@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 pub use record::{NamespaceModes, PodInit, SandboxRecord, SandboxState};
 
+use crate::network::PodNetwork;
 use crate::store::StoreError;
 
 /// Hook to the container subsystem, so that StopPodSandbox and
@@ -59,12 +60,18 @@ pub struct Sandboxes {
     ops: tokio::sync::Mutex<()>,
     /// The pod's containers (see [`PodContainers`]); unset in unit tests.
     containers: OnceLock<Arc<dyn PodContainers>>,
+    /// CNI: each pod's eth0.
+    network: Arc<PodNetwork>,
 }
 
 impl Sandboxes {
     /// Loads every record; a READY pod whose pins are gone (the state dir is
     /// on tmpfs and the host rebooted) is marked NOTREADY.
-    pub fn open(db: Arc<Database>, state_dir: &Path) -> Result<Sandboxes, StoreError> {
+    pub fn open(
+        db: Arc<Database>,
+        state_dir: &Path,
+        network: Arc<PodNetwork>,
+    ) -> Result<Sandboxes, StoreError> {
         let pods_dir = state_dir.join("pods");
         let txn = db.begin_write()?;
         let mut inner = Inner::default();
@@ -102,6 +109,7 @@ impl Sandboxes {
             inner: Mutex::new(inner),
             ops: tokio::sync::Mutex::new(()),
             containers: OnceLock::new(),
+            network,
         })
     }
 
@@ -154,6 +162,7 @@ impl Sandboxes {
         &self,
         config: PodSandboxConfig,
         runtime_handler: String,
+        pod_cidr: &str,
     ) -> Result<SandboxRecord, SandboxError> {
         let plan = validate(&config, &runtime_handler)?;
         let id = new_id().map_err(|e| SandboxError::Internal(e.into()))?;
@@ -171,7 +180,7 @@ impl Sandboxes {
         let span = tracing::info_span!("run_pod_sandbox", pod = %id);
         let dir = self.pods_dir.join(&id);
         let result = self
-            .create(&id, &dir, config, runtime_handler, plan)
+            .create(&id, &dir, config, runtime_handler, plan, pod_cidr)
             .instrument(span.clone())
             .await;
         let _e = span.enter();
@@ -193,6 +202,7 @@ impl Sandboxes {
         config: PodSandboxConfig,
         runtime_handler: String,
         mut plan: pin::PinRequest,
+        pod_cidr: &str,
     ) -> Result<SandboxRecord, SandboxError> {
         // A pod IPC namespace gets its own /dev/shm; a host-IPC pod uses the host's.
         if plan.ipc {
@@ -204,6 +214,23 @@ impl Sandboxes {
         let pinned = pin::pin(&dir.join("ns"), &plan)
             .await
             .map_err(SandboxError::Internal)?;
+        // The pod's eth0, when it has its own network namespace.
+        let ips = match &pinned.pins.net {
+            Some(netns) => {
+                let attached = self.network.attach(id, netns, &config, pod_cidr).await;
+                match attached {
+                    Ok(ips) => ips,
+                    Err(e) => {
+                        // The ADD undid itself; the pod init must go too.
+                        if let Some(init) = &pinned.init {
+                            let _ = pin::kill_init(init).await;
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
         let md = config.metadata.clone().unwrap_or_default();
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
@@ -227,12 +254,23 @@ impl Sandboxes {
             privileged: sc.privileged,
             init: pinned.init,
             shm: pinned.shm,
+            network_attached: ips.is_some(),
+            ips: ips
+                .unwrap_or_default()
+                .iter()
+                .map(|ip| ip.to_string())
+                .collect(),
             dir: dir.to_path_buf(),
             config_pb: hex_encode(&config.encode_to_vec()),
         };
         if let Err(e) = self.put(&rec) {
             if let Some(init) = &rec.init {
                 let _ = pin::kill_init(init).await;
+            }
+            if rec.network_attached
+                && let Err(d) = self.detach_network(&rec).await
+            {
+                tracing::error!(error = %d, "rollback of the pod network (startup GC will retry)");
             }
             return Err(e);
         }
@@ -264,6 +302,13 @@ impl Sandboxes {
         let Some(mut rec) = self.lock().records.get(&rec.id).cloned() else {
             return Ok(());
         };
+        // Then its network: the IP goes back to the pool now, not at removal.
+        if rec.network_attached {
+            self.detach_network(&rec).await?;
+            rec.network_attached = false;
+            rec.state = SandboxState::NotReady;
+            self.put(&rec)?;
+        }
         if rec.state == SandboxState::NotReady {
             return Ok(());
         }
@@ -289,6 +334,11 @@ impl Sandboxes {
                 .await
                 .map_err(SandboxError::Internal)?;
         }
+        // A DEL that failed at stop (or a pod never stopped) is retried
+        // here: no IP may outlive its pod.
+        if rec.network_attached {
+            self.detach_network(&rec).await?;
+        }
         remove_pod_dir(&rec.dir, rec.init.as_ref())
             .await
             .map_err(SandboxError::Internal)?;
@@ -303,6 +353,26 @@ impl Sandboxes {
         inner.names.remove(&rec.reservation_key());
         tracing::info!(pod = %rec.id, "pod sandbox removed");
         Ok(())
+    }
+}
+
+impl Sandboxes {
+    /// CNI DEL of the pod's attachment (what its ADD used comes from the cache).
+    async fn detach_network(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
+        let config = rec.config().map_err(SandboxError::Internal)?;
+        let netns = rec.pins.net.as_deref().filter(|p| pin::is_pinned(p));
+        self.network.detach(&rec.id, netns, &config).await?;
+        Ok(())
+    }
+
+    /// Ids of the pods holding a CNI attachment (for the startup GC).
+    pub fn network_attached(&self) -> Vec<String> {
+        self.lock()
+            .records
+            .values()
+            .filter(|r| r.network_attached)
+            .map(|r| r.id.clone())
+            .collect()
     }
 }
 

@@ -117,6 +117,12 @@ pub struct SandboxRecord {
     /// The pod's /dev/shm tmpfs (`<dir>/shm`); None when the pod uses the host IPC namespace.
     #[serde(default)]
     pub shm: Option<PathBuf>,
+    /// The pod's IPs on eth0 from its CNI ADD, IPv4 first (empty: no pod network).
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// A CNI attachment exists that StopPodSandbox/RemovePodSandbox must DEL.
+    #[serde(default)]
+    pub network_attached: bool,
     /// The pod's state dir, `<state>/pods/<id>`.
     pub dir: PathBuf,
     /// The whole `PodSandboxConfig`, protobuf-encoded and hex: container
@@ -125,6 +131,15 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// The `PodSandboxConfig` RunPodSandbox was given.
+    pub fn config(&self) -> anyhow::Result<berth_api::v1::PodSandboxConfig> {
+        use anyhow::Context;
+        use prost::Message;
+        let bytes = hex::decode(&self.config_pb).context("sandbox record: config_pb is not hex")?;
+        berth_api::v1::PodSandboxConfig::decode(bytes.as_slice())
+            .context("sandbox record: config_pb does not decode")
+    }
+
     /// containerd's "name reservation" key: one live sandbox per metadata.
     pub fn reservation_key(&self) -> String {
         reservation_key(&self.name, &self.namespace, &self.uid, self.attempt)

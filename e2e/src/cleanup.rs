@@ -21,6 +21,8 @@ impl Drop for Guard {
 struct Proc {
     pid: i32,
     ppid: i32,
+    /// Dead, waiting for its parent (often the host's init) to reap it.
+    zombie: bool,
     cmdline: String,
 }
 
@@ -33,17 +35,14 @@ fn processes() -> Vec<Proc> {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             // The command name may hold spaces and parens: fields start after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let zombie = fields.next()? == "Z";
+            let ppid = fields.next()?.parse().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             Some(Proc {
                 pid,
                 ppid,
+                zombie,
                 cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
             })
         })
@@ -204,7 +203,8 @@ pub fn pinned_pid_namespaces(dir: &Path) -> Vec<u64> {
     .collect()
 }
 
-/// Pids of the processes whose PID namespace is one of `namespaces` (inodes).
+/// Pids of the live (not zombie) processes whose PID namespace is one of
+/// `namespaces` (inodes).
 pub fn pids_in_namespaces(namespaces: &[u64]) -> Vec<i32> {
     in_pid_namespaces(&processes(), namespaces)
 }
@@ -215,6 +215,7 @@ fn in_pid_namespaces(procs: &[Proc], namespaces: &[u64]) -> Vec<i32> {
     }
     procs
         .iter()
+        .filter(|p| !p.zombie)
         .filter(|p| {
             std::fs::read_link(format!("/proc/{}/ns/pid", p.pid))
                 .ok()

@@ -72,6 +72,8 @@ pub struct BerthdConfig {
     /// The CNI network config (a .conflist), written into `cni_conf_dir`.
     /// None: the dir stays empty (NetworkReady false, loopback-only pods).
     pub cni_conflist: Option<String>,
+    /// Extra environment (e.g. `BERTH_FAILPOINTS`), for the next start.
+    pub env: Vec<(String, String)>,
 }
 
 impl BerthdConfig {
@@ -89,6 +91,7 @@ impl BerthdConfig {
             config_toml: None,
             registries_conf: None,
             cni_conflist: None,
+            env: vec![],
         })
     }
 
@@ -131,6 +134,7 @@ impl BerthdConfig {
         }
         cmd.arg("--cni-conf-dir").arg(&net_d);
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
 }
@@ -246,6 +250,23 @@ impl Berthd {
     /// SIGKILL: the crash path.
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         self.signal_and_wait(Signal::SIGKILL).await.map(|_| ())
+    }
+
+    /// Waits for the daemon to die on its own (a failpoint), up to 30 s.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("berthd is not running")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("berthd did not exit within 30 s:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Starts the daemon again on the same dirs, after a stop or a kill.

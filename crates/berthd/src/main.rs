@@ -5,6 +5,7 @@ mod container;
 mod cri;
 mod daemon;
 mod error;
+mod failpoint;
 mod network;
 mod sandbox;
 mod server;

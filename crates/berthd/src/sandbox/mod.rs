@@ -103,6 +103,7 @@ impl Sandboxes {
         }
         txn.commit()?;
         tracing::info!(count = inner.records.len(), "pod sandboxes loaded");
+        remove_orphan_pod_dirs(&pods_dir, &inner.records);
         Ok(Sandboxes {
             db,
             pods_dir,
@@ -214,6 +215,7 @@ impl Sandboxes {
         let pinned = pin::pin(&dir.join("ns"), &plan)
             .await
             .map_err(SandboxError::Internal)?;
+        crate::failpoint::hit("sandbox-run-pinned");
         // The pod's eth0, when it has its own network namespace.
         let ips = match &pinned.pins.net {
             Some(netns) => {
@@ -231,6 +233,7 @@ impl Sandboxes {
             }
             None => None,
         };
+        crate::failpoint::hit("sandbox-run-attached");
         let md = config.metadata.clone().unwrap_or_default();
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
@@ -295,6 +298,7 @@ impl Sandboxes {
         if let Some(c) = self.containers.get() {
             c.stop_all(&rec.id).await.map_err(SandboxError::Internal)?;
         }
+        crate::failpoint::hit("sandbox-stop-containers-stopped");
         // Then the pod init, and with it anything left in the pod's PID namespace.
         if let Some(init) = &rec.init {
             pin::kill_init(init).await.map_err(SandboxError::Internal)?;
@@ -339,9 +343,11 @@ impl Sandboxes {
         if rec.network_attached {
             self.detach_network(&rec).await?;
         }
+        crate::failpoint::hit("sandbox-remove-detached");
         remove_pod_dir(&rec.dir, rec.init.as_ref())
             .await
             .map_err(SandboxError::Internal)?;
+        crate::failpoint::hit("sandbox-remove-dir-removed");
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(SANDBOXES)
             .map_err(db_err)?
@@ -373,6 +379,32 @@ impl Sandboxes {
             .filter(|r| r.network_attached)
             .map(|r| r.id.clone())
             .collect()
+    }
+}
+
+/// Pod dirs no record names: a RunPodSandbox that crashed before its
+/// record was written (or a failed rollback). Their pins, /dev/shm and pod
+/// init would otherwise stay forever; their CNI attachment, if any, goes
+/// with the startup network GC.
+fn remove_orphan_pod_dirs(pods_dir: &Path, records: &BTreeMap<String, SandboxRecord>) {
+    let Ok(entries) = std::fs::read_dir(pods_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if records.contains_key(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = e.path();
+        tracing::warn!(pod = %name, "pod dir without a record (crash during RunPodSandbox?): removing it");
+        pin::kill_pinned_pid_namespace(&dir.join("ns").join("pid"));
+        let removed = pin::unpin(&dir.join("ns"), Some(&dir.join("shm"))).and_then(|()| {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
+        });
+        if let Err(e) = removed {
+            tracing::error!(pod = %name, error = %format!("{e:#}"), "cannot remove orphan pod dir");
+        }
     }
 }
 

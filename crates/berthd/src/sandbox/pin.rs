@@ -162,6 +162,35 @@ pub async fn kill_init(init: &PodInit) -> anyhow::Result<()> {
     bail!("pod init {} still alive 2 s after SIGKILL", init.pid)
 }
 
+/// SIGKILLs every process in the PID namespace pinned at `pin` (the pod
+/// init of a pod whose record was never written: a crash mid-RunPodSandbox).
+/// Scans /proc, so only for startup cleanup.
+pub fn kill_pinned_pid_namespace(pin: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !is_pinned(pin) {
+        return;
+    }
+    let Ok(ino) = std::fs::metadata(pin).map(|m| m.ino()) else {
+        return;
+    };
+    let want = format!("pid:[{ino}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(p.path().join("ns/pid")).is_ok_and(|l| l.as_os_str() == want.as_str())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Unmounts and deletes every pin under `ns_dir`, then the dir's own mount,
 /// and the pod's /dev/shm (`shm`). Safe on a partly made or already removed dir.
 pub fn unpin(ns_dir: &Path, shm: Option<&Path>) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod failpoint;
 mod network;
 mod sandbox;
 mod server;
+mod stats;
 mod store;
 
 use std::path::PathBuf;

@@ -475,37 +475,8 @@ pub fn fs_usage_of(path: &Path) -> std::io::Result<FsUsage> {
 /// The mount point holding `p`, from /proc/self/mountinfo (longest match).
 fn mountpoint_of(p: &Path) -> PathBuf {
     let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut best = PathBuf::from("/");
-    for line in info.lines() {
-        let Some(mp) = line.split(' ').nth(4) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        if p.starts_with(&mp) && mp.as_os_str().len() >= best.as_os_str().len() {
-            best = mp;
-        }
-    }
-    best
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let mounts = berth_mountinfo::read_self().unwrap_or_default();
+    berth_mountinfo::mount_point_of(&mounts, &p)
 }
 
 #[cfg(test)]
@@ -803,11 +774,5 @@ mod tests {
         let none = fs_usage_of(&t.root.join("nothing")).unwrap();
         assert_eq!((none.used_bytes, none.inodes_used), (0, 0));
         assert_eq!(none.fs_id, u.fs_id);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/a\\04"), "/a\\04");
     }
 }

@@ -319,49 +319,7 @@ fn prepare_source(b: &Bind, host: &HostEnv) -> Result<PathBuf> {
     std::fs::canonicalize(&b.src).map_err(|e| SpecError::io(b.field.clone(), &b.src, e))
 }
 
-/// One line of /proc/self/mountinfo, the fields we need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MountInfo {
-    pub mount_point: PathBuf,
-    /// Optional fields: "shared:N", "master:N", ...
-    pub optional: Vec<String>,
-}
-
-pub(crate) fn parse_mountinfo(s: &str) -> Vec<MountInfo> {
-    s.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            if sep < 6 {
-                return None;
-            }
-            Some(MountInfo {
-                mount_point: PathBuf::from(unescape(f[4])),
-                optional: f[6..sep].iter().map(|s| s.to_string()).collect(),
-            })
-        })
-        .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use berth_mountinfo::Mount as MountInfo;
 
 fn load_mountinfo<'a>(
     cache: &'a mut Option<Vec<MountInfo>>,
@@ -370,7 +328,7 @@ fn load_mountinfo<'a>(
     if cache.is_none() {
         let s = std::fs::read_to_string(&host.mountinfo_path)
             .map_err(|e| SpecError::io("mounts", &host.mountinfo_path, e))?;
-        *cache = Some(parse_mountinfo(&s));
+        *cache = Some(berth_mountinfo::parse(&s));
     }
     Ok(cache.as_deref().unwrap_or_default())
 }
@@ -824,14 +782,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.rootfs_propagation.as_deref(), Some("rshared"));
-    }
-
-    #[test]
-    fn mountinfo_parsing_with_escapes() {
-        let info = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:5 - ext3 /dev/root rw\n";
-        let m = parse_mountinfo(info);
-        assert_eq!(m.len(), 1);
-        assert_eq!(m[0].mount_point, Path::new("/mnt/with space"));
-        assert_eq!(m[0].optional, ["master:1", "shared:5"]);
     }
 }

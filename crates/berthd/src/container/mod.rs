@@ -289,8 +289,8 @@ impl Containers {
             etc_hosts: Some(files.hosts),
             etc_hostname: Some(files.hostname),
             resolv_conf: Some(files.resolv_conf),
-            // No pod tmpfs yet: each container gets the spec's default /dev/shm.
-            dev_shm: None,
+            // The pod's shared tmpfs (None for host IPC: the spec binds the host's).
+            dev_shm: pod.shm.clone(),
         };
         let pin = |p: &Option<PathBuf>| match p {
             Some(p) => berth_spec::PodNamespace::Pinned(p.clone()),
@@ -670,6 +670,24 @@ impl Containers {
             .filter(|r| r.pod_id == pod_id)
             .map(|r| r.id.clone())
             .collect()
+    }
+
+    // --- Accessors for the stats RPCs (crate::stats) ---
+
+    /// Every record as last known, without asking the monitors: the stats
+    /// RPCs (polled by the kubelet) read cgroups directly and need no refresh.
+    pub fn records(&self) -> Vec<ContainerRecord> {
+        self.lock().records.values().cloned().collect()
+    }
+
+    /// The container's cgroup (`linux.cgroupsPath`) under its pod's
+    /// `cgroup_parent`, computed as CreateContainer computes it.
+    pub fn cgroups_path_of(pod_cgroup_parent: &str, id: &str) -> Option<String> {
+        let parent = match pod_cgroup_parent {
+            "" => DEFAULT_CGROUP_PARENT,
+            p => p,
+        };
+        berth_spec::cgroups_path(parent, id, "berth")
     }
 }
 

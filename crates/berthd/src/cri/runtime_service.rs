@@ -13,6 +13,7 @@ use super::{
     container_update_resources, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
     sandbox_status, sandbox_stop, status, unimplemented, update_runtime_config, version,
 };
+use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
 use crate::daemon::Daemon;
 
 pub struct RuntimeSvc {
@@ -218,17 +219,21 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn container_stats(
         &self,
-        _req: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats")
+        container_stats::container_stats(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats")
+        container_stats_list::list_container_stats(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
@@ -242,17 +247,21 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats")
+        sandbox_stats::pod_sandbox_stats(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats")
+        sandbox_stats_list::list_pod_sandbox_stats(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
@@ -299,17 +308,21 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn list_metric_descriptors(
         &self,
-        _req: Request<ListMetricDescriptorsRequest>,
+        req: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(metrics::list_metric_descriptors(
+            req.into_inner(),
+        )))
     }
 
     #[tracing::instrument(skip_all)]
     async fn list_pod_sandbox_metrics(
         &self,
-        _req: Request<ListPodSandboxMetricsRequest>,
+        req: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        metrics::list_pod_sandbox_metrics(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

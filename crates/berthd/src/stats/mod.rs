@@ -1,0 +1,257 @@
+//! Container and pod statistics for the CRI stats RPCs, read straight from
+//! the kernel: cgroup files (v1 and hybrid as libcontainer uses them, or v2),
+//! the overlay upper dir, `/proc/<pid>/net/dev`.
+//!
+//! No monitor call and no process spawn: the kubelet polls
+//! ListContainerStats every ~10 s for every container. Everything here is
+//! blocking file I/O: call it from a blocking thread. Per-container state
+//! kept between calls (the previous CPU sample, the cached upper dir size)
+//! lives in one process-wide [`Collector`]; its locks are never held across
+//! file I/O.
+
+mod cgroup;
+mod cpu_rate;
+pub mod metrics;
+mod network;
+mod parse;
+pub mod targets;
+mod to_cri;
+mod v1;
+mod v2;
+mod writable_layer;
+
+use std::sync::LazyLock;
+
+use berth_api::v1::{
+    ContainerMetrics, ContainerStats, LinuxPodSandboxStats, PodSandboxMetrics, PodSandboxStats,
+    ProcessUsage, UInt64Value,
+};
+
+use crate::container::ContainerRecord;
+use crate::sandbox::SandboxRecord;
+use cgroup::{CgroupDirs, CgroupSample, Layout};
+use cpu_rate::CpuRates;
+use writable_layer::LayerCache;
+
+/// Why stats could not be collected at all (a reading that fails only
+/// leaves its fields empty).
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("stats collection task failed: {0}")]
+    Task(String),
+}
+
+impl From<StatsError> for tonic::Status {
+    fn from(e: StatsError) -> tonic::Status {
+        tonic::Status::internal(e.to_string())
+    }
+}
+
+/// Runs a collection (blocking file reads) on tokio's blocking pool.
+pub async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce(&'static Collector) -> T + Send + 'static,
+) -> Result<T, StatsError> {
+    tokio::task::spawn_blocking(move || f(collector()))
+        .await
+        .map_err(|e| StatsError::Task(e.to_string()))
+}
+
+/// A container to measure: its record and its cgroup (`linux.cgroupsPath`).
+pub struct ContainerTarget {
+    pub rec: ContainerRecord,
+    pub cgroups_path: Option<String>,
+}
+
+/// A pod to measure.
+pub struct PodTarget {
+    pub rec: SandboxRecord,
+    /// The pod's own cgroup, the one its containers' cgroups sit in (see
+    /// [`targets::pod_cgroup`]); without one (or while it does not exist) the
+    /// pod's figures are its containers' sum.
+    pub cgroup: Option<String>,
+    pub containers: Vec<ContainerTarget>,
+}
+
+/// One container's stats and the raw reading behind them.
+struct Reading {
+    stats: ContainerStats,
+    sample: CgroupSample,
+    dirs: Option<CgroupDirs>,
+}
+
+pub struct Collector {
+    layout: Option<Layout>,
+    rates: CpuRates,
+    layers: LayerCache,
+}
+
+static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
+
+/// The daemon's collector (its state is keyed by container and pod id).
+pub fn collector() -> &'static Collector {
+    &COLLECTOR
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn container_key(id: &str) -> String {
+    format!("c/{id}")
+}
+
+fn pod_key(id: &str) -> String {
+    format!("p/{id}")
+}
+
+impl Collector {
+    fn new() -> Collector {
+        let layout = Layout::detect();
+        match &layout {
+            Some(l) => tracing::info!(layout = ?l, "cgroup layout for stats"),
+            None => tracing::warn!("no cgroup filesystem found: stats carry no cpu or memory"),
+        }
+        Collector {
+            layout,
+            rates: CpuRates::default(),
+            layers: LayerCache::default(),
+        }
+    }
+
+    fn dirs(&self, cgroups_path: Option<&str>) -> Option<CgroupDirs> {
+        self.layout.as_ref()?.dirs(cgroups_path?)
+    }
+
+    fn read_container(&self, t: &ContainerTarget) -> Reading {
+        let ts = now_ns();
+        let dirs = self.dirs(t.cgroups_path.as_deref());
+        let sample = dirs.as_ref().map(|d| d.read(false)).unwrap_or_default();
+        let nano_cores = sample.cpu.and_then(|c| {
+            self.rates
+                .observe(&container_key(&t.rec.id), ts, c.usage_ns)
+        });
+        let layer = match self.layers.usage(&t.rec.id, &t.rec.layer_dir) {
+            Ok(u) => Some(to_cri::writable_layer(&u)),
+            Err(e) => {
+                tracing::warn!(container = %t.rec.id, pod = %t.rec.pod_id, error = %e, "cannot measure the writable layer");
+                None
+            }
+        };
+        let stats = ContainerStats {
+            attributes: Some(to_cri::container_attributes(&t.rec)),
+            cpu: sample
+                .cpu
+                .map(|c| to_cri::cpu(ts, &c, nano_cores, sample.cpu_psi.as_ref())),
+            memory: sample
+                .memory
+                .map(|m| to_cri::memory(ts, &m, sample.memory_psi.as_ref())),
+            writable_layer: layer,
+            swap: sample.swap.map(|s| to_cri::swap(ts, &s)),
+            io: to_cri::io(ts, &sample),
+        };
+        Reading {
+            stats,
+            sample,
+            dirs,
+        }
+    }
+
+    /// ContainerStats of one container: what is readable (an exited
+    /// container whose cgroup is gone still has attributes and its layer).
+    pub fn container(&self, t: &ContainerTarget) -> ContainerStats {
+        self.read_container(t).stats
+    }
+
+    /// PodSandboxStats: cpu, memory and process count from the pod cgroup,
+    /// or summed over the containers; network of the pod's namespace; the
+    /// containers' own stats embedded.
+    pub fn pod(&self, t: &PodTarget) -> PodSandboxStats {
+        let readings: Vec<Reading> = t
+            .containers
+            .iter()
+            .map(|c| self.read_container(c))
+            .collect();
+        let ts = now_ns();
+        let sample = match self.dirs(t.cgroup.as_deref()).filter(|d| d.exists()) {
+            Some(d) => d.read(false),
+            None => CgroupSample::sum(readings.iter().map(|r| &r.sample)),
+        };
+        let nano_cores = sample
+            .cpu
+            .and_then(|c| self.rates.observe(&pod_key(&t.rec.id), ts, c.usage_ns));
+        let network = self
+            .pod_interfaces(t, &readings)
+            .and_then(|ifaces| to_cri::network(ts, ifaces));
+        PodSandboxStats {
+            attributes: Some(to_cri::pod_attributes(&t.rec)),
+            linux: Some(LinuxPodSandboxStats {
+                cpu: sample
+                    .cpu
+                    .map(|c| to_cri::cpu(ts, &c, nano_cores, sample.cpu_psi.as_ref())),
+                memory: sample
+                    .memory
+                    .map(|m| to_cri::memory(ts, &m, sample.memory_psi.as_ref())),
+                network,
+                process: sample.pids.map(|n| ProcessUsage {
+                    timestamp: ts,
+                    process_count: Some(UInt64Value { value: n }),
+                }),
+                io: to_cri::io(ts, &sample),
+                containers: readings.into_iter().map(|r| r.stats).collect(),
+            }),
+            windows: None,
+        }
+    }
+
+    /// The interfaces of the pod's own network namespace (none for a
+    /// host-network pod), through a live container's process.
+    fn pod_interfaces(
+        &self,
+        t: &PodTarget,
+        readings: &[Reading],
+    ) -> Option<Vec<parse::IfaceCounters>> {
+        let pin = t.rec.pins.net.as_ref()?;
+        let pids = readings
+            .iter()
+            .filter_map(|r| r.dirs.as_ref().and_then(|d| d.first_pid()));
+        network::pod_interfaces(pin, pids)
+    }
+
+    /// ListPodSandboxMetrics for one pod: the pod's network series and each
+    /// container's cpu, memory, oom and process series.
+    pub fn pod_metrics(&self, t: &PodTarget) -> PodSandboxMetrics {
+        let mut readings = Vec::with_capacity(t.containers.len());
+        let mut container_metrics = Vec::with_capacity(t.containers.len());
+        for c in &t.containers {
+            let dirs = self.dirs(c.cgroups_path.as_deref());
+            let sample = dirs.as_ref().map(|d| d.read(true)).unwrap_or_default();
+            container_metrics.push(ContainerMetrics {
+                container_id: c.rec.id.clone(),
+                metrics: metrics::container(&c.rec, &sample),
+            });
+            readings.push(Reading {
+                stats: ContainerStats::default(),
+                sample,
+                dirs,
+            });
+        }
+        let network = self.pod_interfaces(t, &readings).unwrap_or_default();
+        PodSandboxMetrics {
+            pod_sandbox_id: t.rec.id.clone(),
+            metrics: metrics::pod_network(&t.rec.id, &network),
+            container_metrics,
+        }
+    }
+
+    /// Drops what is kept for containers and pods that no longer exist.
+    pub fn prune(&self, is_container: impl Fn(&str) -> bool, is_pod: impl Fn(&str) -> bool) {
+        self.rates.retain(|k| match k.split_once('/') {
+            Some(("c", id)) => is_container(id),
+            Some(("p", id)) => is_pod(id),
+            _ => false,
+        });
+        self.layers.retain(is_container);
+    }
+}

@@ -74,11 +74,23 @@ pub const DEFAULT: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability the host kernel knows (containerd's `allCaps`, which it
-/// derives from `cap_last_cap`), for "ALL" and privileged containers.
-pub fn all(cap_last_cap: u32) -> Capabilities {
+/// The mask of capabilities 0..=`last` (`cap_last_cap`).
+pub fn up_to(last: u32) -> u64 {
+    if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    }
+}
+
+/// Every capability berthd can give (`available`: a mask, bit n for
+/// capability n: the kernel's `cap_last_cap` and berthd's own bounding set),
+/// for "ALL" and privileged containers. containerd takes the daemon's
+/// capabilities too: a host that withholds one (CAP_SYS_RESOURCE here) must
+/// not make every privileged container fail.
+pub fn all(available: u64) -> Capabilities {
     ALL.iter()
-        .filter(|(n, _, _)| *n <= cap_last_cap)
+        .filter(|(n, _, _)| available & (1u64 << n) != 0)
         .map(|(_, _, c)| *c)
         .collect()
 }
@@ -111,7 +123,7 @@ fn is_all(name: &str) -> bool {
 pub fn build(
     caps: Option<&v1::Capability>,
     privileged: bool,
-    cap_last_cap: u32,
+    available: u64,
 ) -> Result<LinuxCapabilities> {
     const FIELD: &str = "linux.security_context.capabilities";
     let mut bounding: Capabilities = DEFAULT.into_iter().collect();
@@ -123,7 +135,7 @@ pub fn build(
         let drop_field = format!("{FIELD}.drop_capabilities");
         let amb_field = format!("{FIELD}.add_ambient_capabilities");
         if c.add_capabilities.iter().any(|n| is_all(n)) {
-            bounding = all(cap_last_cap);
+            bounding = all(available);
         }
         if c.drop_capabilities.iter().any(|n| is_all(n)) {
             bounding.clear();
@@ -155,7 +167,20 @@ pub fn build(
 
     if privileged {
         // containerd's WithPrivileged: every capability, whatever add/drop said.
-        bounding = all(cap_last_cap);
+        bounding = all(available);
+    }
+    // A named capability the host withholds: say so, rather than let
+    // libcontainer fail with EPERM from capset.
+    if let Some((_, name, _)) = ALL
+        .iter()
+        .find(|(n, _, c)| available & (1u64 << n) == 0 && bounding.contains(c))
+    {
+        return Err(SpecError::invalid(
+            format!("{FIELD}.add_capabilities"),
+            format!(
+                "capability {name} is not available to berthd on this host (not in its bounding set)"
+            ),
+        ));
     }
 
     let mut out = LinuxCapabilities::default();
@@ -190,9 +215,9 @@ mod tests {
             // Same spelling as oci-spec's own names.
             assert_eq!(cap.to_string(), *name);
         }
-        assert_eq!(all(40).len(), 41);
+        assert_eq!(all(up_to(40)).len(), 41);
         assert_eq!(
-            all(37).len(),
+            all(up_to(37)).len(),
             38,
             "a 5.4 kernel has no PERFMON/BPF/CHECKPOINT_RESTORE"
         );
@@ -200,7 +225,7 @@ mod tests {
 
     #[test]
     fn default_set() {
-        let c = build(None, false, 40).unwrap();
+        let c = build(None, false, up_to(40)).unwrap();
         assert_eq!(c.bounding().as_ref().unwrap(), &set(&DEFAULT));
         assert_eq!(c.effective().as_ref().unwrap(), &set(&DEFAULT));
         assert_eq!(c.permitted().as_ref().unwrap(), &set(&DEFAULT));
@@ -217,7 +242,7 @@ mod tests {
                 &[],
             )),
             false,
-            40,
+            up_to(40),
         )
         .unwrap();
         let b = c.bounding().as_ref().unwrap();
@@ -230,7 +255,7 @@ mod tests {
 
     #[test]
     fn add_all_then_drop_one() {
-        let c = build(Some(&cri(&["ALL"], &["CHOWN"], &[])), false, 40).unwrap();
+        let c = build(Some(&cri(&["ALL"], &["CHOWN"], &[])), false, up_to(40)).unwrap();
         let b = c.bounding().as_ref().unwrap();
         assert_eq!(b.len(), 40);
         assert!(!b.contains(&Capability::Chown));
@@ -239,7 +264,12 @@ mod tests {
 
     #[test]
     fn drop_all_then_add_one() {
-        let c = build(Some(&cri(&["NET_BIND_SERVICE"], &["all"], &[])), false, 40).unwrap();
+        let c = build(
+            Some(&cri(&["NET_BIND_SERVICE"], &["all"], &[])),
+            false,
+            up_to(40),
+        )
+        .unwrap();
         assert_eq!(
             c.effective().as_ref().unwrap(),
             &set(&[Capability::NetBindService])
@@ -251,7 +281,7 @@ mod tests {
         let c = build(
             Some(&cri(&[], &["SYS_TIME"], &["NET_ADMIN", "SYS_TIME"])),
             false,
-            40,
+            up_to(40),
         )
         .unwrap();
         for s in [
@@ -269,18 +299,18 @@ mod tests {
 
     #[test]
     fn unknown_capability_names_the_field() {
-        let e = build(Some(&cri(&["NET_FLY"], &[], &[])), false, 40).unwrap_err();
+        let e = build(Some(&cri(&["NET_FLY"], &[], &[])), false, up_to(40)).unwrap_err();
         assert_eq!(
             e.field(),
             "linux.security_context.capabilities.add_capabilities"
         );
         assert!(e.to_string().contains("NET_FLY"), "{e}");
-        let e = build(Some(&cri(&[], &["bogus"], &[])), false, 40).unwrap_err();
+        let e = build(Some(&cri(&[], &["bogus"], &[])), false, up_to(40)).unwrap_err();
         assert_eq!(
             e.field(),
             "linux.security_context.capabilities.drop_capabilities"
         );
-        let e = build(Some(&cri(&[], &[], &["ALL"])), false, 40).unwrap_err();
+        let e = build(Some(&cri(&[], &[], &["ALL"])), false, up_to(40)).unwrap_err();
         assert_eq!(
             e.field(),
             "linux.security_context.capabilities.add_ambient_capabilities"
@@ -288,8 +318,24 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_the_host_withholds_are_left_out_or_refused() {
+        // This machine's case: CAP_SYS_RESOURCE (24) not in the bounding set.
+        let avail = up_to(40) & !(1 << 24);
+        for c in [
+            build(None, true, avail).unwrap(),
+            build(Some(&cri(&["ALL"], &[], &[])), false, avail).unwrap(),
+        ] {
+            let b = c.bounding().as_ref().unwrap();
+            assert_eq!(b.len(), 40);
+            assert!(!b.contains(&Capability::SysResource));
+        }
+        let e = build(Some(&cri(&["SYS_RESOURCE"], &[], &[])), false, avail).unwrap_err();
+        assert!(e.to_string().contains("SYS_RESOURCE"), "{e}");
+    }
+
+    #[test]
     fn privileged_gets_every_host_capability() {
-        let c = build(Some(&cri(&[], &["ALL"], &[])), true, 38).unwrap();
+        let c = build(Some(&cri(&[], &["ALL"], &[])), true, up_to(38)).unwrap();
         assert_eq!(c.bounding().as_ref().unwrap().len(), 39);
         assert_eq!(c.permitted().as_ref().unwrap().len(), 39);
     }

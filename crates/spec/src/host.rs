@@ -35,6 +35,9 @@ pub struct HostEnv {
     pub swap_controller: bool,
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability the kernel knows.
     pub cap_last_cap: u32,
+    /// Capabilities berthd can give containers: bit n for capability n, the
+    /// kernel's (`cap_last_cap`) that are in berthd's own bounding set.
+    pub cap_available: u64,
     /// A pids limit for every container (CRI has no field for it; CRI-O has
     /// the same daemon setting). `None`: no limit.
     pub pids_limit: Option<i64>,
@@ -65,6 +68,7 @@ impl Default for HostEnv {
             hugepage_sizes: Vec::new(),
             swap_controller: false,
             cap_last_cap: crate::caps::LAST_KNOWN_CAP,
+            cap_available: crate::caps::up_to(crate::caps::LAST_KNOWN_CAP),
             pids_limit: None,
             mountinfo_path: PathBuf::from("/proc/self/mountinfo"),
             create_missing_mount_sources: true,
@@ -115,6 +119,17 @@ impl HostEnv {
         };
         if let Some(v) = read_trim("/proc/sys/kernel/cap_last_cap").and_then(|v| v.parse().ok()) {
             h.cap_last_cap = v;
+        }
+        h.cap_available = crate::caps::up_to(h.cap_last_cap);
+        if let Some(bnd) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+        {
+            h.cap_available &= bnd;
         }
         h
     }

@@ -222,7 +222,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     let capabilities = caps::build(
         sc.and_then(|s| s.capabilities.as_ref()),
         privileged,
-        host.cap_last_cap,
+        host.cap_available,
     )?;
     let cri_resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());
 

@@ -183,6 +183,8 @@ pub fn build(
         })
         .collect();
 
+    // rootfsPropagation in the OCI names libcontainer accepts ("shared",
+    // "slave"; it applies them recursively, as runc does "rshared"/"rslave").
     let mut propagation = None::<&str>;
     let mut mountinfo = None;
     for b in binds {
@@ -196,14 +198,14 @@ pub fn build(
                 let info = load_mountinfo(&mut mountinfo, host)?;
                 ensure_propagation(info, &src, true, &b.field)?;
                 options.push("rshared".into());
-                propagation = Some("rshared");
+                propagation = Some("shared");
             }
             v1::MountPropagation::PropagationHostToContainer => {
                 let info = load_mountinfo(&mut mountinfo, host)?;
                 ensure_propagation(info, &src, false, &b.field)?;
                 options.push("rslave".into());
-                if propagation != Some("rshared") {
-                    propagation = Some("rslave");
+                if propagation != Some("shared") {
+                    propagation = Some("slave");
                 }
             }
         }
@@ -753,12 +755,12 @@ mod tests {
         use v1::MountPropagation::*;
         let b = with(&shared, PropagationBidirectional).unwrap();
         assert_eq!(opts(&b.mounts, "/m"), ["rbind", "rshared", "rw"]);
-        assert_eq!(b.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("shared"));
         let b = with(&slave, PropagationHostToContainer).unwrap();
         assert_eq!(opts(&b.mounts, "/m"), ["rbind", "rslave", "rw"]);
-        assert_eq!(b.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("slave"));
         let b = with(&shared, PropagationHostToContainer).unwrap();
-        assert_eq!(b.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("slave"));
         let e = with(&slave, PropagationBidirectional).err().unwrap();
         assert_eq!(e.field(), "mounts[0].host_path");
         assert!(e.to_string().contains("not a shared mount"), "{e}");
@@ -781,6 +783,6 @@ mod tests {
             &host,
         )
         .unwrap();
-        assert_eq!(b.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(b.rootfs_propagation.as_deref(), Some("shared"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod cleanup;
 pub mod client;
 pub mod daemon;
+pub mod net;
 pub mod pods;
 pub mod registry;
 

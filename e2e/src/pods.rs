@@ -65,6 +65,12 @@ pub fn ns_options() -> NamespaceOption {
 }
 
 pub fn pod_config(env: &PodEnv, name: &str) -> PodSandboxConfig {
+    pod_config_for(&env.d, name)
+}
+
+/// A pod config with its own namespaces (PID per container), logging under
+/// the daemon's temp dir.
+pub fn pod_config_for(d: &Berthd, name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
@@ -73,8 +79,7 @@ pub fn pod_config(env: &PodEnv, name: &str) -> PodSandboxConfig {
             attempt: 0,
         }),
         hostname: format!("host-{name}"),
-        log_directory: env
-            .d
+        log_directory: d
             .config
             .dir
             .path()
@@ -223,4 +228,40 @@ pub async fn exec(
 
 pub fn sh(script: &str) -> [&str; 3] {
     ["sh", "-c", script]
+}
+
+/// PodSandboxStatus; panics on error.
+pub async fn pod_status(c: &mut CriClient, id: &str) -> PodSandboxStatus {
+    c.runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// The pod's IP ("" when it has none).
+pub async fn pod_ip(c: &mut CriClient, id: &str) -> String {
+    pod_status(c, id)
+        .await
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default()
+}
+
+/// Creates and starts a container and waits until it runs.
+pub async fn running(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let id = create(c, pod, pod_config, config).await.unwrap();
+    start(c, &id).await;
+    wait_state(c, &id, ContainerState::ContainerRunning).await;
+    id
 }

@@ -37,28 +37,6 @@ async fn run_shared_pid_pod(env: &mut PodEnv, name: &str) -> (String, PodSandbox
     (run_pod_with(&mut env.c, &pc).await, pc)
 }
 
-async fn running(env: &mut PodEnv, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> String {
-    let id = create(&mut env.c, pod, pc, c).await.unwrap();
-    start(&mut env.c, &id).await;
-    wait_state(&mut env.c, &id, ContainerState::ContainerRunning).await;
-    id
-}
-
-async fn pod_state(env: &mut PodEnv, pod: &str) -> i32 {
-    env.c
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .state
-}
-
 async fn out(env: &mut PodEnv, id: &str, script: &str) -> String {
     let r = exec(&mut env.c, id, &sh(script), 10).await.unwrap();
     assert_eq!(
@@ -82,8 +60,8 @@ fn pod_pid_ns(env: &PodEnv, pod: &str) -> u64 {
 async fn pod_init_shares_reaps_and_dies_with_the_pod() {
     let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_shared_pid_pod(&mut env, "pidpod").await;
-    let a = running(&mut env, &pod, &pc, ctr("a", "exec sleep 1001")).await;
-    let b = running(&mut env, &pod, &pc, ctr("b", "exec sleep 1002")).await;
+    let a = running(&mut env.c, &pod, &pc, ctr("a", "exec sleep 1001")).await;
+    let b = running(&mut env.c, &pod, &pc, ctr("b", "exec sleep 1002")).await;
 
     // PID 1 is Berth's init, and each container sees the other's processes.
     assert_eq!(
@@ -143,7 +121,7 @@ async fn pod_init_shares_reaps_and_dies_with_the_pod() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        pod_state(&mut env, &pod).await,
+        pod_status(&mut env.c, &pod).await.state,
         PodSandboxState::SandboxNotready as i32
     );
 
@@ -157,13 +135,13 @@ async fn pod_init_shares_reaps_and_dies_with_the_pod() {
 async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
     let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_shared_pid_pod(&mut env, "pidrestart").await;
-    let a = running(&mut env, &pod, &pc, ctr("a", "exec sleep 1003")).await;
+    let a = running(&mut env.c, &pod, &pc, ctr("a", "exec sleep 1003")).await;
 
     env.d.kill9().await.unwrap();
     env.d.restart().await.unwrap();
     env.c = env.d.client().await.unwrap();
     assert_eq!(
-        pod_state(&mut env, &pod).await,
+        pod_status(&mut env.c, &pod).await.state,
         PodSandboxState::SandboxReady as i32
     );
     assert_eq!(
@@ -171,7 +149,7 @@ async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
         "berth-pod-init\0"
     );
     // A container created after the restart joins the same namespace.
-    let b = running(&mut env, &pod, &pc, ctr("b", "exec sleep 1004")).await;
+    let b = running(&mut env.c, &pod, &pc, ctr("b", "exec sleep 1004")).await;
     let ps = out(&mut env, &b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
     assert!(ps.contains("sleep 1003"), "{ps}");
 
@@ -192,7 +170,7 @@ async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pod_state(&mut env, &pod).await != PodSandboxState::SandboxNotready as i32 {
+    while pod_status(&mut env.c, &pod).await.state != PodSandboxState::SandboxNotready as i32 {
         assert!(
             Instant::now() < deadline,
             "pod still READY after its init died"
@@ -218,7 +196,7 @@ async fn slice_cgroup_parents_expand_like_systemd() {
     pc.linux.as_mut().unwrap().cgroup_parent = slice.clone();
     let pod = run_pod_with(&mut env.c, &pc).await;
     let id = running(
-        &mut env,
+        &mut env.c,
         &pod,
         &pc,
         ctr_config("c", BUSYBOX, "exec sleep 1005"),

@@ -252,6 +252,13 @@ impl Berthd {
         self.signal_and_wait(Signal::SIGKILL).await.map(|_| ())
     }
 
+    /// The daemon's exit status if it has exited on its own (not waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits for the daemon to die on its own (a failpoint), up to 30 s.
     pub async fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("berthd is not running")?;

@@ -358,3 +358,141 @@ async fn a_reboot_leaves_pods_notready_containers_exited_images_kept() {
     remove_pod(&mut env.c, &pod2).await;
     assert_clean(&env, "after the reboot");
 }
+
+/// A 24 MiB tmpfs mounted on `dir`, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=24m"),
+        )
+        .unwrap();
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Fills the disk with `filler` until a write fails.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+        p
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let mut disk = None;
+    let mut env = net::setup(&[BUSYBOX], |config, _| {
+        disk = Some(SmallDisk::mount(&config.root));
+        config.config_toml = Some("min_free_disk_mib = 4\n".into());
+    })
+    .await;
+    let disk = disk.unwrap();
+    let pc = env.pod_config("full");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let before = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("before", BUSYBOX, "exec sleep 1000"),
+    )
+    .await;
+
+    let filler = disk.fill();
+    let pull = |image: &str| PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = env
+        .c
+        .image
+        .pull_image(pull("berth-test/layered:latest"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("MiB free"), "{}", e.message());
+    // A container needs room for its writable layer: a clear error too, and
+    // nothing half made.
+    let e = create(&mut env.c, &pod, &pc, ctr_config("after", BUSYBOX, "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("MiB free"), "{}", e.message());
+
+    // Nothing lost: the image, the running container, the pod.
+    let images = env
+        .c
+        .image
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(images.len(), 1, "{images:?}");
+    let r = exec(&mut env.c, &before, &["echo", "ok"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"ok\n");
+
+    // Room again. A write of berthd's own that met the full disk (a
+    // background flush of the metadata store) makes it exit for a fresh
+    // store, as its supervisor would restart it; either way the same
+    // requests now succeed and nothing was lost.
+    std::fs::remove_file(filler).unwrap();
+    let r = env
+        .c
+        .image
+        .pull_image(pull("berth-test/layered:latest"))
+        .await;
+    if r.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let status = env.d.exited();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(75),
+            "{r:?}\n{}",
+            env.d.log_text()
+        );
+        assert!(env.d.log_text().contains("must be reopened"));
+        env.d.restart().await.unwrap();
+        env.c = env.d.client().await.unwrap();
+        let r = exec(&mut env.c, &before, &["echo", "ok"], 10)
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"ok\n", "the container survived the restart");
+        env.c
+            .image
+            .pull_image(pull("berth-test/layered:latest"))
+            .await
+            .unwrap();
+    }
+    running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("after", BUSYBOX, "exec sleep 1000"),
+    )
+    .await;
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    assert_clean(&env, "after a full disk");
+    drop(env);
+    drop(disk);
+}

@@ -56,6 +56,9 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     /// containers-registries.conf(5) v2 file with mirrors, insecure and blocked registries.
     pub registries_config: PathBuf,
+    /// Space (MiB) kept free on the root dir's filesystem: PullImage,
+    /// RunPodSandbox and CreateContainer are refused below it.
+    pub min_free_disk_mib: u64,
     pub image: ImageConfig,
     pub network: NetworkConfig,
 }
@@ -106,6 +109,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
             registries_config: PathBuf::from("/etc/berth/registries.conf"),
+            min_free_disk_mib: 128,
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
         }
@@ -216,6 +220,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "image.max_parallel_layers",
                 message: format!("{} is not between 1 and 64", self.image.max_parallel_layers),
+            });
+        }
+        if self.min_free_disk_mib > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "min_free_disk_mib",
+                message: format!("{} MiB is more than 1 TiB", self.min_free_disk_mib),
             });
         }
         if !(1..=600).contains(&self.network.plugin_timeout_secs) {

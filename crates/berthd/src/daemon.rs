@@ -95,6 +95,31 @@ impl Daemon {
         Ok(())
     }
 
+    /// Refuses work that writes to the root dir's filesystem when less than
+    /// `min_free_disk_mib` is left: the metadata store must never be the
+    /// write that hits ENOSPC (redb then refuses every later write).
+    pub fn check_disk_space(&self, what: &str) -> Result<(), tonic::Status> {
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.config.root) else {
+            return Ok(());
+        };
+        let free = st.blocks_available() * st.fragment_size();
+        let reserve = self.config.min_free_disk_mib << 20;
+        if free >= reserve {
+            return Ok(());
+        }
+        tracing::warn!(
+            free_bytes = free,
+            reserve_bytes = reserve,
+            "{what} refused: disk full"
+        );
+        Err(tonic::Status::resource_exhausted(format!(
+            "{what}: only {:.1} MiB free on the filesystem of {} (berthd keeps {} MiB free, setting min_free_disk_mib); remove unused images or containers",
+            free as f64 / 1048576.0,
+            self.config.root.display(),
+            self.config.min_free_disk_mib
+        )))
+    }
+
     /// RuntimeReady: the state and root dirs are usable. `Err((reason, message))` otherwise.
     pub fn runtime_readiness(&self) -> Result<(), (String, String)> {
         for dir in [&self.config.root, &self.config.state] {

@@ -46,5 +46,7 @@ impl From<RuntimeError> for tonic::Status {
 
 /// A redb error, as a store failure.
 pub fn db_err(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Store(StoreError::Db(e.to_string()))
+    let message = e.to_string();
+    crate::store::exit_if_poisoned(&message);
+    RuntimeError::Store(StoreError::Db(message))
 }

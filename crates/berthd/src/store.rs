@@ -127,6 +127,25 @@ impl Store {
     }
 }
 
+/// redb's answer to every call after a write failed with an I/O error
+/// (ENOSPC, EIO): the open database refuses all further work until it is
+/// reopened.
+const POISONED: &str = "Previous I/O error occurred";
+
+/// Crash-only backstop: when the store is poisoned, berthd exits so its
+/// supervisor (systemd, the DaemonSet) restarts it with a freshly opened
+/// store. Nothing is lost: every record is durable and containers outlive
+/// berthd. Better than answering Internal to every RPC until a human comes.
+pub fn exit_if_poisoned(message: &str) {
+    if message.contains(POISONED) {
+        tracing::error!(
+            error = message,
+            "the metadata store hit an I/O error (disk full?) and must be reopened: berthd exits to be restarted"
+        );
+        std::process::exit(75);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

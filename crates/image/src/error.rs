@@ -19,6 +19,8 @@ pub enum ImageErrorKind {
     DataLoss,
     /// Valid but unsupported content (schema 1, foreign layers, unknown media types).
     Unimplemented,
+    /// The node ran out of disk space (or quota).
+    ResourceExhausted,
     Internal,
 }
 
@@ -58,6 +60,15 @@ pub enum ImageError {
 
     #[error("pulling {image}: layer {layer} is corrupt or hostile: {source}")]
     Corrupt {
+        image: String,
+        layer: String,
+        #[source]
+        source: Arc<crate::unpack::UnpackError>,
+    },
+
+    /// The layer is fine; this node could not store it (disk full, I/O error).
+    #[error("pulling {image}: cannot store layer {layer} on this node: {source}")]
+    NodeStorage {
         image: String,
         layer: String,
         #[source]
@@ -111,6 +122,11 @@ fn mirrors_suffix(m: &[String]) -> String {
     }
 }
 
+/// ENOSPC or EDQUOT: the node's disk (or quota) is full.
+fn no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 impl ImageError {
     pub fn kind(&self) -> ImageErrorKind {
         use ImageErrorKind as K;
@@ -123,6 +139,13 @@ impl ImageError {
             ImageError::Corrupt { .. } | ImageError::Verification { .. } => K::DataLoss,
             ImageError::Unsupported { .. } => K::Unimplemented,
             ImageError::Registry { .. } => K::Unavailable,
+            ImageError::NodeStorage { source, .. } => match &**source {
+                crate::unpack::UnpackError::Io { source, .. } if no_space(source) => {
+                    K::ResourceExhausted
+                }
+                _ => K::Internal,
+            },
+            ImageError::Io { source, .. } if no_space(source) => K::ResourceExhausted,
             ImageError::Io { .. } | ImageError::Store(_) => K::Internal,
             ImageError::Config { .. } => K::InvalidArgument,
         }

@@ -19,6 +19,7 @@ use crate::reference::ImageRef;
 use crate::registries_conf::{Endpoint, PullSources};
 use crate::registry::{RegErr, RegErrKind, RegistryAuth, oci_descriptor};
 use crate::store::{self, ImageRecord, LayerRecord};
+use crate::unpack::UnpackError;
 use crate::unpack::{Compression, unpack_layer};
 use crate::{Image, ImageStore, Inner};
 
@@ -702,6 +703,12 @@ async fn download_and_unpack(
             detail: msg,
         }),
         (Some(msg), _) => Err(layer_err(RegErr::new(RegErrKind::Unavailable, msg))),
+        // A write that failed on this node says nothing of the layer.
+        (None, Err(e @ UnpackError::Io { .. })) => Err(ImageError::NodeStorage {
+            image: job.image.clone(),
+            layer: job.layer_name.clone(),
+            source: Arc::new(e),
+        }),
         (None, Err(e)) => Err(ImageError::Corrupt {
             image: job.image.clone(),
             layer: job.layer_name.clone(),

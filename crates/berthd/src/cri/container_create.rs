@@ -16,6 +16,7 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    daemon.check_disk_space("CreateContainer")?;
     let pod = daemon
         .sandboxes()
         .resolve(&req.pod_sandbox_id)

@@ -7,6 +7,9 @@ use tonic::{Code, Status};
 /// Maps an image-store error onto the gRPC code the kubelet acts on; the
 /// message already names the image, the layer or the registry.
 pub fn status_of(e: ImageError) -> Status {
+    if let ImageError::Store(m) = &e {
+        crate::store::exit_if_poisoned(m);
+    }
     let code = match e.kind() {
         ImageErrorKind::NotFound => Code::NotFound,
         ImageErrorKind::InvalidArgument => Code::InvalidArgument,
@@ -15,6 +18,7 @@ pub fn status_of(e: ImageError) -> Status {
         ImageErrorKind::Unavailable => Code::Unavailable,
         ImageErrorKind::DataLoss => Code::DataLoss,
         ImageErrorKind::Unimplemented => Code::Unimplemented,
+        ImageErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ImageErrorKind::Internal => Code::Internal,
     };
     Status::new(code, e.to_string())

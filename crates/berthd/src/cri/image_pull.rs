@@ -13,6 +13,7 @@ pub async fn pull_image(
     req: PullImageRequest,
 ) -> Result<PullImageResponse, Status> {
     let reference = required_image(req.image, "PullImage")?;
+    daemon.check_disk_space("PullImage")?;
     let auth = req.auth.map(registry_auth);
     let started = std::time::Instant::now();
     let image = daemon

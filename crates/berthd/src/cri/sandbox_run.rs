@@ -12,6 +12,7 @@ pub async fn run_pod_sandbox(
     let config = req
         .config
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
+    daemon.check_disk_space("RunPodSandbox")?;
     let rec = daemon
         .sandboxes()
         .run(config, req.runtime_handler, &daemon.pod_cidr())

@@ -54,6 +54,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriver,
+    /// Mount a named cgroup v1 hierarchy with `favordynmods` (hybrid and v1 hosts).
+    pub cgroup_favordynmods: bool,
     /// containers-registries.conf(5) v2 file with mirrors, insecure and blocked registries.
     pub registries_config: PathBuf,
     /// Space (MiB) kept free on the root dir's filesystem: PullImage,
@@ -108,6 +110,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_favordynmods: true,
             registries_config: PathBuf::from("/etc/berth/registries.conf"),
             min_free_disk_mib: 128,
             image: ImageConfig::default(),

@@ -37,6 +37,7 @@ impl Daemon {
             &config.root,
             &config.state,
             images.clone(),
+            config.cgroup_favordynmods,
         )?);
         sandboxes.set_container_hook(containers.clone());
         Ok(Daemon {

@@ -12,7 +12,8 @@
 //! exit, and the deferred answer goes back to the waiting connection.
 
 use std::fs::{self, File};
-use std::os::fd::OwnedFd;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,24 +60,39 @@ pub(crate) struct ExecSpec<'a> {
     pub cwd: Option<&'a Path>,
 }
 
-/// Starts `spec` in container `id` (state under `root`, bundle `bundle`)
-/// with the given stdio. Returns the host pid of the process. Blocks until
-/// it exec'd (a few ms); the caller handles oom_score_adj and the signal
-/// mask as for a create.
+/// What every exec in a container starts from: the process spec and the
+/// seccomp filter of its bundle. Read once per container (the bundle does
+/// not change while it lives), not once per exec.
+pub(crate) struct ExecBase {
+    process: Process,
+    seccomp: Option<LinuxSeccomp>,
+}
+
+impl ExecBase {
+    pub fn load(id: &str, bundle: &Path) -> Result<ExecBase, String> {
+        let cfg = Spec::load(bundle.join("config.json"))
+            .map_err(|e| format!("exec in container {id}: load config.json: {e}"))?;
+        Ok(ExecBase {
+            process: cfg.process().clone().unwrap_or_default(),
+            seccomp: cfg.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        })
+    }
+}
+
+/// Starts `spec` in container `id` (state under `root`) with the given
+/// stdio. Returns the host pid of the process. Blocks until it exec'd (a few
+/// ms); the caller handles oom_score_adj and the signal mask as for a create.
 pub(crate) fn spawn(
     root: &Path,
     id: &str,
-    bundle: &Path,
+    base: &ExecBase,
     spec: &ExecSpec<'_>,
     stdio: [OwnedFd; 2],
-    seq: u64,
 ) -> Result<i32, String> {
     if spec.args.is_empty() {
         return Err(format!("exec in container {id}: empty command"));
     }
-    let cfg = Spec::load(bundle.join("config.json"))
-        .map_err(|e| format!("exec in container {id}: load config.json: {e}"))?;
-    let mut process = cfg.process().clone().unwrap_or_default();
+    let mut process = base.process.clone();
     process.set_args(Some(spec.args.to_vec()));
     process.set_terminal(Some(false));
     process.set_env(Some(merge_env(
@@ -86,14 +102,14 @@ pub(crate) fn spawn(
     if let Some(cwd) = spec.cwd {
         process.set_cwd(cwd.to_path_buf());
     }
-    let seccomp = cfg.linux().as_ref().and_then(|l| l.seccomp().clone());
     let nnp = process.no_new_privileges().unwrap_or(false);
 
-    // The tenant builder reads the process from a file; it lives in the
-    // container's libcontainer state dir only while build() runs.
-    let proc_path = root.join(id).join(format!("exec-{seq}.json"));
-    write_process(&proc_path, &process)
+    // The tenant builder reads the process from a file: a memfd, reached
+    // through /proc/self/fd (it reads it in this process, before cloning),
+    // so an exec writes and deletes nothing on disk.
+    let memfd = process_memfd(&process)
         .map_err(|e| format!("exec in container {id}: write process spec: {e}"))?;
+    let proc_path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
     let devnull = File::open("/dev/null")
         .map_err(|e| format!("exec in container {id}: open /dev/null: {e}"))?;
     let [out_w, err_w] = stdio;
@@ -104,13 +120,16 @@ pub(crate) fn spawn(
             b.with_stdin(devnull)
                 .with_stdout(out_w)
                 .with_stderr(err_w)
-                .with_executor(SeccompExecutor { seccomp, nnp })
+                .with_executor(SeccompExecutor {
+                    seccomp: base.seccomp.clone(),
+                    nnp,
+                })
                 .as_tenant()
                 .with_process(Some(&proc_path))
                 .with_detach(true)
                 .build()
         });
-    let _ = fs::remove_file(&proc_path);
+    drop(memfd);
     match built? {
         Ok(pid) => Ok(pid.as_raw()),
         Err(e) => Err(format!(
@@ -120,9 +139,18 @@ pub(crate) fn spawn(
     }
 }
 
-fn write_process(path: &PathBuf, process: &Process) -> std::io::Result<()> {
+/// The process spec as JSON in a close-on-exec memfd.
+fn process_memfd(process: &Process) -> std::io::Result<File> {
     let json = serde_json::to_vec(process).map_err(std::io::Error::other)?;
-    fs::write(path, json)
+    // SAFETY: a constant NUL-terminated name and plain flags.
+    let fd = unsafe { libc::memfd_create(c"berth-exec-process".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd; nothing else owns it.
+    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    f.write_all(&json)?;
+    Ok(f)
 }
 
 /// The container's env with `extra` (`KEY=value`) overriding by key.

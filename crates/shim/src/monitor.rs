@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -41,6 +42,9 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// Size of the one read buffer shared by all pipes and connections.
 const READ_BUF: usize = 16 * 1024;
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+/// Set (to anything but 0) in the monitor's environment, it logs how long
+/// each request took to its `monitor.log` (profiling; off by default).
+pub const TIMING_ENV: &str = "BERTH_MONITOR_TIMING";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -71,6 +75,12 @@ struct Ctr {
     /// Read ends of stdout and stderr; `None` once at EOF.
     pipes: [Option<OwnedFd>; 2],
     cgroup_path: PathBuf,
+    /// The process spec and seccomp filter execs reuse, read from the
+    /// bundle on the first exec.
+    exec_base: Option<Rc<exec::ExecBase>>,
+    /// The spec has OCI hooks (Berth's never do): delete through
+    /// libcontainer, which runs the poststop ones.
+    has_hooks: bool,
 }
 
 impl Ctr {
@@ -99,6 +109,16 @@ struct Conn {
     waiting: bool,
 }
 
+/// A `Stop` whose answer is due once the container exited.
+struct StopWait {
+    conn: u64,
+    id: String,
+    /// Still in the graceful phase: SIGKILL at `deadline`.
+    graceful: bool,
+    deadline: Instant,
+    kill_wait: Duration,
+}
+
 #[derive(Clone)]
 enum Token {
     Listener,
@@ -122,8 +142,17 @@ pub struct Monitor {
     /// Running (or exited, not yet answered) execs by pid.
     execs: HashMap<i32, Exec>,
     exec_seq: u64,
+    /// Stops waiting for their container to exit.
+    stops: Vec<StopWait>,
+    /// `<state-dir>/trash`: state of deleted containers, removed when idle.
+    trash_dir: PathBuf,
+    trash: Vec<PathBuf>,
+    /// Mount points of the cgroup hierarchies libcontainer puts containers
+    /// in (read once: they do not move while the monitor lives).
+    cgroup_roots: Vec<PathBuf>,
     shutdown: bool,
     buf: Vec<u8>,
+    timing: bool,
 }
 
 impl Monitor {
@@ -133,7 +162,8 @@ impl Monitor {
     pub fn new(pod_id: &str, state_dir: &Path) -> Result<Self, MonitorError> {
         let containers_dir = state_dir.join(CONTAINERS_DIR);
         let exits_dir = state_dir.join(EXITS_DIR);
-        for d in [state_dir, &containers_dir, &exits_dir] {
+        let trash_dir = state_dir.join(TRASH_DIR);
+        for d in [state_dir, &containers_dir, &exits_dir, &trash_dir] {
             fs::create_dir_all(d).map_err(setup(format!("create {}", d.display())))?;
         }
         let mut mask = SigSet::empty();
@@ -168,8 +198,18 @@ impl Monitor {
             ctrs: HashMap::new(),
             execs: HashMap::new(),
             exec_seq: 0,
+            stops: Vec::new(),
+            trash: fs::read_dir(&trash_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect(),
+            trash_dir,
+            cgroup_roots: cgroup_roots(),
             shutdown: false,
             buf: vec![0; READ_BUF],
+            timing: std::env::var_os(TIMING_ENV).is_some_and(|v| v != "0"),
         })
     }
 
@@ -212,6 +252,7 @@ impl Monitor {
                 self.reap();
             }
             self.expire_execs();
+            self.expire_stops();
             for (token, _) in ready {
                 match token {
                     Token::Listener => self.accept(),
@@ -220,6 +261,7 @@ impl Monitor {
                 }
             }
             self.finish_execs();
+            self.finish_stops();
         }
         let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
     }
@@ -251,12 +293,15 @@ impl Monitor {
                 }
             }
         }
-        // Wake up for the nearest exec deadline.
+        // Wake up for the nearest exec or stop deadline.
         let timeout = self
             .execs
             .values()
             .filter(|e| !e.timed_out)
             .filter_map(|e| e.deadline)
+            .chain(self.stops.iter().map(|w| w.deadline))
+            // Idle work: empty the trash once nothing happened for a moment.
+            .chain((!self.trash.is_empty()).then(|| Instant::now() + TRASH_IDLE))
             .min()
             .map_or(PollTimeout::NONE, |d| {
                 let ms = d
@@ -266,6 +311,12 @@ impl Monitor {
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             });
         match poll(&mut fds, timeout) {
+            Ok(0) => {
+                if let Some(p) = self.trash.pop() {
+                    remove_any(&p);
+                }
+                return Ok(Vec::new());
+            }
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -318,7 +369,13 @@ impl Monitor {
         }
         while let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = conn.buf.drain(..=i).collect();
-            let resp = match serde_json::from_slice::<Request>(&line[..i]) {
+            let t0 = self.timing.then(Instant::now);
+            let req = serde_json::from_slice::<Request>(&line[..i]);
+            let op = match (&req, t0) {
+                (Ok(r), Some(_)) => op_name(r),
+                _ => String::new(),
+            };
+            let resp = match req {
                 Ok(Request::Exec {
                     id,
                     args,
@@ -341,11 +398,32 @@ impl Monitor {
                         Err(message) => Response::Error { message },
                     }
                 }
+                Ok(Request::Stop {
+                    id,
+                    signal,
+                    timeout_ms,
+                    kill_wait_ms,
+                }) => match self.start_stop(n, &id, signal, timeout_ms, kill_wait_ms) {
+                    Ok(Some(resp)) => resp,
+                    // Answered by `finish_stops` once it exited.
+                    Ok(None) => {
+                        conn.waiting = true;
+                        break;
+                    }
+                    Err(message) => Response::Error { message },
+                },
                 Ok(req) => self.handle(req),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
                 },
             };
+            if let Some(t0) = t0 {
+                eprintln!(
+                    "berth-monitor {}: timing {op} {} us",
+                    self.pod_id,
+                    t0.elapsed().as_micros()
+                );
+            }
             if !reply(&conn.stream, &resp) {
                 open = false;
                 break;
@@ -376,6 +454,9 @@ impl Monitor {
                 .create(&id, &bundle, &log_path)
                 .map(|pid| Response::Created { pid }),
             Request::Start { id } => self.start(&id).map(|()| Response::Ok),
+            Request::StartAndReport { id } => self
+                .start(&id)
+                .and_then(|()| self.get(&id).map(|c| Response::State(c.state(&id)))),
             Request::Kill { id, signal, all } => self.kill(&id, signal, all).map(|()| Response::Ok),
             Request::State { id } => {
                 self.reap();
@@ -400,6 +481,9 @@ impl Monitor {
             Request::Exec { id, .. } => Err(format!(
                 "exec in container {id}: only served on a connection"
             )),
+            Request::Stop { id, .. } => {
+                Err(format!("stop container {id}: only served on a connection"))
+            }
             Request::Update { id, resources } => self.update(&id, resources).map(|()| Response::Ok),
             Request::Shutdown => {
                 self.shutdown = true;
@@ -423,6 +507,7 @@ impl Monitor {
         let fail = |what: &str, e: &dyn std::error::Error| {
             format!("create container {id}: {what}: {}", chain(e))
         };
+        let t0 = Instant::now();
         let log = CriLogWriter::open(log_path).map_err(|e| fail("open log", &e))?;
         let (out_r, out_w) = stdio_pipe().map_err(|e| fail("pipe", &e))?;
         let (err_r, err_w) = stdio_pipe().map_err(|e| fail("pipe", &e))?;
@@ -447,9 +532,19 @@ impl Monitor {
         // /proc/self/oom_score_adj (children inherit it); put the monitor's
         // own value back so it does not become the pod's first OOM victim.
         let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let t1 = Instant::now();
         let built = with_sigchld_unblocked(|| builder.build());
+        let t2 = Instant::now();
         if let Some(v) = &own_oom {
             let _ = fs::write(OOM_SCORE_ADJ, v.trim());
+        }
+        if self.timing {
+            eprintln!(
+                "berth-monitor {}: timing create {id}: prepare {} us, libcontainer build {} us",
+                self.pod_id,
+                (t1 - t0).as_micros(),
+                (t2 - t1).as_micros()
+            );
         }
         self.reap();
         let container = match built {
@@ -465,7 +560,10 @@ impl Monitor {
             }
         };
         let pid = container.pid().map_or(0, |p| p.as_raw());
-        let cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
+        let (cgroup_path, has_hooks) = container
+            .spec()
+            .map(|c| (c.cgroup_path, c.hooks.is_some()))
+            .unwrap_or_default();
         // A record of an earlier container of the same id is stale now.
         let _ = exit_record::remove(&self.exits_dir, id);
         self.ctrs.insert(
@@ -480,6 +578,8 @@ impl Monitor {
                 log,
                 pipes: [Some(out_r), Some(err_r)],
                 cgroup_path,
+                exec_base: None,
+                has_hooks,
             },
         );
         Ok(pid)
@@ -507,6 +607,20 @@ impl Monitor {
         let c = self.ctrs.get_mut(id).ok_or_else(|| not_found(id))?;
         if !c.alive() {
             return Ok(());
+        }
+        // Straight to the init when that is all libcontainer would do (one
+        // process), or when it takes every other process along: SIGKILL of
+        // the init of the container's own PID namespace kills the namespace.
+        // libcontainer's path (freeze the cgroup, list, signal, thaw) parses
+        // /proc/self/mountinfo once per controller first. The init is our
+        // child and not reaped yet, so its pid cannot have been reused.
+        if !all || (signal == libc::SIGKILL && owns_pid_ns(c.pid)) {
+            let sig = Signal::try_from(signal)
+                .map_err(|e| format!("kill container {id}: signal {signal}: {e}"))?;
+            return match nix::sys::signal::kill(Pid::from_raw(c.pid), sig) {
+                Ok(()) | Err(Errno::ESRCH) => Ok(()),
+                Err(e) => Err(format!("kill container {id}: {e}")),
+            };
         }
         let sig = libcontainer::signal::Signal::try_from(signal)
             .map_err(|e| format!("kill container {id}: signal {signal}: {e}"))?;
@@ -546,11 +660,45 @@ impl Monitor {
                 }
             }
         }
-        c.container
-            .delete(true)
-            .map_err(|e| format!("delete container {id}: {}", chain(&e)))?;
-        exit_record::remove(&self.exits_dir, id)
-            .map_err(|e| format!("delete container {id}: exit record: {e}"))?;
+        if c.has_hooks {
+            c.container
+                .delete(true)
+                .map_err(|e| format!("delete container {id}: {}", chain(&e)))?;
+            exit_record::remove(&self.exits_dir, id)
+                .map_err(|e| format!("delete container {id}: exit record: {e}"))?;
+        } else {
+            // What libcontainer's delete does for a dead container without
+            // hooks, minus its mountinfo parsing per controller, and with
+            // the file deletions (synchronous discards on some disks) moved
+            // off the request: the state dir and exit record are renamed
+            // into the trash, which the loop empties when idle.
+            for dir in self
+                .cgroup_roots
+                .iter()
+                .map(|r| r.join(rel(&c.cgroup_path)))
+            {
+                remove_cgroup(&dir).map_err(|e| {
+                    format!(
+                        "delete container {id}: remove cgroup {}: {e}",
+                        dir.display()
+                    )
+                })?;
+            }
+            for (from, name) in [
+                (self.containers_dir.join(id), id.to_string()),
+                (
+                    exit_record::path(&self.exits_dir, id),
+                    format!("{id}.exit.json"),
+                ),
+            ] {
+                let to = self.trash_dir.join(name);
+                match fs::rename(&from, &to) {
+                    Ok(()) => self.trash.push(to),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => remove_any(&from),
+                }
+            }
+        }
         if let Some(mut c) = self.ctrs.remove(id) {
             for i in 0..2 {
                 read_pipe(&mut c, i, &mut self.buf, true, PollFlags::POLLIN);
@@ -569,14 +717,21 @@ impl Monitor {
         max_output: usize,
     ) -> Result<(), String> {
         self.reap();
-        let c = self.get(id)?;
+        let c = self.ctrs.get_mut(id).ok_or_else(|| not_found(id))?;
         if c.status != Status::Running || !c.alive() {
             return Err(format!(
                 "exec in container {id}: it is {:?}, not running",
                 c.status
             ));
         }
-        let bundle = c.container.bundle().clone();
+        let base = match &c.exec_base {
+            Some(b) => b.clone(),
+            None => {
+                let b = Rc::new(exec::ExecBase::load(id, c.container.bundle())?);
+                c.exec_base = Some(b.clone());
+                b
+            }
+        };
         let (out_r, out_w) = stdio_pipe().map_err(|e| format!("exec in container {id}: {e}"))?;
         let (err_r, err_w) = stdio_pipe().map_err(|e| format!("exec in container {id}: {e}"))?;
         self.exec_seq += 1;
@@ -585,14 +740,7 @@ impl Monitor {
         // oom_score_adj restored after libcontainer wrote the spec's.
         let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
         let spawned = with_sigchld_unblocked(|| {
-            exec::spawn(
-                &self.containers_dir,
-                id,
-                &bundle,
-                spec,
-                [out_w, err_w],
-                self.exec_seq,
-            )
+            exec::spawn(&self.containers_dir, id, &base, spec, [out_w, err_w])
         });
         if let Some(v) = &own_oom {
             let _ = fs::write(OOM_SCORE_ADJ, v.trim());
@@ -616,6 +764,104 @@ impl Monitor {
         // A SIGCHLD of a fast exec may have been lost while unblocked.
         self.reap();
         Ok(())
+    }
+
+    /// Starts a `Stop`; `Ok(None)`: the answer is deferred until it exited.
+    fn start_stop(
+        &mut self,
+        conn: u64,
+        id: &str,
+        signal: i32,
+        timeout_ms: u64,
+        kill_wait_ms: u64,
+    ) -> Result<Option<Response>, String> {
+        self.reap();
+        let c = self.get(id)?;
+        if !c.alive() {
+            return Ok(Some(Response::State(c.state(id))));
+        }
+        // A never-started container has nothing to shut down gracefully.
+        let graceful = timeout_ms > 0 && c.status == Status::Running;
+        let kill_wait = Duration::from_millis(kill_wait_ms);
+        let deadline = if graceful {
+            self.kill(id, signal, false)?;
+            Instant::now() + Duration::from_millis(timeout_ms)
+        } else {
+            self.kill(id, libc::SIGKILL, true)?;
+            Instant::now() + kill_wait
+        };
+        self.stops.push(StopWait {
+            conn,
+            id: id.to_string(),
+            graceful,
+            deadline,
+            kill_wait,
+        });
+        Ok(None)
+    }
+
+    /// SIGKILLs every stopping container past its graceful deadline.
+    fn expire_stops(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for w in self
+            .stops
+            .iter_mut()
+            .filter(|w| w.graceful && w.deadline <= now)
+        {
+            w.graceful = false;
+            w.deadline = now + w.kill_wait;
+            due.push(w.id.clone());
+        }
+        for id in due {
+            if let Err(e) = self.kill(&id, libc::SIGKILL, true) {
+                eprintln!("berth-monitor {}: {e}", self.pod_id);
+            }
+        }
+    }
+
+    /// Answers every stop whose container exited (or whose SIGKILL wait
+    /// ran out: the state then says it is still alive).
+    fn finish_stops(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.stops.len() {
+            let w = &self.stops[i];
+            let resp = match self.ctrs.get(&w.id) {
+                None => Some(Response::Error {
+                    message: not_found(&w.id),
+                }),
+                Some(c) if !c.alive() || (!w.graceful && w.deadline <= now) => {
+                    Some(Response::State(c.state(&w.id)))
+                }
+                Some(_) => None,
+            };
+            match resp {
+                Some(resp) => {
+                    let w = self.stops.swap_remove(i);
+                    self.answer_deferred(w.conn, &resp);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Sends a deferred answer on connection `n`, then serves what queued
+    /// behind it. A client that went away is dropped silently.
+    fn answer_deferred(&mut self, n: u64, resp: &Response) -> bool {
+        let Some(mut conn) = self.conns.remove(&n) else {
+            return false;
+        };
+        conn.waiting = false;
+        if reply(&conn.stream, resp) {
+            let pending = conn.buf.contains(&b'\n');
+            self.conns.insert(n, conn);
+            // Requests that queued behind the deferred one.
+            if pending {
+                self.serve_conn(n);
+            }
+        }
+        true
     }
 
     /// SIGKILLs every exec past its deadline (answered once reaped).
@@ -653,21 +899,11 @@ impl Monitor {
                 truncated: e.truncated,
                 timed_out: e.timed_out,
             };
-            let Some(mut conn) = self.conns.remove(&e.conn) else {
+            if !self.answer_deferred(e.conn, &resp) {
                 eprintln!(
                     "berth-monitor {}: exec {pid} in {}: client gone",
                     self.pod_id, e.ctr
                 );
-                continue;
-            };
-            conn.waiting = false;
-            if reply(&conn.stream, &resp) {
-                let pending = conn.buf.contains(&b'\n');
-                self.conns.insert(e.conn, conn);
-                // Requests that queued behind the exec.
-                if pending {
-                    self.serve_conn(e.conn);
-                }
             }
         }
     }
@@ -886,4 +1122,115 @@ fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Directory (inside the state dir) of deleted containers' leftovers.
+const TRASH_DIR: &str = "trash";
+/// Idle time after which the loop removes one trash entry.
+const TRASH_IDLE: Duration = Duration::from_millis(20);
+
+fn remove_any(p: &Path) {
+    let r = if p.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    if let Err(e) = r
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        eprintln!("berth-monitor: remove {}: {e}", p.display());
+    }
+}
+
+fn rel(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap_or(p)
+}
+
+/// Where libcontainer creates container cgroups: the cgroup2 mount on a
+/// unified host, else every cgroup v1 hierarchy that has a controller (a
+/// hybrid host is driven as v1), from /proc/self/mountinfo.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.to_path_buf()];
+    }
+    // The v1 controllers the kernel has: the first column of /proc/cgroups.
+    let cgroups = fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    let controllers: Vec<&str> = cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut f = post.split_whitespace();
+            let (fstype, opts) = (f.next()?, f.nth(1)?);
+            let has_controller = opts.split(',').any(|o| controllers.contains(&o));
+            let mount_point = pre.split_whitespace().nth(4)?;
+            (fstype == "cgroup" && has_controller).then(|| PathBuf::from(mount_point))
+        })
+        .collect()
+}
+
+/// Removes a container's (empty, once its processes are reaped) cgroup
+/// dir; anything still in it is SIGKILLed first. A process exiting right
+/// now can keep it busy for a moment: retried for up to ~0.3 s, like
+/// libcgroups.
+fn remove_cgroup(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let mut delays = [1u64, 2, 5, 10, 20, 50, 100, 100].into_iter();
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => match delays.next() {
+                Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+/// `op id` of a request, for the timing log.
+fn op_name(req: &Request) -> String {
+    let (op, id) = match req {
+        Request::Create { id, .. } => ("create", id.as_str()),
+        Request::Start { id } => ("start", id.as_str()),
+        Request::StartAndReport { id } => ("start", id.as_str()),
+        Request::Stop { id, .. } => ("stop", id.as_str()),
+        Request::Kill { id, .. } => ("kill", id.as_str()),
+        Request::State { id } => ("state", id.as_str()),
+        Request::List => ("list", ""),
+        Request::Delete { id, .. } => ("delete", id.as_str()),
+        Request::ReopenLog { id } => ("reopen_log", id.as_str()),
+        Request::Exec { id, .. } => ("exec", id.as_str()),
+        Request::Update { id, .. } => ("update", id.as_str()),
+        Request::Shutdown => ("shutdown", ""),
+    };
+    format!("{op} {id}")
+}
+
+/// Whether `pid` is the init (pid 1) of a PID namespace below ours: its
+/// `NSpid` in /proc/PID/status lists more than one pid, the last being 1.
+fn owns_pid_ns(pid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|v| {
+            let pids: Vec<&str> = v.split_whitespace().collect();
+            pids.len() > 1 && pids.last() == Some(&"1")
+        })
 }

@@ -27,6 +27,22 @@ pub enum Request {
     },
     /// Starts the process of a created container.
     Start { id: String },
+    /// Like `Start`, but answers with the container's [`Response::State`]
+    /// (its `started_at`), which saves the client a `State` round trip.
+    StartAndReport { id: String },
+    /// StopContainer in one round trip: `signal` to the init, and once
+    /// `timeout_ms` passed (at once when 0 or the container never started)
+    /// SIGKILL to every process of its cgroup. The answer
+    /// ([`Response::State`]) comes once the init exited (and its exit is
+    /// recorded), or `kill_wait_ms` after the SIGKILL with the container
+    /// still alive. The monitor finishes the stop even if the client goes
+    /// away. Stopping an exited container answers at once.
+    Stop {
+        id: String,
+        signal: i32,
+        timeout_ms: u64,
+        kill_wait_ms: u64,
+    },
     /// Sends `signal` to the container's init (or, with `all`, to every
     /// process of its cgroup). Killing an exited container is a success.
     Kill {

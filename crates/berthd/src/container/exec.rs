@@ -55,7 +55,12 @@ impl Containers {
                 "cmd is required".to_string(),
             ));
         }
-        let rec = self.running(id, "exec in it").await?;
+        // The cached state is enough when it says RUNNING: the monitor
+        // checks again, and a refusal is mapped below as if checked here.
+        let rec = match self.must(id)? {
+            rec if rec.state == State::Running => rec,
+            _ => self.running(id, "exec in it").await?,
+        };
         let req = Request::Exec {
             id: rec.id.clone(),
             args: cmd,

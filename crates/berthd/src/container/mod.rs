@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use berth_api::v1::{ContainerConfig, PodSandboxConfig};
 use berth_image::ImageStore;
-use berth_shim::protocol::{ContainerState, Request, Status as MonStatus};
+use berth_shim::protocol::{ContainerState, Request, Response, Status as MonStatus};
 use futures::future::BoxFuture;
 use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -70,7 +70,14 @@ pub struct Containers {
     /// Never held across an await.
     inner: Mutex<Inner>,
     /// Serialises monitor spawning: one monitor per pod.
-    spawn: tokio::sync::Mutex<()>,
+    spawn: Arc<tokio::sync::Mutex<()>>,
+    /// Persists the non-durable state-cache commits ([`Containers::put_cache`]).
+    flusher: Arc<record::Flusher>,
+    /// `<state>/containers-trash`, `<root>/containers-trash`: bundles and
+    /// upper dirs of removed containers, deleted in the background (and at
+    /// startup, whatever a crash left there).
+    bundles_trash: PathBuf,
+    layers_trash: PathBuf,
 }
 
 /// What CreateContainer did so far, undone in reverse on failure.
@@ -88,6 +95,7 @@ impl Containers {
         root: &Path,
         state: &Path,
         images: ImageStore,
+        favordynmods: bool,
     ) -> Result<Containers, StoreError> {
         let txn = db.begin_write()?;
         let mut inner = Inner::default();
@@ -108,6 +116,29 @@ impl Containers {
         }
         txn.commit()?;
         tracing::info!(count = inner.records.len(), "containers loaded");
+        let flusher = record::Flusher::start(&db);
+        if favordynmods {
+            favor_dynmods(state);
+        }
+        let (bundles_trash, layers_trash) = (
+            state.join("containers-trash"),
+            root.join("containers-trash"),
+        );
+        // What a crash left in the trash: containers whose record is gone, or
+        // going (RemoveContainer moves dirs first, then deletes the record).
+        // Their rootfs is unmounted, so their image lease can go too.
+        let leftovers: std::collections::BTreeSet<String> = [&bundles_trash, &layers_trash]
+            .iter()
+            .flat_map(|t| rootfs::trash_entries(t))
+            .collect();
+        if !leftovers.is_empty() {
+            let (images, bt, lt) = (images.clone(), bundles_trash.clone(), layers_trash.clone());
+            std::thread::spawn(move || {
+                for id in leftovers {
+                    empty_trash(&images, &bt, &lt, &id, None);
+                }
+            });
+        }
         Ok(Containers {
             db,
             images,
@@ -117,7 +148,10 @@ impl Containers {
             layers_dir: root.join("containers"),
             host: berth_spec::HostEnv::detect(),
             inner: Mutex::new(inner),
-            spawn: tokio::sync::Mutex::new(()),
+            spawn: Arc::new(tokio::sync::Mutex::new(())),
+            flusher,
+            bundles_trash,
+            layers_trash,
         })
     }
 
@@ -157,8 +191,26 @@ impl Containers {
     }
 
     fn put(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        self.write_record(rec, redb::Durability::Immediate)
+    }
+
+    /// Like [`Self::put`] for what only caches the monitor's truth (started,
+    /// exited: a restarted berthd asks the monitor again): no fsync on the
+    /// request path; the flusher makes it durable a moment later.
+    fn put_cache(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        self.write_record(rec, redb::Durability::None)?;
+        self.flusher.mark();
+        Ok(())
+    }
+
+    fn write_record(
+        &self,
+        rec: &ContainerRecord,
+        durability: redb::Durability,
+    ) -> Result<(), ContainerError> {
         let json = serde_json::to_string(rec).map_err(db_err)?;
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(durability).map_err(db_err)?;
         txn.open_table(CONTAINERS)
             .map_err(db_err)?
             .insert(rec.id.as_str(), json.as_str())
@@ -256,6 +308,7 @@ impl Containers {
         undo: &mut Undo,
     ) -> Result<ContainerRecord, ContainerError> {
         let created = Instant::now();
+        let mut laps = Laps::new();
         let pod_config = PodSandboxConfig::decode(
             hex::decode(&pod.config_pb)
                 .context("sandbox record: config_pb is not hex")
@@ -268,14 +321,30 @@ impl Containers {
         let image_cfg = berth_spec::ImageConfig::from(&image_config);
         let stop_signal = stop_signal(config, &image_config)?;
 
-        let layers = self.images.lease(id, &image.id).map_err(internal)?;
+        // The pod's monitor (spawned on its first container) starts while
+        // the rootfs and bundle are prepared.
+        let ensure = {
+            let (lock, dir, pod_id) = (
+                self.spawn.clone(),
+                self.monitor_dir(&pod.id),
+                pod.id.clone(),
+            );
+            tokio::spawn(async move {
+                let _spawn = lock.lock_owned().await;
+                monitor::ensure(&dir, &pod_id).await
+            })
+        };
+        let (images, cid, image_id) = (self.images.clone(), id.to_string(), image.id.clone());
+        let layers = blocking(move || Ok(images.lease(&cid, &image_id)?)).await?;
         undo.leased = true;
+        laps.mark("lease");
         let bundle = self.bundles_dir.join(id);
         let layer_dir = self.layers_dir.join(id);
         undo.dirs = vec![bundle.clone(), layer_dir.clone()];
         let rootfs = bundle.join("rootfs");
         let (l, b, r) = (layers.clone(), layer_dir.clone(), rootfs.clone());
         blocking(move || rootfs::mount_overlay(&l, &b, &r)).await?;
+        laps.mark("mount");
         undo.mounted = Some(rootfs.clone());
 
         let pod_dir = self.pod_dir(&pod.id);
@@ -285,6 +354,7 @@ impl Containers {
             self.host.node_hostname.clone(),
         );
         let files = blocking(move || rootfs::write_pod_files(&pd, &pc, &hn)).await?;
+        laps.mark("pod_files");
         let pod_files = berth_spec::PodFiles {
             etc_hosts: Some(files.hosts),
             etc_hostname: Some(files.hostname),
@@ -326,7 +396,9 @@ impl Containers {
         })
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+        laps.mark("spec");
         rootfs::write_atomic(&bundle.join("config.json"), &json).map_err(internal)?;
+        laps.mark("bundle");
 
         // The CRI log path is relative to the pod's log directory; with
         // either missing the kubelet expects no log, but the monitor always
@@ -350,12 +422,12 @@ impl Containers {
                 .map_err(internal)?;
         }
 
-        {
-            let _spawn = self.spawn.lock().await;
-            monitor::ensure(&self.monitor_dir(&pod.id), &pod.id)
-                .await
-                .map_err(internal)?;
-        }
+        laps.mark("log_dir");
+        ensure
+            .await
+            .map_err(|e| internal(anyhow::anyhow!("monitor spawn task failed: {e}")))?
+            .map_err(internal)?;
+        laps.mark("monitor_ready");
         monitor::call(
             &self.monitor_dir(&pod.id),
             &pod.id,
@@ -368,6 +440,7 @@ impl Containers {
         .await
         .map_err(internal)?;
         undo.in_monitor = true;
+        laps.mark("monitor_create");
 
         let md = config.metadata.clone().unwrap_or_default();
         let rec = ContainerRecord {
@@ -397,7 +470,8 @@ impl Containers {
             layer_dir,
         };
         self.put(&rec)?;
-        tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, "container created");
+        laps.mark("record");
+        tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, steps = %laps, "container created");
         Ok(rec)
     }
 
@@ -447,6 +521,7 @@ impl Containers {
         got: Result<Option<ContainerState>, monitor::CallError>,
     ) -> Result<ContainerRecord, ContainerError> {
         let before = (rec.state, rec.started_at);
+        let mut lost = false;
         match got {
             Ok(Some(s)) => {
                 if s.started_at != 0 {
@@ -471,8 +546,9 @@ impl Containers {
             }
             // The monitor is gone or forgot the container (host reboot,
             // monitor crash): its exit can never be known.
-            lost => {
-                let why = match lost {
+            gone => {
+                lost = true;
+                let why = match gone {
                     Err(e) => e.to_string(),
                     _ => "the monitor no longer has the container".to_string(),
                 };
@@ -483,8 +559,11 @@ impl Containers {
                 rec.message = format!("container lost: {why}");
             }
         }
-        if (rec.state, rec.started_at) != before {
+        if lost {
+            // berthd's own conclusion, not the monitor's: durable now.
             self.put(&rec)?;
+        } else if (rec.state, rec.started_at) != before {
+            self.put_cache(&rec)?;
         }
         Ok(rec)
     }
@@ -494,18 +573,40 @@ impl Containers {
         let rec = self.must(id)?;
         let lock = self.op_lock(&rec.id);
         let _op = lock.lock().await;
-        let rec = self.refresh(self.must(&rec.id)?).await?;
-        if rec.state != State::Created {
-            return Err(ContainerError::FailedPrecondition(format!(
+        let rec = self.must(&rec.id)?;
+        let not_created = |rec: &ContainerRecord| {
+            ContainerError::FailedPrecondition(format!(
                 "container {} is {:?}, not CREATED: it cannot be started",
                 rec.id, rec.state
-            )));
+            ))
+        };
+        // A cached state never goes back to CREATED: only CREATED needs the
+        // monitor, which refuses to start anything else.
+        if rec.state != State::Created {
+            let rec = self.refresh(rec).await?;
+            return Err(not_created(&rec));
         }
         let mon = self.monitor_dir(&rec.pod_id);
-        monitor::call(&mon, &rec.pod_id, Request::Start { id: rec.id.clone() })
-            .await
-            .map_err(internal)?;
-        let rec = self.refresh(rec).await?;
+        let req = Request::StartAndReport { id: rec.id.clone() };
+        let rec = match monitor::call(&mon, &rec.pod_id, req).await {
+            Ok(Response::State(s)) => self.apply(rec, Ok(Some(s)))?,
+            // A monitor older than StartAndReport.
+            Err(e) if e.is_bad_request() => {
+                monitor::call(&mon, &rec.pod_id, Request::Start { id: rec.id.clone() })
+                    .await
+                    .map_err(internal)?;
+                self.refresh(rec).await?
+            }
+            Ok(_) => self.refresh(rec).await?,
+            Err(e) => {
+                // It may have left CREATED meanwhile (killed, lost).
+                let rec = self.refresh(rec).await?;
+                if rec.state != State::Created {
+                    return Err(not_created(&rec));
+                }
+                return Err(internal(e));
+            }
+        };
         tracing::info!(state = ?rec.state, "container started");
         Ok(())
     }
@@ -525,6 +626,42 @@ impl Containers {
     }
 
     async fn stop_locked(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let rec = self.must(id)?;
+        if rec.state == State::Exited {
+            return Ok(());
+        }
+        // One round trip: the monitor signals, escalates to SIGKILL after
+        // the timeout and answers once the exit is recorded.
+        tracing::info!(signal = rec.stop_signal, ?timeout, "stopping container");
+        let req = Request::Stop {
+            id: id.to_string(),
+            signal: rec.stop_signal,
+            timeout_ms: timeout.as_millis() as u64,
+            kill_wait_ms: KILL_WAIT.as_millis() as u64,
+        };
+        let rec = match monitor::call(&self.monitor_dir(&rec.pod_id), &rec.pod_id, req).await {
+            Ok(Response::State(s)) => self.apply(rec, Ok(Some(s)))?,
+            Err(e) if e.is_bad_request() => return self.stop_polling(id, timeout).await,
+            Err(e) if e.is_not_found() => self.apply(rec, Ok(None))?,
+            Err(e @ monitor::CallError::Unreachable { .. }) => self.apply(rec, Err(e))?,
+            Err(e) => return Err(internal(e)),
+            Ok(other) => {
+                return Err(internal(anyhow::anyhow!(
+                    "unexpected monitor answer to stop: {other:?}"
+                )));
+            }
+        };
+        if rec.state != State::Exited {
+            return Err(internal(anyhow::anyhow!(
+                "container {id} did not exit within {KILL_WAIT:?} of SIGKILL"
+            )));
+        }
+        Ok(())
+    }
+
+    /// StopContainer with a monitor older than its `Stop` request: signal,
+    /// poll, SIGKILL, poll.
+    async fn stop_polling(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
         let mut rec = self.refresh(self.must(id)?).await?;
         if rec.state == State::Exited {
             return Ok(());
@@ -594,9 +731,11 @@ impl Containers {
         let Some(rec) = self.resolve(id) else {
             return Ok(());
         };
-        let rec = self.refresh(rec).await?;
+        let mut laps = Laps::new();
+        // Answers at once when it already exited.
         if rec.state != State::Exited {
             self.stop_locked(&rec.id, Duration::ZERO).await?;
+            laps.mark("stop");
         }
         let pod_dir = self.monitor_dir(&rec.pod_id);
         let req = Request::Delete {
@@ -610,17 +749,38 @@ impl Containers {
             }
             Err(e) => return Err(internal(e)),
         }
+        laps.mark("monitor_delete");
+        // The rootfs leaves the mount table and both dirs go to the trash
+        // before the record goes: a crash leaves either the record (and
+        // RemoveContainer runs again) or trash that startup empties. The slow
+        // part, the overlay's final sync, deleting the upper dir and dropping
+        // the image lease (after the overlay released the layers), runs after
+        // the answer.
         let (rootfs_dir, bundle, layer_dir) =
             (rec.rootfs(), rec.bundle.clone(), rec.layer_dir.clone());
-        blocking(move || {
-            rootfs::unmount(&rootfs_dir)?;
-            rootfs::remove_dir(&bundle)?;
-            rootfs::remove_dir(&layer_dir)
+        let (bt, lt, cid) = (
+            self.bundles_trash.clone(),
+            self.layers_trash.clone(),
+            rec.id.clone(),
+        );
+        let held = blocking(move || {
+            let held = rootfs::detach(&rootfs_dir)?;
+            rootfs::to_trash(&bundle, &bt, &cid)?;
+            rootfs::to_trash(&layer_dir, &lt, &cid)?;
+            Ok(held)
         })
         .await?;
-        self.images.unlease(&rec.id).map_err(internal)?;
+        laps.mark("detach_and_trash");
         self.delete_record(&rec)?;
-        tracing::info!(pod = %rec.pod_id, container = %rec.id, "container removed");
+        laps.mark("record");
+        let (images, bt, lt, cid) = (
+            self.images.clone(),
+            self.bundles_trash.clone(),
+            self.layers_trash.clone(),
+            rec.id.clone(),
+        );
+        tokio::task::spawn_blocking(move || empty_trash(&images, &bt, &lt, &cid, held));
+        tracing::info!(pod = %rec.pod_id, container = %rec.id, steps = %laps, "container removed");
         Ok(())
     }
 
@@ -728,6 +888,7 @@ impl PodContainers for Containers {
             {
                 tracing::warn!(pod = %pod_id, error = %e, "cannot shut the pod monitor down");
             }
+            monitor::forget(&dir);
             // Its socket, log and (now empty) exit records go with the pod.
             rootfs::remove_dir(&dir)?;
             Ok(())
@@ -767,6 +928,117 @@ fn stop_signal(
     nix::sys::signal::Signal::from_str(&full)
         .map(|s| s as i32)
         .map_err(|_| ContainerError::InvalidArgument(format!("unknown stop signal {name:?}")))
+}
+
+/// Step durations of one operation, for its log line.
+struct Laps {
+    last: Instant,
+    steps: String,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            last: Instant::now(),
+            steps: String::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &str) {
+        use std::fmt::Write;
+        let now = Instant::now();
+        let sep = if self.steps.is_empty() { "" } else { " " };
+        let _ = write!(
+            self.steps,
+            "{sep}{step}={:.2}ms",
+            (now - self.last).as_secs_f64() * 1e3
+        );
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Laps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.steps)
+    }
+}
+
+/// Moving a process into a cgroup (the `cgroup.procs` write of every
+/// container create and exec) takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing, whose first writer after a quiet
+/// moment waits a full RCU grace period (`rcu_sync_enter` ->
+/// `synchronize_rcu`): 10-20 ms here, more than all else a create does. The
+/// kernel's `favordynmods` mode keeps that lock ready for writers (at the
+/// price of a memory barrier in fork and exit), and any cgroup hierarchy
+/// mounted with it turns it on for the whole lock. So on hosts that already
+/// have cgroup v1 hierarchies (legacy, hybrid), berthd mounts an empty named
+/// v1 hierarchy (`name=berth`, no controllers, nothing ever moved into it)
+/// with `favordynmods` under `<state>/cgroup-favordynmods` and leaves it
+/// mounted: the monitors live on after berthd. It is skipped on pure cgroup
+/// v2 hosts, where a v1 line in every /proc/PID/cgroup could confuse
+/// programs that detect the layout from it; there, boot with
+/// `cgroup_favordynmods=1` or mount cgroup2 with `favordynmods`.
+/// The config key `cgroup_favordynmods = false` disables it.
+fn favor_dynmods(state: &Path) {
+    let mounts = berth_mountinfo::read_self().unwrap_or_default();
+    if mounts
+        .iter()
+        .any(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "favordynmods"))
+    {
+        return; // already on (ours from an earlier start, or the host's)
+    }
+    if !mounts.iter().any(|m| m.fstype == "cgroup") {
+        tracing::info!(
+            "pure cgroup v2 host: boot with cgroup_favordynmods=1 (or mount cgroup2 with favordynmods) for fast container starts"
+        );
+        return;
+    }
+    let target = state.join("cgroup-favordynmods");
+    let mounted = std::fs::create_dir_all(&target)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            nix::mount::mount(
+                Some("berth"),
+                &target,
+                Some("cgroup"),
+                nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                Some("none,name=berth,favordynmods"),
+            )
+            .map_err(|e| e.to_string())
+        });
+    match mounted {
+        Ok(()) => tracing::info!(
+            path = %target.display(),
+            "cgroup favordynmods on (named v1 hierarchy): fast cgroup moves for container creates and execs"
+        ),
+        Err(e) => {
+            tracing::info!(error = %e, "cannot turn cgroup favordynmods on: container creates pay an RCU grace period")
+        }
+    }
+}
+
+/// The background half of RemoveContainer (and startup's for what a crash
+/// left): releases the detached overlay (its final sync runs here), drops
+/// the image lease, deletes the trashed dirs. Errors are logged: the lease
+/// and dirs are retried at the next startup only if the dirs remain.
+fn empty_trash(
+    images: &ImageStore,
+    bundles_trash: &Path,
+    layers_trash: &Path,
+    id: &str,
+    held: Option<std::os::fd::OwnedFd>,
+) {
+    drop(held);
+    if let Err(e) = images.unlease(id) {
+        tracing::warn!(container = %id, error = %e, "cannot drop the image lease of a removed container");
+    }
+    for t in [bundles_trash, layers_trash] {
+        if let Err(e) = rootfs::empty_trash_entry(t, id) {
+            tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot delete the dirs of a removed container");
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,13 +1,16 @@
 //! berthd's side of the per-pod monitor: spawned lazily on the pod's first
 //! CreateContainer, then reached through its socket in
-//! `<state>/pods/<pod>/monitor/`. Every call is blocking (the shim's client),
-//! so each runs on tokio's blocking pool.
+//! `<state>/monitors/<pod>/` over pooled async connections.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 
 use anyhow::{Context, anyhow};
-use berth_shim::client::{self, Client};
-use berth_shim::protocol::{ContainerState, Request, Response};
+use berth_shim::client;
+use berth_shim::protocol::{ContainerState, Request, Response, SOCKET_NAME};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 /// The monitor state dir of a pod: `<state>/monitors/<first 32 hex of the
 /// pod id>`, not under the pod's own dir, because the monitor's socket path
@@ -50,37 +53,110 @@ impl CallError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CallError::Refused(m) if m.ends_with("not found"))
     }
+
+    /// The monitor did not understand the request: one older than this
+    /// berthd (still running since before an upgrade).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, CallError::Refused(m) if m.starts_with("bad request"))
+    }
 }
 
-/// One request over a fresh connection (cheap on a unix socket; it keeps
-/// berthd free of connection state that a monitor restart would invalidate).
+/// Idle connections per monitor state dir, reused by the next call: a
+/// connection per call cost a connect, an accept in the monitor's loop and a
+/// hop to tokio's blocking pool each time. A call takes a connection out for
+/// its whole round trip, so concurrent calls (an exec waiting for its
+/// process, a stop waiting for the exit) each have their own.
+static IDLE: LazyLock<Mutex<HashMap<PathBuf, Vec<Conn>>>> = LazyLock::new(Default::default);
+/// Idle connections kept per monitor.
+const MAX_IDLE: usize = 4;
+
+type Conn = BufReader<UnixStream>;
+
+fn take_idle(dir: &Path) -> Option<Conn> {
+    IDLE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(dir)?
+        .pop()
+}
+
+fn put_idle(dir: &Path, conn: Conn) {
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    let v = idle.entry(dir.to_path_buf()).or_default();
+    if v.len() < MAX_IDLE {
+        v.push(conn);
+    }
+}
+
+/// Drops the idle connections to a monitor (it shut down).
+pub fn forget(dir: &Path) {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner()).remove(dir);
+}
+
+async fn connect(dir: &Path) -> std::io::Result<Conn> {
+    Ok(BufReader::new(
+        UnixStream::connect(dir.join(SOCKET_NAME)).await?,
+    ))
+}
+
+/// One request and its answer. An idle connection is reused when there is
+/// one; one whose monitor went away (a restarted monitor, berthd kept the old
+/// connection) fails on the write, before the monitor could have seen the
+/// request, and the call goes again over a fresh connection.
 pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
-    let dir = dir.to_path_buf();
-    let pod = pod.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut c = Client::connect(&dir).map_err(|source| CallError::Unreachable {
-            pod: pod.clone(),
-            source,
-        })?;
-        match c.call(&req) {
-            Ok(Response::Error { message }) => Err(CallError::Refused(message)),
-            Ok(r) => Ok(r),
-            Err(source) => Err(CallError::Io { pod, source }),
+    let mut line = serde_json::to_vec(&req).map_err(|e| CallError::Io {
+        pod: pod.to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    line.push(b'\n');
+    let io = |source| CallError::Io {
+        pod: pod.to_string(),
+        source,
+    };
+    let mut conn = loop {
+        let Some(mut conn) = take_idle(dir) else {
+            let mut conn = connect(dir)
+                .await
+                .map_err(|source| CallError::Unreachable {
+                    pod: pod.to_string(),
+                    source,
+                })?;
+            conn.get_mut().write_all(&line).await.map_err(io)?;
+            break conn;
+        };
+        if conn.get_mut().write_all(&line).await.is_ok() {
+            break conn;
         }
-    })
-    .await
-    .map_err(|e| CallError::Refused(format!("monitor call task failed: {e}")))?
+    };
+    let mut resp = String::new();
+    if conn.read_line(&mut resp).await.map_err(io)? == 0 {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "monitor closed the connection",
+        )));
+    }
+    let resp: Response = serde_json::from_str(&resp).map_err(|e| io(std::io::Error::other(e)))?;
+    put_idle(dir, conn);
+    match resp {
+        Response::Error { message } => Err(CallError::Refused(message)),
+        r => Ok(r),
+    }
 }
 
 /// Starts the pod's monitor unless one already answers. The caller
 /// serialises this per daemon, so two creates never spawn two monitors.
 pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {
+    if let Some(conn) = take_idle(dir) {
+        put_idle(dir, conn);
+        return Ok(());
+    }
+    if let Ok(conn) = connect(dir).await {
+        // The probe is the next call's connection.
+        put_idle(dir, conn);
+        return Ok(());
+    }
     let dir = dir.to_path_buf();
     let pod = pod.to_string();
     tokio::task::spawn_blocking(move || {
-        if Client::connect(&dir).is_ok() {
-            return Ok(());
-        }
         let bin = binary()?;
         let pid = client::spawn(&bin, &pod, &dir)
             .with_context(|| format!("cannot start {}", bin.display()))?;

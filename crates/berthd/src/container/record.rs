@@ -91,3 +91,62 @@ impl ContainerRecord {
 pub fn reservation_key(pod_id: &str, name: &str, attempt: u32) -> String {
     format!("{pod_id}/{name}_{attempt}")
 }
+
+/// Makes the daemon's non-durable store commits durable soon, off the request
+/// path. Start and stop only cache in the record what the monitor knows (and
+/// tells again after a restart): those commits skip the fsync
+/// (`redb::Durability::None`) and mark the flusher, which commits an empty
+/// durable transaction a moment later; that persists them and everything
+/// committed before. (Any other durable commit, e.g. the next CreateContainer,
+/// does the same.)
+pub struct Flusher {
+    dirty: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+/// How long the flusher gathers commits before one fsync covers them.
+const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Flusher {
+    pub fn start(db: &std::sync::Arc<redb::Database>) -> std::sync::Arc<Flusher> {
+        let f = std::sync::Arc::new(Flusher {
+            dirty: std::sync::Mutex::new(false),
+            wake: std::sync::Condvar::new(),
+        });
+        let (me, db) = (f.clone(), std::sync::Arc::downgrade(db));
+        let spawned = std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut dirty = me.dirty.lock().unwrap_or_else(|e| e.into_inner());
+                        while !*dirty {
+                            dirty = me.wake.wait(dirty).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    std::thread::sleep(FLUSH_DELAY);
+                    *me.dirty.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                    // The store was closed (daemon shutdown): nothing to do.
+                    let Some(db) = db.upgrade() else { return };
+                    let res = db.begin_write().map(|txn| txn.commit());
+                    if let Err(e) | Ok(Err(e)) = res
+                        .map_err(|e| e.to_string())
+                        .map(|r| r.map_err(|e| e.to_string()))
+                    {
+                        crate::store::exit_if_poisoned(&e);
+                        tracing::warn!(error = %e, "cannot flush the container store");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the store flusher: state caches become durable with the next durable commit");
+        }
+        f
+    }
+
+    /// A non-durable commit happened.
+    pub fn mark(&self) {
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_one();
+    }
+}

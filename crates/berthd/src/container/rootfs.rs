@@ -2,6 +2,7 @@
 //! layer dirs plus the container's own upper dir (its whole disk cost); and
 //! the per-pod files bind-mounted into every container of the pod.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -132,4 +133,59 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", n));
     std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Takes the overlay at `target` out of the mount table at once and returns
+/// a handle that keeps its superblock alive: the overlay's last unmount
+/// syncs its whole upper filesystem (the node's disk, every dirty page of
+/// every process), and that happens where the handle is dropped, off the
+/// request path. `None`: nothing is mounted there.
+pub fn detach(target: &Path) -> anyhow::Result<Option<OwnedFd>> {
+    use nix::fcntl::{OFlag, open};
+    let fd = match open(
+        target,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", target.display())),
+    };
+    match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(Some(fd)),
+        // Not a mount point (never mounted, or already unmounted).
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot unmount {}", target.display())),
+    }
+}
+
+/// Moves `dir` to `trash/<name>` (a rename: same filesystem), to be deleted
+/// off the request path by [`empty_trash`]; a missing `dir` is success. If it
+/// cannot be moved, it is deleted now.
+pub fn to_trash(dir: &Path, trash: &Path, name: &str) -> anyhow::Result<()> {
+    let dest = trash.join(name);
+    let moved = std::fs::create_dir_all(trash).and_then(|()| std::fs::rename(dir, &dest));
+    match moved {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => Ok(()),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot move to the trash: removing now");
+            remove_dir(dir)
+        }
+    }
+}
+
+/// Deletes `trash/<name>`.
+pub fn empty_trash_entry(trash: &Path, name: &str) -> anyhow::Result<()> {
+    remove_dir(&trash.join(name))
+}
+
+/// Names in `trash` (what a crash left there).
+pub fn trash_entries(trash: &Path) -> Vec<String> {
+    std::fs::read_dir(trash)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Soak run: N minutes of parallel pod churn through CRI against a real berthd with a real CNI
+# network, plus a kill -9 of berthd every M seconds followed by a restart (target/*/soak,
+# e2e/src/bin/soak.rs). K workers each loop: RunPodSandbox (bridge + host-local), CreateContainer,
+# StartContainer, ExecSync, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox,
+# retrying through the outages. After each restart the pods no RPC was changing at the kill must
+# still be there (READY, same IP, container state kept, ExecSync works). Prints pods and
+# containers started, RPC errors outside outages, restarts survived, pods lost, leaks (mounts,
+# veths, IP files, iptables rules, netns pins, pod dirs, bundles, upper dirs, cgroup dirs,
+# monitor and pod-init processes) and berthd's RSS (first daemon idle after warm-up, last one
+# idle at the end, max seen). Exits 1 unless errors, losses and leaks are all zero.
+#
+#   hack/soak.sh [--minutes N] [--workers K] [--kill-every M] [--dwell-ms MS]
+#                [--registry HOST:PORT] [--keep-log FILE] [--debug] [--no-build]
+#
+#   --minutes N       length of the churn (default 5; fractions allowed)
+#   --workers K       parallel workers (default 8)
+#   --kill-every M    seconds between two kill -9 of berthd (default 30; 0: never, for an
+#                     RSS-growth run of one daemon)
+#   --dwell-ms MS     how long each pod keeps its container running (default 1000)
+#   --registry H:P    use a registry already serving berth-test/* over plain HTTP (e.g.
+#                     hack/registry.sh PORT); default: the soak starts its own docker-registry
+#                     on a free loopback port and pushes the test images into it
+#   --keep-log FILE   copy berthd's log (debug level, all restarts) to FILE at the end
+#   --debug           use the debug build (default: release, as the benchmarks)
+#   --no-build        use what is built
+#
+# Needs root, docker-registry, skopeo, the CNI plugins (hack/install-deps.sh). The daemon runs on
+# fresh temp dirs with its own bridge and 10.87.x.0/24 (no masquerading, host-local's store in the
+# temp dir); everything it starts (registry, daemon, monitors, containers, mounts, the bridge, the
+# temp dir) is removed when the soak ends.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PROFILE=release
+DO_BUILD=1
+ARGS=()
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+while (($#)); do
+    case $1 in
+        --minutes | --workers | --kill-every | --dwell-ms | --registry | --keep-log)
+            ARGS+=("$1" "${2:?$1 needs a value}")
+            shift 2
+            ;;
+        --debug) PROFILE=debug; shift ;;
+        --no-build) DO_BUILD=0; shift ;;
+        -h | --help) usage ;;
+        *) echo "$0: unknown argument $1" >&2; usage ;;
+    esac
+done
+[[ $EUID -eq 0 ]] || { echo "$0: needs root (namespaces, mounts, cgroups, CNI)" >&2; exit 1; }
+for tool in docker-registry skopeo ip iptables-save; do
+    command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
+done
+
+# anyhow errors without the environment's backtraces: the message says what failed.
+export RUST_LIB_BACKTRACE=0
+
+if ((DO_BUILD)); then
+    flags=(--quiet -p berthd -p berth-shim -p berth-e2e --bins)
+    [[ $PROFILE == release ]] && flags=(--release "${flags[@]}")
+    (cd "$ROOT" && cargo build "${flags[@]}")
+fi
+SOAK=$TARGET/$PROFILE/soak
+export BERTHD_BIN=$TARGET/$PROFILE/berthd
+for b in "$SOAK" "$BERTHD_BIN" "$TARGET/$PROFILE/berth-monitor"; do
+    [[ -x $b ]] || { echo "$0: $b missing (run without --no-build)" >&2; exit 1; }
+done
+
+# The test images (cached in target/test-images; the soak's registry pushes them).
+"$HERE/build-test-images.sh" "${BERTH_TEST_IMAGES:-$ROOT/target/test-images}"
+
+echo "soak: $SOAK ${ARGS[*]}"
+echo "berthd: $BERTHD_BIN ($PROFILE); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+exec "$SOAK" "${ARGS[@]}"

@@ -496,3 +496,173 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     drop(env);
     drop(disk);
 }
+
+/// Nothing of any container is left: no bundle, upper dir, trash, lease
+/// holder (checked through the leftovers' dirs) or cgroup of `ids`.
+fn assert_no_container_left(env: &NetEnv, ids: &[String], what: &str) {
+    let (state, root) = (&env.d.config.state, &env.d.config.root);
+    for dir in [
+        state.join("containers"),
+        root.join("containers"),
+        state.join("containers-trash"),
+        root.join("containers-trash"),
+    ] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?} in {}", dir.display());
+    }
+    let mounts = mounts_under(&state.join("containers"));
+    assert!(mounts.is_empty(), "{what}: mounts {mounts:?}");
+    for root in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for id in ids {
+            for d in [root.path().join("berth").join(id), root.path().join(id)] {
+                assert!(!d.exists(), "{what}: cgroup {} left", d.display());
+            }
+        }
+    }
+}
+
+/// The ids of the pod's containers the daemon lists.
+async fn containers_of(env: &mut NetEnv, pod: &str) -> Vec<String> {
+    env.c
+        .runtime
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn crash_during_create_start_or_remove_container_leaves_nothing() {
+    let mut env = net::setup(&[BUSYBOX], |_, _| {}).await;
+    for (point, shared_pid_ns) in [
+        ("container-create-mounted", false),
+        ("container-create-in-monitor", false),
+        ("container-create-in-monitor", true),
+        ("container-start-started", false),
+        ("container-remove-trashed", false),
+    ] {
+        let what = format!("{point} (shared pid: {shared_pid_ns})");
+        let name = point.replace("container-", "c-");
+        let mut pc = env.pod_config(&format!("{name}-{shared_pid_ns}"));
+        let mut cc = ctr_config("c", BUSYBOX, "exec sleep 1000");
+        if shared_pid_ns {
+            pc = shared_pid(pc);
+            let sc = cc
+                .linux
+                .as_mut()
+                .unwrap()
+                .security_context
+                .as_mut()
+                .unwrap();
+            sc.namespace_options.as_mut().unwrap().pid = NamespaceMode::Pod as i32;
+        }
+        let pod = run_pod_with(&mut env.c, &pc).await;
+        // A container the crash must not disturb.
+        let bystander = running(
+            &mut env.c,
+            &pod,
+            &pc,
+            ctr_config("bystander", BUSYBOX, "exec sleep 1000"),
+        )
+        .await;
+        restart_with(&mut env, Some(point)).await;
+
+        let r = if point.starts_with("container-create") {
+            create(&mut env.c, &pod, &pc, cc.clone()).await.map(|_| ())
+        } else {
+            let id = create(&mut env.c, &pod, &pc, cc.clone()).await.unwrap();
+            if point == "container-start-started" {
+                env.c
+                    .runtime
+                    .start_container(StartContainerRequest { container_id: id })
+                    .await
+                    .map(|_| ())
+            } else {
+                start(&mut env.c, &id).await;
+                env.c
+                    .runtime
+                    .remove_container(RemoveContainerRequest { container_id: id })
+                    .await
+                    .map(|_| ())
+            }
+        };
+        crashed(&mut env, r, point).await;
+        restart_with(&mut env, None).await;
+
+        // The daemon finished or undid the interrupted call.
+        let ids = containers_of(&mut env, &pod).await;
+        match point {
+            "container-start-started" => {
+                assert_eq!(ids.len(), 2, "{what}: {ids:?}");
+                let other = ids.iter().find(|i| **i != bystander).unwrap();
+                wait_state(&mut env.c, other, ContainerState::ContainerRunning).await;
+            }
+            // The record outlived the crash: the kubelet's retry finishes it.
+            "container-remove-trashed" => {
+                assert_eq!(ids.len(), 2, "{what}: {ids:?}");
+                let other = ids.iter().find(|i| **i != bystander).unwrap();
+                env.c
+                    .runtime
+                    .remove_container(RemoveContainerRequest {
+                        container_id: other.clone(),
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(containers_of(&mut env, &pod).await, vec![bystander.clone()]);
+            }
+            _ => assert_eq!(ids, vec![bystander.clone()], "{what}"),
+        }
+        let r = exec(&mut env.c, &bystander, &["echo", "ok"], 10)
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"ok\n", "{what}: the bystander");
+        // The kubelet tries again: the same name is free.
+        if point.starts_with("container-create") {
+            let mut again = cc.clone();
+            again.metadata.as_mut().unwrap().attempt = 1;
+            running(&mut env.c, &pod, &pc, again).await;
+        }
+        stop_pod(&mut env.c, &pod).await;
+        remove_pod(&mut env.c, &pod).await;
+        assert_eq!(pods(&mut env).await, vec![], "{what}");
+        assert_clean(&env, &what);
+        assert_no_container_left(&env, &ids, &what);
+    }
+    // No monitor or pod init of this daemon is left.
+    let dir = env.d.config.dir.path().to_string_lossy().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let monitors: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd);
+                (cmd.contains("berth-monitor") && cmd.contains(&dir)).then_some(pid)
+            })
+            .collect();
+        if monitors.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitors left: {monitors:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -180,7 +180,8 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         state = %daemon.config().state.display(),
         "berthd starting"
     );
-    // Before serving: a GC must not race an ADD in flight.
+    // Before serving: neither must race an RPC in flight.
+    daemon.containers().reconcile_orphans().await;
     daemon.collect_network_garbage().await;
     server::serve(socket, daemon.clone(), shutdown_signal()).await?;
     tracing::info!(store = %daemon.store().path().display(), "berthd stopped");

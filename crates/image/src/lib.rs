@@ -290,6 +290,11 @@ impl ImageStore {
         Ok(self.dirs(&rec))
     }
 
+    /// Ids of the containers holding a lease (startup reconciliation).
+    pub fn leases(&self) -> Result<Vec<String>, ImageError> {
+        self.inner.meta.leases()
+    }
+
     /// Drops a container's lease; layers nothing else uses are deleted.
     pub fn unlease(&self, container_id: &str) -> Result<(), ImageError> {
         self.gc(|meta, pins| meta.unlease(container_id, pins))

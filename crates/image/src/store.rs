@@ -443,6 +443,17 @@ impl Meta {
         Ok(())
     }
 
+    /// Ids of every container holding a lease.
+    pub fn leases(&self) -> Result<Vec<String>, ImageError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LEASES)?;
+        let mut ids = vec![];
+        for entry in t.iter()? {
+            ids.push(entry?.0.value().to_string());
+        }
+        Ok(ids)
+    }
+
     pub fn unlease(
         &self,
         container_id: &str,

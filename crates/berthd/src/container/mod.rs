@@ -345,6 +345,7 @@ impl Containers {
         let (l, b, r) = (layers.clone(), layer_dir.clone(), rootfs.clone());
         blocking(move || rootfs::mount_overlay(&l, &b, &r)).await?;
         laps.mark("mount");
+        crate::failpoint::hit("container-create-mounted");
         undo.mounted = Some(rootfs.clone());
 
         let pod_dir = self.pod_dir(&pod.id);
@@ -441,6 +442,7 @@ impl Containers {
         .map_err(internal)?;
         undo.in_monitor = true;
         laps.mark("monitor_create");
+        crate::failpoint::hit("container-create-in-monitor");
 
         let md = config.metadata.clone().unwrap_or_default();
         let rec = ContainerRecord {
@@ -589,7 +591,10 @@ impl Containers {
         let mon = self.monitor_dir(&rec.pod_id);
         let req = Request::StartAndReport { id: rec.id.clone() };
         let rec = match monitor::call(&mon, &rec.pod_id, req).await {
-            Ok(Response::State(s)) => self.apply(rec, Ok(Some(s)))?,
+            Ok(Response::State(s)) => {
+                crate::failpoint::hit("container-start-started");
+                self.apply(rec, Ok(Some(s)))?
+            }
             // A monitor older than StartAndReport.
             Err(e) if e.is_bad_request() => {
                 monitor::call(&mon, &rec.pod_id, Request::Start { id: rec.id.clone() })
@@ -771,6 +776,7 @@ impl Containers {
         })
         .await?;
         laps.mark("detach_and_trash");
+        crate::failpoint::hit("container-remove-trashed");
         self.delete_record(&rec)?;
         laps.mark("record");
         let (images, bt, lt, cid) = (
@@ -881,6 +887,7 @@ impl PodContainers for Containers {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
+            self.delete_unrecorded(pod_id).await;
             // No container left: the monitor exits (if one runs).
             let dir = self.monitor_dir(pod_id);
             if let Err(e) = monitor::call(&dir, pod_id, Request::Shutdown).await
@@ -1015,6 +1022,154 @@ fn favor_dynmods(state: &Path) {
         ),
         Err(e) => {
             tracing::info!(error = %e, "cannot turn cgroup favordynmods on: container creates pay an RCU grace period")
+        }
+    }
+}
+
+/// Startup reconciliation of what a crashed CreateContainer left: its
+/// record is written last, so a crash before it leaves an image lease, the
+/// rootfs mount, bundle and upper dirs and, once the monitor was asked, a
+/// created container with its cgroups, all unknown to the records.
+impl Containers {
+    pub async fn reconcile_orphans(&self) {
+        let known: std::collections::HashSet<String> =
+            self.lock().records.keys().cloned().collect();
+        let trashed: std::collections::HashSet<String> = [&self.bundles_trash, &self.layers_trash]
+            .iter()
+            .flat_map(|t| rootfs::trash_entries(t))
+            .collect();
+        let mut orphans: std::collections::BTreeSet<String> = [&self.bundles_dir, &self.layers_dir]
+            .iter()
+            .flat_map(|d| rootfs::trash_entries(d))
+            .collect();
+        match self.images.leases() {
+            Ok(leases) => orphans.extend(leases),
+            Err(e) => tracing::warn!(error = %e, "cannot list image leases"),
+        }
+        orphans.retain(|id| !known.contains(id) && !trashed.contains(id));
+        for id in orphans {
+            crate::failpoint::hit("container-reconcile-orphan");
+            tracing::warn!(container = %id, "leftover of an interrupted CreateContainer: removing it");
+            self.discard(&id).await;
+        }
+    }
+
+    /// Removes every trace of a container that has no record: the monitor's
+    /// container, its cgroups, the rootfs mount, bundle and upper dirs, the
+    /// image lease.
+    async fn discard(&self, id: &str) {
+        let bundle = self.bundles_dir.join(id);
+        // The bundle names the pod (and so its monitor) and the cgroups.
+        let spec = std::fs::read(bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if let Some(spec) = &spec {
+            let pod = spec["annotations"][berth_spec::annotations::SANDBOX_ID]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !pod.is_empty() {
+                let req = Request::Delete {
+                    id: id.to_string(),
+                    force: true,
+                };
+                if let Err(e) = monitor::call(&self.monitor_dir(&pod), &pod, req).await
+                    && !(matches!(e, monitor::CallError::Unreachable { .. }) || e.is_not_found())
+                {
+                    tracing::warn!(container = %id, error = %e, "monitor delete of a leftover");
+                }
+            }
+            // A monitor that is gone deleted nothing: the cgroups go here.
+            if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
+                let cg = cg.to_string();
+                let _ = blocking(move || {
+                    remove_cgroups(&cg);
+                    Ok(())
+                })
+                .await;
+            }
+        }
+        let (bt, lt, images) = (
+            self.bundles_trash.clone(),
+            self.layers_trash.clone(),
+            self.images.clone(),
+        );
+        let layer_dir = self.layers_dir.join(id);
+        let cid = id.to_string();
+        let done = blocking(move || {
+            let held = rootfs::detach(&bundle.join("rootfs"))?;
+            rootfs::to_trash(&bundle, &bt, &cid)?;
+            rootfs::to_trash(&layer_dir, &lt, &cid)?;
+            empty_trash(&images, &bt, &lt, &cid, held);
+            Ok(())
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(container = %id, error = %e, "cannot remove a leftover container");
+        }
+    }
+
+    /// Containers the pod's monitor holds that no record names (a create
+    /// cut short by a crash): force-deleted before the monitor is told to
+    /// shut down, so none keeps it, its cgroups or the pod's namespaces alive.
+    async fn delete_unrecorded(&self, pod_id: &str) {
+        let dir = self.monitor_dir(pod_id);
+        let Ok(listed) = monitor::list(&dir, pod_id).await else {
+            return;
+        };
+        for c in listed {
+            let (recorded, in_flight) = {
+                let inner = self.lock();
+                (
+                    inner.records.contains_key(&c.id),
+                    // A CreateContainer still running holds its name.
+                    inner.names.values().any(|v| *v == c.id),
+                )
+            };
+            if recorded || in_flight {
+                continue;
+            }
+            tracing::warn!(pod = pod_id, container = %c.id, "monitor holds an unrecorded container: deleting it");
+            self.discard(&c.id).await;
+        }
+    }
+}
+
+/// Kills what is left in a container's cgroup (`linux.cgroupsPath`) in
+/// every hierarchy and removes it, deepest first (v1 and v2).
+fn remove_cgroups(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return;
+    }
+    let dirs: Vec<PathBuf> = berth_mountinfo::read_self()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+        .map(|m| m.mount_point.join(rel))
+        .filter(|d| d.is_dir())
+        .collect();
+    for d in &dirs {
+        if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    for d in dirs {
+        let mut left = true;
+        for _ in 0..100 {
+            if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                left = false;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if left {
+            tracing::warn!(cgroup = %d.display(), "cannot remove the cgroup of a leftover container");
         }
     }
 }

@@ -86,6 +86,17 @@ async fn pod_init_shares_reaps_and_dies_with_the_pod() {
     .unwrap();
     assert_ne!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stdout));
 
+    // It runs as nobody, without capabilities.
+    let st = out(
+        &mut env,
+        &a,
+        "grep -E '^(Uid|Gid|Groups|CapEff|CapBnd|CapPrm):' /proc/1/status",
+    )
+    .await;
+    assert!(st.contains("Uid:\t65534\t65534\t65534\t65534"), "{st}");
+    assert!(st.contains("CapEff:\t0000000000000000"), "{st}");
+    assert!(st.contains("CapPrm:\t0000000000000000"), "{st}");
+
     // Orphans are reaped: a grandchild whose parent exits first must not
     // stay a zombie.
     out(&mut env, &b, "sh -c 'sleep 0.2 &'; sleep 1").await;

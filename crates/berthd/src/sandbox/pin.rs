@@ -439,6 +439,18 @@ pub fn pod_init_main() -> ! {
     }
     let _ = nix::unistd::chroot(".");
     let _ = nix::unistd::chdir("/");
+    // Reaping needs no privilege: run as nobody, no groups, no capabilities
+    // (a uid change from root clears them), so nothing in the pod can use
+    // its init for anything.
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let nogroup = nix::unistd::Gid::from_raw(65534);
+    let _ = nix::unistd::setgroups(&[]);
+    let _ = nix::unistd::setresgid(nogroup, nogroup, nogroup);
+    let _ = nix::unistd::setresuid(nobody, nobody, nobody);
+    // SAFETY: prctl with constant arguments (a uid change may reset dumpable).
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
     let _ = SigSet::all().thread_block();
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);

@@ -173,6 +173,7 @@ store_err!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
+    redb::SetDurabilityError,
     serde_json::Error
 );
 

@@ -283,7 +283,8 @@ impl ImageStore {
 
     /// Records that container `container_id` uses the layers of an image,
     /// so they stay even if the image is removed. Returns the layer dirs,
-    /// lowest first.
+    /// lowest first. Not fsynced: durable with the caller's next durable
+    /// commit on the same database (see `store::Meta::lease`).
     pub fn lease(&self, container_id: &str, image: &str) -> Result<Vec<PathBuf>, ImageError> {
         let rec = self.record(image)?;
         self.inner.meta.lease(container_id, &rec.layers)?;

@@ -433,8 +433,14 @@ impl Meta {
         Ok(freed)
     }
 
+    /// Not fsynced on its own: the caller's next durable commit on the same
+    /// database (berthd's container record, written right after) makes it
+    /// durable with it (redb persists every earlier commit with a durable
+    /// one). A crash in between loses the lease and the record together;
+    /// berthd's startup reconciliation then removes the container's dirs.
     pub fn lease(&self, container_id: &str, diff_ids: &[String]) -> Result<(), ImageError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
         {
             let mut t = txn.open_table(LEASES)?;
             t.insert(container_id, serde_json::to_vec(diff_ids)?.as_slice())?;

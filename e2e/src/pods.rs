@@ -14,6 +14,10 @@ use crate::registry::Registry;
 
 pub const BUSYBOX: &str = "berth-test/busybox:latest";
 
+/// busybox with config `User "berth"` (uid 1000, gid 1000, HOME /home/berth;
+/// /etc/group makes berth a member of staff, gid 50).
+pub const USER_IMAGE: &str = "berth-test/user:latest";
+
 /// A registry, a daemon pulling from it, a client to the daemon, and the
 /// guard that cleans the daemon's mounts up when the test ends.
 pub struct PodEnv {
@@ -264,4 +268,33 @@ pub async fn running(
     start(c, &id).await;
     wait_state(c, &id, ContainerState::ContainerRunning).await;
     id
+}
+
+/// A busybox container sleeping, with `sc` as its security context (the
+/// namespace options filled in) and `res` as its resources.
+pub fn sleeper(
+    name: &str,
+    image: &str,
+    sc: LinuxContainerSecurityContext,
+    res: Option<LinuxContainerResources>,
+) -> ContainerConfig {
+    let mut cfg = ctr_config(name, image, "exec sleep 1000");
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: res,
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(ns_options()),
+            ..sc
+        }),
+    });
+    cfg
+}
+
+/// The pod's namespace options (present in every config `pod_config` makes).
+pub fn pod_namespaces(pc: &mut PodSandboxConfig) -> &mut NamespaceOption {
+    pc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
 }

@@ -354,17 +354,7 @@ async fn host_network_pod_gets_no_cni_attachment() {
     assert!(st.success());
 
     let mut pc = env.pod_config("net-host");
-    set_network_mode(
-        &mut pc
-            .linux
-            .as_mut()
-            .unwrap()
-            .security_context
-            .as_mut()
-            .unwrap()
-            .namespace_options,
-        NamespaceMode::Node,
-    );
+    pod_namespaces(&mut pc).network = NamespaceMode::Node as i32;
     let pod = run_pod_with(&mut env.c, &pc).await;
     let mut cfg = sleeper("hostnet");
     set_network_mode(

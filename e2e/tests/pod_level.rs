@@ -11,17 +11,7 @@ use berth_e2e::cleanup::{mounts_under, pids_in_namespaces, pinned_pid_namespaces
 use berth_e2e::pods::*;
 
 fn shared_pid(mut pc: PodSandboxConfig) -> PodSandboxConfig {
-    let ns = pc
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
-    ns.pid = NamespaceMode::Pod as i32;
+    pod_namespaces(&mut pc).pid = NamespaceMode::Pod as i32;
     pc
 }
 

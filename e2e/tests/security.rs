@@ -8,28 +8,6 @@
 use berth_api::v1::*;
 use berth_e2e::pods::*;
 
-/// busybox with config `User "berth"` (uid 1000, HOME /home/berth).
-const USER_IMAGE: &str = "berth-test/user:latest";
-
-/// A busybox container running `sleep`, with `sc` as its security context
-/// (the namespace options are filled in) and `res` as its resources.
-fn sleeper(
-    name: &str,
-    image: &str,
-    sc: LinuxContainerSecurityContext,
-    res: Option<LinuxContainerResources>,
-) -> ContainerConfig {
-    let mut cfg = ctr_config(name, image, "exec sleep 1000");
-    cfg.linux = Some(LinuxContainerConfig {
-        resources: res,
-        security_context: Some(LinuxContainerSecurityContext {
-            namespace_options: Some(ns_options()),
-            ..sc
-        }),
-    });
-    cfg
-}
-
 async fn running(
     env: &mut PodEnv,
     pod: &str,

@@ -15,7 +15,8 @@ use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid
 
 use crate::monitor::Monitor;
 
-/// File (in the state dir) that gets the monitor's own stderr.
+/// File (in the state dir) that gets the monitor's own stderr and
+/// libcontainer's log events at WARN and above (`crate::log`).
 pub const MONITOR_LOG: &str = "monitor.log";
 
 pub struct Args {
@@ -106,7 +107,16 @@ fn start(args: &Args) -> Result<Monitor, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    Ok(Monitor::new(&args.pod_id, &args.state_dir)?)
+    let monitor = Monitor::new(&args.pod_id, &args.state_dir)?;
+    // libcontainer's log events (its explanations of failures) go to
+    // monitor.log; the monitor stays single-threaded (see `crate::log`).
+    if let Err(e) = crate::log::install(&args.state_dir.join(MONITOR_LOG)) {
+        eprintln!(
+            "berth-monitor {}: libcontainer's log events are lost: {e}",
+            args.pod_id
+        );
+    }
+    Ok(monitor)
 }
 
 /// Own session (no controlling terminal, not killed with berthd's process

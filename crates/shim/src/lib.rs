@@ -10,5 +10,6 @@ pub mod cri_log;
 pub mod daemon;
 pub(crate) mod exec;
 pub mod exit_record;
+pub mod log;
 pub mod monitor;
 pub mod protocol;

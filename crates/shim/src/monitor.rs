@@ -30,6 +30,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::cri_log::{CriLogWriter, Stream};
+use crate::daemon::MONITOR_LOG;
 use crate::exec::{self, Exec, ExecSpec};
 use crate::exit_record;
 use crate::protocol::{
@@ -493,6 +494,12 @@ impl Monitor {
         res.unwrap_or_else(|message| Response::Error { message })
     }
 
+    /// The end of `monitor.log` now: what a libcontainer call logs after
+    /// this explains its failure ([`explained`]).
+    fn log_mark(&self) -> crate::log::Mark {
+        crate::log::Mark::at_end(&self.state_dir.join(MONITOR_LOG))
+    }
+
     fn get(&self, id: &str) -> Result<&Ctr, String> {
         self.ctrs.get(id).ok_or_else(|| not_found(id))
     }
@@ -532,6 +539,7 @@ impl Monitor {
         // /proc/self/oom_score_adj (children inherit it); put the monitor's
         // own value back so it does not become the pod's first OOM victim.
         let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let mark = self.log_mark();
         let t1 = Instant::now();
         let built = with_sigchld_unblocked(|| builder.build());
         let t2 = Instant::now();
@@ -556,7 +564,7 @@ impl Monitor {
                 if !existed {
                     let _ = fs::remove_dir_all(&state_dir);
                 }
-                return Err(fail("libcontainer", &e));
+                return Err(explained(fail("libcontainer", &e), &mark));
             }
         };
         let pid = container.pid().map_or(0, |p| p.as_raw());
@@ -739,13 +747,14 @@ impl Monitor {
         // As for create: SIGCHLD unblocked in the child, the monitor's own
         // oom_score_adj restored after libcontainer wrote the spec's.
         let own_oom = fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let mark = self.log_mark();
         let spawned = with_sigchld_unblocked(|| {
             exec::spawn(&self.containers_dir, id, &base, spec, [out_w, err_w])
         });
         if let Some(v) = &own_oom {
             let _ = fs::write(OOM_SCORE_ADJ, v.trim());
         }
-        let pid = spawned?;
+        let pid = spawned.map_err(|e| explained(e, &mark))?;
         self.execs.insert(
             pid,
             Exec {
@@ -969,6 +978,19 @@ impl Monitor {
         c.status = Status::Exited;
         c.exit = Some(rec);
     }
+}
+
+/// `message` with libcontainer's own explanation of the failure appended:
+/// the first ERROR event it logged since `mark` (in this process or in the
+/// intermediate or init process it forked), which names the step that
+/// failed where its returned error often says only "failed syscall".
+fn explained(mut message: String, mark: &crate::log::Mark) -> String {
+    if let Some(why) = crate::log::explanation(mark) {
+        message.push_str(" (libcontainer log: ");
+        message.push_str(&why);
+        message.push(')');
+    }
+    message
 }
 
 /// An error with its sources: libcontainer's top-level messages alone are

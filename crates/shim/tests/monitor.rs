@@ -526,3 +526,41 @@ fn oom_score_adj_and_deleting_a_created_container() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A failure libcontainer explains only in its log (here: chdir to a file,
+/// in the container's init process) is explained in the error too, and
+/// the log events are in monitor.log.
+#[test]
+fn libcontainer_failure_is_explained() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("explain");
+    let bundle = pod.bundle("badcwd", "true");
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    config["process"]["cwd"] = "/bin/busybox".into();
+    fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let message = match pod.call(Request::Create {
+        id: "badcwd".into(),
+        bundle,
+        log_path: pod.log_path("badcwd"),
+    }) {
+        Response::Error { message } => message,
+        other => panic!("{other:?}"),
+    };
+    println!("{message}");
+    assert!(message.contains("badcwd"), "{message}");
+    assert!(message.contains("libcontainer log: "), "{message}");
+    assert!(message.contains("chdir"), "{message}");
+    let log = fs::read_to_string(pod.state_dir().join("monitor.log")).unwrap();
+    println!("{log}");
+    assert!(log.contains(" ERROR ["), "{log}");
+    assert!(log.contains("chdir"), "{log}");
+    // Controller inventory warnings are not written at every create.
+    assert!(!log.contains("not supported on this system"), "{log}");
+    // Nothing left: the id is free again.
+    assert!(!pod.state_dir().join("containers/badcwd").exists());
+    fs::remove_dir_all(pod.dir.path().join("bundles/badcwd")).unwrap();
+    pod.create("badcwd", "true");
+}

@@ -147,6 +147,10 @@ impl Containers {
         monitor::call(&self.monitor_dir(&rec.pod_id), &rec.pod_id, req)
             .await
             .map_err(internal)?;
+        // ContainerStatus reports the resources as updated.
+        let mut rec = self.must(&rec.id)?;
+        rec.resources.get_or_insert_default().update(&res);
+        self.put(&rec)?;
         tracing::info!(container = %rec.id, "container resources updated");
         Ok(())
     }

@@ -470,6 +470,15 @@ impl Containers {
             message: String::new(),
             bundle,
             layer_dir,
+            // What ContainerStatus reports: the CRI mounts as given, the
+            // resources and user as the spec set them.
+            mounts: config
+                .mounts
+                .iter()
+                .map(record::MountRecord::from)
+                .collect(),
+            resources: Some(record::ResourcesRecord::from_spec(&spec)),
+            user: record::UserRecord::from_spec(&spec),
         };
         self.put(&rec)?;
         laps.mark("record");

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use berth_api::v1::{ContainerMetadata, ContainerState};
+use berth_api::v1::{self, ContainerMetadata, ContainerState};
+use berth_spec::oci_spec::runtime::{LinuxResources, Spec};
 use serde::{Deserialize, Serialize};
 
 /// What berthd last knew of the container's process. The monitor is the
@@ -58,6 +59,19 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     /// `<root>/containers/<id>`: overlay upper and work dirs.
     pub layer_dir: PathBuf,
+    /// The CRI mounts as CreateContainer gave them (ContainerStatus
+    /// reports them verbatim, as containerd does).
+    #[serde(default)]
+    pub mounts: Vec<MountRecord>,
+    /// The container's current resources: as CreateContainer set them in
+    /// the spec, updated by UpdateContainerResources. `None`: a record
+    /// written before Berth kept them.
+    #[serde(default)]
+    pub resources: Option<ResourcesRecord>,
+    /// The identity the container's process runs with. `None`: a record
+    /// written before Berth kept it.
+    #[serde(default)]
+    pub user: Option<UserRecord>,
 }
 
 impl ContainerRecord {
@@ -84,6 +98,182 @@ impl ContainerRecord {
             State::Exited if self.exit_code == 0 => "Completed",
             State::Exited => "Error",
             _ => "",
+        }
+    }
+}
+
+/// One CRI mount of the container, as the request gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub container_path: String,
+    pub host_path: String,
+    #[serde(default)]
+    pub readonly: bool,
+    #[serde(default)]
+    pub recursive_read_only: bool,
+    #[serde(default)]
+    pub selinux_relabel: bool,
+    /// The CRI `MountPropagation` value (0 private, 1 host-to-container,
+    /// 2 bidirectional).
+    #[serde(default)]
+    pub propagation: i32,
+}
+
+impl From<&v1::Mount> for MountRecord {
+    fn from(m: &v1::Mount) -> Self {
+        MountRecord {
+            container_path: m.container_path.clone(),
+            host_path: m.host_path.clone(),
+            readonly: m.readonly,
+            recursive_read_only: m.recursive_read_only,
+            selinux_relabel: m.selinux_relabel,
+            propagation: m.propagation,
+        }
+    }
+}
+
+impl MountRecord {
+    pub fn to_cri(&self) -> v1::Mount {
+        v1::Mount {
+            container_path: self.container_path.clone(),
+            host_path: self.host_path.clone(),
+            readonly: self.readonly,
+            recursive_read_only: self.recursive_read_only,
+            selinux_relabel: self.selinux_relabel,
+            propagation: self.propagation,
+            ..Default::default()
+        }
+    }
+}
+
+/// The CRI `LinuxContainerResources` of a container, read back from its
+/// OCI spec as containerd's `copyResourcesToStatus` does: what the kernel
+/// was asked for (after Berth's conversions and clamping), not the raw
+/// request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourcesRecord {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub memory_swap_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// Page size ("2MB") → limit in bytes.
+    pub hugepage_limits: BTreeMap<String, u64>,
+    pub unified: BTreeMap<String, String>,
+}
+
+impl ResourcesRecord {
+    /// From the container's spec (`linux.resources` and `process.oomScoreAdj`).
+    pub fn from_spec(spec: &Spec) -> ResourcesRecord {
+        let mut r = ResourcesRecord::default();
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            r.update(res);
+        }
+        if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+            r.oom_score_adj = adj.into();
+        }
+        r
+    }
+
+    /// Applies what an UpdateContainerResources wrote to the cgroup: every
+    /// value `res` sets replaces the current one, the rest stay (the
+    /// monitor writes only what is set, as containerd's update does).
+    pub fn update(&mut self, res: &LinuxResources) {
+        if let Some(cpu) = res.cpu() {
+            if let Some(v) = cpu.period() {
+                self.cpu_period = i64::try_from(v).unwrap_or(i64::MAX);
+            }
+            if let Some(v) = cpu.quota() {
+                self.cpu_quota = v;
+            }
+            if let Some(v) = cpu.shares() {
+                self.cpu_shares = i64::try_from(v).unwrap_or(i64::MAX);
+            }
+            if let Some(v) = cpu.cpus() {
+                self.cpuset_cpus = v.clone();
+            }
+            if let Some(v) = cpu.mems() {
+                self.cpuset_mems = v.clone();
+            }
+        }
+        if let Some(mem) = res.memory() {
+            if let Some(v) = mem.limit() {
+                self.memory_limit_in_bytes = v;
+            }
+            if let Some(v) = mem.swap() {
+                self.memory_swap_limit_in_bytes = v;
+            }
+        }
+        for h in res.hugepage_limits().iter().flatten() {
+            self.hugepage_limits
+                .insert(h.page_size().clone(), u64::try_from(h.limit()).unwrap_or(0));
+        }
+        for (k, v) in res.unified().iter().flatten() {
+            self.unified.insert(k.clone(), v.clone());
+        }
+    }
+
+    pub fn to_cri(&self) -> v1::LinuxContainerResources {
+        v1::LinuxContainerResources {
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpu_shares: self.cpu_shares,
+            memory_limit_in_bytes: self.memory_limit_in_bytes,
+            memory_swap_limit_in_bytes: self.memory_swap_limit_in_bytes,
+            oom_score_adj: self.oom_score_adj,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            hugepage_limits: self
+                .hugepage_limits
+                .iter()
+                .map(|(page_size, &limit)| v1::HugepageLimit {
+                    page_size: page_size.clone(),
+                    limit,
+                })
+                .collect(),
+            unified: self.unified.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// The container process's identity (CRI `LinuxContainerUser`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub uid: u32,
+    pub gid: u32,
+    /// Sorted, deduplicated; includes the primary gid (as containerd
+    /// reports it, and as `id -G` in the container shows).
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
+}
+
+impl UserRecord {
+    /// From the spec's `process.user` (what berth_spec resolved from the
+    /// CRI security context and the image's /etc/passwd and /etc/group).
+    pub fn from_spec(spec: &Spec) -> Option<UserRecord> {
+        let user = spec.process().as_ref()?.user();
+        let mut groups: Vec<u32> = user.additional_gids().clone().unwrap_or_default();
+        groups.push(user.gid());
+        groups.sort_unstable();
+        groups.dedup();
+        Some(UserRecord {
+            uid: user.uid(),
+            gid: user.gid(),
+            supplemental_groups: groups,
+        })
+    }
+
+    pub fn to_cri(&self) -> v1::ContainerUser {
+        v1::ContainerUser {
+            linux: Some(v1::LinuxContainerUser {
+                uid: self.uid.into(),
+                gid: self.gid.into(),
+                supplemental_groups: self.supplemental_groups.iter().map(|&g| g.into()).collect(),
+            }),
         }
     }
 }
@@ -148,5 +338,145 @@ impl Flusher {
     pub fn mark(&self) {
         *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_spec::oci_spec::runtime::{
+        LinuxBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+        LinuxPidsBuilder, LinuxResourcesBuilder, ProcessBuilder, SpecBuilder, UserBuilder,
+    };
+
+    fn spec(res: LinuxResources, oom: Option<i32>, gid: u32, gids: Vec<u32>) -> Spec {
+        let user = UserBuilder::default()
+            .uid(1000u32)
+            .gid(gid)
+            .additional_gids(gids)
+            .build()
+            .unwrap();
+        let mut process = ProcessBuilder::default().user(user).build().unwrap();
+        process.set_oom_score_adj(oom);
+        SpecBuilder::default()
+            .process(process)
+            .linux(LinuxBuilder::default().resources(res).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn resources_from_spec_then_updated() {
+        let res = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .cpus("0")
+                    .build()
+                    .unwrap(),
+            )
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(64i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(100i64).build().unwrap())
+            .hugepage_limits(vec![
+                LinuxHugepageLimitBuilder::default()
+                    .page_size("2MB")
+                    .limit(4i64 << 20)
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap();
+        let mut r = ResourcesRecord::from_spec(&spec(res, Some(500), 1000, vec![]));
+        assert_eq!(
+            r.to_cri(),
+            v1::LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 512,
+                memory_limit_in_bytes: 64 << 20,
+                memory_swap_limit_in_bytes: 64 << 20,
+                oom_score_adj: 500,
+                cpuset_cpus: "0".into(),
+                hugepage_limits: vec![v1::HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 4 << 20,
+                }],
+                ..Default::default()
+            }
+        );
+        // An update replaces what it sets and keeps the rest.
+        let update = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().quota(20_000i64).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(128i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        r.update(&update);
+        let cri = r.to_cri();
+        assert_eq!(cri.cpu_quota, 20_000);
+        assert_eq!(cri.cpu_period, 100_000);
+        assert_eq!(cri.cpu_shares, 512);
+        assert_eq!(cri.memory_limit_in_bytes, 128 << 20);
+        assert_eq!(cri.memory_swap_limit_in_bytes, 64 << 20);
+        assert_eq!(cri.oom_score_adj, 500);
+    }
+
+    #[test]
+    fn user_includes_the_primary_gid_sorted() {
+        let s = spec(LinuxResources::default(), None, 1000, vec![50000, 1234]);
+        let u = UserRecord::from_spec(&s).unwrap();
+        assert_eq!(u.supplemental_groups, vec![1000, 1234, 50000]);
+        let cri = u.to_cri().linux.unwrap();
+        assert_eq!((cri.uid, cri.gid), (1000, 1000));
+        assert_eq!(cri.supplemental_groups, vec![1000, 1234, 50000]);
+        // Already there: not twice.
+        let s = spec(LinuxResources::default(), None, 50, vec![50, 1000]);
+        assert_eq!(
+            UserRecord::from_spec(&s).unwrap().supplemental_groups,
+            vec![50, 1000]
+        );
+        // No resources in the spec: all zero.
+        assert_eq!(ResourcesRecord::from_spec(&s), ResourcesRecord::default());
+    }
+
+    #[test]
+    fn mounts_round_trip_as_given() {
+        let m = v1::Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: true,
+            recursive_read_only: true,
+            selinux_relabel: true,
+            propagation: v1::MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        };
+        assert_eq!(MountRecord::from(&m).to_cri(), m);
+    }
+
+    #[test]
+    fn old_records_load_without_the_new_fields() {
+        let rec: ContainerRecord = serde_json::from_value(serde_json::json!({
+            "id": "c1", "pod_id": "p1", "name": "app", "attempt": 0,
+            "image": "busybox:latest", "image_id": "sha256:x", "image_ref": "sha256:x",
+            "labels": {}, "annotations": {}, "log_path": "", "stop_signal": 15,
+            "state": "RUNNING", "created_at": 1, "started_at": 1, "finished_at": 0,
+            "exit_code": 0, "oom_killed": false, "bundle": "/b", "layer_dir": "/l"
+        }))
+        .unwrap();
+        assert!(rec.mounts.is_empty());
+        assert_eq!(rec.resources, None);
+        assert_eq!(rec.user, None);
     }
 }

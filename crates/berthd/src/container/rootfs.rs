@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use berth_api::v1::PodSandboxConfig;
+use berth_api::v1::{NamespaceMode, PodSandboxConfig};
 use nix::mount::{MntFlags, MsFlags};
 
 /// Mounts the overlay at `target`; `layers` are lowest first (as the image
@@ -92,9 +92,7 @@ pub fn write_pod_files(
     } else {
         config.hostname.as_str()
     };
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-    );
+    let hosts = hosts_file(config, hostname, Path::new(HOST_ETC_HOSTS))?;
     let resolv = match &config.dns_config {
         Some(dns)
             if !(dns.servers.is_empty() && dns.searches.is_empty() && dns.options.is_empty()) =>
@@ -124,6 +122,41 @@ pub fn write_pod_files(
         }
     }
     Ok(paths)
+}
+
+/// The host's hosts file, which a host-network pod sees.
+const HOST_ETC_HOSTS: &str = "/etc/hosts";
+
+/// The pod's `/etc/hosts`. A pod in the host's network namespace gets a
+/// copy of the host's (`host_hosts`), as containerd does: it has the
+/// host's names and addresses. Any other pod gets a localhost-only file
+/// (the kubelet mounts its own managed /etc/hosts over it for those pods).
+fn hosts_file(
+    config: &PodSandboxConfig,
+    hostname: &str,
+    host_hosts: &Path,
+) -> anyhow::Result<String> {
+    let host_network = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_some_and(|n| n.network == NamespaceMode::Node as i32);
+    if host_network {
+        match std::fs::read_to_string(host_hosts) {
+            Ok(s) => return Ok(s),
+            // A host without one: the generated file, as for other pods.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %host_hosts.display(), "the host has no hosts file: generating one");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", host_hosts.display()));
+            }
+        }
+    }
+    Ok(format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    ))
 }
 
 /// tmp + rename: a concurrent create of another container never binds a half file.
@@ -188,4 +221,65 @@ pub fn trash_entries(trash: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
+
+    fn pod(network: NamespaceMode) -> PodSandboxConfig {
+        PodSandboxConfig {
+            hostname: "web-0".into(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: network as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_network_pods_get_the_hosts_hosts_file() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("hosts");
+        std::fs::write(&host, "10.1.2.3\tnode-a\n127.0.0.1\tlocalhost\n").unwrap();
+        assert_eq!(
+            hosts_file(&pod(NamespaceMode::Node), "node-a", &host).unwrap(),
+            "10.1.2.3\tnode-a\n127.0.0.1\tlocalhost\n"
+        );
+        // A pod with its own network: localhost and its own name only.
+        for mode in [NamespaceMode::Pod, NamespaceMode::Container] {
+            let h = hosts_file(&pod(mode), "web-0", &host).unwrap();
+            assert!(h.starts_with("127.0.0.1\tlocalhost\n"), "{h}");
+            assert!(h.ends_with("127.0.1.1\tweb-0\n"), "{h}");
+            assert!(!h.contains("node-a"), "{h}");
+        }
+        let h = hosts_file(&PodSandboxConfig::default(), "x", &host).unwrap();
+        assert!(!h.contains("node-a"), "{h}");
+        // No hosts file on the host: generated.
+        let h = hosts_file(&pod(NamespaceMode::Node), "node-a", &d.path().join("none")).unwrap();
+        assert!(h.ends_with("127.0.1.1\tnode-a\n"), "{h}");
+    }
+
+    #[test]
+    fn write_pod_files_writes_once() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = write_pod_files(d.path(), &pod(NamespaceMode::Pod), "node").unwrap();
+        assert_eq!(std::fs::read_to_string(&paths.hostname).unwrap(), "web-0\n");
+        assert!(
+            std::fs::read_to_string(&paths.hosts)
+                .unwrap()
+                .contains("web-0")
+        );
+        std::fs::write(&paths.hosts, "kept\n").unwrap();
+        write_pod_files(d.path(), &pod(NamespaceMode::Pod), "node").unwrap();
+        assert_eq!(std::fs::read_to_string(&paths.hosts).unwrap(), "kept\n");
+    }
 }

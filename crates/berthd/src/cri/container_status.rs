@@ -1,7 +1,10 @@
 //! `ContainerStatus`: the record, refreshed from the monitor; `verbose` adds
 //! it as JSON under "info".
 
-use berth_api::v1::{ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec};
+use berth_api::v1::{
+    ContainerResources, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse,
+    ImageSpec, Signal,
+};
 use tonic::Status;
 
 use crate::container::ContainerRecord;
@@ -48,6 +51,33 @@ fn to_status(rec: &ContainerRecord) -> ContainerStatus {
         annotations: rec.annotations.clone().into_iter().collect(),
         log_path: rec.log_path.clone(),
         image_id: rec.image_id.clone(),
-        ..Default::default()
+        mounts: rec.mounts.iter().map(|m| m.to_cri()).collect(),
+        resources: rec.resources.as_ref().map(|r| ContainerResources {
+            linux: Some(r.to_cri()),
+            windows: None,
+        }),
+        user: rec.user.as_ref().map(|u| u.to_cri()),
+        stop_signal: cri_signal(rec.stop_signal) as i32,
+    }
+}
+
+/// The CRI enum value of a signal number (RUNTIME_DEFAULT when it has no name there).
+fn cri_signal(n: i32) -> Signal {
+    nix::sys::signal::Signal::try_from(n)
+        .ok()
+        .and_then(|s| Signal::from_str_name(s.as_str()))
+        .unwrap_or(Signal::RuntimeDefault)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signal_names() {
+        assert_eq!(cri_signal(libc::SIGTERM), Signal::Sigterm);
+        assert_eq!(cri_signal(libc::SIGQUIT), Signal::Sigquit);
+        assert_eq!(cri_signal(libc::SIGRTMIN() + 3), Signal::RuntimeDefault);
+        assert_eq!(cri_signal(0), Signal::RuntimeDefault);
     }
 }

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use berth_api::v1::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
+use berth_api::v1::{
+    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
+    StatusRequest, StatusResponse,
+};
 use tonic::Status;
 
 use crate::daemon::Daemon;
@@ -30,9 +33,61 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusResponse, Sta
             conditions: vec![runtime, network],
         }),
         info,
-        runtime_handlers: vec![],
-        features: None,
+        runtime_handlers: runtime_handlers(),
+        features: Some(RuntimeFeatures {
+            // berth_spec resolves SupplementalGroupsPolicy Merge and Strict,
+            // and ContainerStatus reports the resulting user.
+            supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+        }),
     })
+}
+
+/// Berth's only handler, the default one (""): the kubelet reads its
+/// features to decide whether it may ask for recursive read-only mounts.
+fn runtime_handlers() -> Vec<RuntimeHandler> {
+    vec![RuntimeHandler {
+        name: String::new(),
+        features: Some(RuntimeHandlerFeatures {
+            recursive_read_only_mounts: rro_supported(),
+            // Pods with their own user namespace are not supported.
+            user_namespaces: false,
+        }),
+    }]
+}
+
+/// Whether the kernel has `mount_setattr(2)` (Linux 5.12), which
+/// libcontainer needs for `rro` bind mounts. Probed once with arguments it
+/// must refuse: ENOSYS (or EPERM from a seccomp filter that does not know
+/// the call) means the monitors could not use it either.
+fn rro_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: a null attr with size 0 is rejected before anything is
+        // read or changed; the fd -1 and empty path name no mount.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                -1i32,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH as u32,
+                std::ptr::null_mut::<libc::c_void>(),
+                0usize,
+            )
+        };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        let supported = mount_setattr_probe_says_supported(r, errno);
+        tracing::debug!(
+            supported,
+            ?errno,
+            "mount_setattr probe (recursive read-only mounts)"
+        );
+        supported
+    })
+}
+
+fn mount_setattr_probe_says_supported(ret: i64, errno: Option<i32>) -> bool {
+    ret == 0 || !matches!(errno, Some(libc::ENOSYS) | Some(libc::EPERM))
 }
 
 fn condition(kind: &str, readiness: Result<(), (String, String)>) -> RuntimeCondition {
@@ -49,5 +104,38 @@ fn condition(kind: &str, readiness: Result<(), (String, String)>) -> RuntimeCond
             reason,
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_features() {
+        let h = runtime_handlers();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].name, "");
+        let f = h[0].features.unwrap();
+        assert!(!f.user_namespaces);
+        // Every kernel Berth's CI runs on is newer than 5.12.
+        let (major, minor) = kernel_version();
+        assert_eq!(f.recursive_read_only_mounts, (major, minor) >= (5, 12));
+    }
+
+    #[test]
+    fn probe_results() {
+        assert!(mount_setattr_probe_says_supported(-1, Some(libc::EBADF)));
+        assert!(mount_setattr_probe_says_supported(-1, Some(libc::EINVAL)));
+        assert!(!mount_setattr_probe_says_supported(-1, Some(libc::ENOSYS)));
+        assert!(!mount_setattr_probe_says_supported(-1, Some(libc::EPERM)));
+    }
+
+    fn kernel_version() -> (u32, u32) {
+        let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = rel.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next().unwrap().parse().unwrap();
+        let minor = parts.next().unwrap().parse().unwrap();
+        (major, minor)
     }
 }

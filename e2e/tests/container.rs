@@ -354,3 +354,24 @@ async fn errors_and_pod_stop_remove_take_containers() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_missing_working_dir_is_created_inside_the_rootfs() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "workdir").await;
+    let mut cfg = ctr_config("c", BUSYBOX, "pwd; exec sleep 1000");
+    cfg.working_dir = "/srv/app/data".into();
+    let id = running(&mut env.c, &pod, &pc, cfg).await;
+    let r = exec(
+        &mut env.c,
+        &id,
+        &sh("pwd; ls -ld /srv/app/data | cut -c1-10"),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "/srv/app/data\ndrwxr-xr-x\n"
+    );
+}

@@ -144,6 +144,52 @@ fn read_regular(fd: OwnedFd, path: &str, max_len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Creates the directory `path` (and its missing parents, mode 0755, owned
+/// by root) inside `root`, every component resolved as in the container
+/// (`RESOLVE_IN_ROOT`): what runc does for a working dir the image lacks.
+/// A symlink in the image can't make it create anything outside the rootfs.
+pub fn mkdir_all(root: &Path, path: &str) -> io::Result<()> {
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let open = |p: &str| -> nix::Result<OwnedFd> {
+        let mut tries = 0;
+        loop {
+            match nix::fcntl::openat2(&root_fd, if p.is_empty() { "." } else { p }, how) {
+                Err(Errno::EAGAIN) if tries < 32 => tries += 1,
+                other => return other,
+            }
+        }
+    };
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    for i in 0..parts.len() {
+        let prefix = parts[..=i].join("/");
+        match open(&prefix) {
+            Ok(_) => continue,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if parts[i] == ".." {
+            continue;
+        }
+        let parent = open(&parts[..i].join("/"))?;
+        match nix::sys::stat::mkdirat(&parent, parts[i], Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        open(&prefix)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +202,35 @@ mod tests {
             Mode::empty(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn mkdir_all_stays_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Image symlinks aiming above the root, relative and absolute: they
+        // resolve inside it (to dirs that exist there).
+        std::fs::create_dir(root.join("outside")).unwrap();
+        std::fs::create_dir(root.join("outside2")).unwrap();
+        symlink("../../outside", root.join("rel")).unwrap();
+        symlink("/outside2", root.join("abs")).unwrap();
+        // A dangling one is an error (nothing is created through it).
+        symlink("../../nowhere", root.join("dangling")).unwrap();
+        assert!(mkdir_all(&root, "/dangling/x").is_err());
+        assert!(!d.path().join("nowhere").exists());
+        mkdir_all(&root, "/rel/a/b").unwrap();
+        mkdir_all(&root, "abs/c").unwrap();
+        mkdir_all(&root, "/plain/./d/").unwrap();
+        mkdir_all(&root, "/plain/d").unwrap(); // already there
+        assert!(root.join("outside/a/b").is_dir());
+        assert!(root.join("outside2/c").is_dir());
+        assert!(root.join("plain/d").is_dir());
+        assert!(!d.path().join("outside").exists());
+        assert!(!Path::new("/outside2").exists());
+        // A file in the way is an error, not a silent success.
+        std::fs::write(root.join("file"), "x").unwrap();
+        assert!(mkdir_all(&root, "/file/x").is_err());
     }
 
     fn read_manual(root: &Path, path: &str) -> nix::Result<Vec<u8>> {

@@ -396,6 +396,17 @@ impl Containers {
             host: &self.host,
         })
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        // As runc: a working dir the image lacks is created (libcontainer
+        // would fail the create with ENOENT).
+        if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
+            let (r, c) = (rootfs.clone(), cwd.to_string_lossy().into_owned());
+            blocking(move || {
+                berth_spec::in_root::mkdir_all(&r, &c)
+                    .with_context(|| format!("cannot create the working dir {c} in the rootfs"))
+            })
+            .await
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        }
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
         laps.mark("spec");
         rootfs::write_atomic(&bundle.join("config.json"), &json).map_err(internal)?;

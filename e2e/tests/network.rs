@@ -225,6 +225,31 @@ async fn network_ready_follows_the_conf_dir() {
     std::fs::write(conf_dir.join("05-missing.conflist"), missing).unwrap();
     let cond = wait_network_ready(&mut c, false).await;
     assert!(cond.message.contains("no-such-plugin-e2e"), "{cond:?}");
+    // A pod then fails, naming it, rather than silently getting no network;
+    // and leaves nothing behind.
+    let pc = berth_e2e::pods::pod_config_for(&d, "net-broken");
+    let e = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("no-such-plugin-e2e"), "{e:?}");
+    assert!(list_pods(&mut c).await.is_empty());
+    let leaks = net.leaks(&d.config.state, &[], &[]);
+    assert!(leaks.is_empty(), "{leaks:#?}");
+
+    // No config at all: a pod gets loopback only (and no IP).
+    std::fs::remove_file(conf_dir.join("05-missing.conflist")).unwrap();
+    std::fs::remove_file(conf_dir.join("10-test.conflist")).unwrap();
+    wait_network_ready(&mut c, false).await;
+    let id = run_pod_with(&mut c, &pc).await;
+    assert_eq!(pod_ip(&mut c, &id).await, "");
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use berth_net::{
 };
 
 use crate::config::NetworkConfig;
+use crate::error::RuntimeError;
 
 /// Pod annotations the kubelet's bandwidth support sets (Kubernetes quantities, bits/s).
 const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
@@ -62,13 +63,25 @@ impl PodNetwork {
         netns: &Path,
         config: &PodSandboxConfig,
         pod_cidr: &str,
-    ) -> Result<Option<Vec<IpAddr>>, CniError> {
-        if self.readiness().is_err() {
-            tracing::warn!(
-                pod = pod_id,
-                "no usable CNI network config: the pod gets loopback only"
-            );
-            return Ok(None);
+    ) -> Result<Option<Vec<IpAddr>>, RuntimeError> {
+        // No config at all: loopback only (NetworkReady says so). A config
+        // that is there but unusable (invalid, a plugin missing) is an
+        // error naming it: a pod must not silently lose its network.
+        match self.cni.network() {
+            Err(CniError::NoConfig { .. }) => {
+                tracing::warn!(
+                    pod = pod_id,
+                    "no CNI network config: the pod gets loopback only"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if let Err((_, message)) = self.readiness() {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "the pod network is not usable: {message}"
+            )));
         }
         let att = attachment(pod_id, netns, config, pod_cidr);
         let cni = self.cni.clone();

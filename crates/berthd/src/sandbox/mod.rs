@@ -227,7 +227,7 @@ impl Sandboxes {
                         if let Some(init) = &pinned.init {
                             let _ = pin::kill_init(init).await;
                         }
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
             }

@@ -1,28 +1,55 @@
 #!/usr/bin/env bash
 # Pod lifecycle benchmark: the same client (target/release/bench-pods) against
-#   berthd      a release berthd on fresh temp dirs (pods without network: loopback only);
-#   containerd  containerd 1.6 + runc on fresh temp dirs, CRI plugin, cgroupfs driver, a pause
-#               image from the critest kit, and a CNI conflist with only the loopback plugin,
-#               so its pods get no real network either;
+#   berthd          a release berthd on fresh temp dirs, an empty CNI conf dir: pods without
+#                   network (loopback only, brought up by berthd itself);
+#   berthd CNI      the same with a real CNI network of the benchmark's own (below);
+#   containerd      containerd 1.6 + runc on fresh temp dirs, CRI plugin, cgroupfs driver, a pause
+#                   image from the critest kit, and a fake CNI plugin (see the containerd
+#                   section) so that its pods get no real network either;
+#   containerd CNI  the same with the benchmark's real network;
 # N pod lifecycles (median/p90 per CRI call), N containers in one already running pod ("warm
 # pod": no per-pod process start), then 50 pods with one container each (sequential
 # and from 8 concurrent clients: wall time, PSS/RSS of daemon and per-pod processes while they
 # run), then everything is torn down and the lists must be empty. Prints one comparison table,
-# the floor (fork+exec+wait of /bin/true) and the daemons' RSS right after start.
+# the CNI cost (with minus without network: RunPodSandbox = ADD, Stop+RemovePodSandbox = DEL),
+# the floors (fork+exec+wait of /bin/true; the monitor's libcontainer create/start/kill/delete
+# without berthd, crates/shim/examples/monitor-profile.rs) and the distance to them.
+#
+# The benchmark's network (bench-pods --serve-net): bridge bbench<pid> (isGateway, hairpin,
+# ipMasq false: nothing is ever masqueraded, pods only talk to loopback and pod IPs), host-local
+# on a free 10.87.x.0/24 (locked like the e2e tests' networks) with its store in the work dir,
+# portmap (snat). berthd gets loopback + bridge + portmap (the issue's three plugin executions;
+# --no-cni-loopback: bridge + portmap, as hack/cni/10-berth.conflist), containerd bridge +
+# portmap (its CRI runs the loopback plugin itself before every conflist: three as well). After
+# each CNI run no veth may be left on the bridge, no address in host-local's store, no iptables
+# rule naming the subnet; at the end the bridge is deleted and that is checked again.
+#
+# Measuring waits for a quiet machine first: until the 1-minute load average is below
+# --quiet-load (polled every 20 s, at most --quiet-wait minutes; then it measures anyway and
+# says so), and again before each runtime (at most --quiet-gap minutes).
 #
 #   hack/bench-pods.sh [--iterations N] [--pods N] [--concurrency N] [--nice N]
-#                      [--no-berthd] [--no-containerd] [--no-build] [--keep]
+#                      [--no-berthd] [--no-containerd] [--no-cni] [--no-cni-loopback]
+#                      [--profile N] [--quiet-load L] [--quiet-wait MIN] [--quiet-gap MIN]
+#                      [--no-build] [--keep]
 #
 #   --iterations N    timed lifecycles per runtime (default 30, after one warm-up)
 #   --pods N          pods in the many-pods phase (default 50)
 #   --concurrency N   clients in the concurrent batch (default 8)
 #   --nice N          niceness of the daemons and the client (default -10, as root), so that
 #                     builds running next to the benchmark disturb it less; 0 to disable
+#   --no-cni          skip the runs with a CNI network
+#   --no-cni-loopback berthd's CNI conflist without the loopback plugin
+#   --profile N       monitor-profile iterations for the libcontainer floor (default 30; 0: skip)
+#   --quiet-load L    "quiet" is a 1-minute load average below L (default 1.0)
+#   --quiet-wait MIN  wait at most MIN minutes for quiet before measuring (default 25; 0: don't)
+#   --quiet-gap MIN   ... and at most MIN minutes before each further runtime (default 5)
 #   --keep            keep the work dir (logs, configs) for inspection
 #
-# Needs root, docker-registry, skopeo, curl, jq; containerd/runc optional. Everything it starts
-# (registry, daemons, monitors, shims, containers, mounts, the work dir) is removed on exit,
-# also on failure or Ctrl-C.
+# Needs root, docker-registry, skopeo, curl, jq, ip, iptables-save, the CNI plugins in
+# /usr/lib/cni; containerd/runc optional. Everything it starts (registry, network, daemons,
+# monitors, shims, containers, mounts, the work dir) is removed on exit, also on failure or
+# Ctrl-C.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,6 +62,12 @@ NICE=-10
 DO_BERTHD=1
 DO_CONTAINERD=1
 DO_BUILD=1
+DO_CNI=1
+CNI_LOOPBACK=1
+PROF_ITER=30
+QUIET_LOAD=1.0
+QUIET_WAIT=25
+QUIET_GAP=5
 KEEP=0
 # The critest kit's OCI layout holds a static pause image (containerd's CRI needs one).
 KIT=${CRITEST_KIT_WORK:-/var/tmp/critest-kit}
@@ -52,18 +85,30 @@ while (($#)); do
         --no-berthd) DO_BERTHD=0; shift ;;
         --no-containerd) DO_CONTAINERD=0; shift ;;
         --no-build) DO_BUILD=0; shift ;;
+        --no-cni) DO_CNI=0; shift ;;
+        --no-cni-loopback) CNI_LOOPBACK=0; shift ;;
+        --profile) PROF_ITER=${2:?}; shift 2 ;;
+        --quiet-load) QUIET_LOAD=${2:?}; shift 2 ;;
+        --quiet-wait) QUIET_WAIT=${2:?}; shift 2 ;;
+        --quiet-gap) QUIET_GAP=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h | --help) usage ;;
         *) echo "$0: unknown argument $1" >&2; usage ;;
     esac
 done
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (namespaces, mounts, cgroups)" >&2; exit 1; }
-for tool in docker-registry skopeo curl jq; do
+for tool in docker-registry skopeo curl jq ip iptables-save; do
     command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
 done
 if ((DO_CONTAINERD)) && ! { command -v containerd && command -v runc; } >/dev/null; then
     echo "$0: containerd/runc not installed: containerd is skipped" >&2
     DO_CONTAINERD=0
+fi
+CNI_PLUGINS=/usr/lib/cni
+if ((DO_CNI)); then
+    for p in loopback bridge host-local portmap; do
+        [[ -x $CNI_PLUGINS/$p ]] || { echo "$0: missing $CNI_PLUGINS/$p (containernetworking-plugins)" >&2; exit 1; }
+    done
 fi
 
 # anyhow errors without the environment's backtraces: the message says what failed.
@@ -74,6 +119,15 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if ((DO_BUILD)); then
     (cd "$ROOT" && cargo build --release --quiet -p berthd -p berth-shim -p berth-e2e --bins)
+    if ((PROF_ITER)) && ! (cd "$ROOT" && cargo build --release --quiet -p berth-shim --example monitor-profile); then
+        echo "$0: monitor-profile does not build: no libcontainer floor" >&2
+        PROF_ITER=0
+    fi
+fi
+MPROF=$TARGET/release/examples/monitor-profile
+if ((PROF_ITER)) && [[ ! -x $MPROF ]]; then
+    echo "$0: $MPROF missing: no libcontainer floor" >&2
+    PROF_ITER=0
 fi
 BENCH=$TARGET/release/bench-pods
 BERTHD=$TARGET/release/berthd
@@ -86,6 +140,8 @@ done
 WORK=$(mktemp -d /tmp/bench-pods.XXXXXX)
 DAEMONS=()
 REG_PID=
+NET_PID=
+BR=
 
 umount_under() {
     local m
@@ -109,12 +165,22 @@ stop_pid() {
 # command line names our work dir, and all their descendants (the containers), by pid.
 kill_leftovers() {
     local -a pids kids
-    mapfile -t pids < <(ps -eo pid=,args= | awk -v w="$WORK/" -v me=$$ 'index($0, w) && $1 != me { print $1 }')
+    mapfile -t pids < <(ps -eo pid=,args= | awk -v w="$WORK/" -v me=$$ -v net="${NET_PID:-0}" 'index($0, w) && $1 != me && $1 != net { print $1 }')
     while ((${#pids[@]})); do
         mapfile -t kids < <(ps -eo pid=,ppid= | awk -v p=" ${pids[*]} " 'index(p, " " $2 " ") { print $1 }')
         kill -9 "${pids[@]}" 2>/dev/null || true
         pids=("${kids[@]}")
     done
+}
+
+# end_pid PID: for a process told to finish (its stdin closed): up to 10 s to exit, then stop_pid.
+end_pid() {
+    local pid=$1 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    stop_pid "$pid"
 }
 
 cleanup() {
@@ -125,9 +191,16 @@ cleanup() {
     # The registry serves until its stdin closes.
     if [[ -n $REG_PID ]]; then
         exec 3>&- || true
-        stop_pid "$REG_PID"
+        end_pid "$REG_PID"
     fi
     umount_under "$WORK"
+    # The network goes last (no pod holds a veth on it any more): its holder deletes the
+    # bridge and the subnet's iptables rules when its stdin closes.
+    if [[ -n $NET_PID ]]; then
+        exec 4>&- || true
+        end_pid "$NET_PID"
+    fi
+    if [[ -n $BR && -e /sys/class/net/$BR ]]; then ip link del "$BR" 2>/dev/null || true; fi
     if ((KEEP)); then
         echo "kept $WORK" >&2
     else
@@ -144,6 +217,32 @@ if ((NICE != 0)) && ! renice -n "$NICE" -p $$ >/dev/null; then
     NICE=0
 fi
 
+# wait_quiet MINUTES WHAT: until the 1-minute load average is below $QUIET_LOAD (polled every
+# 20 s, at most MINUTES); notes the load WHAT starts at, and whether it waited in vain.
+QUIET_LOG=()
+wait_quiet() {
+    local max=$1 what=$2 t0=$EPOCHSECONDS l waited
+    while :; do
+        l=$(cut -d' ' -f1 /proc/loadavg)
+        waited=$((EPOCHSECONDS - t0))
+        if awk -v l="$l" -v q="$QUIET_LOAD" 'BEGIN { exit !(l < q) }'; then
+            QUIET_LOG+=("$what: 1-min load $l (quiet after $waited s)")
+            break
+        fi
+        if ((waited >= max * 60)); then
+            QUIET_LOG+=("$what: 1-min load $l (NOT quiet after $waited s: measured anyway)")
+            break
+        fi
+        if ((waited % 60 < 20)); then
+            echo "waiting for a quiet machine before $what: 1-min load $l, need < $QUIET_LOAD ($waited s of at most $((max * 60)) s)"
+        fi
+        sleep 20
+    done
+    echo "${QUIET_LOG[-1]}"
+}
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+declare -A LOAD_START LOAD_END
+
 # --- registry ------------------------------------------------------------------------------
 mkfifo "$WORK/registry.in"
 "$BENCH" --serve-registry <"$WORK/registry.in" >"$WORK/registry.out" 2>"$WORK/registry.err" &
@@ -159,10 +258,64 @@ HP=$(head -1 "$WORK/registry.out")
 IMAGE=$HP/berth-test/busybox:latest
 echo "registry $HP; image $IMAGE"
 
-# --- floor ---------------------------------------------------------------------------------
-"$BENCH" --floor 200 --json "$WORK/floor.json"
+# --- the benchmark's CNI network -----------------------------------------------------------
+NET_CHECKS=()
+if ((DO_CNI)); then
+    mkfifo "$WORK/net.in"
+    "$BENCH" --serve-net "$WORK/net" <"$WORK/net.in" >"$WORK/net.out" 2>"$WORK/net.err" &
+    NET_PID=$!
+    exec 4>"$WORK/net.in"
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $WORK/net.out ]] && break
+        kill -0 "$NET_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    NET_JSON=$(head -1 "$WORK/net.out")
+    [[ $NET_JSON == '{'* ]] || { cat "$WORK/net.err" >&2; echo "$0: the benchmark's network was not made" >&2; exit 1; }
+    BR=$(jq -r .bridge <<<"$NET_JSON")
+    SUBNET=$(jq -r .subnet <<<"$NET_JSON")
+    PREFIX=$(jq -r .prefix <<<"$NET_JSON")
+    IPAM_DIR=$(jq -r .ipam_dir <<<"$NET_JSON")
+    if ((CNI_LOOPBACK)); then
+        BERTHD_CONFLIST=$WORK/net/loopback-bridge-portmap.conflist
+    else
+        BERTHD_CONFLIST=$WORK/net/bridge-portmap.conflist
+    fi
+    CTD_CONFLIST=$WORK/net/bridge-portmap.conflist
+    jq -e '.plugins[] | select(.type == "bridge") | .ipMasq == false' "$BERTHD_CONFLIST" "$CTD_CONFLIST" >/dev/null ||
+        { echo "$0: the benchmark's network must not masquerade" >&2; exit 1; }
+    echo "network $(jq -r .name <<<"$NET_JSON"): bridge $BR, $SUBNET, no masquerading, host-local store $IPAM_DIR"
+fi
 
-# --- berthd --------------------------------------------------------------------------------
+# net_left WHAT: after WHAT tore its pods down, nothing of them may be left on the network.
+net_left() {
+    local veths ips rules
+    veths=$({ ls "/sys/class/net/$BR/brif" 2>/dev/null || true; } | wc -l)
+    ips=$({ ls "$IPAM_DIR" 2>/dev/null || true; } | { grep -v -x -e lock -e 'last_reserved_ip.*' || true; } | wc -l)
+    rules=$({ iptables-save || true; } | { grep -v '^#' || true; } | { grep -F -- "$PREFIX" || true; } | wc -l)
+    NET_CHECKS+=("$1: $veths veths on $BR, $ips addresses in host-local's store, $rules iptables rules naming $SUBNET")
+    echo "left after teardown: ${NET_CHECKS[-1]}"
+    ((veths + ips + rules == 0)) || { echo "$0: $1 left network state behind" >&2; exit 1; }
+}
+
+# check_ip ID EXPECTED: the warm-up pod's IP must start with EXPECTED ("" : no IP).
+check_ip() {
+    local ip
+    ip=$(jq -r '.pod_ip // ""' "$WORK/$1.json")
+    if [[ -z $2 && -n $ip ]] || [[ -n $2 && $ip != "$2"* ]]; then
+        echo "$0: $1: pod IP '$ip', expected ${2:-none}" >&2
+        exit 1
+    fi
+}
+
+# --- floor ---------------------------------------------------------------------------------
+wait_quiet "$QUIET_WAIT" "the fork+exec floor"
+# Not quiet after all that: waiting again before each runtime would be in vain too.
+[[ ${QUIET_LOG[-1]} != *"NOT quiet"* ]] || QUIET_GAP=0
+FLOOR_ARGS=()
+((DO_CNI)) && FLOOR_ARGS=(--cni-bin-dir "$CNI_PLUGINS")
+"$BENCH" --floor 200 "${FLOOR_ARGS[@]}" --json "$WORK/floor.json"
+
 # wait_sock SOCK PID LOG: until the daemon answers Version.
 wait_sock() {
     local i
@@ -176,37 +329,176 @@ wait_sock() {
     return 1
 }
 
-if ((DO_BERTHD)); then
-    BD=$WORK/berthd
-    mkdir -p "$BD"
-    : >"$BD/config.toml" # all defaults
-    cat >"$BD/registries.conf" <<EOF
+# --- berthd --------------------------------------------------------------------------------
+# run_berthd ID [CONFLIST]: a fresh berthd whose CNI conf dir holds CONFLIST (or nothing: no
+# network), benchmarked into $WORK/ID.json.
+RUNTIMES=()
+declare -A BERTHD_CMDS
+run_berthd() {
+    local id=$1 conflist=${2:-} bd=$WORK/$1 pid
+    mkdir -p "$bd/net.d"
+    [[ -z $conflist ]] || cp "$conflist" "$bd/net.d/10-bench.conflist"
+    : >"$bd/config.toml" # all defaults
+    cat >"$bd/registries.conf" <<EOF
 [[registry]]
 location = "$HP"
 insecure = true
 EOF
-    BERTHD_CMD=("$BERTHD" --root "$BD/root" --state "$BD/state" --listen "$BD/state/berth.sock"
-        --config "$BD/config.toml" --registries-config "$BD/registries.conf")
-    "${BERTHD_CMD[@]}" >"$BD/berthd.log" 2>&1 &
-    BERTHD_PID=$!
-    DAEMONS+=("$BERTHD_PID")
-    wait_sock "$BD/state/berth.sock" "$BERTHD_PID" "$BD/berthd.log"
+    local cmd=("$BERTHD" --root "$bd/root" --state "$bd/state" --listen "$bd/state/berth.sock"
+        --config "$bd/config.toml" --registries-config "$bd/registries.conf"
+        --cni-conf-dir "$bd/net.d" --cni-bin-dir "$CNI_PLUGINS")
+    BERTHD_CMDS[$id]="${cmd[*]}"
+    wait_quiet "$QUIET_GAP" "$id"
+    # Daemons must not hold the registry's or the network holder's stdin open.
+    "${cmd[@]}" >"$bd/berthd.log" 2>&1 3>&- 4>&- &
+    pid=$!
+    DAEMONS+=("$pid")
+    wait_sock "$bd/state/berth.sock" "$pid" "$bd/berthd.log"
     sleep 1 # idle: let start-up allocations settle before the first reading
     echo
-    echo "=== berthd (pid $BERTHD_PID; load average $(cut -d' ' -f1-3 /proc/loadavg)) ==="
+    LOAD_START[$id]=$(loadavg)
+    echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
     T0=$EPOCHREALTIME
-    "$BENCH" --socket "$BD/state/berth.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
-        --concurrency "$CONC" --daemon-pid "$BERTHD_PID" --pod-proc berth-monitor --match "$BD/" \
-        --log-dir "$BD/logs" --json "$WORK/berthd.json"
-    echo "berthd run took $(secs_since "$T0") s"
-    stop_pid "$BERTHD_PID"
-    umount_under "$BD"
+    "$BENCH" --socket "$bd/state/berth.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
+        --concurrency "$CONC" --daemon-pid "$pid" --pod-proc berth-monitor --match "$bd/" \
+        --log-dir "$bd/logs" --json "$WORK/$id.json"
+    LOAD_END[$id]=$(loadavg)
+    echo "$id run took $(secs_since "$T0") s"
+    RUNTIMES+=("$id")
+    if [[ -n $conflist ]]; then
+        check_ip "$id" "$PREFIX"
+        net_left "$id"
+    else
+        check_ip "$id" ""
+        if ((PROF_ITER)); then
+            # A container spec of this berthd and the image's layer dirs, for monitor-profile.
+            "$BENCH" --socket "$bd/state/berth.sock" --image "$IMAGE" --log-dir "$bd/logs" \
+                --save-bundle "$bd/state" --bundle-out "$WORK/profile-in" >/dev/null ||
+                { echo "$0: could not save a bundle: no libcontainer floor" >&2; PROF_ITER=0; }
+        fi
+    fi
+    stop_pid "$pid"
+    umount_under "$bd"
+}
+
+# --- libcontainer floor --------------------------------------------------------------------
+# The monitor's create / start / exec `true` / kill -9 + wait / delete of berthd's own
+# container spec (busybox `sleep 3600`) through its socket, in a monitor forked by the
+# example itself: libcontainer's cost without berthd, CRI or the monitor's start.
+run_profile() {
+    wait_quiet "$QUIET_GAP" "monitor-profile"
+    echo
+    echo "=== libcontainer floor: crates/shim/examples/monitor-profile (load average $(loadavg)) ==="
+    if ! "$MPROF" --config "$WORK/profile-in/config.json" --layer "$(cat "$WORK/profile-in/lowerdir")" \
+        --work "$WORK/profile" --iterations "$PROF_ITER" | tee "$WORK/profile.out"; then
+        echo "$0: monitor-profile failed: no libcontainer floor" >&2
+        PROF_ITER=0
+    fi
+    umount_under "$WORK/profile"
+}
+
+if ((DO_BERTHD)); then
+    run_berthd berthd
+    ((PROF_ITER)) && run_profile
+    ((DO_CNI)) && run_berthd berthd-cni "$BERTHD_CONFLIST"
 fi
 
 # --- containerd ----------------------------------------------------------------------------
+# run_containerd ID fake|cni: a fresh containerd, benchmarked into $WORK/ID.json. Its CRI runs
+# the loopback plugin itself (go-cni's "cni-loopback" network) before the conflist, for every
+# pod. fake: containerd 1.6's CRI fails RunPodSandbox unless the CNI result has an address on
+# eth0 ("failed to find network info for sandbox"), so a fake plugin (dash, ~1 ms) reports one
+# on an eth0 that does not exist; nothing else is set up: lo only, like a berthd pod without
+# network. cni: the benchmark's bridge + portmap conflist, plugins from $CNI_PLUGINS.
+declare -A CTD_CONF
+run_containerd() {
+    local id=$1 net=$2 cd=$WORK/$1 pid p
+    mkdir -p "$cd/cni" "$cd/cni-bin"
+    ln -s "$CNI_PLUGINS/loopback" "$cd/cni-bin/loopback"
+    if [[ $net == fake ]]; then
+        cat >"$cd/cni-bin/fake-eth0" <<'EOF'
+#!/bin/sh
+case "$CNI_COMMAND" in
+ADD) cat >/dev/null
+    printf '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"%s"}],"ips":[{"address":"192.0.2.1/32","interface":0}]}' "$CNI_NETNS" ;;
+VERSION) printf '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
+*) cat >/dev/null ;;
+esac
+EOF
+        chmod +x "$cd/cni-bin/fake-eth0"
+        echo '{"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "fake-eth0"}]}' >"$cd/cni/10-bench.conflist"
+    else
+        for p in bridge host-local portmap; do ln -s "$CNI_PLUGINS/$p" "$cd/cni-bin/$p"; done
+        cp "$CTD_CONFLIST" "$cd/cni/10-bench.conflist"
+    fi
+    CTD_CONF[$id]=$cd/config.toml
+    cat >"$cd/config.toml" <<EOF
+version = 2
+root = "$cd/root"
+state = "$cd/state"
+[grpc]
+  address = "$cd/containerd.sock"
+[ttrpc]
+  address = "$cd/containerd.sock.ttrpc"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$cd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$HP/pause:3.9"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # This host drops CAP_SYS_RESOURCE: runc cannot set the pause's oom_score_adj -998 (EPERM,
+  # "can't get final child's PID from pipe") unless containerd clamps it to its own value.
+  restrict_oom_score_adj = true
+  # Pod netns pins under the state dir (not /var/run/netns): removed with the work dir.
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$cd/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$cd/cni-bin"
+    conf_dir = "$cd/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$WORK/containerd-hosts"
+EOF
+    wait_quiet "$QUIET_GAP" "$id"
+    containerd --config "$cd/config.toml" --log-level warn >"$cd/containerd.log" 2>&1 3>&- 4>&- &
+    pid=$!
+    DAEMONS+=("$pid")
+    wait_sock "$cd/containerd.sock" "$pid" "$cd/containerd.log"
+    # containerd pulls the pause image on the first RunPodSandbox; pull it now so that the
+    # warm-up pod does not carry it (the kubelet's nodes have it too).
+    "$TARGET/release/cri" --socket "$cd/containerd.sock" pull "$HP/pause:3.9" >/dev/null
+    sleep 1
+    echo
+    LOAD_START[$id]=$(loadavg)
+    echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
+    T0=$EPOCHREALTIME
+    "$BENCH" --socket "$cd/containerd.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
+        --concurrency "$CONC" --daemon-pid "$pid" --pod-proc containerd-shim-runc-v2 \
+        --pod-proc pause --match "$cd/" --log-dir "$cd/logs" --json "$WORK/$id.json"
+    LOAD_END[$id]=$(loadavg)
+    echo "$id run took $(secs_since "$T0") s"
+    RUNTIMES+=("$id")
+    if [[ $net == fake ]]; then
+        check_ip "$id" 192.0.2.1
+    else
+        check_ip "$id" "$PREFIX"
+        net_left "$id"
+    fi
+    stop_pid "$pid"
+    umount_under "$cd"
+}
+
 if ((DO_CONTAINERD)); then
-    CD=$WORK/containerd
-    mkdir -p "$CD/cni" "$WORK/containerd-hosts/$HP"
+    # The pause image into the registry, and the registry's hosts.toml (plain HTTP), once.
+    mkdir -p "$WORK/containerd-hosts/$HP"
     if [[ -d $KIT/oci ]] && jq -e '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "pause")' "$KIT/oci/index.json" >/dev/null; then
         skopeo copy --quiet --insecure-policy --dest-tls-verify=false --preserve-digests \
             "oci:$KIT/oci:pause" "docker://$HP/pause:3.9"
@@ -219,132 +511,208 @@ server = "http://$HP"
 [host."http://$HP"]
   capabilities = ["pull", "resolve"]
 EOF
-    # The pod gets lo up in its own netns and nothing else, like a berthd pod. containerd 1.6's
-    # CRI fails RunPodSandbox unless the CNI result has an address on eth0 ("failed to find
-    # network info for sandbox"), so a second, fake plugin (dash, ~1 ms) reports one on an
-    # eth0 that does not exist; nothing else is set up.
-    mkdir -p "$CD/cni-bin"
-    ln -s /usr/lib/cni/loopback "$CD/cni-bin/loopback"
-    cat >"$CD/cni-bin/fake-eth0" <<'EOF'
-#!/bin/sh
-case "$CNI_COMMAND" in
-ADD) cat >/dev/null
-    printf '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"%s"}],"ips":[{"address":"192.0.2.1/32","interface":0}]}' "$CNI_NETNS" ;;
-VERSION) printf '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
-*) cat >/dev/null ;;
-esac
-EOF
-    chmod +x "$CD/cni-bin/fake-eth0"
-    cat >"$CD/cni/10-bench.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "loopback"}, {"type": "fake-eth0"}]}
-EOF
-    cat >"$CD/config.toml" <<EOF
-version = 2
-root = "$CD/root"
-state = "$CD/state"
-[grpc]
-  address = "$CD/containerd.sock"
-[ttrpc]
-  address = "$CD/containerd.sock.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CD/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$HP/pause:3.9"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This host drops CAP_SYS_RESOURCE: runc cannot set the pause's oom_score_adj -998 (EPERM,
-  # "can't get final child's PID from pipe") unless containerd clamps it to its own value.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$CD/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CD/cni-bin"
-    conf_dir = "$CD/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$WORK/containerd-hosts"
-EOF
-    containerd --config "$CD/config.toml" --log-level warn >"$CD/containerd.log" 2>&1 &
-    CTD_PID=$!
-    DAEMONS+=("$CTD_PID")
-    wait_sock "$CD/containerd.sock" "$CTD_PID" "$CD/containerd.log"
-    # containerd pulls the pause image on the first RunPodSandbox; pull it now so that the
-    # warm-up pod does not carry it (the kubelet's nodes have it too).
-    "$TARGET/release/cri" --socket "$CD/containerd.sock" pull "$HP/pause:3.9" >/dev/null
-    sleep 1
+    run_containerd containerd fake
+    ((DO_CNI)) && run_containerd containerd-cni cni
+fi
+
+# --- the network, removed ------------------------------------------------------------------
+NET_FINAL=
+if [[ -n $NET_PID ]]; then
+    exec 4>&-
+    end_pid "$NET_PID"
+    NET_PID=
+    LEFT=$(sed -n 2p "$WORK/net.out")
+    AFTER=$(sed -n 3p "$WORK/net.out")
+    [[ -n $AFTER ]] || { cat "$WORK/net.err" >&2; echo "$0: the network holder did not report" >&2; exit 1; }
+    if ! jq -e '[.left_by_pods[] | length] | add == 0' <<<"$LEFT" >/dev/null ||
+        ! jq -e '.after_removal | (.bridge | not) and (.route | not) and (.iptables | length == 0)' <<<"$AFTER" >/dev/null; then
+        echo "$0: the benchmark's network left something: $LEFT $AFTER" >&2
+        exit 1
+    fi
+    NET_FINAL="bridge $BR deleted; no veth on it, no address in host-local's store, no route to $SUBNET, no iptables rule naming it"
     echo
-    echo "=== containerd (pid $CTD_PID; load average $(cut -d' ' -f1-3 /proc/loadavg)) ==="
-    T0=$EPOCHREALTIME
-    "$BENCH" --socket "$CD/containerd.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
-        --concurrency "$CONC" --daemon-pid "$CTD_PID" --pod-proc containerd-shim-runc-v2 \
-        --pod-proc pause --match "$CD/" --log-dir "$CD/logs" --json "$WORK/containerd.json"
-    echo "containerd run took $(secs_since "$T0") s"
-    stop_pid "$CTD_PID"
-    umount_under "$CD"
+    echo "network removed: $NET_FINAL"
 fi
 
 # --- table ---------------------------------------------------------------------------------
-RUNTIMES=()
-((DO_BERTHD)) && RUNTIMES+=(berthd)
-((DO_CONTAINERD)) && RUNTIMES+=(containerd)
+declare -A NAME=([berthd]=berthd [berthd-cni]="berthd CNI" [containerd]=containerd [containerd-cni]="containerd CNI")
+W=18
+header() {
+    printf '%-30s' "$1"
+    for r in "${RUNTIMES[@]}"; do printf "%${W}s" "${NAME[$r]}"; done
+    echo
+}
+cell() { # cell ID SECTION KEY: "median / p90" or -
+    jq -r --arg s "$3" ".$2[\$s] // empty | \"\\(.median_ms * 100 | round / 100) / \\(.p90_ms * 100 | round / 100)\"" "$WORK/$1.json" | sed 's/^$/-/'
+}
 echo
 echo "=== comparison (ms; median / p90 over $ITER lifecycles) ==="
-printf '%-24s' ""
-for r in "${RUNTIMES[@]}"; do printf '%22s' "$r"; done
-echo
+header ""
 for step in RunPodSandbox CreateContainer StartContainer Create+StartContainer ExecSync \
     StopContainer RemoveContainer Stop+RemoveContainer StopPodSandbox RemovePodSandbox \
     Stop+RemovePodSandbox lifecycle; do
-    printf '%-24s' "$step"
-    for r in "${RUNTIMES[@]}"; do
-        printf '%22s' "$(jq -r --arg s "$step" '.steps[$s] // empty | "\(.median_ms * 100 | round / 100) / \(.p90_ms * 100 | round / 100)"' "$WORK/$r.json" | sed 's/^$/-/')"
-    done
+    printf '%-30s' "$step"
+    for r in "${RUNTIMES[@]}"; do printf "%${W}s" "$(cell "$r" steps "$step")"; done
     echo
 done
 for step in CreateContainer StartContainer StopContainer RemoveContainer; do
-    printf '%-24s' "warm pod: $step"
-    for r in "${RUNTIMES[@]}"; do
-        printf '%22s' "$(jq -r --arg s "warm $step" '.warm[$s] // empty | "\(.median_ms * 100 | round / 100) / \(.p90_ms * 100 | round / 100)"' "$WORK/$r.json" | sed 's/^$/-/')"
-    done
+    printf '%-30s' "warm pod: $step"
+    for r in "${RUNTIMES[@]}"; do printf "%${W}s" "$(cell "$r" warm "warm $step")"; done
     echo
 done
 echo "(warm pod: containers one after another in one running pod, whose monitor/shim is already up)"
 row() { # row LABEL JQ-EXPR: one value per runtime
-    printf '%-24s' "$1"
-    for r in "${RUNTIMES[@]}"; do printf '%22s' "$(jq -r "$2" "$WORK/$r.json")"; done
+    printf '%-30s' "$1"
+    for r in "${RUNTIMES[@]}"; do printf "%${W}s" "$(jq -r "try ($2) catch \"-\" | if . == null then \"-\" else . end" "$WORK/$r.json")"; done
     echo
 }
 mib='(. / 1024 * 100 | round / 100)'
-row "$PODS pods seq wall s" ".pods.sequential.wall_s * 1000 | round / 1000"
-row "$PODS pods x$CONC wall s" ".pods.concurrent.wall_s * 1000 | round / 1000"
-row "  teardown seq s" ".pods.sequential.teardown_s * 1000 | round / 1000"
-row "per pod PSS MiB (seq)" ".pods.sequential.memory.per_pod_pss_kb | $mib"
-row "per pod RSS MiB (seq)" ".pods.sequential.memory.per_pod_rss_kb | $mib"
-row "per pod PSS MiB (x$CONC)" ".pods.concurrent.memory.per_pod_pss_kb | $mib"
-row "daemon PSS MiB, $PODS pods" ".pods.sequential.memory.daemon.pss_kb | $mib"
-row "daemon RSS MiB, $PODS pods" ".pods.sequential.memory.daemon.rss_kb | $mib"
+if ((PODS)); then
+    row "$PODS pods seq wall s" ".pods.sequential.wall_s * 1000 | round / 1000"
+    row "$PODS pods x$CONC wall s" ".pods.concurrent.wall_s * 1000 | round / 1000"
+    row "  teardown seq s" ".pods.sequential.teardown_s * 1000 | round / 1000"
+    row "per pod PSS MiB (seq)" ".pods.sequential.memory.per_pod_pss_kb | $mib"
+    row "per pod RSS MiB (seq)" ".pods.sequential.memory.per_pod_rss_kb | $mib"
+    row "per pod PSS MiB (x$CONC)" ".pods.concurrent.memory.per_pod_pss_kb | $mib"
+    row "daemon PSS MiB, $PODS pods" ".pods.sequential.memory.daemon.pss_kb | $mib"
+    row "daemon RSS MiB, $PODS pods" ".pods.sequential.memory.daemon.rss_kb | $mib"
+fi
 row "daemon RSS MiB idle" ".daemon_start.rss_kb | $mib"
 row "daemon PSS MiB idle" ".daemon_start.pss_kb | $mib"
 row "daemon RSS MiB at end" ".daemon_end.rss_kb | $mib"
-echo "per-pod processes: berthd: berth-monitor; containerd: containerd-shim-runc-v2 + pause"
-echo "(per pod = sum of PSS/RSS of those processes / $PODS, read from /proc/PID/smaps_rollup 1 s after the last start)"
+row "NetworkReady" 'if has("network_ready") then .network_ready else "-" end'
+row "pod IP (warm-up pod)" '.pod_ip | if . == "" then "none" else . end'
+printf '%-30s' "1-min load at start / end"
+for r in "${RUNTIMES[@]}"; do printf "%${W}s" "${LOAD_START[$r]%% *} / ${LOAD_END[$r]%% *}"; done
+echo
+if ((PODS)); then
+    echo "per-pod processes: berthd: berth-monitor; containerd: containerd-shim-runc-v2 + pause"
+    echo "(per pod = sum of PSS/RSS of those processes / $PODS, read from /proc/PID/smaps_rollup 1 s after the last start)"
+fi
+
+# --- CNI cost ------------------------------------------------------------------------------
+num() { jq -r --arg s "$2" ".steps[\$s].$3 // empty" "$WORK/$1.json"; }
+COST=()
+for r in berthd containerd; do
+    [[ -f $WORK/$r.json && -f $WORK/$r-cni.json ]] && COST+=("$r")
+done
+if ((${#COST[@]})); then
+    echo
+    echo "=== CNI cost (ms; median / p90; cost = with network minus without, median - median, p90 - p90) ==="
+    printf '%-40s' ""
+    for r in "${COST[@]}"; do printf "%${W}s" "$r"; done
+    echo
+    for step in RunPodSandbox Stop+RemovePodSandbox lifecycle; do
+        case $step in
+            RunPodSandbox) what="ADD" ;;
+            Stop+RemovePodSandbox) what="DEL" ;;
+            *) what="whole pod" ;;
+        esac
+        printf '%-40s' "$step without network"
+        for r in "${COST[@]}"; do printf "%${W}s" "$(cell "$r" steps "$step")"; done
+        echo
+        printf '%-40s' "$step with CNI"
+        for r in "${COST[@]}"; do printf "%${W}s" "$(cell "$r-cni" steps "$step")"; done
+        echo
+        printf '%-40s' "  CNI cost ($what)"
+        for r in "${COST[@]}"; do
+            printf "%${W}s" "$(awk -v a="$(num "$r" "$step" median_ms)" -v b="$(num "$r" "$step" p90_ms)" \
+                -v c="$(num "$r-cni" "$step" median_ms)" -v d="$(num "$r-cni" "$step" p90_ms)" \
+                'BEGIN { printf "%+.2f / %+.2f", c - a, d - b }')"
+        done
+        echo
+    done
+    # The floor of the cost: one execution of each plugin the cost adds (VERSION: the Go
+    # binary's start, nothing done), host-local run by bridge; the same for ADD and for DEL.
+    pe() { jq -r --arg p "$1" '.cni_exec[$p].median_ms // 0' "$WORK/floor.json"; }
+    declare -A EXEC_FLOOR
+    EXEC_FLOOR[berthd]=$(awk -v l="$(pe loopback)" -v b="$(pe bridge)" -v h="$(pe host-local)" -v p="$(pe portmap)" \
+        -v lo="$CNI_LOOPBACK" 'BEGIN { printf "%.2f", lo * l + b + h + p }')
+    EXEC_FLOOR[containerd]=$(awk -v b="$(pe bridge)" -v h="$(pe host-local)" -v p="$(pe portmap)" 'BEGIN { printf "%.2f", b + h + p }')
+    printf '%-40s' "  floor: the added plugin executions"
+    for r in "${COST[@]}"; do printf "%${W}s" "${EXEC_FLOOR[$r]}"; done
+    echo
+    echo "(the floor: medians of one VERSION execution of each plugin the network adds, host-local run by bridge:"
+    echo " $(jq -r '[.cni_exec | to_entries[] | "\(.key) \(.value.median_ms * 100 | round / 100)"] | join(", ")' "$WORK/floor.json") ms; the same for ADD and DEL)"
+    echo "plugin executions per ADD and per DEL:"
+    if [[ " ${COST[*]} " == *" berthd "* ]]; then
+        if ((CNI_LOOPBACK)); then
+            echo "  berthd: loopback, bridge (host-local), portmap: 3 (berthd brings lo up itself as well); none without network"
+        else
+            echo "  berthd: bridge (host-local), portmap: 2 (as hack/cni/10-berth.conflist); none without network"
+        fi
+    fi
+    if [[ " ${COST[*]} " == *" containerd "* ]]; then
+        echo "  containerd: its own loopback network, then bridge (host-local), portmap: 3; without network loopback +"
+        echo "  fake-eth0, so containerd's cost is bridge + portmap - fake-eth0"
+    fi
+    echo "(pods without port mappings: portmap runs but has no rule to add)"
+fi
+
+# --- floors --------------------------------------------------------------------------------
+echo
+echo "=== floors ==="
+FORK=$(jq -r '.floor.median_ms' "$WORK/floor.json")
+jq -r '"fork+exec+wait of /bin/true x\(.floor.n): median \(.floor.median_ms * 1000 | round / 1000) ms, p90 \(.floor.p90_ms * 1000 | round / 1000) ms"' "$WORK/floor.json"
+LIBC=
+if ((PROF_ITER)) && [[ -s $WORK/profile.out ]]; then
+    pm() { awk -v k="$1" '$1 == k { print $2 }' "$WORK/profile.out"; }
+    P_CREATE=$(pm create) P_START=$(pm start) P_EXEC=$(pm exec) P_KILL=$(pm kill+wait) P_DELETE=$(pm delete)
+    LIBC=$(awk -v a="$P_CREATE" -v b="$P_START" -v c="$P_KILL" -v d="$P_DELETE" 'BEGIN { printf "%.2f", a + b + c + d }')
+    echo "libcontainer through a running monitor, no berthd (monitor-profile x$PROF_ITER, medians): create $P_CREATE,"
+    echo "  start $P_START, kill -9 + wait $P_KILL, delete $P_DELETE ms: create+start+kill/wait+delete $LIBC ms; exec \`true\` $P_EXEC ms"
+fi
+
+# --- distance to the floors ----------------------------------------------------------------
+DIST=()
+for r in berthd containerd berthd-cni containerd-cni; do [[ -f $WORK/$r.json ]] && DIST+=("$r"); done
+if ((${#DIST[@]})); then
+    echo
+    echo "=== distance to the floors (medians, ms: value (+ over the floor)) ==="
+    dist_row() { # dist_row LABEL FLOOR JQ-EXPR
+        local label=$1 floor=$2 expr=$3 r v
+        [[ -n $floor ]] || return 0
+        printf '%-44s%9.2f' "$label" "$floor"
+        for r in "${DIST[@]}"; do
+            v=$(jq -r "$expr" "$WORK/$r.json")
+            printf "%22s" "$(awk -v v="$v" -v f="$floor" 'BEGIN { if (v == "" || v == "null") print "-"; else printf "%.2f (%+.2f)", v, v - f }')"
+        done
+        echo
+    }
+    printf '%-44s%9s' "" "floor"
+    for r in "${DIST[@]}"; do printf "%22s" "${NAME[$r]}"; done
+    echo
+    dist_row "RunPodSandbox vs fork+exec" "$FORK" '.steps.RunPodSandbox.median_ms'
+    dist_row "ExecSync vs fork+exec" "$FORK" '.steps.ExecSync.median_ms'
+    if [[ -n $LIBC ]]; then
+        dist_row "ExecSync vs monitor exec" "$P_EXEC" '.steps.ExecSync.median_ms'
+        dist_row "warm pod create+start+stop+rm vs libct" "$LIBC" '[.warm[] | .median_ms] | add'
+        dist_row "new pod create+start+stop+rm vs libct" "$LIBC" '.steps["Create+StartContainer"].median_ms + .steps["Stop+RemoveContainer"].median_ms'
+        dist_row "lifecycle vs fork+exec + libct + exec" "$(awk -v a="$FORK" -v b="$LIBC" -v c="$P_EXEC" 'BEGIN { printf "%.2f", a + b + c }')" '.steps.lifecycle.median_ms'
+    fi
+    [[ -z $LIBC ]] || echo "(libct: monitor-profile's create+start+kill/wait+delete; warm pod: the sum of its four medians)"
+fi
+
 echo
 echo "commands:"
-((DO_BERTHD)) && echo "  berthd:     ${BERTHD_CMD[*]}  (empty config: defaults; registries.conf marks $HP insecure)"
+for r in berthd berthd-cni; do
+    [[ -n ${BERTHD_CMDS[$r]:-} ]] && echo "  $r: ${BERTHD_CMDS[$r]}"
+done
+((DO_BERTHD)) && echo "    (empty config: defaults; registries.conf marks $HP insecure; net.d empty without network)"
 echo "  client:     $BENCH --socket SOCK --image $IMAGE --iterations $ITER --pods $PODS --concurrency $CONC ..."
 if ((DO_CONTAINERD)); then
-    echo "  containerd: containerd --config $CD/config.toml ($(containerd --version | cut -d' ' -f3), $(runc --version | head -1)); config:"
-    sed 's/^/      /' "$CD/config.toml"
-    echo "    CNI conflist: $(cat "$CD/cni/10-bench.conflist")"
+    echo "  containerd: containerd --config CONFIG ($(containerd --version | cut -d' ' -f3), $(runc --version | head -1)); config of the run without network:"
+    sed 's/^/      /' "${CTD_CONF[containerd]}"
+    echo "    containerd CNI: the same with its own dirs; CNI conflists: containerd $(jq -c . "$WORK/containerd/cni/10-bench.conflist")"
+    [[ -n ${CTD_CONF[containerd-cni]:-} ]] && echo "      containerd CNI $(jq -c . "$WORK/containerd-cni/cni/10-bench.conflist")"
     echo "    hosts.toml for $HP: server = \"http://$HP\" (plain HTTP)"
 fi
-jq -r '"floor: fork+exec+wait of /bin/true x\(.floor.n): median \(.floor.median_ms * 1000 | round / 1000) ms, p90 \(.floor.p90_ms * 1000 | round / 1000) ms"' "$WORK/floor.json"
-echo "load average: $LOAD0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; $(nproc) CPUs; niceness $NICE"
+if ((DO_CNI)); then
+    echo "  berthd CNI conflist: $(jq -c . "$BERTHD_CONFLIST")"
+    for c in "${NET_CHECKS[@]}"; do echo "  after teardown, $c"; done
+    [[ -n $NET_FINAL ]] && echo "  at the end: $NET_FINAL"
+fi
+((PROF_ITER)) && echo "  libcontainer floor: $MPROF --config <berthd's config.json> --layer <busybox layer dir> --iterations $PROF_ITER"
+echo "load average: $LOAD0 at start, $(loadavg) at end; $(nproc) CPUs; niceness $NICE"
+for q in "${QUIET_LOG[@]}"; do echo "  before $q"; done
 echo "total benchmark time: $(secs_since "$START") s"

@@ -4,7 +4,14 @@
 //! bench-pods --socket SOCK --image IMAGE [--iterations N] [--pods 50] [--concurrency 8]
 //!            [--daemon-pid PID] [--pod-proc NAME]... [--match STR] [--json FILE]
 //! bench-pods --serve-registry      registry with the test images; prints HOST:PORT, runs until stdin EOF
-//! bench-pods --floor N             N sequential fork+exec+wait of /bin/true
+//! bench-pods --serve-net DIR       a CNI network of the benchmark's own (see below) until stdin EOF
+//! bench-pods --floor N [--cni-bin-dir DIR]
+//!                                  N sequential fork+exec+wait of /bin/true; with DIR, also
+//!                                  executions (VERSION) of the CNI plugins loopback, bridge,
+//!                                  host-local and portmap: the floor of a CNI ADD or DEL
+//! bench-pods --socket SOCK --image IMAGE --save-bundle STATE --bundle-out DIR
+//!                                  a berthd container's config.json and rootfs lower dirs, for
+//!                                  crates/shim/examples/monitor-profile.rs (the libcontainer floor)
 //! ```
 //!
 //! Run mode pulls IMAGE, then times N pod lifecycles (RunPodSandbox, CreateContainer
@@ -18,6 +25,17 @@
 //! (e.g. the daemon's state dir), plus `--pod-proc` children of those (containerd's pause,
 //! a child of its shim). After each batch everything is torn down and the pod and container
 //! lists must be empty. It speaks plain CRI v1, so it runs unchanged against containerd.
+//! The warm-up pod's IP (PodSandboxStatus) and `NetworkReady` (Status) go into the results,
+//! so the caller can check that the pods were (or were not) on the network it meant.
+//!
+//! `--serve-net DIR` makes the network for the CNI runs: a bridge `bbench<pid>` (gateway, no
+//! masquerading, hairpin) with host-local on a free 10.87.x.0/24 (chosen and locked like the
+//! e2e tests' networks, `berth_e2e::net::TestNet`; its store in `DIR/cni-ipam`) and portmap
+//! (SNAT). It writes `DIR/bridge-portmap.conflist` and `DIR/loopback-bridge-portmap.conflist`,
+//! prints `{"name", "bridge", "subnet", "prefix", "ipam_dir"}` as one JSON line, and when its
+//! stdin closes prints what pods left on the network (veths on the bridge, addresses held,
+//! iptables rules naming the subnet), deletes the bridge and those rules, and prints one JSON
+//! line of what is left after that (all empty/false: nothing).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +93,19 @@ struct Cli {
     /// Time N fork+exec+wait of /bin/true and exit.
     #[arg(long, value_name = "N")]
     floor: Option<usize>,
+    /// With --floor: also time executions (`VERSION`) of the CNI plugins loopback, bridge,
+    /// host-local and portmap in DIR, the floor of a CNI ADD or DEL.
+    #[arg(long, value_name = "DIR", requires = "floor")]
+    cni_bin_dir: Option<PathBuf>,
+    /// Make the benchmark's CNI network in DIR, hold it until stdin closes, then remove it.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["socket", "floor", "serve_registry"])]
+    serve_net: Option<PathBuf>,
+    /// berthd's `--state`: with --bundle-out, copy one container's bundle instead of benchmarking.
+    #[arg(long, value_name = "STATE", requires = "bundle_out")]
+    save_bundle: Option<PathBuf>,
+    /// Where --save-bundle writes `config.json` and `lowerdir`.
+    #[arg(long, value_name = "DIR", requires = "save_bundle")]
+    bundle_out: Option<PathBuf>,
 }
 
 /// Label on every pod this benchmark makes, so a failed run can find and remove them.
@@ -109,7 +140,10 @@ fn main() -> anyhow::Result<()> {
         return serve_registry();
     }
     if let Some(n) = cli.floor {
-        return floor(n, cli.json.as_deref());
+        return floor(n, cli.cni_bin_dir.as_deref(), cli.json.as_deref());
+    }
+    if let Some(dir) = &cli.serve_net {
+        return serve_net(dir);
     }
     // Single-threaded client: on a 2-core host a multi-threaded client would compete with
     // the daemon under test for the CPUs.
@@ -132,8 +166,111 @@ fn serve_registry() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor of any runtime's container start: a bare fork+exec+wait from this process.
-fn floor(n: usize, json_path: Option<&Path>) -> anyhow::Result<()> {
+/// What pods left on the benchmark's network: ports on the bridge, addresses host-local
+/// holds, iptables rules (any table) naming the subnet.
+fn net_leftovers(net: &berth_e2e::net::TestNet) -> Value {
+    let rules: Vec<String> = berth_e2e::net::iptables_save()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(net.prefix.as_str()))
+        .map(str::to_string)
+        .collect();
+    json!({"veths": net.veths(), "ips": net.allocated_ips(), "iptables": rules})
+}
+
+/// The CNI network of the benchmark's CNI runs (module docs): made, announced, held until
+/// stdin closes, checked and removed.
+fn serve_net(dir: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pid = std::process::id();
+    // A free 10.87.x.0/24, locked for as long as `net` lives; its Drop deletes the bridge and
+    // every CNI iptables rule naming the subnet, however this ends (stdin EOF or a panic).
+    let mut net = berth_e2e::net::TestNet::new(dir);
+    net.name = format!("berth-bench-{pid}");
+    net.bridge = format!("bbench{pid}");
+    let link_exists = |name: &str| Path::new("/sys/class/net").join(name).exists();
+    if link_exists(&net.bridge) {
+        // A leftover of a dead benchmark that had the same pid.
+        Command::new("ip")
+            .args(["link", "del", net.bridge.as_str()])
+            .stderr(Stdio::null())
+            .status()?;
+    }
+    let bridge = net.bridge_plugin();
+    if bridge["ipMasq"] != json!(false) {
+        bail!("the benchmark network must never masquerade: {bridge}");
+    }
+    let portmap = berth_e2e::net::TestNet::portmap_plugin();
+    std::fs::write(
+        dir.join("bridge-portmap.conflist"),
+        net.conflist_of(&[bridge.clone(), portmap.clone()]),
+    )?;
+    std::fs::write(
+        dir.join("loopback-bridge-portmap.conflist"),
+        net.conflist_of(&[json!({"type": "loopback"}), bridge, portmap]),
+    )?;
+    println!(
+        "{}",
+        json!({"name": net.name, "bridge": net.bridge, "subnet": net.subnet,
+               "prefix": net.prefix, "ipam_dir": net.ipam_dir()})
+    );
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+
+    let before = net_leftovers(&net);
+    println!("{}", json!({"left_by_pods": before}));
+    let (bridge, subnet, prefix) = (net.bridge.clone(), net.subnet.clone(), net.prefix.clone());
+    drop(net);
+    let routed = Command::new("ip")
+        .args(["-4", "route", "show", "root", subnet.as_str()])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(true);
+    let rules: Vec<String> = berth_e2e::net::iptables_save()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(prefix.as_str()))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "{}",
+        json!({"after_removal": {"bridge": link_exists(&bridge), "route": routed, "iptables": rules}})
+    );
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// The plugins a CNI ADD of the benchmark's network executes (host-local from bridge).
+const CNI_PLUGINS: [&str; 4] = ["loopback", "bridge", "host-local", "portmap"];
+
+/// One execution of a CNI plugin: `VERSION`, which every plugin answers without touching the
+/// host, so its time is what any command of the plugin pays before it does anything.
+fn cni_version(plugin: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", plugin.display()))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(br#"{"cniVersion":"1.0.0"}"#)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} VERSION: {status}", plugin.display());
+    }
+    Ok(())
+}
+
+/// The floor of any runtime's container start: a bare fork+exec+wait from this process; with
+/// `cni_dir`, also the floor of a CNI command: one execution of each plugin.
+fn floor(n: usize, cni_dir: Option<&Path>, json_path: Option<&Path>) -> anyhow::Result<()> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         let t = Instant::now();
@@ -148,8 +285,32 @@ fn floor(n: usize, json_path: Option<&Path>) -> anyhow::Result<()> {
         "floor: fork+exec+wait /bin/true x{}: median {median:.3} ms, p90 {p90:.3} ms",
         samples.len()
     );
+    let mut v = json!({"floor": {"n": samples.len(), "median_ms": median, "p90_ms": p90}});
+    if let Some(dir) = cni_dir {
+        // Fewer: each is a Go binary's start (several ms).
+        let n = n.clamp(1, 50);
+        let mut plugins = serde_json::Map::new();
+        for name in CNI_PLUGINS {
+            let path = dir.join(name);
+            cni_version(&path)?; // page cache, not counted
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                cni_version(&path)?;
+                samples.push(ms(t.elapsed()));
+            }
+            let (median, p90) = stats(&samples);
+            println!(
+                "floor: CNI plugin {name} (VERSION) x{n}: median {median:.3} ms, p90 {p90:.3} ms"
+            );
+            plugins.insert(
+                name.into(),
+                json!({"n": n, "median_ms": median, "p90_ms": p90}),
+            );
+        }
+        v["cni_exec"] = Value::Object(plugins);
+    }
     if let Some(p) = json_path {
-        let v = json!({"floor": {"n": samples.len(), "median_ms": median, "p90_ms": p90}});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
     }
     Ok(())
@@ -489,6 +650,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out.insert("daemon_start".into(), d.json());
     }
 
+    // NetworkReady: whether the runtime has a usable CNI config (pods get an IP).
+    let status = c
+        .runtime
+        .status(StatusRequest { verbose: false })
+        .await
+        .map_err(|s| rpc("Status", s))?
+        .into_inner();
+    if let Some(cond) = status
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|cond| cond.r#type == "NetworkReady")
+    {
+        println!(
+            "NetworkReady: {}{}",
+            cond.status,
+            if cond.status {
+                String::new()
+            } else {
+                format!(" ({}: {})", cond.reason, cond.message)
+            }
+        );
+        out.insert("network_ready".into(), json!(cond.status));
+    }
+
     let t = Instant::now();
     c.image
         .pull_image(PullImageRequest {
@@ -519,7 +705,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_secs()
         ),
     };
-    let result = benchmark(&cli, &bench, &mut c, &mut out).await;
+    let result = match (&cli.save_bundle, &cli.bundle_out) {
+        (Some(state), Some(dir)) => save_bundle(&bench, &mut c, state, dir).await,
+        _ => benchmark(&cli, &bench, &mut c, &mut out).await,
+    };
     if result.is_err() {
         // Leave nothing behind on failure either.
         match remove_labelled(&mut c).await {
@@ -535,6 +724,73 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&Value::Object(out))?)?;
     }
     Ok(())
+}
+
+/// Creates one pod and container on berthd (state dir `state`), copies the container's
+/// bundle `config.json` and its rootfs overlay's `lowerdir` (the image's layer dirs) into
+/// `dir`, and removes both: the inputs of crates/shim/examples/monitor-profile.rs.
+async fn save_bundle(
+    bench: &Bench,
+    c: &mut CriClient,
+    state: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let name = format!("{}-bundle", bench.run_tag);
+    let config = bench.pod_config(&name)?;
+    let pod = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map_err(|s| rpc("RunPodSandbox", s))?
+        .into_inner()
+        .pod_sandbox_id;
+    let copied = async {
+        let ctr = c
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(bench.ctr_config()),
+                sandbox_config: Some(config),
+            })
+            .await
+            .map_err(|s| rpc("CreateContainer", s))?
+            .into_inner()
+            .container_id;
+        let bundle = state.join("containers").join(&ctr);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::copy(bundle.join("config.json"), dir.join("config.json"))
+            .with_context(|| format!("copying {}/config.json", bundle.display()))?;
+        let rootfs = bundle.join("rootfs");
+        let rootfs = rootfs.to_string_lossy();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let lower = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (fields, fs) = l.split_once(" - ")?;
+                if fields.split(' ').nth(4)? != rootfs {
+                    return None;
+                }
+                fs.split(' ')
+                    .nth(2)?
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("lowerdir="))
+                    .map(str::to_string)
+            })
+            .with_context(|| format!("no overlay with a lowerdir mounted at {rootfs}"))?;
+        std::fs::write(dir.join("lowerdir"), &lower)?;
+        println!(
+            "saved the bundle of container {ctr} to {} (lowerdir {lower})",
+            dir.display()
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    teardown(c, &pod, None).await?;
+    let _ = std::fs::remove_dir_all(bench.log_dir.join(&name));
+    copied
 }
 
 async fn benchmark(
@@ -578,6 +834,27 @@ async fn benchmark(
             .into_inner()
             .pod_sandbox_id;
         s.push(("RunPodSandbox", ms(t.elapsed())));
+        if i == 0 {
+            // Untimed, in the warm-up only: which network the pods are on.
+            let ip = c
+                .runtime
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: pod.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(|s| rpc("PodSandboxStatus", s))?
+                .into_inner()
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default();
+            println!(
+                "pod IP (warm-up pod): {}",
+                if ip.is_empty() { "none" } else { &ip }
+            );
+            out.insert("pod_ip".into(), json!(ip));
+        }
 
         let t = Instant::now();
         let ctr = c

@@ -223,23 +223,9 @@ impl Berthd {
     /// test's own client connections keep being served while the daemon drains
     /// them (a blocking wait here would deadlock a graceful shutdown).
     pub async fn signal_and_wait(&mut self, signal: Signal) -> anyhow::Result<ExitStatus> {
-        let mut child = self.child.take().context("berthd is not running")?;
-        kill(Pid::from_raw(child.id() as i32), signal)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "berthd did not exit within 30 s of {signal}:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let pid = self.child.as_ref().context("berthd is not running")?.id();
+        kill(Pid::from_raw(pid as i32), signal)?;
+        self.wait_exit().await
     }
 
     /// SIGTERM: the graceful stop path.
@@ -259,7 +245,8 @@ impl Berthd {
         Some(status)
     }
 
-    /// Waits for the daemon to die on its own (a failpoint), up to 30 s.
+    /// Waits for the daemon to exit (on its own: a failpoint; or signalled),
+    /// up to 30 s; then kills it and fails.
     pub async fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("berthd is not running")?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -398,33 +398,10 @@ pub async fn setup(images: &[&str], customize: impl FnOnce(&mut BerthdConfig, &T
     let mut config = BerthdConfig::new().unwrap();
     let net = TestNet::new(config.dir.path());
     config.cni_conflist = Some(net.conflist());
-    let reg = if images.is_empty() {
-        None
-    } else {
-        let reg = Registry::start().unwrap();
-        reg.push_test_images().unwrap();
-        let hp = reg.host_port();
-        config.registries_conf = Some(format!(
-            "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
-        ));
-        Some(reg)
-    };
+    let reg = (!images.is_empty()).then(|| crate::pods::test_registry(&mut config));
     customize(&mut config, &net);
     let g = Guard(config.dir.path().to_path_buf());
-    let d = Berthd::start_with(config).await.unwrap();
-    let mut c = d.client().await.unwrap();
-    for image in images {
-        c.image
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    let (d, c) = crate::pods::start_and_pull(config, images).await;
     NetEnv {
         reg,
         d,

@@ -29,14 +29,32 @@ pub struct PodEnv {
 
 /// Registry with the test images, a daemon that pulls from it, the images pulled.
 pub async fn setup(images: &[&str]) -> PodEnv {
+    let mut config = BerthdConfig::new().unwrap();
+    let reg = test_registry(&mut config);
+    let g = Guard(config.dir.path().to_path_buf());
+    let (d, c) = start_and_pull(config, images).await;
+    PodEnv {
+        _reg: reg,
+        d,
+        c,
+        _g: g,
+    }
+}
+
+/// A registry with the test images, which `config`'s daemon pulls
+/// `docker.io/berth-test/*` from.
+pub fn test_registry(config: &mut BerthdConfig) -> Registry {
     let reg = Registry::start().unwrap();
     reg.push_test_images().unwrap();
     let hp = reg.host_port();
-    let mut config = BerthdConfig::new().unwrap();
     config.registries_conf = Some(format!(
         "[[registry]]\nprefix = \"docker.io/berth-test\"\nlocation = \"{hp}/berth-test\"\ninsecure = true\n"
     ));
-    let g = Guard(config.dir.path().to_path_buf());
+    reg
+}
+
+/// Starts the daemon, connects, pulls `images`.
+pub async fn start_and_pull(config: BerthdConfig, images: &[&str]) -> (Berthd, CriClient) {
     let d = Berthd::start_with(config).await.unwrap();
     let mut c = d.client().await.unwrap();
     for image in images {
@@ -51,12 +69,7 @@ pub async fn setup(images: &[&str]) -> PodEnv {
             .await
             .unwrap();
     }
-    PodEnv {
-        _reg: reg,
-        d,
-        c,
-        _g: g,
-    }
+    (d, c)
 }
 
 pub fn ns_options() -> NamespaceOption {

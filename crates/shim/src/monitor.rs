@@ -1183,18 +1183,28 @@ fn cgroup_roots() -> Vec<PathBuf> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mut f = post.split_whitespace();
-            let (fstype, opts) = (f.next()?, f.nth(1)?);
-            let has_controller = opts.split(',').any(|o| controllers.contains(&o));
-            let mount_point = pre.split_whitespace().nth(4)?;
-            (fstype == "cgroup" && has_controller).then(|| PathBuf::from(mount_point))
+    berth_mountinfo::read_self()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m.fstype == "cgroup" && m.super_options.split(',').any(|o| controllers.contains(&o))
         })
+        .map(|m| m.mount_point)
         .collect()
+}
+
+/// Kills what is left in a container's cgroup (`linux.cgroupsPath`) and
+/// removes it from every hierarchy: for berthd, when the container's
+/// monitor is gone and a create cut short by a crash left it behind.
+pub fn remove_container_cgroups(cgroups_path: &str) -> io::Result<()> {
+    let rel = rel(Path::new(cgroups_path));
+    if rel.as_os_str().is_empty() || rel.components().any(|c| c.as_os_str() == "..") {
+        return Ok(());
+    }
+    for root in cgroup_roots() {
+        remove_cgroup(&root.join(rel))?;
+    }
+    Ok(())
 }
 
 /// Removes a container's (empty, once its processes are reaped) cgroup

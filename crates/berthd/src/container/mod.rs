@@ -19,11 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth_api::v1::{ContainerConfig, PodSandboxConfig};
+use berth_api::v1::ContainerConfig;
 use berth_image::ImageStore;
 use berth_shim::protocol::{ContainerState, Request, Response, Status as MonStatus};
 use futures::future::BoxFuture;
-use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition};
 use tracing::Instrument;
 
@@ -309,14 +308,7 @@ impl Containers {
     ) -> Result<ContainerRecord, ContainerError> {
         let created = Instant::now();
         let mut laps = Laps::new();
-        let pod_config = PodSandboxConfig::decode(
-            hex::decode(&pod.config_pb)
-                .context("sandbox record: config_pb is not hex")
-                .map_err(internal)?
-                .as_slice(),
-        )
-        .context("sandbox record: config_pb does not decode")
-        .map_err(internal)?;
+        let pod_config = pod.config().map_err(internal)?;
         let image_config = image.config().map_err(internal)?;
         let image_cfg = berth_spec::ImageConfig::from(&image_config);
         let stop_signal = stop_signal(config, &image_config)?;
@@ -374,13 +366,7 @@ impl Containers {
             // Pinned by the pod's init (None unless the pod's PID mode is POD).
             pid: pod.pins.pid.clone(),
         };
-        // Without a parent libcontainer names the cgroup ":youki:<id>", which
-        // its delete leaves behind on cgroup v1: keep such containers under /berth.
-        let parent = match pod.cgroup_parent.as_str() {
-            "" => DEFAULT_CGROUP_PARENT,
-            p => p,
-        };
-        let cgroups_path = berth_spec::cgroups_path(parent, id, "berth");
+        let cgroups_path = Self::cgroups_path_of(&pod.cgroup_parent, id);
         let spec = berth_spec::build_spec(&berth_spec::SpecInput {
             container_id: id,
             sandbox_id: &pod.id,
@@ -868,6 +854,8 @@ impl Containers {
 
     /// The container's cgroup (`linux.cgroupsPath`) under its pod's
     /// `cgroup_parent`, computed as CreateContainer computes it.
+    /// Without a parent libcontainer names the cgroup ":youki:<id>", which
+    /// its delete leaves behind on cgroup v1: such containers go under /berth.
     pub fn cgroups_path_of(pod_cgroup_parent: &str, id: &str) -> Option<String> {
         let parent = match pod_cgroup_parent {
             "" => DEFAULT_CGROUP_PARENT,
@@ -1102,11 +1090,11 @@ impl Containers {
             // A monitor that is gone deleted nothing: the cgroups go here.
             if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
                 let cg = cg.to_string();
-                let _ = blocking(move || {
-                    remove_cgroups(&cg);
-                    Ok(())
-                })
-                .await;
+                if let Err(e) =
+                    blocking(move || Ok(berth_shim::monitor::remove_container_cgroups(&cg)?)).await
+                {
+                    tracing::warn!(container = %id, error = %e, "cannot remove the cgroups of a leftover container");
+                }
             }
         }
         let (bt, lt, images) = (
@@ -1155,45 +1143,6 @@ impl Containers {
     }
 }
 
-/// Kills what is left in a container's cgroup (`linux.cgroupsPath`) in
-/// every hierarchy and removes it, deepest first (v1 and v2).
-fn remove_cgroups(cgroups_path: &str) {
-    let rel = cgroups_path.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
-        return;
-    }
-    let dirs: Vec<PathBuf> = berth_mountinfo::read_self()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
-        .map(|m| m.mount_point.join(rel))
-        .filter(|d| d.is_dir())
-        .collect();
-    for d in &dirs {
-        if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-    for d in dirs {
-        let mut left = true;
-        for _ in 0..100 {
-            if std::fs::remove_dir(&d).is_ok() || !d.exists() {
-                left = false;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if left {
-            tracing::warn!(cgroup = %d.display(), "cannot remove the cgroup of a leftover container");
-        }
-    }
-}
-
 /// The background half of RemoveContainer (and startup's for what a crash
 /// left): releases the detached overlay (its final sync runs here), drops
 /// the image lease, deletes the trashed dirs. Errors are logged: the lease
@@ -1225,8 +1174,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(internal)
 }
 
-/// 64 hex digits from the kernel's CSPRNG.
-fn new_id() -> std::io::Result<String> {
+/// 64 hex digits from the kernel's CSPRNG (container and pod ids).
+pub fn new_id() -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 pub use record::{NamespaceModes, PodInit, SandboxRecord, SandboxState};
 
+use crate::container::{new_id, now_ns};
 use crate::network::PodNetwork;
 use crate::store::StoreError;
 
@@ -264,7 +265,7 @@ impl Sandboxes {
                 .map(|ip| ip.to_string())
                 .collect(),
             dir: dir.to_path_buf(),
-            config_pb: hex_encode(&config.encode_to_vec()),
+            config_pb: hex::encode(config.encode_to_vec()),
         };
         if let Err(e) = self.put(&rec) {
             if let Some(init) = &rec.init {
@@ -398,11 +399,7 @@ fn remove_orphan_pod_dirs(pods_dir: &Path, records: &BTreeMap<String, SandboxRec
         let dir = e.path();
         tracing::warn!(pod = %name, "pod dir without a record (crash during RunPodSandbox?): removing it");
         pin::kill_pinned_pid_namespace(&dir.join("ns").join("pid"));
-        let removed = pin::unpin(&dir.join("ns"), Some(&dir.join("shm"))).and_then(|()| {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
-        });
-        if let Err(e) = removed {
+        if let Err(e) = unpin_and_remove(&dir) {
             tracing::error!(pod = %name, error = %format!("{e:#}"), "cannot remove orphan pod dir");
         }
     }
@@ -429,6 +426,11 @@ async fn remove_pod_dir(dir: &Path, init: Option<&PodInit>) -> anyhow::Result<()
     if let Some(init) = init {
         pin::kill_init(init).await?;
     }
+    unpin_and_remove(dir)
+}
+
+/// The pod dir's pins and /dev/shm unmounted, then the dir deleted.
+fn unpin_and_remove(dir: &Path) -> anyhow::Result<()> {
     pin::unpin(&dir.join("ns"), Some(&dir.join("shm")))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
@@ -529,30 +531,6 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
         hostname: config.hostname.clone(),
         sysctls: linux.sysctls.into_iter().collect(),
     })
-}
-
-/// 64 hex digits from the kernel's CSPRNG.
-fn new_id() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(hex_encode(&buf))
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

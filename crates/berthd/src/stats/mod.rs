@@ -92,12 +92,6 @@ pub fn collector() -> &'static Collector {
     &COLLECTOR
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 fn container_key(id: &str) -> String {
     format!("c/{id}")
 }
@@ -125,7 +119,7 @@ impl Collector {
     }
 
     fn read_container(&self, t: &ContainerTarget) -> Reading {
-        let ts = now_ns();
+        let ts = crate::container::now_ns();
         let dirs = self.dirs(t.cgroups_path.as_deref());
         let sample = dirs.as_ref().map(|d| d.read(false)).unwrap_or_default();
         let nano_cores = sample.cpu.and_then(|c| {
@@ -173,7 +167,7 @@ impl Collector {
             .iter()
             .map(|c| self.read_container(c))
             .collect();
-        let ts = now_ns();
+        let ts = crate::container::now_ns();
         let sample = match self.dirs(t.cgroup.as_deref()).filter(|d| d.exists()) {
             Some(d) => d.read(false),
             None => CgroupSample::sum(readings.iter().map(|r| &r.sample)),

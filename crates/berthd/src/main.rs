@@ -180,27 +180,34 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         state = %daemon.config().state.display(),
         "berthd starting"
     );
+    let shutdown = shutdown_signal();
     // Before serving: neither must race an RPC in flight.
     daemon.containers().reconcile_orphans().await;
     daemon.collect_network_garbage().await;
-    server::serve(socket, daemon.clone(), shutdown_signal()).await?;
+    server::serve(socket, daemon.clone(), shutdown).await?;
     tracing::info!(store = %daemon.store().path().display(), "berthd stopped");
     Ok(())
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    // Installed now, not when the future is first polled: the socket may
+    // answer before that, and a SIGTERM/SIGINT in between would kill berthd
+    // without a graceful stop.
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    }
 }

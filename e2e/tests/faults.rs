@@ -507,12 +507,21 @@ fn assert_no_container_left(env: &NetEnv, ids: &[String], what: &str) {
         state.join("containers-trash"),
         root.join("containers-trash"),
     ] {
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        // RemoveContainer empties the trash after it answers: give that
+        // background step a moment.
+        let listing = || -> Vec<_> {
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !listing().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = listing();
         assert!(left.is_empty(), "{what}: {left:?} in {}", dir.display());
     }
     let mounts = mounts_under(&state.join("containers"));

@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
+# Lints first: they are the cheapest failures to find.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The test images are built once and cached under target/test-images.
 hack/build-test-images.sh target/test-images
 # e2e tests start target/debug/berthd, so build every binary first.

@@ -48,6 +48,11 @@ pub struct Config {
     /// dropped anyway.
     pub close_grace: Duration,
     pub peer_flow_control: PeerFlowControl,
+    /// Deflate our header blocks. Off by default: zlib-rs's deflate state
+    /// is about 370 KiB per connection, while our header blocks (mostly
+    /// SYN_REPLYs) are a few bytes; they go as stored blocks of the same
+    /// zlib stream instead, which every inflater reads.
+    pub compress_headers: bool,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             idle_timeout: None,
             close_grace: Duration::from_secs(5),
             peer_flow_control: PeerFlowControl::Auto,
+            compress_headers: false,
         }
     }
 }

@@ -158,8 +158,16 @@ fn take_string(rest: &mut &[u8]) -> Result<String, String> {
 
 /// Our direction's zlib stream.
 pub struct HeaderCompressor {
-    zlib: Compress,
-    primed: bool,
+    encoding: Encoding,
+}
+
+enum Encoding {
+    /// Real deflate: zlib-rs keeps about 370 KiB of state per stream.
+    Deflate { zlib: Box<Compress>, primed: bool },
+    /// Stored (uncompressed) deflate blocks: no state at all, and any
+    /// inflater reads them. Header blocks here are a few dozen bytes, so
+    /// this is the default (see `Config::compress_headers`).
+    Stored { started: bool },
 }
 
 impl Default for HeaderCompressor {
@@ -169,41 +177,92 @@ impl Default for HeaderCompressor {
 }
 
 impl HeaderCompressor {
+    /// Deflate-compressing, as spdystream does.
     pub fn new() -> Self {
         Self {
-            zlib: Compress::new(Compression::default(), true),
-            primed: false,
+            encoding: Encoding::Deflate {
+                zlib: Box::new(Compress::new(Compression::default(), true)),
+                primed: false,
+            },
+        }
+    }
+
+    /// Stored blocks: a valid zlib stream that costs no memory.
+    pub fn stored() -> Self {
+        Self {
+            encoding: Encoding::Stored { started: false },
         }
     }
 
     /// Appends `headers`, compressed and sync-flushed, to `out`.
     pub fn compress(&mut self, headers: &Headers, out: &mut Vec<u8>) -> Result<(), Error> {
-        if !self.primed {
-            // Before the first byte, so the zlib header names the dictionary.
-            self.zlib
-                .set_dictionary(&DICTIONARY)
-                .map_err(|e| Error::Compression(e.to_string()))?;
-            self.primed = true;
-        }
         let raw = encode_raw(headers);
-        let start = self.zlib.total_in();
-        out.reserve(raw.len() / 2 + 64);
-        loop {
-            let consumed = (self.zlib.total_in() - start) as usize;
-            if out.len() == out.capacity() {
-                out.reserve(256);
-            }
-            self.zlib
-                .compress_vec(&raw[consumed..], out, FlushCompress::Sync)
-                .map_err(|e| Error::Compression(e.to_string()))?;
-            let consumed = (self.zlib.total_in() - start) as usize;
-            // Room left over means the flush is complete.
-            if consumed == raw.len() && out.len() < out.capacity() {
-                return Ok(());
+        match &mut self.encoding {
+            Encoding::Deflate { zlib, primed } => deflate(zlib, primed, &raw, out),
+            Encoding::Stored { started } => {
+                store(started, &raw, out);
+                Ok(())
             }
         }
     }
 }
+
+fn deflate(
+    zlib: &mut Compress,
+    primed: &mut bool,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    if !*primed {
+        // Before the first byte, so the zlib header names the dictionary.
+        zlib.set_dictionary(&DICTIONARY)
+            .map_err(|e| Error::Compression(e.to_string()))?;
+        *primed = true;
+    }
+    let start = zlib.total_in();
+    out.reserve(raw.len() / 2 + 64);
+    loop {
+        let consumed = (zlib.total_in() - start) as usize;
+        if out.len() == out.capacity() {
+            out.reserve(256);
+        }
+        zlib.compress_vec(&raw[consumed..], out, FlushCompress::Sync)
+            .map_err(|e| Error::Compression(e.to_string()))?;
+        let consumed = (zlib.total_in() - start) as usize;
+        // Room left over means the flush is complete.
+        if consumed == raw.len() && out.len() < out.capacity() {
+            return Ok(());
+        }
+    }
+}
+
+/// RFC 1950/1951 by hand: the zlib header once (FDICT set, naming the
+/// dictionary by its Adler-32), then non-final stored blocks, then the
+/// empty stored block a SYNC_FLUSH ends with. Go's inflater needs that
+/// last one: it hands out a stored block's bytes only when the next block
+/// (or the stream) ends, so without it spdystream waits for the next frame
+/// and then fails on "compressed payload size was incorrect".
+fn store(started: &mut bool, raw: &[u8], out: &mut Vec<u8>) {
+    if !*started {
+        // CMF 0x78: deflate, 32 KiB window. FLG 0x20: FDICT, and
+        // (0x78 << 8 | 0x20) is a multiple of 31 as FCHECK requires.
+        out.extend_from_slice(&[0x78, 0x20]);
+        out.extend_from_slice(&DICTIONARY_ADLER32.to_be_bytes());
+        *started = true;
+    }
+    for piece in raw.chunks(usize::from(u16::MAX)) {
+        let len = piece.len() as u16;
+        // BFINAL 0, BTYPE 00 (stored), padding to the byte boundary.
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(&SYNC_MARKER);
+}
+
+/// An empty non-final stored block: how every SYNC_FLUSH ends.
+const SYNC_MARKER: [u8; 5] = [0, 0, 0, 0xff, 0xff];
 
 /// The peer's zlib stream, with a bound on what one block may inflate to.
 pub struct HeaderDecompressor {
@@ -265,6 +324,9 @@ impl HeaderDecompressor {
         }
     }
 }
+
+/// The dictionary's id in zlib headers (its Adler-32).
+pub const DICTIONARY_ADLER32: u32 = 0xe3c6_a7c2;
 
 /// The SPDY/3 zlib dictionary (spec §2.6.10.1): the words below, each
 /// preceded by its length as a big-endian u32, then the tail as is.
@@ -421,7 +483,7 @@ mod tests {
         assert_eq!(&DICTIONARY[..11], b"\0\0\0\x07options");
         assert!(DICTIONARY.ends_with(b"enq=0."));
         // The dictionary id every SPDY/3 zlib header carries.
-        assert_eq!(adler32(&DICTIONARY), 0xe3c6_a7c2);
+        assert_eq!(adler32(&DICTIONARY), DICTIONARY_ADLER32);
     }
 
     #[test]
@@ -466,10 +528,35 @@ mod tests {
             let mut block = Vec::new();
             tx.compress(&headers, &mut block).unwrap();
             // Sync flush: every block ends with the empty stored block.
-            assert!(block.ends_with(&[0, 0, 0xff, 0xff]));
+            assert!(block.ends_with(&SYNC_MARKER[1..]));
             let raw = rx.decompress(&block).unwrap();
             assert_eq!(decode_raw(&raw).unwrap(), headers);
         }
+    }
+
+    #[test]
+    fn stored_blocks_round_trip_and_are_byte_exact() {
+        let mut tx = HeaderCompressor::stored();
+        let mut rx = HeaderDecompressor::new(256 * 1024);
+        let headers: Headers = [("port", "8080")].into_iter().collect();
+        let mut block = Vec::new();
+        tx.compress(&headers, &mut block).unwrap();
+        let raw = encode_raw(&headers);
+        let mut expected = vec![0x78, 0x20, 0xe3, 0xc6, 0xa7, 0xc2, 0, raw.len() as u8, 0];
+        expected.extend_from_slice(&[!(raw.len() as u8), 0xff]);
+        expected.extend_from_slice(&raw);
+        expected.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+        assert_eq!(block, expected);
+        assert_eq!(
+            decode_raw(&rx.decompress(&block).unwrap()).unwrap(),
+            headers
+        );
+        // Later blocks: no zlib header; one over 64 KiB spans stored blocks.
+        let big: Headers = [("x", "y".repeat(100_000))].into_iter().collect();
+        let mut block = Vec::new();
+        tx.compress(&big, &mut block).unwrap();
+        assert_eq!(block[0], 0);
+        assert_eq!(decode_raw(&rx.decompress(&block).unwrap()).unwrap(), big);
     }
 
     #[test]

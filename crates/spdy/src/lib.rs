@@ -22,6 +22,16 @@
 //! - it drops DATA for a stream it accepted but has not replied to, so a
 //!   stream is only writable after [`IncomingStream::reply`].
 //! - it echoes PINGs of the other side's parity and ignores SETTINGS.
+//! - its inflater (Go's compress/flate) hands out a header block only once
+//!   the SYNC_FLUSH's empty stored block arrives; we end every block so.
+//!
+//! Memory: zlib-rs's deflate state is about 370 KiB, its inflate state
+//! about 46 KiB. We must inflate the peer's blocks, but our own (a few
+//! bytes each, mostly SYN_REPLYs) go by default as zlib *stored* blocks:
+//! the same zlib stream with the SPDY dictionary declared, readable by any
+//! inflater, and no deflate state ([`Config::compress_headers`] turns real
+//! compression on). flate2's zlib-rs backend supports preset dictionaries
+//! both ways (`Compress::set_dictionary`, `Decompress::set_dictionary`).
 
 mod connection;
 mod error;

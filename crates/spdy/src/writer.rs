@@ -22,7 +22,11 @@ struct Batch {
 
 pub(crate) async fn run<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut io: W) {
     let mut closed_rx = shared.closed_tx.subscribe();
-    let mut deflate = HeaderCompressor::new();
+    let mut deflate = if shared.config.compress_headers {
+        HeaderCompressor::new()
+    } else {
+        HeaderCompressor::stored()
+    };
     let mut out = Vec::new();
     loop {
         let (batch, closing) = {

@@ -20,7 +20,7 @@ pub struct Daemon {
     /// Pod sandboxes: records and pinned namespaces.
     sandboxes: Sandboxes,
     /// Containers, driven through each pod's monitor.
-    containers: Arc<Containers>,
+    containers: Containers,
     /// CNI pod networking.
     network: Arc<PodNetwork>,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
@@ -32,14 +32,10 @@ impl Daemon {
         let pod_cidr = store.get_setting(POD_CIDR_KEY)?.unwrap_or_default();
         let network = Arc::new(PodNetwork::new(&config.network, &config.state));
         let sandboxes = Sandboxes::open(store.db(), &config.state, network.clone())?;
-        let containers = Arc::new(Containers::open(
-            store.db(),
-            &config.root,
-            &config.state,
-            images.clone(),
-            config.cgroup_favordynmods,
-        )?);
-        sandboxes.set_container_hook(containers.clone());
+        if config.cgroup_favordynmods {
+            crate::cgroup_setup::favor_dynmods(&config.state);
+        }
+        let containers = Containers::open(store.db(), &config.root, &config.state, images.clone())?;
         Ok(Daemon {
             config,
             store,

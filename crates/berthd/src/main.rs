@@ -1,11 +1,15 @@
 //! `berthd`: the Berth CRI runtime daemon.
 
+mod blocking;
+mod cgroup_setup;
 mod config;
 mod container;
 mod cri;
 mod daemon;
 mod error;
 mod failpoint;
+mod ids;
+mod laps;
 mod network;
 mod sandbox;
 mod server;

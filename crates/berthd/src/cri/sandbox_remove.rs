@@ -1,4 +1,5 @@
-//! `RemovePodSandbox`: pins, state dir and record go; an unknown id is success
+//! `RemovePodSandbox`: the pod's containers and monitor go (stopped first),
+//! then its network, pins, state dir and record; an unknown id is success
 //! (the CRI: "must not return an error if the sandbox has already been removed").
 
 use berth_api::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
@@ -14,6 +15,12 @@ pub async fn remove_pod_sandbox(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    daemon.sandboxes().remove(&req.pod_sandbox_id).await?;
+    let Some(change) = daemon.sandboxes().begin_change(&req.pod_sandbox_id).await else {
+        tracing::debug!("RemovePodSandbox of an unknown sandbox: nothing to do");
+        return Ok(RemovePodSandboxResponse {});
+    };
+    // The pod's containers and its monitor go before its dirs.
+    daemon.containers().remove_pod(change.pod_id()).await?;
+    change.remove().await?;
     Ok(RemovePodSandboxResponse {})
 }

@@ -1,4 +1,7 @@
-//! `StopPodSandbox`: idempotent; an unknown sandbox is success (as containerd and CRI-O).
+//! `StopPodSandbox`: the pod's containers are killed, then its init and
+//! network go and it is NOTREADY. Idempotent; an unknown sandbox is success
+//! (the CRI: "must not return an error if all relevant resources have
+//! already been reclaimed", as containerd and CRI-O do).
 
 use berth_api::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
 use tonic::Status;
@@ -13,6 +16,14 @@ pub async fn stop_pod_sandbox(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    daemon.sandboxes().stop(&req.pod_sandbox_id).await?;
+    let Some(change) = daemon.sandboxes().begin_change(&req.pod_sandbox_id).await else {
+        tracing::debug!("StopPodSandbox of an unknown sandbox: nothing to do");
+        return Ok(StopPodSandboxResponse {});
+    };
+    // Containers die with the pod; done even for a NOTREADY pod, so a
+    // retried StopPodSandbox finishes a stop that failed midway.
+    daemon.containers().stop_pod(change.pod_id()).await?;
+    crate::failpoint::hit("sandbox-stop-containers-stopped");
+    change.stop().await?;
     Ok(StopPodSandboxResponse {})
 }

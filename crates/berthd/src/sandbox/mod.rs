@@ -10,7 +10,7 @@ pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use berth_api::v1::{NamespaceMode, PodSandboxConfig};
 use prost::Message;
@@ -19,25 +19,9 @@ use tracing::Instrument;
 
 pub use record::{NamespaceModes, PodInit, SandboxRecord, SandboxState};
 
-use crate::container::{new_id, now_ns};
+use crate::ids::{new_id, now_ns};
 use crate::network::PodNetwork;
 use crate::store::StoreError;
-
-/// Hook to the container subsystem, so that StopPodSandbox and
-/// RemovePodSandbox stop and remove the pod's containers (the sandbox module
-/// does not own containers; berthd registers this at startup).
-pub trait PodContainers: Send + Sync {
-    /// Stops (kills) every live container of the pod.
-    fn stop_all<'a>(
-        &'a self,
-        pod_id: &'a str,
-    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
-    /// Removes every container of the pod and lets its monitor exit.
-    fn remove_all<'a>(
-        &'a self,
-        pod_id: &'a str,
-    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>>;
-}
 
 /// id → JSON [`SandboxRecord`].
 const SANDBOXES: TableDefinition<&str, &str> = TableDefinition::new("sandboxes");
@@ -57,10 +41,9 @@ pub struct Sandboxes {
     pods_dir: PathBuf,
     /// Never held across an await.
     inner: Mutex<Inner>,
-    /// Serialises state changes (stop, remove) so they see one another whole.
+    /// Serialises state changes (stop, remove) so they see one another
+    /// whole, the pod's containers included (see [`PodChange`]).
     ops: tokio::sync::Mutex<()>,
-    /// The pod's containers (see [`PodContainers`]); unset in unit tests.
-    containers: OnceLock<Arc<dyn PodContainers>>,
     /// CNI: each pod's eth0.
     network: Arc<PodNetwork>,
 }
@@ -110,14 +93,8 @@ impl Sandboxes {
             pods_dir,
             inner: Mutex::new(inner),
             ops: tokio::sync::Mutex::new(()),
-            containers: OnceLock::new(),
             network,
         })
-    }
-
-    /// Registers the container subsystem (once, at startup).
-    pub fn set_container_hook(&self, hook: Arc<dyn PodContainers>) {
-        let _ = self.containers.set(hook);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -282,80 +259,87 @@ impl Sandboxes {
         Ok(rec)
     }
 
-    /// StopPodSandbox: NOTREADY. Idempotent; an unknown id is success, as the
-    /// CRI asks ("must not return an error if all relevant resources have
-    /// already been reclaimed") and containerd and CRI-O do.
-    pub async fn stop(&self, id: &str) -> Result<(), SandboxError> {
-        let _ops = self.ops.lock().await;
-        let Some(rec) = self.resolve(id) else {
-            tracing::debug!(
-                pod = id,
-                "StopPodSandbox of an unknown sandbox: nothing to do"
-            );
-            return Ok(());
-        };
-        // Hook: containers die with the pod. Done even for a NOTREADY pod,
-        // so a retried StopPodSandbox finishes a stop that failed midway.
-        if let Some(c) = self.containers.get() {
-            c.stop_all(&rec.id).await.map_err(SandboxError::Internal)?;
-        }
-        crate::failpoint::hit("sandbox-stop-containers-stopped");
-        // Then the pod init, and with it anything left in the pod's PID namespace.
+    /// Starts a StopPodSandbox or RemovePodSandbox of `id` (an exact id
+    /// or unique prefix): waits for any other in flight, then resolves it.
+    /// None: no such pod, nothing to do (the CRI asks both to succeed then).
+    pub async fn begin_change(&self, id: &str) -> Option<PodChange<'_>> {
+        let ops = self.ops.lock().await;
+        let rec = self.resolve(id)?;
+        Some(PodChange {
+            sandboxes: self,
+            rec,
+            _ops: ops,
+        })
+    }
+}
+
+/// A StopPodSandbox or RemovePodSandbox in progress, holding the lock that
+/// serialises them from [`Sandboxes::begin_change`] to its end. The caller
+/// stops or removes the pod's containers first (the sandbox does not own
+/// them), then calls [`PodChange::stop`] or [`PodChange::remove`].
+pub struct PodChange<'a> {
+    sandboxes: &'a Sandboxes,
+    rec: SandboxRecord,
+    _ops: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl PodChange<'_> {
+    /// The pod's full id.
+    pub fn pod_id(&self) -> &str {
+        &self.rec.id
+    }
+
+    /// StopPodSandbox, once the pod's containers are stopped: NOTREADY.
+    /// Idempotent: done even for a NOTREADY pod, so a retried
+    /// StopPodSandbox finishes a stop that failed midway.
+    pub async fn stop(self) -> Result<(), SandboxError> {
+        let this = self.sandboxes;
+        let rec = self.rec;
+        // The pod init, and with it anything left in the pod's PID namespace.
         if let Some(init) = &rec.init {
             pin::kill_init(init).await.map_err(SandboxError::Internal)?;
         }
-        let Some(mut rec) = self.lock().records.get(&rec.id).cloned() else {
+        let Some(mut rec) = this.lock().records.get(&rec.id).cloned() else {
             return Ok(());
         };
         // Then its network: the IP goes back to the pool now, not at removal.
         if rec.network_attached {
-            self.detach_network(&rec).await?;
+            this.detach_network(&rec).await?;
             rec.network_attached = false;
             rec.state = SandboxState::NotReady;
-            self.put(&rec)?;
+            this.put(&rec)?;
         }
         if rec.state == SandboxState::NotReady {
             return Ok(());
         }
         rec.state = SandboxState::NotReady;
-        self.put(&rec)?;
+        this.put(&rec)?;
         tracing::info!(pod = %rec.id, "pod sandbox stopped");
         Ok(())
     }
 
-    /// RemovePodSandbox: stops if needed, removes pins, dir and record. Unknown id: success.
-    pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
-        let _ops = self.ops.lock().await;
-        let Some(rec) = self.resolve(id) else {
-            tracing::debug!(
-                pod = id,
-                "RemovePodSandbox of an unknown sandbox: nothing to do"
-            );
-            return Ok(());
-        };
-        // Hook: the pod's containers (stopped first) and its monitor go before its dirs.
-        if let Some(c) = self.containers.get() {
-            c.remove_all(&rec.id)
-                .await
-                .map_err(SandboxError::Internal)?;
-        }
+    /// RemovePodSandbox, once the pod's containers and monitor are gone:
+    /// network, pins, dir and record.
+    pub async fn remove(self) -> Result<(), SandboxError> {
+        let this = self.sandboxes;
+        let rec = self.rec;
         // A DEL that failed at stop (or a pod never stopped) is retried
         // here: no IP may outlive its pod.
         if rec.network_attached {
-            self.detach_network(&rec).await?;
+            this.detach_network(&rec).await?;
         }
         crate::failpoint::hit("sandbox-remove-detached");
         remove_pod_dir(&rec.dir, rec.init.as_ref())
             .await
             .map_err(SandboxError::Internal)?;
         crate::failpoint::hit("sandbox-remove-dir-removed");
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = this.db.begin_write().map_err(db_err)?;
         txn.open_table(SANDBOXES)
             .map_err(db_err)?
             .remove(rec.id.as_str())
             .map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        let mut inner = self.lock();
+        let mut inner = this.lock();
         inner.records.remove(&rec.id);
         inner.names.remove(&rec.reservation_key());
         tracing::info!(pod = %rec.id, "pod sandbox removed");
@@ -607,12 +591,5 @@ mod tests {
             });
             assert_eq!(validate(&c, "").is_ok(), ok, "{parent}");
         }
-    }
-
-    #[test]
-    fn ids_are_64_hex() {
-        let id = new_id().unwrap();
-        assert_eq!(id.len(), 64);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }

@@ -1,0 +1,435 @@
+//! CreateContainer: image lease, overlay rootfs, pod files, OCI bundle, then
+//! the container created by the pod's monitor and its record written last;
+//! a failure undoes every step done so far.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use berth_api::v1::ContainerConfig;
+use berth_shim::protocol::Request;
+use tracing::Instrument;
+
+use super::{
+    ContainerError, ContainerRecord, Containers, State, internal, monitor, record, rootfs,
+};
+use crate::blocking;
+use crate::ids::{new_id, now_ns};
+use crate::laps::Laps;
+use crate::sandbox::{SandboxRecord, SandboxState};
+
+/// cgroupfs parent of containers whose pod names none (the kubelet always does).
+const DEFAULT_CGROUP_PARENT: &str = "/berth";
+
+/// What CreateContainer did so far, undone in reverse on failure.
+#[derive(Default)]
+struct Undo {
+    leased: bool,
+    mounted: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
+    in_monitor: bool,
+}
+
+/// Where a new container's files go.
+struct Dirs {
+    /// `<state>/containers/<id>`: `config.json` and the rootfs mount point.
+    bundle: PathBuf,
+    /// `<root>/containers/<id>`: the overlay upper and work dirs.
+    layer_dir: PathBuf,
+    rootfs: PathBuf,
+}
+
+/// What the spec of a new container is built from.
+struct SpecInput<'a> {
+    id: &'a str,
+    pod: &'a SandboxRecord,
+    pod_config: &'a berth_api::v1::PodSandboxConfig,
+    config: &'a ContainerConfig,
+    image: &'a berth_spec::ImageConfig,
+    image_name: &'a str,
+}
+
+/// Where the container's output goes.
+struct LogPaths {
+    /// As the CRI named it (empty: the kubelet expects no log).
+    cri: String,
+    /// Where the monitor writes it.
+    monitor: PathBuf,
+}
+
+impl Containers {
+    /// CreateContainer. `pod` is the sandbox record, already resolved.
+    pub async fn create(
+        &self,
+        pod: SandboxRecord,
+        config: ContainerConfig,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let invalid = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
+        let Some(md) = config.metadata.clone() else {
+            return invalid("config.metadata is required");
+        };
+        if md.name.is_empty() {
+            return invalid("config.metadata.name is required");
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return invalid("config.image.image is required");
+        }
+        if pod.state != SandboxState::Ready {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: cannot create containers in it",
+                pod.id
+            )));
+        }
+        let image = self
+            .images
+            .get(&image_name)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ContainerError::NotFound(format!(
+                    "image {image_name:?} is not pulled: pull it before creating the container"
+                ))
+            })?;
+        let id = new_id().map_err(internal)?;
+        let key = record::reservation_key(&pod.id, &md.name, md.attempt);
+        {
+            let mut inner = self.lock();
+            if let Some(other) = inner.names.get(&key) {
+                return Err(ContainerError::AlreadyExists(format!(
+                    "container name {:?} (attempt {}) is already used by {other} in pod {}",
+                    md.name, md.attempt, pod.id
+                )));
+            }
+            inner.names.insert(key.clone(), id.clone());
+        }
+        let span = tracing::info_span!("create_container", pod = %pod.id, container = %id);
+        let mut undo = Undo::default();
+        let result = self
+            .create_steps(&id, &pod, &config, &image, &image_name, &mut undo)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(parent: &span, error = %e, "CreateContainer failed: rolling back");
+            self.rollback(&id, &pod.id, undo)
+                .instrument(span.clone())
+                .await;
+            self.lock().names.remove(&key);
+        }
+        result
+    }
+
+    async fn create_steps(
+        &self,
+        id: &str,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+        image: &berth_image::Image,
+        image_name: &str,
+        undo: &mut Undo,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let created = Instant::now();
+        let mut laps = Laps::new();
+        let pod_config = pod.config().map_err(internal)?;
+        let image_config = image.config().map_err(internal)?;
+        let input = SpecInput {
+            id,
+            pod,
+            pod_config: &pod_config,
+            config,
+            image: &berth_spec::ImageConfig::from(&image_config),
+            image_name,
+        };
+        let stop_signal = super::stop::stop_signal(config, &image_config)?;
+
+        // The pod's monitor (spawned on its first container) starts while
+        // the rootfs and bundle are prepared.
+        let monitor_ready = self.spawn_monitor(&pod.id);
+        let dirs = self.mount_rootfs(id, image, undo, &mut laps).await?;
+        let pod_files = self.write_pod_files(pod, &pod_config).await?;
+        laps.mark("pod_files");
+        let spec = self.build_spec(&input, &dirs.rootfs, &pod_files).await?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+        laps.mark("spec");
+        rootfs::write_atomic(&dirs.bundle.join("config.json"), &json).map_err(internal)?;
+        laps.mark("bundle");
+        let logs = log_paths(pod, config, &dirs.bundle)?;
+        laps.mark("log_dir");
+        monitor_ready
+            .await
+            .map_err(|e| internal(anyhow::anyhow!("monitor spawn task failed: {e}")))?
+            .map_err(internal)?;
+        laps.mark("monitor_ready");
+        self.create_in_monitor(&pod.id, id, &dirs.bundle, logs.monitor, undo)
+            .await?;
+        laps.mark("monitor_create");
+
+        let rec = new_record(&input, image, stop_signal, &spec, dirs, logs.cri);
+        self.put(&rec)?;
+        laps.mark("record");
+        tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, steps = %laps, "container created");
+        Ok(rec)
+    }
+
+    /// Spawns the pod's monitor unless it runs, in the background (one
+    /// spawn at a time: one monitor per pod).
+    fn spawn_monitor(&self, pod_id: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let (lock, dir, pod_id) = (
+            self.spawn.clone(),
+            self.monitor_dir(pod_id),
+            pod_id.to_string(),
+        );
+        tokio::spawn(async move {
+            let _spawn = lock.lock_owned().await;
+            monitor::ensure(&dir, &pod_id).await
+        })
+    }
+
+    /// Leases the image's layers and mounts them as the container's overlay rootfs.
+    async fn mount_rootfs(
+        &self,
+        id: &str,
+        image: &berth_image::Image,
+        undo: &mut Undo,
+        laps: &mut Laps,
+    ) -> Result<Dirs, ContainerError> {
+        let (images, cid, image_id) = (self.images.clone(), id.to_string(), image.id.clone());
+        let layers = blocking::run(move || Ok(images.lease(&cid, &image_id)?)).await?;
+        undo.leased = true;
+        laps.mark("lease");
+        let bundle = self.bundles_dir.join(id);
+        let layer_dir = self.layers_dir.join(id);
+        undo.dirs = vec![bundle.clone(), layer_dir.clone()];
+        let rootfs = bundle.join("rootfs");
+        let (l, b, r) = (layers, layer_dir.clone(), rootfs.clone());
+        blocking::run(move || rootfs::mount_overlay(&l, &b, &r)).await?;
+        laps.mark("mount");
+        crate::failpoint::hit("container-create-mounted");
+        undo.mounted = Some(rootfs.clone());
+        Ok(Dirs {
+            bundle,
+            layer_dir,
+            rootfs,
+        })
+    }
+
+    /// The pod's /etc files (written once per pod) and its /dev/shm.
+    async fn write_pod_files(
+        &self,
+        pod: &SandboxRecord,
+        pod_config: &berth_api::v1::PodSandboxConfig,
+    ) -> Result<berth_spec::PodFiles, ContainerError> {
+        let (pd, pc, hn) = (
+            self.pod_dir(&pod.id),
+            pod_config.clone(),
+            self.host.node_hostname.clone(),
+        );
+        let files = blocking::run(move || rootfs::write_pod_files(&pd, &pc, &hn)).await?;
+        Ok(berth_spec::PodFiles {
+            etc_hosts: Some(files.hosts),
+            etc_hostname: Some(files.hostname),
+            resolv_conf: Some(files.resolv_conf),
+            // The pod's shared tmpfs (None for host IPC: the spec binds the host's).
+            dev_shm: pod.shm.clone(),
+        })
+    }
+
+    /// The OCI spec of the container, and the working dir it names made in
+    /// the rootfs.
+    async fn build_spec(
+        &self,
+        input: &SpecInput<'_>,
+        rootfs: &Path,
+        files: &berth_spec::PodFiles,
+    ) -> Result<berth_spec::oci_spec::runtime::Spec, ContainerError> {
+        let (id, pod) = (input.id, input.pod);
+        let cgroups_path = Self::cgroups_path_of(&pod.cgroup_parent, id);
+        let spec = berth_spec::build_spec(&berth_spec::SpecInput {
+            container_id: id,
+            sandbox_id: &pod.id,
+            config: input.config,
+            sandbox: input.pod_config,
+            image: input.image,
+            image_name: input.image_name,
+            rootfs,
+            namespaces: &pod_namespaces(pod),
+            target_pid_ns: None,
+            files,
+            cgroups_path: cgroups_path.as_deref(),
+            host: &self.host,
+        })
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        // As runc: a working dir the image lacks is created (libcontainer
+        // would fail the create with ENOENT).
+        if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
+            let (r, c) = (rootfs.to_path_buf(), cwd.to_string_lossy().into_owned());
+            blocking::run(move || {
+                berth_spec::in_root::mkdir_all(&r, &c)
+                    .with_context(|| format!("cannot create the working dir {c} in the rootfs"))
+            })
+            .await
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        }
+        Ok(spec)
+    }
+
+    /// The pod's monitor creates the container from its bundle.
+    async fn create_in_monitor(
+        &self,
+        pod_id: &str,
+        id: &str,
+        bundle: &Path,
+        log_path: PathBuf,
+        undo: &mut Undo,
+    ) -> Result<(), ContainerError> {
+        monitor::call(
+            &self.monitor_dir(pod_id),
+            pod_id,
+            Request::Create {
+                id: id.to_string(),
+                bundle: bundle.to_path_buf(),
+                log_path,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        undo.in_monitor = true;
+        crate::failpoint::hit("container-create-in-monitor");
+        Ok(())
+    }
+
+    async fn rollback(&self, id: &str, pod_id: &str, undo: Undo) {
+        let report = |what: &str, e: &dyn std::fmt::Display| tracing::error!(error = %e, "rollback of CreateContainer: {what}");
+        if undo.in_monitor {
+            let req = Request::Delete {
+                id: id.to_string(),
+                force: true,
+            };
+            if let Err(e) = monitor::call(&self.monitor_dir(pod_id), pod_id, req).await {
+                report("monitor delete", &e);
+            }
+        }
+        if let Some(m) = undo.mounted
+            && let Err(e) = rootfs::unmount(&m)
+        {
+            report("unmount", &format!("{e:#}"));
+        }
+        for d in undo.dirs {
+            if let Err(e) = rootfs::remove_dir(&d) {
+                report("remove dir", &format!("{e:#}"));
+            }
+        }
+        if undo.leased
+            && let Err(e) = self.images.unlease(id)
+        {
+            report("unlease", &e);
+        }
+    }
+
+    /// The container's cgroup (`linux.cgroupsPath`) under its pod's
+    /// `cgroup_parent`, computed as CreateContainer computes it.
+    /// Without a parent libcontainer names the cgroup ":youki:<id>", which
+    /// its delete leaves behind on cgroup v1: such containers go under /berth.
+    pub fn cgroups_path_of(pod_cgroup_parent: &str, id: &str) -> Option<String> {
+        let parent = match pod_cgroup_parent {
+            "" => DEFAULT_CGROUP_PARENT,
+            p => p,
+        };
+        berth_spec::cgroups_path(parent, id, "berth")
+    }
+}
+
+/// The pod's namespaces the container joins.
+fn pod_namespaces(pod: &SandboxRecord) -> berth_spec::PodNamespaces {
+    let pin = |p: &Option<PathBuf>| match p {
+        Some(p) => berth_spec::PodNamespace::Pinned(p.clone()),
+        None => berth_spec::PodNamespace::Host,
+    };
+    berth_spec::PodNamespaces {
+        network: pin(&pod.pins.net),
+        ipc: pin(&pod.pins.ipc),
+        uts: pin(&pod.pins.uts),
+        // Pinned by the pod's init (None unless the pod's PID mode is POD).
+        pid: pod.pins.pid.clone(),
+    }
+}
+
+/// The CRI log path is relative to the pod's log directory; with either
+/// missing the kubelet expects no log, but the monitor always needs
+/// somewhere to put the output. Its dir is created.
+fn log_paths(
+    pod: &SandboxRecord,
+    config: &ContainerConfig,
+    bundle: &Path,
+) -> Result<LogPaths, ContainerError> {
+    let cri = if pod.log_directory.is_empty() || config.log_path.is_empty() {
+        String::new()
+    } else {
+        Path::new(&pod.log_directory)
+            .join(&config.log_path)
+            .display()
+            .to_string()
+    };
+    let monitor = if cri.is_empty() {
+        bundle.join("output.log")
+    } else {
+        PathBuf::from(&cri)
+    };
+    if let Some(parent) = monitor.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create log dir {}", parent.display()))
+            .map_err(internal)?;
+    }
+    Ok(LogPaths { cri, monitor })
+}
+
+/// The record of a container its monitor created.
+fn new_record(
+    input: &SpecInput<'_>,
+    image: &berth_image::Image,
+    stop_signal: i32,
+    spec: &berth_spec::oci_spec::runtime::Spec,
+    dirs: Dirs,
+    log_path: String,
+) -> ContainerRecord {
+    let config = input.config;
+    let md = config.metadata.clone().unwrap_or_default();
+    ContainerRecord {
+        id: input.id.to_string(),
+        pod_id: input.pod.id.clone(),
+        name: md.name,
+        attempt: md.attempt,
+        image: input.image_name.to_string(),
+        image_id: image.id.clone(),
+        image_ref: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone()),
+        labels: config.labels.clone().into_iter().collect(),
+        annotations: config.annotations.clone().into_iter().collect(),
+        log_path,
+        stop_signal,
+        state: State::Created,
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        oom_killed: false,
+        message: String::new(),
+        bundle: dirs.bundle,
+        layer_dir: dirs.layer_dir,
+        // What ContainerStatus reports: the CRI mounts as given, the
+        // resources and user as the spec set them.
+        mounts: config
+            .mounts
+            .iter()
+            .map(record::MountRecord::from)
+            .collect(),
+        resources: Some(record::ResourcesRecord::from_spec(spec)),
+        user: record::UserRecord::from_spec(spec),
+    }
+}

@@ -1,0 +1,132 @@
+//! StopContainer: the stop signal, then SIGKILL after the timeout, both
+//! sent by the pod's monitor, which answers once the exit is recorded.
+
+use std::time::Duration;
+
+use berth_api::v1::ContainerConfig;
+use berth_shim::protocol::{Request, Response};
+
+use super::{ContainerError, Containers, State, internal, monitor};
+
+/// How long StopContainer waits for the SIGKILL it sends after the timeout.
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl Containers {
+    /// StopContainer: the stop signal, then SIGKILL after `timeout`.
+    /// Stopping an exited container is a success.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let rec = self.must(id)?;
+        let lock = self.op_lock(&rec.id);
+        let _op = lock.lock().await;
+        self.stop_locked(&rec.id, timeout).await
+    }
+
+    pub(super) async fn stop_locked(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(), ContainerError> {
+        let rec = self.must(id)?;
+        if rec.state == State::Exited {
+            return Ok(());
+        }
+        // One round trip: the monitor signals, escalates to SIGKILL after
+        // the timeout and answers once the exit is recorded.
+        tracing::info!(signal = rec.stop_signal, ?timeout, "stopping container");
+        let req = Request::Stop {
+            id: id.to_string(),
+            signal: rec.stop_signal,
+            timeout_ms: timeout.as_millis() as u64,
+            kill_wait_ms: KILL_WAIT.as_millis() as u64,
+        };
+        let rec = match monitor::call(&self.monitor_dir(&rec.pod_id), &rec.pod_id, req).await {
+            Ok(Response::State(s)) => self.apply(rec, Ok(Some(s)))?,
+            Err(e) if e.is_bad_request() => return self.stop_polling(id, timeout).await,
+            Err(e) if e.is_not_found() => self.apply(rec, Ok(None))?,
+            Err(e @ monitor::CallError::Unreachable { .. }) => self.apply(rec, Err(e))?,
+            Err(e) => return Err(internal(e)),
+            Ok(other) => {
+                return Err(internal(anyhow::anyhow!(
+                    "unexpected monitor answer to stop: {other:?}"
+                )));
+            }
+        };
+        if rec.state != State::Exited {
+            return Err(internal(anyhow::anyhow!(
+                "container {id} did not exit within {KILL_WAIT:?} of SIGKILL"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The CRI's stop signal, else the image's `StopSignal`, else SIGTERM.
+pub(super) fn stop_signal(
+    config: &ContainerConfig,
+    image: &berth_spec::oci_spec::image::ImageConfiguration,
+) -> Result<i32, ContainerError> {
+    use std::str::FromStr;
+    let cri = berth_api::v1::Signal::try_from(config.stop_signal)
+        .unwrap_or(berth_api::v1::Signal::RuntimeDefault);
+    let name = if cri != berth_api::v1::Signal::RuntimeDefault {
+        cri.as_str_name().to_string()
+    } else {
+        image
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+            .unwrap_or_default()
+    };
+    if name.is_empty() {
+        return Ok(libc::SIGTERM);
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return Ok(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&full)
+        .map(|s| s as i32)
+        .map_err(|_| ContainerError::InvalidArgument(format!("unknown stop signal {name:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with_stop_signal(sig: &str) -> berth_spec::oci_spec::image::ImageConfiguration {
+        serde_json::from_str(&format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"StopSignal":"{sig}"}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn stop_signal_cri_then_image_then_sigterm() {
+        let mut c = ContainerConfig::default();
+        let none = image_with_stop_signal("");
+        assert_eq!(stop_signal(&c, &none).unwrap(), libc::SIGTERM);
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("SIGQUIT")).unwrap(),
+            libc::SIGQUIT
+        );
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("usr1")).unwrap(),
+            libc::SIGUSR1
+        );
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("9")).unwrap(),
+            libc::SIGKILL
+        );
+        assert!(stop_signal(&c, &image_with_stop_signal("SIGNOPE")).is_err());
+        c.stop_signal = berth_api::v1::Signal::Sigint as i32;
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("SIGQUIT")).unwrap(),
+            libc::SIGINT
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! A small blocking client of the monitor protocol (tests, tools; berthd
+//! uses its own async one), and starting a monitor.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{Request, Response, SOCKET_NAME, version_from_hello};
+
+pub struct Client {
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the monitor whose state dir is `state_dir`.
+    pub fn connect(state_dir: &Path) -> io::Result<Self> {
+        let stream = UnixStream::connect(state_dir.join(SOCKET_NAME))?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn call(&mut self, req: &Request) -> io::Result<Response> {
+        let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.reader.get_mut().write_all(&line)?;
+        let mut resp = String::new();
+        if self.reader.read_line(&mut resp)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "monitor closed the connection",
+            ));
+        }
+        serde_json::from_str(&resp).map_err(io::Error::other)
+    }
+
+    /// The monitor's protocol version (0: from before versions).
+    pub fn hello(&mut self) -> io::Result<u32> {
+        version_from_hello(self.call(&Request::Hello)?)
+            .map_err(|other| io::Error::other(format!("unexpected answer to hello: {other:?}")))
+    }
+}
+
+/// Runs `berth-monitor` (plain `std::process`: the monitor daemonizes
+/// itself) and returns the monitor's pid once its socket is
+/// ready. The command itself exits at once; the monitor is a daemon.
+pub fn spawn(binary: &Path, pod_id: &str, state_dir: &Path) -> io::Result<i32> {
+    let out = Command::new(binary)
+        .arg("--pod-id")
+        .arg(pod_id)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "berth-monitor for pod {pod_id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::other(format!("berth-monitor for pod {pod_id}: pid: {e}")))
+}

@@ -15,9 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_shim::client::Client;
+use berth_monitor_protocol::{Client, Request, Response, Status};
 use berth_shim::monitor::Monitor;
-use berth_shim::protocol::{Request, Response, Status};
 
 fn arg(name: &str) -> Option<String> {
     let mut it = std::env::args().skip(1);
@@ -177,7 +176,7 @@ fn main() {
 
 fn expect_ok(r: std::io::Result<Response>) {
     match r {
-        Ok(Response::Error { message }) => panic!("monitor: {message}"),
+        Ok(Response::Error(e)) => panic!("monitor: {e}"),
         Ok(_) => {}
         Err(e) => panic!("monitor: {e}"),
     }

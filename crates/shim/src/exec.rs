@@ -11,46 +11,18 @@
 //! poll loop reads its stdout/stderr pipes, the SIGCHLD reaper records its
 //! exit, and the deferred answer goes back to the waiting connection.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::oci_spec::runtime::{LinuxResources, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-/// One running exec and what it printed so far.
-pub(crate) struct Exec {
-    pub ctr: String,
-    /// The connection waiting for the answer.
-    pub conn: u64,
-    pub pid: i32,
-    /// Read ends of stdout and stderr; `None` once at EOF.
-    pub pipes: [Option<OwnedFd>; 2],
-    pub out: [Vec<u8>; 2],
-    pub max_output: usize,
-    pub truncated: bool,
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-    /// Shell-style exit code once reaped.
-    pub exit_code: Option<i32>,
-}
-
-impl Exec {
-    /// Keeps what fits under the cap (both streams together), drops the rest.
-    pub fn push(&mut self, idx: usize, data: &[u8]) {
-        let used = self.out[0].len() + self.out[1].len();
-        let room = self.max_output.saturating_sub(used);
-        if data.len() > room {
-            self.truncated = true;
-        }
-        self.out[idx].extend_from_slice(&data[..data.len().min(room)]);
-    }
-}
+use crate::monitor::{Op, OpError, chain};
 
 /// What to run: the container's process with args (and optionally env and
 /// cwd) replaced.
@@ -69,9 +41,9 @@ pub(crate) struct ExecBase {
 }
 
 impl ExecBase {
-    pub fn load(id: &str, bundle: &Path) -> Result<ExecBase, String> {
+    pub fn load(id: &str, bundle: &Path) -> Result<ExecBase, OpError> {
         let cfg = Spec::load(bundle.join("config.json"))
-            .map_err(|e| format!("exec in container {id}: load config.json: {e}"))?;
+            .map_err(|e| Op::Exec.failed(id, format!("load config.json: {e}")))?;
         Ok(ExecBase {
             process: cfg.process().clone().unwrap_or_default(),
             seccomp: cfg.linux().as_ref().and_then(|l| l.seccomp().clone()),
@@ -88,9 +60,9 @@ pub(crate) fn spawn(
     base: &ExecBase,
     spec: &ExecSpec<'_>,
     stdio: [OwnedFd; 2],
-) -> Result<i32, String> {
+) -> Result<i32, OpError> {
     if spec.args.is_empty() {
-        return Err(format!("exec in container {id}: empty command"));
+        return Err(Op::Exec.invalid_argument(id, "empty command"));
     }
     let mut process = base.process.clone();
     process.set_args(Some(spec.args.to_vec()));
@@ -108,14 +80,14 @@ pub(crate) fn spawn(
     // through /proc/self/fd (it reads it in this process, before cloning),
     // so an exec writes and deletes nothing on disk.
     let memfd = process_memfd(&process)
-        .map_err(|e| format!("exec in container {id}: write process spec: {e}"))?;
+        .map_err(|e| Op::Exec.failed(id, format!("write process spec: {e}")))?;
     let proc_path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
-    let devnull = File::open("/dev/null")
-        .map_err(|e| format!("exec in container {id}: open /dev/null: {e}"))?;
+    let devnull =
+        File::open("/dev/null").map_err(|e| Op::Exec.failed(id, format!("open /dev/null: {e}")))?;
     let [out_w, err_w] = stdio;
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map_err(|e| format!("exec in container {id}: {e}"))
+        .map_err(|e| Op::Exec.failed(id, e))
         .map(|b| {
             b.with_stdin(devnull)
                 .with_stdout(out_w)
@@ -132,10 +104,7 @@ pub(crate) fn spawn(
     drop(memfd);
     match built? {
         Ok(pid) => Ok(pid.as_raw()),
-        Err(e) => Err(format!(
-            "exec in container {id}: {}",
-            crate::monitor::chain(&e)
-        )),
+        Err(e) => Err(Op::Exec.failed(id, chain(&e))),
     }
 }
 
@@ -211,125 +180,6 @@ impl Executor for SeccompExecutor {
     }
 }
 
-/// Applies `res` to the live cgroup `cgroup` (as libcontainer computed it
-/// at create). Written straight to cgroupfs: the shim has no direct
-/// libcgroups dependency and these are a handful of files. A hybrid host is
-/// driven as v1, like libcontainer does.
-pub(crate) fn update_cgroup(cgroup: &Path, res: &LinuxResources) -> Result<(), String> {
-    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    let base = Path::new("/sys/fs/cgroup");
-    let v2 = base.join("cgroup.controllers").exists();
-    let w = |dir: PathBuf, file: &str, val: String| -> Result<(), String> {
-        let p = dir.join(file);
-        fs::write(&p, &val).map_err(|e| format!("write {val:?} to {}: {e}", p.display()))
-    };
-    let v1 = |ctrl: &str| base.join(ctrl).join(rel);
-    let dir2 = base.join(rel);
-
-    if let Some(cpu) = res.cpu() {
-        if v2 {
-            if let Some(shares) = cpu.shares() {
-                // runc's shares→weight conversion.
-                let weight = if shares == 0 {
-                    100
-                } else {
-                    1 + ((shares.clamp(2, 262144) - 2) * 9999) / 262142
-                };
-                w(dir2.clone(), "cpu.weight", weight.to_string())?;
-            }
-            if cpu.quota().is_some() || cpu.period().is_some() {
-                let quota = match cpu.quota() {
-                    Some(q) if q > 0 => q.to_string(),
-                    _ => "max".to_string(),
-                };
-                let period = cpu.period().unwrap_or(100_000);
-                w(dir2.clone(), "cpu.max", format!("{quota} {period}"))?;
-            }
-        } else {
-            if let Some(shares) = cpu.shares() {
-                w(v1("cpu"), "cpu.shares", shares.to_string())?;
-            }
-            if let Some(period) = cpu.period() {
-                w(v1("cpu"), "cpu.cfs_period_us", period.to_string())?;
-            }
-            if let Some(quota) = cpu.quota() {
-                w(v1("cpu"), "cpu.cfs_quota_us", quota.to_string())?;
-            }
-        }
-        let cs = if v2 { dir2.clone() } else { v1("cpuset") };
-        if let Some(cpus) = cpu.cpus() {
-            w(cs.clone(), "cpuset.cpus", cpus.clone())?;
-        }
-        if let Some(mems) = cpu.mems() {
-            w(cs, "cpuset.mems", mems.clone())?;
-        }
-    }
-
-    if let Some(mem) = res.memory() {
-        if v2 {
-            if let Some(limit) = mem.limit() {
-                let v = if limit > 0 {
-                    limit.to_string()
-                } else {
-                    "max".into()
-                };
-                w(dir2.clone(), "memory.max", v)?;
-                // v1 swap is memory+swap; v2's swap.max is swap alone.
-                if let Some(swap) = mem.swap() {
-                    let s = if swap > 0 && limit > 0 {
-                        (swap - limit).max(0).to_string()
-                    } else {
-                        "max".into()
-                    };
-                    w(dir2.clone(), "memory.swap.max", s)?;
-                }
-            }
-        } else {
-            let dir = v1("memory");
-            let limit = mem.limit().map(|l| l.to_string());
-            let swap = mem.swap().map(|s| s.to_string());
-            // memsw must stay >= limit: raising needs memsw first, lowering
-            // needs the limit first. Try limit first, then the other order.
-            let set = |first: &str, a: &Option<String>, second: &str, b: &Option<String>| {
-                if let Some(a) = a {
-                    w(dir.clone(), first, a.clone())?;
-                }
-                if let Some(b) = b {
-                    w(dir.clone(), second, b.clone())?;
-                }
-                Ok::<(), String>(())
-            };
-            const L: &str = "memory.limit_in_bytes";
-            const S: &str = "memory.memsw.limit_in_bytes";
-            set(L, &limit, S, &swap).or_else(|_| set(S, &swap, L, &limit))?;
-        }
-    }
-
-    if let Some(pages) = res.hugepage_limits() {
-        for h in pages {
-            let (dir, file) = if v2 {
-                (dir2.clone(), format!("hugetlb.{}.max", h.page_size()))
-            } else {
-                (
-                    v1("hugetlb"),
-                    format!("hugetlb.{}.limit_in_bytes", h.page_size()),
-                )
-            };
-            w(dir, &file, h.limit().to_string())?;
-        }
-    }
-
-    if v2 && let Some(unified) = res.unified() {
-        for (k, v) in unified {
-            if k.contains('/') {
-                return Err(format!("unified key {k:?} is not a file name"));
-            }
-            w(dir2.clone(), k, v.clone())?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,26 +191,5 @@ mod tests {
             &["A=2".into(), "B=3".into()],
         );
         assert_eq!(got, ["PATH=/bin", "A=2", "B=3"]);
-    }
-
-    #[test]
-    fn output_capped_across_streams() {
-        let mut e = Exec {
-            ctr: "c".into(),
-            conn: 0,
-            pid: 1,
-            pipes: [None, None],
-            out: [Vec::new(), Vec::new()],
-            max_output: 5,
-            truncated: false,
-            deadline: None,
-            timed_out: false,
-            exit_code: None,
-        };
-        e.push(0, b"abc");
-        assert!(!e.truncated);
-        e.push(1, b"defg");
-        assert_eq!(e.out, [b"abc".to_vec(), b"de".to_vec()]);
-        assert!(e.truncated);
     }
 }

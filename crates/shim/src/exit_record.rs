@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::protocol::ExitRecord;
+use berth_monitor_protocol::ExitRecord;
 
 pub fn path(exits_dir: &Path, id: &str) -> PathBuf {
     exits_dir.join(format!("{id}.json"))

@@ -3,12 +3,15 @@
 //! print why and pass.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_shim::client::{self, Client};
-use berth_shim::protocol::{ContainerState, Request, Response, Status};
+use berth_monitor_protocol::{
+    self as client, Client, ContainerState, ErrorCode, ErrorReply, Request, Response, Status,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-monitor");
 
@@ -262,12 +265,18 @@ fn exit_code_logs_and_exit_record() {
 
     // Requests for unknown containers are errors naming the id.
     match pod.call(Request::Start { id: "nope".into() }) {
-        Response::Error { message } => assert!(message.contains("nope"), "{message}"),
+        Response::Error(ErrorReply { code, message }) => {
+            assert_eq!(code, ErrorCode::NotFound, "{message}");
+            assert!(message.contains("nope"), "{message}");
+        }
         other => panic!("{other:?}"),
     }
     // Created twice: refused.
     match pod.call(Request::Start { id: "c1".into() }) {
-        Response::Error { message } => assert!(message.contains("c1"), "{message}"),
+        Response::Error(ErrorReply { code, message }) => {
+            assert_eq!(code, ErrorCode::FailedPrecondition, "{message}");
+            assert!(message.contains("c1"), "{message}");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -302,7 +311,10 @@ fn kill_reports_signal_and_delete_cleans_up() {
         id: "sleeper".into(),
         force: false,
     }) {
-        Response::Error { message } => assert!(message.contains("sleeper"), "{message}"),
+        Response::Error(ErrorReply { code, message }) => {
+            assert_eq!(code, ErrorCode::FailedPrecondition, "{message}");
+            assert!(message.contains("sleeper"), "{message}");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -337,7 +349,10 @@ fn kill_reports_signal_and_delete_cleans_up() {
         pod.call(Request::State {
             id: "sleeper".into()
         }),
-        Response::Error { .. }
+        Response::Error(ErrorReply {
+            code: ErrorCode::NotFound,
+            ..
+        })
     ));
 
     // Force-deleting a running container kills and removes it.
@@ -356,6 +371,36 @@ fn kill_reports_signal_and_delete_cleans_up() {
     assert_eq!(pod.cgroup_dirs("forced"), Vec::<PathBuf>::new());
 }
 
+/// The monitor tells its protocol version; unknown ops and malformed
+/// requests are typed bad requests (what berthd's fallbacks key on).
+#[test]
+fn hello_and_bad_requests() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("hello");
+    if std::env::var_os("BERTH_MONITOR_BIN").is_none() {
+        assert_eq!(
+            pod.client.hello().unwrap(),
+            berth_monitor_protocol::PROTOCOL_VERSION
+        );
+    }
+    let mut raw = UnixStream::connect(pod.state_dir().join("monitor.sock")).unwrap();
+    raw.write_all(b"{\"op\":\"teleport\",\"id\":\"c1\"}\nnot json\n")
+        .unwrap();
+    let mut lines = BufReader::new(raw).lines();
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        match serde_json::from_str(&line).unwrap() {
+            Response::Error(ErrorReply { code, message }) => {
+                assert_eq!(code, ErrorCode::BadRequest, "{message}");
+                assert!(message.starts_with("bad request"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn bad_bundle_is_an_error_and_leaves_nothing() {
     if !usable() {
@@ -368,7 +413,10 @@ fn bad_bundle_is_an_error_and_leaves_nothing() {
         bundle,
         log_path: pod.log_path("broken"),
     }) {
-        Response::Error { message } => assert!(message.contains("broken"), "{message}"),
+        Response::Error(ErrorReply { code, message }) => {
+            assert_eq!(code, ErrorCode::Internal, "{message}");
+            assert!(message.contains("broken"), "{message}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(!pod.state_dir().join("containers/broken").exists());
@@ -518,7 +566,7 @@ fn oom_score_adj_and_deleting_a_created_container() {
     });
     println!("oomScoreAdj -999: {r:?}");
     match r {
-        Response::Error { message } => {
+        Response::Error(ErrorReply { message, .. }) => {
             assert!(message.contains("low"), "{message}");
             assert!(!pod.state_dir().join("containers/low").exists());
         }
@@ -546,7 +594,10 @@ fn libcontainer_failure_is_explained() {
         bundle,
         log_path: pod.log_path("badcwd"),
     }) {
-        Response::Error { message } => message,
+        Response::Error(ErrorReply {
+            code: ErrorCode::Internal,
+            message,
+        }) => message,
         other => panic!("{other:?}"),
     };
     println!("{message}");

@@ -1,14 +1,19 @@
 //! berthd's side of the per-pod monitor: spawned lazily on the pod's first
 //! CreateContainer, then reached through its socket in
-//! `<state>/monitors/<pod>/` over pooled async connections.
+//! `<state>/monitors/<pod>/` over pooled async connections. The first
+//! connection to a monitor berthd did not spawn (found running after a
+//! berthd restart) asks its protocol version (see `berth_monitor_protocol`
+//! for the compatibility rules).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 
 use anyhow::{Context, anyhow};
-use berth_shim::client;
-use berth_shim::protocol::{ContainerState, Request, Response, SOCKET_NAME};
+use berth_monitor_protocol::{
+    ContainerState, ErrorCode, ErrorReply, PROTOCOL_VERSION, Request, Response, SOCKET_NAME,
+    version_from_hello,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -39,7 +44,10 @@ pub enum CallError {
     },
     /// The monitor answered with an error.
     #[error("{0}")]
-    Refused(String),
+    Refused(ErrorReply),
+    /// The monitor answered with something that does not answer the request.
+    #[error("unexpected monitor answer to {op}: {answer}")]
+    Unexpected { op: &'static str, answer: String },
     #[error("monitor of pod {pod}: {source}")]
     Io {
         pod: String,
@@ -49,15 +57,23 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The code of the monitor's error answer, if it answered one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            CallError::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
     /// The monitor does not know the container.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, CallError::Refused(m) if m.ends_with("not found"))
+        self.code() == Some(ErrorCode::NotFound)
     }
 
     /// The monitor did not understand the request: one older than this
     /// berthd (still running since before an upgrade).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, CallError::Refused(m) if m.starts_with("bad request"))
+        self.code() == Some(ErrorCode::BadRequest)
     }
 }
 
@@ -87,45 +103,104 @@ fn put_idle(dir: &Path, conn: Conn) {
     }
 }
 
-/// Drops the idle connections to a monitor (it shut down).
+/// Protocol versions of the monitors by state dir: those berthd spawned
+/// (this build's), and those it asked with `hello`.
+static VERSIONS: LazyLock<Mutex<HashMap<PathBuf, u32>>> = LazyLock::new(Default::default);
+
+/// The protocol version of the monitor at `dir`, once known.
+pub fn version(dir: &Path) -> Option<u32> {
+    VERSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(dir)
+        .copied()
+}
+
+fn set_version(dir: &Path, version: u32) {
+    VERSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(dir.to_path_buf(), version);
+}
+
+/// Drops the idle connections to a monitor and what is known of it (it
+/// shut down; the next one may be another build).
 pub fn forget(dir: &Path) {
     IDLE.lock().unwrap_or_else(|e| e.into_inner()).remove(dir);
+    VERSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(dir);
 }
 
-async fn connect(dir: &Path) -> std::io::Result<Conn> {
-    Ok(BufReader::new(
-        UnixStream::connect(dir.join(SOCKET_NAME)).await?,
-    ))
+/// A new connection to the monitor at `dir`; the first to a monitor of
+/// unknown version asks it (`hello`) first.
+async fn connect(dir: &Path, pod: &str) -> Result<Conn, CallError> {
+    let stream = UnixStream::connect(dir.join(SOCKET_NAME))
+        .await
+        .map_err(|source| CallError::Unreachable {
+            pod: pod.to_string(),
+            source,
+        })?;
+    let mut conn = BufReader::new(stream);
+    if version(dir).is_none() {
+        let resp = round_trip(&mut conn, pod, &Request::Hello).await?;
+        let v = version_from_hello(resp).map_err(|other| CallError::Unexpected {
+            op: "hello",
+            answer: format!("{other:?}"),
+        })?;
+        check_version(pod, v);
+        set_version(dir, v);
+    }
+    Ok(conn)
 }
 
-/// One request and its answer. An idle connection is reused when there is
-/// one; one whose monitor went away (a restarted monitor, berthd kept the old
-/// connection) fails on the write, before the monitor could have seen the
-/// request, and the call goes again over a fresh connection.
-pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
-    let mut line = serde_json::to_vec(&req).map_err(|e| CallError::Io {
-        pod: pod.to_string(),
-        source: std::io::Error::other(e),
-    })?;
-    line.push(b'\n');
+/// What berthd does with a monitor's version: every version is served
+/// (the protocol only grows); an older monitor gets the fallbacks of the
+/// ops it lacks (on `bad_request` answers), a newer one only the ops this
+/// berthd knows. Logged, so an old monitor left by an upgrade is visible.
+fn check_version(pod: &str, version: u32) {
+    if version < PROTOCOL_VERSION {
+        tracing::info!(
+            pod = %pod,
+            monitor_protocol = version,
+            berthd_protocol = PROTOCOL_VERSION,
+            "monitor of an older build: newer operations fall back"
+        );
+    } else if version > PROTOCOL_VERSION {
+        tracing::info!(
+            pod = %pod,
+            monitor_protocol = version,
+            berthd_protocol = PROTOCOL_VERSION,
+            "monitor of a newer build: served with this berthd's operations"
+        );
+    }
+}
+
+/// Sends one request line on `conn` and reads its answer.
+async fn round_trip(conn: &mut Conn, pod: &str, req: &Request) -> Result<Response, CallError> {
     let io = |source| CallError::Io {
         pod: pod.to_string(),
         source,
     };
-    let mut conn = loop {
-        let Some(mut conn) = take_idle(dir) else {
-            let mut conn = connect(dir)
-                .await
-                .map_err(|source| CallError::Unreachable {
-                    pod: pod.to_string(),
-                    source,
-                })?;
-            conn.get_mut().write_all(&line).await.map_err(io)?;
-            break conn;
-        };
-        if conn.get_mut().write_all(&line).await.is_ok() {
-            break conn;
-        }
+    let line = encode(req, pod)?;
+    conn.get_mut().write_all(&line).await.map_err(io)?;
+    read_response(conn, pod).await
+}
+
+fn encode(req: &Request, pod: &str) -> Result<Vec<u8>, CallError> {
+    let mut line = serde_json::to_vec(req).map_err(|e| CallError::Io {
+        pod: pod.to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+async fn read_response(conn: &mut Conn, pod: &str) -> Result<Response, CallError> {
+    let io = |source| CallError::Io {
+        pod: pod.to_string(),
+        source,
     };
     let mut resp = String::new();
     if conn.read_line(&mut resp).await.map_err(io)? == 0 {
@@ -134,10 +209,35 @@ pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallE
             "monitor closed the connection",
         )));
     }
-    let resp: Response = serde_json::from_str(&resp).map_err(|e| io(std::io::Error::other(e)))?;
+    serde_json::from_str(&resp).map_err(|e| io(std::io::Error::other(e)))
+}
+
+/// One request and its answer. An idle connection is reused when there is
+/// one; one whose monitor went away (a restarted monitor, berthd kept the old
+/// connection) fails on the write, before the monitor could have seen the
+/// request, and the call goes again over a fresh connection.
+pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
+    let line = encode(&req, pod)?;
+    let mut conn = loop {
+        let Some(mut conn) = take_idle(dir) else {
+            let mut conn = connect(dir, pod).await?;
+            conn.get_mut()
+                .write_all(&line)
+                .await
+                .map_err(|source| CallError::Io {
+                    pod: pod.to_string(),
+                    source,
+                })?;
+            break conn;
+        };
+        if conn.get_mut().write_all(&line).await.is_ok() {
+            break conn;
+        }
+    };
+    let resp = read_response(&mut conn, pod).await?;
     put_idle(dir, conn);
     match resp {
-        Response::Error { message } => Err(CallError::Refused(message)),
+        Response::Error(e) => Err(CallError::Refused(e)),
         r => Ok(r),
     }
 }
@@ -149,17 +249,23 @@ pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {
         put_idle(dir, conn);
         return Ok(());
     }
-    if let Ok(conn) = connect(dir).await {
+    match connect(dir, pod).await {
         // The probe is the next call's connection.
-        put_idle(dir, conn);
-        return Ok(());
+        Ok(conn) => {
+            put_idle(dir, conn);
+            return Ok(());
+        }
+        Err(CallError::Unreachable { .. }) => {}
+        Err(e) => return Err(e.into()),
     }
     let dir = dir.to_path_buf();
     let pod = pod.to_string();
     tokio::task::spawn_blocking(move || {
         let bin = binary()?;
-        let pid = client::spawn(&bin, &pod, &dir)
+        let pid = berth_monitor_protocol::spawn(&bin, &pod, &dir)
             .with_context(|| format!("cannot start {}", bin.display()))?;
+        // The binary next to this berthd: this build's protocol.
+        set_version(&dir, PROTOCOL_VERSION);
         tracing::info!(pod = %pod, monitor_pid = pid, "pod monitor started");
         Ok(())
     })
@@ -170,17 +276,132 @@ pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {
 pub async fn state(pod_dir: &Path, pod: &str, id: &str) -> Result<ContainerState, CallError> {
     match call(pod_dir, pod, Request::State { id: id.to_string() }).await? {
         Response::State(s) => Ok(s),
-        other => Err(CallError::Refused(format!(
-            "unexpected monitor answer to state: {other:?}"
-        ))),
+        other => Err(CallError::Unexpected {
+            op: "state",
+            answer: format!("{other:?}"),
+        }),
     }
 }
 
 pub async fn list(pod_dir: &Path, pod: &str) -> Result<Vec<ContainerState>, CallError> {
     match call(pod_dir, pod, Request::List).await? {
         Response::List { containers } => Ok(containers),
-        other => Err(CallError::Refused(format!(
-            "unexpected monitor answer to list: {other:?}"
-        ))),
+        other => Err(CallError::Unexpected {
+            op: "list",
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A fake monitor at `dir` answering each request line with `answer`.
+    fn fake_monitor(dir: &Path, answer: fn(&str) -> String) {
+        let listener = UnixListener::bind(dir.join(SOCKET_NAME)).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(stream);
+                    let mut line = String::new();
+                    while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        let mut out = answer(line.trim_end());
+                        out.push('\n');
+                        conn.get_mut().write_all(out.as_bytes()).await.unwrap();
+                        line.clear();
+                    }
+                });
+            }
+        });
+    }
+
+    /// A monitor of before protocol versions: free-text errors, no `hello`,
+    /// no `start_and_report`.
+    fn version_0(line: &str) -> String {
+        let req: serde_json::Value = serde_json::from_str(line).unwrap();
+        match req["op"].as_str().unwrap() {
+            "hello" | "start_and_report" => format!(
+                r#"{{"result":"error","message":"bad request: unknown variant `{}`"}}"#,
+                req["op"].as_str().unwrap()
+            ),
+            "state" => format!(
+                r#"{{"result":"error","message":"container {} not found"}}"#,
+                req["id"].as_str().unwrap()
+            ),
+            _ => r#"{"result":"ok"}"#.to_string(),
+        }
+    }
+
+    fn version_1(line: &str) -> String {
+        let req: Request = serde_json::from_str(line).unwrap();
+        let resp = match req {
+            Request::Hello => Response::Hello { version: 1 },
+            Request::State { id } => {
+                Response::error(ErrorCode::NotFound, format!("container {id} not found"))
+            }
+            Request::Start { id } => Response::error(
+                ErrorCode::FailedPrecondition,
+                // Wording that would have fooled the old text rules.
+                format!("start container {id}: bad request for a container not found"),
+            ),
+            _ => Response::Ok,
+        };
+        serde_json::to_string(&resp).unwrap()
+    }
+
+    #[tokio::test]
+    async fn older_monitor_is_recognised_and_its_errors_classified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fake_monitor(dir, version_0);
+        let e = call(dir, "p", Request::StartAndReport { id: "c".into() })
+            .await
+            .unwrap_err();
+        assert!(e.is_bad_request(), "{e}");
+        assert!(!e.is_not_found());
+        assert_eq!(version(dir), Some(0));
+        let e = state(dir, "p", "c").await.unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert_eq!(e.to_string(), "container c not found");
+        assert_eq!(
+            call(dir, "p", Request::Start { id: "c".into() })
+                .await
+                .unwrap(),
+            Response::Ok
+        );
+        forget(dir);
+        assert_eq!(version(dir), None);
+    }
+
+    #[tokio::test]
+    async fn current_monitor_errors_go_by_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fake_monitor(dir, version_1);
+        ensure(dir, "p").await.unwrap();
+        assert_eq!(version(dir), Some(1));
+        let e = state(dir, "p", "c").await.unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        let e = call(dir, "p", Request::Start { id: "c".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::FailedPrecondition));
+        assert!(!e.is_not_found() && !e.is_bad_request(), "{e}");
+        // An answer that does not fit.
+        let e = list(dir, "p").await.unwrap_err();
+        assert!(matches!(e, CallError::Unexpected { op: "list", .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn no_monitor_is_unreachable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = call(tmp.path(), "p", Request::List).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable { .. }), "{e}");
+        assert_eq!(e.code(), None);
+        assert_eq!(version(tmp.path()), None);
     }
 }

@@ -1,12 +1,12 @@
 //! A small blocking client of the monitor protocol (tests, tools; berthd
-//! can use it from a blocking task).
+//! uses its own async one), and starting a monitor.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 
-use crate::protocol::{Request, Response, SOCKET_NAME};
+use crate::{Request, Response, SOCKET_NAME, version_from_hello};
 
 pub struct Client {
     reader: BufReader<UnixStream>,
@@ -35,9 +35,16 @@ impl Client {
         }
         serde_json::from_str(&resp).map_err(io::Error::other)
     }
+
+    /// The monitor's protocol version (0: from before versions).
+    pub fn hello(&mut self) -> io::Result<u32> {
+        version_from_hello(self.call(&Request::Hello)?)
+            .map_err(|other| io::Error::other(format!("unexpected answer to hello: {other:?}")))
+    }
 }
 
-/// Runs `berth-monitor` and returns the monitor's pid once its socket is
+/// Runs `berth-monitor` (plain `std::process`: the monitor daemonizes
+/// itself) and returns the monitor's pid once its socket is
 /// ready. The command itself exits at once; the monitor is a daemon.
 pub fn spawn(binary: &Path, pod_id: &str, state_dir: &Path) -> io::Result<i32> {
     let out = Command::new(binary)

@@ -1,0 +1,110 @@
+//! What a monitor answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ContainerState, ErrorCode};
+
+/// A response to one request. Tagged by `"result"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    /// The answer to [`Request::Hello`](crate::Request::Hello).
+    Hello {
+        version: u32,
+    },
+    Created {
+        pid: i32,
+    },
+    State(ContainerState),
+    List {
+        containers: Vec<ContainerState>,
+    },
+    /// How an exec ended. `timed_out`: killed at the deadline.
+    Exec {
+        exit_code: i32,
+        #[serde(with = "hex_bytes")]
+        stdout: Vec<u8>,
+        #[serde(with = "hex_bytes")]
+        stderr: Vec<u8>,
+        #[serde(default)]
+        truncated: bool,
+        #[serde(default)]
+        timed_out: bool,
+    },
+    /// `{"result":"error","code":"not_found","message":"..."}`; a version-0
+    /// monitor's `{"result":"error","message":"..."}` reads with the code
+    /// its text implies.
+    Error(ErrorReply),
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error(ErrorReply {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+/// Why the monitor refused or failed a request. The message names the
+/// container it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(from = "WireErrorReply")]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// An error answer as it may arrive: `code` is missing from version-0
+/// monitors.
+#[derive(Deserialize)]
+struct WireErrorReply {
+    code: Option<ErrorCode>,
+    message: String,
+}
+
+impl From<WireErrorReply> for ErrorReply {
+    fn from(w: WireErrorReply) -> ErrorReply {
+        ErrorReply {
+            code: w
+                .code
+                .unwrap_or_else(|| ErrorCode::from_legacy_message(&w.message)),
+            message: w.message,
+        }
+    }
+}
+
+/// Exec output is bytes, not UTF-8: hex keeps the JSON line protocol exact
+/// (half the size of serde's default array of numbers).
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(b.len() * 2);
+        for &x in b {
+            out.push(HEX[(x >> 4) as usize] as char);
+            out.push(HEX[(x & 15) as usize] as char);
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let s = s.as_bytes();
+        if s.len() % 2 != 0 {
+            return Err(D::Error::custom("odd hex length"));
+        }
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(D::Error::custom("bad hex digit")),
+        };
+        s.chunks(2)
+            .map(|p| Ok((nib(p[0])? << 4) | nib(p[1])?))
+            .collect()
+    }
+}

@@ -1,0 +1,18 @@
+//! The protocol version a monitor speaks (see the crate docs for the rules).
+
+use crate::{ErrorCode, Response};
+
+/// The version this build speaks. 0: monitors from before versions (no
+/// `hello`, free-text errors); 1: `hello`, typed error codes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The monitor's version from its answer to [`Request::Hello`](crate::Request::Hello):
+/// a version-0 monitor does not know the op and answers `bad_request`. Any
+/// other answer is given back.
+pub fn version_from_hello(resp: Response) -> Result<u32, Response> {
+    match resp {
+        Response::Hello { version } => Ok(version),
+        Response::Error(e) if e.code == ErrorCode::BadRequest => Ok(0),
+        other => Err(other),
+    }
+}

@@ -1,0 +1,168 @@
+//! The per-pod monitor: one thread, one `poll(2)` loop over the listening
+//! socket, the client connections, every container's stdout/stderr pipe and
+//! a signalfd for SIGCHLD.
+//!
+//! Single-threaded on purpose: libcontainer's `build()` clones with raw
+//! `clone3` and runs Rust code in the child, which hangs if another thread
+//! held a lock at the time (ARCHITECTURE.md). Nothing here spawns a thread.
+//!
+//! One file per concern, conmon-rs style:
+//! - `event_loop`: poll, accept, serve connections; `connections`: their
+//!   buffers and replies; `dispatch`: a request line to its handler.
+//! - container operations: `create`, `start`, `kill`, `delete`, `update`
+//!   (on the table of `container::Ctr`s); `libcontainer_call`: what
+//!   surrounds every libcontainer build.
+//! - deferred answers: `stop_waiters`, `exec_waiters`.
+//! - `reaper` (SIGCHLD, exit records), `oom`, `stdio` (pipes into logs),
+//!   `trash` (deleted state, emptied when idle).
+//! - cgroups: `cgroup_roots`, `cgroup_removal`, `cgroup_update`.
+//! - `error`: the typed errors, mapped to the protocol's error codes.
+
+mod cgroup_removal;
+mod cgroup_roots;
+mod cgroup_update;
+mod connections;
+mod container;
+mod create;
+mod delete;
+mod dispatch;
+mod error;
+mod event_loop;
+mod exec_waiters;
+mod kill;
+mod libcontainer_call;
+mod oom;
+mod reaper;
+mod start;
+mod stdio;
+mod stop_waiters;
+mod trash;
+mod update;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use berth_monitor_protocol::SOCKET_NAME;
+
+pub use cgroup_removal::remove_container_cgroups;
+pub use error::{MonitorError, Op, OpError};
+pub(crate) use libcontainer_call::chain;
+
+use connections::Connections;
+use container::Ctr;
+use exec_waiters::ExecWaiters;
+use stop_waiters::StopWaiters;
+use trash::Trash;
+
+/// Directory (inside the state dir) holding durable exit records.
+pub const EXITS_DIR: &str = "exits";
+/// Directory (inside the state dir) handed to libcontainer as its root.
+pub const CONTAINERS_DIR: &str = "containers";
+/// Size of the one read buffer shared by all pipes and connections.
+const READ_BUF: usize = 16 * 1024;
+/// Set (to anything but 0) in the monitor's environment, it logs how long
+/// each request took to its `monitor.log` (profiling; off by default).
+pub const TIMING_ENV: &str = "BERTH_MONITOR_TIMING";
+
+pub struct Monitor {
+    pod_id: String,
+    state_dir: PathBuf,
+    containers_dir: PathBuf,
+    exits_dir: PathBuf,
+    listener: UnixListener,
+    sigfd: SignalFd,
+    conns: Connections,
+    /// The pod's containers by id.
+    ctrs: HashMap<String, Ctr>,
+    /// Execs whose answer is due once they exited.
+    execs: ExecWaiters,
+    /// Stops whose answer is due once their container exited.
+    stops: StopWaiters,
+    trash: Trash,
+    /// Mount points of the cgroup hierarchies libcontainer puts containers
+    /// in (read once: they do not move while the monitor lives).
+    cgroup_roots: Vec<PathBuf>,
+    /// A `Shutdown` came: exit once no container is alive, create no more.
+    shutdown: bool,
+    /// The one read buffer (pipes, connections).
+    buf: Vec<u8>,
+    timing: bool,
+}
+
+impl Monitor {
+    /// Prepares the state dir, blocks SIGCHLD (delivered through a signalfd
+    /// instead) and binds `monitor.sock`. Once this returns, clients can
+    /// connect: their connections queue until `run` accepts them.
+    pub fn new(pod_id: &str, state_dir: &Path) -> Result<Self, MonitorError> {
+        let containers_dir = state_dir.join(CONTAINERS_DIR);
+        let exits_dir = state_dir.join(EXITS_DIR);
+        let trash_dir = state_dir.join(trash::TRASH_DIR);
+        for d in [state_dir, &containers_dir, &exits_dir, &trash_dir] {
+            fs::create_dir_all(d).map_err(error::setup(format!("create {}", d.display())))?;
+        }
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+            .map_err(error::setup("block SIGCHLD"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(error::setup("signalfd"))?;
+        let sock = state_dir.join(SOCKET_NAME);
+        match fs::remove_file(&sock) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(error::setup(format!("remove stale {}", sock.display()))(e));
+            }
+            _ => {}
+        }
+        let listener =
+            UnixListener::bind(&sock).map_err(error::setup(format!("bind {}", sock.display())))?;
+        // Only berthd (root) talks to the monitor.
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+            .map_err(error::setup("chmod socket"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(error::setup("nonblocking socket"))?;
+        Ok(Self {
+            pod_id: pod_id.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            containers_dir,
+            exits_dir,
+            listener,
+            sigfd,
+            conns: Connections::default(),
+            ctrs: HashMap::new(),
+            execs: ExecWaiters::default(),
+            stops: StopWaiters::default(),
+            trash: Trash::open(trash_dir),
+            cgroup_roots: cgroup_roots::cgroup_roots(),
+            shutdown: false,
+            buf: vec![0; READ_BUF],
+            timing: std::env::var_os(TIMING_ENV).is_some_and(|v| v != "0"),
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<&Ctr, OpError> {
+        self.ctrs
+            .get(id)
+            .ok_or_else(|| OpError::NotFound(id.to_string()))
+    }
+
+    fn get_mut(&mut self, id: &str) -> Result<&mut Ctr, OpError> {
+        self.ctrs
+            .get_mut(id)
+            .ok_or_else(|| OpError::NotFound(id.to_string()))
+    }
+}
+
+/// Nanoseconds since the Unix epoch, as CRI reports times.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use berth_api::v1::ContainerConfig;
-use berth_shim::protocol::Request;
+use berth_monitor_protocol::Request;
 use tracing::Instrument;
 
 use super::{

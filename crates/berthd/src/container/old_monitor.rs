@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_shim::protocol::Request;
+use berth_monitor_protocol::Request;
 
 use super::stop::KILL_WAIT;
 use super::{ContainerError, ContainerRecord, Containers, State, internal, monitor};

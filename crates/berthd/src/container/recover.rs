@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use berth_image::ImageStore;
-use berth_shim::protocol::Request;
+use berth_monitor_protocol::Request;
 
 use super::{Containers, monitor, rootfs};
 use crate::blocking;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_shim::protocol::Request;
+use berth_monitor_protocol::Request;
 
 use super::{ContainerError, Containers, State, internal, monitor, recover, rootfs};
 use crate::blocking;

@@ -1,7 +1,7 @@
 //! StartContainer: the pod's monitor starts the created container and
 //! answers with its state.
 
-use berth_shim::protocol::{Request, Response};
+use berth_monitor_protocol::{Request, Response};
 
 use super::{ContainerError, ContainerRecord, Containers, State, internal, monitor};
 

@@ -1,7 +1,7 @@
 //! ContainerStatus, and bringing a record up to date with what the pod's
 //! monitor says (shared by every operation that reads a container's state).
 
-use berth_shim::protocol::{ContainerState, Status as MonStatus};
+use berth_monitor_protocol::{ContainerState, Status as MonStatus};
 
 use super::{ContainerError, ContainerRecord, Containers, State, internal, monitor};
 use crate::ids::now_ns;

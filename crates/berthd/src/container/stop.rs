@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_api::v1::ContainerConfig;
-use berth_shim::protocol::{Request, Response};
+use berth_monitor_protocol::{Request, Response};
 
 use super::{ContainerError, Containers, State, internal, monitor};
 

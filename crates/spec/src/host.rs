@@ -95,28 +95,12 @@ impl HostEnv {
         if let Some(v) = read_trim("/proc/self/oom_score_adj").and_then(|v| v.parse().ok()) {
             h.min_oom_score_adj = v;
         }
-        h.cgroup_v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
-            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-            .unwrap_or(false);
-        h.hugetlb_controller = if h.cgroup_v2 {
-            read_trim("/sys/fs/cgroup/cgroup.controllers")
-                .is_some_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
-        } else {
-            Path::new("/sys/fs/cgroup/hugetlb").is_dir()
-        };
-        h.hugepage_sizes = hugepage_sizes(Path::new("/sys/kernel/mm/hugepages"));
-        h.swap_controller = if h.cgroup_v2 {
-            own_cgroup_v2()
-                .map(|cg| {
-                    Path::new("/sys/fs/cgroup")
-                        .join(cg.trim_start_matches('/'))
-                        .join("memory.swap.max")
-                        .exists()
-                })
-                .unwrap_or(false)
-        } else {
-            Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-        };
+        if let Some(layout) = berth_cgroup::Layout::detect() {
+            h.cgroup_v2 = layout.is_v2();
+            h.hugetlb_controller = layout.has_controller("hugetlb");
+            h.swap_controller = layout.swap_accounting();
+        }
+        h.hugepage_sizes = berth_cgroup::hugepage_sizes(Path::new(berth_cgroup::HUGEPAGES_DIR));
         if let Some(v) = read_trim("/proc/sys/kernel/cap_last_cap").and_then(|v| v.parse().ok()) {
             h.cap_last_cap = v;
         }
@@ -141,68 +125,9 @@ fn read_trim(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The `0::/path` line of /proc/self/cgroup.
-fn own_cgroup_v2() -> Option<String> {
-    let s = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-}
-
-/// `hugepages-2048kB` → "2MB", `hugepages-1048576kB` → "1GB": the CRI (and
-/// cgroup file) notation, base 1024.
-pub(crate) fn hugepage_sizes(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(kb) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("hugepages-"))
-            .and_then(|n| n.strip_suffix("kB"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        out.push(page_size_name(kb * 1024));
-    }
-    out.sort();
-    out
-}
-
-/// Bytes to the largest exact unit, like runc's `HugePageSizes`.
-pub(crate) fn page_size_name(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes;
-    let mut i = 0;
-    while v >= 1024 && v & 1023 == 0 && i < UNITS.len() - 1 {
-        v /= 1024;
-        i += 1;
-    }
-    format!("{v}{}", UNITS[i])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_size_names() {
-        assert_eq!(page_size_name(2 * 1024 * 1024), "2MB");
-        assert_eq!(page_size_name(1024 * 1024 * 1024), "1GB");
-        assert_eq!(page_size_name(64 * 1024), "64KB");
-    }
-
-    #[test]
-    fn hugepage_dir_listing() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("hugepages-2048kB")).unwrap();
-        std::fs::create_dir(d.path().join("hugepages-1048576kB")).unwrap();
-        std::fs::create_dir(d.path().join("other")).unwrap();
-        assert_eq!(hugepage_sizes(d.path()), vec!["1GB", "2MB"]);
-        assert!(hugepage_sizes(&d.path().join("missing")).is_empty());
-    }
 
     #[test]
     fn detect_does_not_panic() {

@@ -10,9 +10,9 @@
 
 use berth_api::v1::{Metric, MetricDescriptor, MetricType, UInt64Value};
 
-use super::cgroup::CgroupSample;
 use super::parse::IfaceCounters;
 use crate::container::ContainerRecord;
+use berth_cgroup::Sample;
 
 const BASE_LABELS: [&str; 3] = ["id", "name", "image"];
 
@@ -159,7 +159,7 @@ fn metric(name: &'static str, labels: &[String], value: u64) -> Metric {
 const NS_PER_S: u64 = 1_000_000_000;
 
 /// A container's metrics from one reading of its cgroup (read with `extra`).
-pub fn container(rec: &ContainerRecord, s: &CgroupSample) -> Vec<Metric> {
+pub fn container(rec: &ContainerRecord, s: &Sample) -> Vec<Metric> {
     let labels = [rec.id.clone(), rec.name.clone(), rec.image.clone()];
     let mut out = Vec::new();
     let mut push = |name, v: Option<u64>| {
@@ -227,8 +227,8 @@ pub fn pod_network(pod_id: &str, ifaces: &[IfaceCounters]) -> Vec<Metric> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cgroup::{CpuSample, MemorySample, SwapSample};
     use super::*;
+    use berth_cgroup::{CpuSample, MemorySample, SwapSample};
 
     fn rec() -> ContainerRecord {
         serde_json::from_value(serde_json::json!({
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn container_metrics_match_descriptors() {
-        let s = CgroupSample {
+        let s = Sample {
             cpu: Some(CpuSample {
                 usage_ns: 3_500_000_000,
                 user_ns: Some(2_000_000_000),
@@ -307,7 +307,7 @@ mod tests {
             vec!["c1", "app", "busybox:latest"]
         );
         // Nothing read, nothing reported.
-        assert!(container(&rec(), &CgroupSample::default()).is_empty());
+        assert!(container(&rec(), &Sample::default()).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Container and pod statistics for the CRI stats RPCs, read straight from
-//! the kernel: cgroup files (v1 and hybrid as libcontainer uses them, or v2),
-//! the overlay upper dir, `/proc/<pid>/net/dev`.
+//! the kernel: cgroup files (through `berth-cgroup`), the overlay upper dir,
+//! `/proc/<pid>/net/dev`.
 //!
 //! No monitor call and no process spawn: the kubelet polls
 //! ListContainerStats every ~10 s for every container. Everything here is
@@ -9,15 +9,12 @@
 //! lives in one process-wide [`Collector`]; its locks are never held across
 //! file I/O.
 
-mod cgroup;
 mod cpu_rate;
 pub mod metrics;
 mod network;
 mod parse;
 pub mod targets;
 mod to_cri;
-mod v1;
-mod v2;
 mod writable_layer;
 
 use std::sync::LazyLock;
@@ -29,7 +26,7 @@ use berth_api::v1::{
 
 use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
-use cgroup::{CgroupDirs, CgroupSample, Layout};
+use berth_cgroup::{Cgroup, Layout, Sample};
 use cpu_rate::CpuRates;
 use writable_layer::LayerCache;
 
@@ -75,8 +72,8 @@ pub struct PodTarget {
 /// One container's stats and the raw reading behind them.
 struct Reading {
     stats: ContainerStats,
-    sample: CgroupSample,
-    dirs: Option<CgroupDirs>,
+    sample: Sample,
+    cgroup: Option<Cgroup>,
 }
 
 pub struct Collector {
@@ -114,14 +111,14 @@ impl Collector {
         }
     }
 
-    fn dirs(&self, cgroups_path: Option<&str>) -> Option<CgroupDirs> {
-        self.layout.as_ref()?.dirs(cgroups_path?)
+    fn cgroup(&self, cgroups_path: Option<&str>) -> Option<Cgroup> {
+        Cgroup::of(self.layout.as_ref()?, cgroups_path?)
     }
 
     fn read_container(&self, t: &ContainerTarget) -> Reading {
         let ts = crate::container::now_ns();
-        let dirs = self.dirs(t.cgroups_path.as_deref());
-        let sample = dirs.as_ref().map(|d| d.read(false)).unwrap_or_default();
+        let cgroup = self.cgroup(t.cgroups_path.as_deref());
+        let sample = cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         let nano_cores = sample.cpu.and_then(|c| {
             self.rates
                 .observe(&container_key(&t.rec.id), ts, c.usage_ns)
@@ -148,7 +145,7 @@ impl Collector {
         Reading {
             stats,
             sample,
-            dirs,
+            cgroup,
         }
     }
 
@@ -168,9 +165,9 @@ impl Collector {
             .map(|c| self.read_container(c))
             .collect();
         let ts = crate::container::now_ns();
-        let sample = match self.dirs(t.cgroup.as_deref()).filter(|d| d.exists()) {
-            Some(d) => d.read(false),
-            None => CgroupSample::sum(readings.iter().map(|r| &r.sample)),
+        let sample = match self.cgroup(t.cgroup.as_deref()).filter(Cgroup::exists) {
+            Some(c) => c.stats(),
+            None => Sample::sum(readings.iter().map(|r| &r.sample)),
         };
         let nano_cores = sample
             .cpu
@@ -209,7 +206,7 @@ impl Collector {
         let pin = t.rec.pins.net.as_ref()?;
         let pids = readings
             .iter()
-            .filter_map(|r| r.dirs.as_ref().and_then(|d| d.first_pid()));
+            .filter_map(|r| r.cgroup.as_ref().and_then(Cgroup::first_pid));
         network::pod_interfaces(pin, pids)
     }
 
@@ -219,8 +216,8 @@ impl Collector {
         let mut readings = Vec::with_capacity(t.containers.len());
         let mut container_metrics = Vec::with_capacity(t.containers.len());
         for c in &t.containers {
-            let dirs = self.dirs(c.cgroups_path.as_deref());
-            let sample = dirs.as_ref().map(|d| d.read(true)).unwrap_or_default();
+            let cgroup = self.cgroup(c.cgroups_path.as_deref());
+            let sample = cgroup.as_ref().map(Cgroup::full_stats).unwrap_or_default();
             container_metrics.push(ContainerMetrics {
                 container_id: c.rec.id.clone(),
                 metrics: metrics::container(&c.rec, &sample),
@@ -228,7 +225,7 @@ impl Collector {
             readings.push(Reading {
                 stats: ContainerStats::default(),
                 sample,
-                dirs,
+                cgroup,
             });
         }
         let network = self.pod_interfaces(t, &readings).unwrap_or_default();

@@ -9,11 +9,11 @@ use berth_api::v1::{
 };
 use berth_image::FsUsage;
 
-use super::cgroup::{CgroupSample, CpuSample, MemorySample, SwapSample};
 use super::network;
-use super::parse::{IfaceCounters, Psi, PsiLine};
+use super::parse::IfaceCounters;
 use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
+use berth_cgroup::{CpuSample, MemorySample, Psi, PsiLine, Sample, SwapSample};
 
 fn v(value: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value })
@@ -85,7 +85,7 @@ pub fn swap(ts: i64, s: &SwapSample) -> SwapUsage {
 }
 
 /// IO carries only PSI (cgroup v2), as in containerd.
-pub fn io(ts: i64, s: &CgroupSample) -> Option<IoUsage> {
+pub fn io(ts: i64, s: &Sample) -> Option<IoUsage> {
     s.io_psi.as_ref().map(|p| IoUsage {
         timestamp: ts,
         psi: Some(psi(p)),

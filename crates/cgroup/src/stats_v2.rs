@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::cgroup::{CgroupSample, CpuSample, MemorySample, SwapSample, read_opt};
-use super::parse;
+use crate::parse;
+use crate::stats::{CpuSample, MemorySample, Sample, SwapSample, read_opt};
 
-pub fn read(dir: &Path, extra: bool) -> CgroupSample {
+pub fn read(dir: &Path, extra: bool) -> Sample {
     let file = |name: &str| read_opt(&dir.join(name));
-    let mut s = CgroupSample {
+    let mut s = Sample {
         cpu: file("cpu.stat").and_then(|t| cpu(&t)),
         pids: file("pids.current").and_then(|t| parse::single(&t)),
         cpu_psi: file("cpu.pressure").map(|t| parse::psi(&t)),
@@ -137,6 +137,6 @@ mod tests {
         // Without `extra` the oom counter is not read.
         assert_eq!(read(d.path(), false).oom_kills, None);
         // A removed cgroup reads as nothing, without error.
-        assert_eq!(read(&d.path().join("gone"), true), CgroupSample::default());
+        assert_eq!(read(&d.path().join("gone"), true), Sample::default());
     }
 }

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::cgroup::{CgroupSample, CpuSample, MemorySample, SwapSample, read_opt};
-use super::parse;
+use crate::parse;
+use crate::stats::{CpuSample, MemorySample, Sample, SwapSample, read_opt};
 
 /// `cpuacct.stat` counts in USER_HZ, which the kernel fixes at 100 for
 /// userspace on every architecture Berth runs on.
@@ -18,8 +18,8 @@ pub fn read(
     memory: Option<&Path>,
     pids: Option<&Path>,
     extra: bool,
-) -> CgroupSample {
-    let mut s = CgroupSample::default();
+) -> Sample {
+    let mut s = Sample::default();
     if let Some(d) = cpuacct
         && let Some(usage) = read_opt(&d.join("cpuacct.usage"))
     {
@@ -218,7 +218,7 @@ total_inactive_file 10000\n";
         let gone = root.path().join("gone");
         assert_eq!(
             read(Some(&gone), Some(&gone), Some(&gone), true),
-            CgroupSample::default()
+            Sample::default()
         );
     }
 }

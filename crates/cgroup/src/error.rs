@@ -1,0 +1,28 @@
+use std::path::PathBuf;
+
+/// What a cgroup operation that changes the host can fail with (readings
+/// never fail: what cannot be read is left out).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `linux.cgroupsPath` is empty or tries to leave the hierarchy.
+    #[error("cgroup path {0:?} is not below the cgroup root")]
+    BadPath(String),
+    #[error("no cgroup filesystem is mounted")]
+    NoCgroupFs,
+    /// A unified (v2) key that is not a file name.
+    #[error("unified key {0:?} is not a file name")]
+    BadUnifiedKey(String),
+    /// libcgroups could not apply the resources.
+    #[error("{0}")]
+    Update(String),
+    #[error("remove cgroup {}: {source}", dir.display())]
+    Remove {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mount {}: {source}", dir.display())]
+    Mount {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}

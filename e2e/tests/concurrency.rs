@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
+use berth_cgroup::{Cgroup, Layout};
 use berth_e2e::cleanup::mounts_under;
 use berth_e2e::client::CriClient;
 use berth_e2e::net::{self, NetEnv};
@@ -104,33 +105,23 @@ fn cgroups_path(state: &Path, ctr: &str) -> Option<String> {
     v["linux"]["cgroupsPath"].as_str().map(str::to_string)
 }
 
-/// Mount points of every cgroup hierarchy (v1 controllers, named ones, v2).
-fn cgroup_mounts() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            matches!(
-                l.split(" - ").nth(1).and_then(|t| t.split(' ').next()),
-                Some("cgroup" | "cgroup2")
-            )
-        })
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .collect()
-}
-
-/// The dirs of cgroup `path` that exist, in any hierarchy.
+/// The dirs of cgroup `path` that exist: in every hierarchy where Berth
+/// creates cgroups (berth-cgroup's layout of this host), plus a hybrid
+/// host's controller-less cgroup2 mount, which must never hold one either.
 fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
+    let (false, Some(layout)) = (rel.is_empty(), Layout::detect()) else {
         return vec![];
+    };
+    let Some(cgroup) = Cgroup::of(&layout, rel) else {
+        return vec![];
+    };
+    let mut dirs: Vec<PathBuf> = cgroup.dirs().into_iter().map(Path::to_path_buf).collect();
+    if let Layout::Hybrid { unified, .. } = &layout {
+        dirs.push(unified.join(rel));
     }
-    cgroup_mounts()
-        .into_iter()
-        .map(|m| m.join(rel))
-        .filter(|d| d.is_dir())
-        .collect()
+    dirs.retain(|d| d.is_dir());
+    dirs
 }
 
 /// Pids in cgroup `path` (from the first hierarchy that has it).
@@ -195,7 +186,7 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 /// Mounts under the daemon's dirs, but the daemon's own named cgroup
 /// hierarchy (`<state>/cgroup-favordynmods`, one per daemon, not per pod).
 fn pod_mounts(env: &NetEnv) -> Vec<PathBuf> {
-    let favordynmods = env.d.config.state.join("cgroup-favordynmods");
+    let favordynmods = env.d.config.state.join(berth_cgroup::FAVORDYNMODS_DIR);
     let mut m = mounts_under(&env.d.config.state);
     m.extend(mounts_under(&env.d.config.root));
     m.retain(|p| !p.starts_with(&favordynmods));

@@ -33,7 +33,8 @@ impl Daemon {
         let network = Arc::new(PodNetwork::new(&config.network, &config.state));
         let sandboxes = Sandboxes::open(store.db(), &config.state, network.clone())?;
         if config.cgroup_favordynmods {
-            crate::cgroup_setup::favor_dynmods(&config.state);
+            // Logs what it found or did; a failure only costs speed.
+            let _ = berth_cgroup::enable_favordynmods(&config.state);
         }
         let containers = Containers::open(store.db(), &config.root, &config.state, images.clone())?;
         Ok(Daemon {

@@ -1,7 +1,6 @@
 //! `berthd`: the Berth CRI runtime daemon.
 
 mod blocking;
-mod cgroup_setup;
 mod config;
 mod container;
 mod cri;

@@ -5,7 +5,7 @@
 //! written) before the monitor tells anyone about the exit.
 //!
 //! No fsync: the record lives in the state dir, which a reboot empties
-//! (ARCHITECTURE.md: `--state` is runtime state; normally a tmpfs, where
+//! (docs/architecture.md: `--state` is runtime state; normally a tmpfs, where
 //! fsync does nothing). What it must survive is a `kill -9` of berthd or of
 //! the monitor, and the page cache does: the kernel keeps the written file.
 //! Only a kernel crash or power loss could lose it, and those kill the

@@ -12,7 +12,7 @@
 //! own (close-on-exec). So lines from the monitor and from libcontainer's
 //! forked children (which inherit the descriptor until they exec) never
 //! interleave, and a child cloned while the monitor formats an event finds
-//! no lock held (the monitor is single-threaded; see ARCHITECTURE.md). The
+//! no lock held (the monitor is single-threaded; see docs/architecture.md). The
 //! descriptor is not the monitor's stderr, which libcontainer's init dup2s
 //! onto the container's own stderr before most of its work.
 

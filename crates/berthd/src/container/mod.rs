@@ -37,10 +37,6 @@ pub use crate::error::RuntimeError as ContainerError;
 use crate::error::db_err;
 use crate::store::StoreError;
 
-// Kept for crate::stats, which still reads the clock from here (it belongs
-// to crate::ids now).
-pub use crate::ids::now_ns;
-
 /// id → JSON [`ContainerRecord`].
 const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers");
 

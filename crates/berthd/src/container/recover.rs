@@ -88,10 +88,7 @@ impl Containers {
             // A monitor that is gone deleted nothing: the cgroups go here.
             if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
                 let cg = cg.to_string();
-                if let Err(e) =
-                    blocking::run(move || Ok(berth_shim::monitor::remove_container_cgroups(&cg)?))
-                        .await
-                {
+                if let Err(e) = blocking::run(move || Ok(berth_cgroup::remove(&cg)?)).await {
                     tracing::warn!(container = %id, error = %e, "cannot remove the cgroups of a leftover container");
                 }
             }

@@ -116,7 +116,7 @@ impl Collector {
     }
 
     fn read_container(&self, t: &ContainerTarget) -> Reading {
-        let ts = crate::container::now_ns();
+        let ts = crate::ids::now_ns();
         let cgroup = self.cgroup(t.cgroups_path.as_deref());
         let sample = cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         let nano_cores = sample.cpu.and_then(|c| {
@@ -164,7 +164,7 @@ impl Collector {
             .iter()
             .map(|c| self.read_container(c))
             .collect();
-        let ts = crate::container::now_ns();
+        let ts = crate::ids::now_ns();
         let sample = match self.cgroup(t.cgroup.as_deref()).filter(Cgroup::exists) {
             Some(c) => c.stats(),
             None => Sample::sum(readings.iter().map(|r| &r.sample)),

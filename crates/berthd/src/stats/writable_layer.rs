@@ -161,7 +161,7 @@ impl LayerCache {
             }
         };
         Ok(FsUsage {
-            timestamp_nanos: crate::container::now_ns(),
+            timestamp_nanos: crate::ids::now_ns(),
             path: upper.to_path_buf(),
             mountpoint,
             fs_id: w.dev,

@@ -7,11 +7,10 @@ use nix::poll::PollFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::Monitor;
-use super::cgroup_removal::{rel, remove_cgroup};
 use super::error::{Op, OpError};
 use super::libcontainer_call::chain;
 use super::stdio::read_pipe;
+use super::{Monitor, cgroup_of};
 use crate::exit_record;
 use berth_monitor_protocol::Status;
 
@@ -57,14 +56,8 @@ impl Monitor {
             // the file deletions (synchronous discards on some disks) moved
             // off the request: the state dir and exit record are renamed
             // into the trash, which the loop empties when idle.
-            for dir in self
-                .cgroup_roots
-                .iter()
-                .map(|r| r.join(rel(&c.cgroup_path)))
-            {
-                remove_cgroup(&dir).map_err(|e| {
-                    Op::Delete.failed(id, format!("remove cgroup {}: {e}", dir.display()))
-                })?;
+            if let Some(cgroup) = cgroup_of(&self.cgroups, &c.cgroup_path) {
+                cgroup.remove().map_err(|e| Op::Delete.failed(id, e))?;
             }
             self.trash.put(&self.containers_dir.join(id), id);
             self.trash.put(

@@ -4,7 +4,7 @@
 //!
 //! Single-threaded on purpose: libcontainer's `build()` clones with raw
 //! `clone3` and runs Rust code in the child, which hangs if another thread
-//! held a lock at the time (ARCHITECTURE.md). Nothing here spawns a thread.
+//! held a lock at the time (docs/architecture.md). Nothing here spawns a thread.
 //!
 //! One file per concern, conmon-rs style:
 //! - `event_loop`: poll, accept, serve connections; `connections`: their
@@ -13,14 +13,11 @@
 //!   (on the table of `container::Ctr`s); `libcontainer_call`: what
 //!   surrounds every libcontainer build.
 //! - deferred answers: `stop_waiters`, `exec_waiters`.
-//! - `reaper` (SIGCHLD, exit records), `oom`, `stdio` (pipes into logs),
+//! - `reaper` (SIGCHLD, exit records, OOM kills), `stdio` (pipes into logs),
 //!   `trash` (deleted state, emptied when idle).
-//! - cgroups: `cgroup_roots`, `cgroup_removal`, `cgroup_update`.
+//! - cgroups (update, removal, OOM kills): the `berth-cgroup` crate.
 //! - `error`: the typed errors, mapped to the protocol's error codes.
 
-mod cgroup_removal;
-mod cgroup_roots;
-mod cgroup_update;
 mod connections;
 mod container;
 mod create;
@@ -31,7 +28,6 @@ mod event_loop;
 mod exec_waiters;
 mod kill;
 mod libcontainer_call;
-mod oom;
 mod reaper;
 mod start;
 mod stdio;
@@ -46,12 +42,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use berth_cgroup::{Cgroup, Layout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use berth_monitor_protocol::SOCKET_NAME;
 
-pub use cgroup_removal::remove_container_cgroups;
 pub use error::{MonitorError, Op, OpError};
 pub(crate) use libcontainer_call::chain;
 
@@ -86,9 +82,10 @@ pub struct Monitor {
     /// Stops whose answer is due once their container exited.
     stops: StopWaiters,
     trash: Trash,
-    /// Mount points of the cgroup hierarchies libcontainer puts containers
-    /// in (read once: they do not move while the monitor lives).
-    cgroup_roots: Vec<PathBuf>,
+    /// The host's cgroup hierarchies, where libcontainer puts containers
+    /// (read once: they do not move while the monitor lives; `None` on a
+    /// host without cgroupfs, where there is nothing to update or remove).
+    cgroups: Option<Layout>,
     /// A `Shutdown` came: exit once no container is alive, create no more.
     shutdown: bool,
     /// The one read buffer (pipes, connections).
@@ -140,7 +137,7 @@ impl Monitor {
             execs: ExecWaiters::default(),
             stops: StopWaiters::default(),
             trash: Trash::open(trash_dir),
-            cgroup_roots: cgroup_roots::cgroup_roots(),
+            cgroups: Layout::detect(),
             shutdown: false,
             buf: vec![0; READ_BUF],
             timing: std::env::var_os(TIMING_ENV).is_some_and(|v| v != "0"),
@@ -158,6 +155,13 @@ impl Monitor {
             .get_mut(id)
             .ok_or_else(|| OpError::NotFound(id.to_string()))
     }
+}
+
+/// A container's cgroup (its `linux.cgroupsPath`, as libcontainer resolved
+/// it) on this host's hierarchies. A free function over the one field, so
+/// callers can hold a container of `ctrs` mutably meanwhile.
+fn cgroup_of(layout: &Option<Layout>, path: &Path) -> Option<Cgroup> {
+    Cgroup::of(layout.as_ref()?, path.to_str()?)
 }
 
 /// Nanoseconds since the Unix epoch, as CRI reports times.

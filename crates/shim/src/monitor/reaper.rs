@@ -6,9 +6,8 @@ use nix::poll::PollFlags;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::oom::oom_killed;
 use super::stdio::read_pipe;
-use super::{Monitor, now_ns};
+use super::{Monitor, cgroup_of, now_ns};
 use crate::exit_record;
 use berth_monitor_protocol::{ExitRecord, Status};
 
@@ -52,7 +51,7 @@ impl Monitor {
             exit_code,
             signal,
             finished_at: now_ns(),
-            oom_killed: oom_killed(&c.cgroup_path),
+            oom_killed: cgroup_of(&self.cgroups, &c.cgroup_path).is_some_and(|g| g.oom_killed()),
         };
         if let Err(e) = exit_record::write(&self.exits_dir, id, &rec) {
             eprintln!("berth-monitor {}: exit record of {id}: {e}", self.pod_id);

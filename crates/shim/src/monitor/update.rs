@@ -1,8 +1,7 @@
 //! Update: UpdateContainerResources on the live cgroup.
 
-use super::Monitor;
-use super::cgroup_update::update_cgroup;
 use super::error::{Op, OpError};
+use super::{Monitor, cgroup_of};
 
 impl Monitor {
     /// Applies `resources` (an OCI `LinuxResources` object) to the cgroup of
@@ -16,6 +15,8 @@ impl Monitor {
         let res: libcontainer::oci_spec::runtime::LinuxResources =
             serde_json::from_value(resources)
                 .map_err(|e| Op::Update.invalid_argument(id, format!("bad resources: {e}")))?;
-        update_cgroup(&c.cgroup_path, &res).map_err(|e| Op::Update.failed(id, e))
+        let cgroup = cgroup_of(&self.cgroups, &c.cgroup_path)
+            .ok_or_else(|| Op::Update.failed(id, "no cgroup hierarchy on this host"))?;
+        cgroup.update(&res).map_err(|e| Op::Update.failed(id, e))
     }
 }

@@ -41,7 +41,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR
 source "$here/versions.env"
 
 cache_root=${BERTH_CACHE:-$HOME/.cache/berth}
@@ -107,8 +107,11 @@ add_tool critest cri-tools test sigs.k8s.io/cri-tools/cmd/critest -version
 add_tool ginkgo cri-tools build github.com/onsi/ginkgo/v2/ginkgo version
 add_tool coredns coredns build github.com/coredns/coredns -version
 
+bin_dir_of() { echo "${component_dir[${tool_component[$1]}]}/bin"; }
+
 # --- ldflags per component (beyond -s -w), as each project's own build sets them
 
+# shellcheck disable=SC2317 # called indirectly
 ldflags_k8s() {
     # hack/lib/version.sh: the same variables in component-base and client-go; the kubelet's
     # and apiserver's version skew checks read gitVersion. buildDate is the release's module
@@ -130,77 +133,79 @@ ldflags_k8s() {
     done
 }
 
+# shellcheck disable=SC2317 # called indirectly
 ldflags_etcd() { :; } # etcd's version is a constant; only its Git SHA comes from ldflags
 
+# shellcheck disable=SC2317 # called indirectly
 ldflags_cri-tools() {
     # cri-tools' Makefile: VERSION is `git describe` without the v.
     printf -- "-X 'sigs.k8s.io/cri-tools/pkg/version.Version=%s' " "${CRI_TOOLS_VERSION#v}"
 }
 
+# shellcheck disable=SC2317 # called indirectly
 ldflags_coredns() { :; } # CoreDNS's version is a constant; only its Git commit comes from ldflags
 
 # --- arguments
-
-only=()
-verify=false
-force=false
-action=build
-while (($#)); do
-    case $1 in
-    --only)
-        shift
-        while (($#)) && [[ $1 != --* ]]; do
-            only+=("$1")
+parse_args() {
+    only=()
+    verify=false
+    force=false
+    action=build
+    while (($#)); do
+        case $1 in
+        --only)
             shift
+            while (($#)) && [[ $1 != --* ]]; do
+                only+=("$1")
+                shift
+            done
+            ((${#only[@]})) || die "--only needs at least one tool name (see --list)"
+            continue
+            ;;
+        --verify) verify=true ;;
+        --force) force=true ;;
+        --print-path) action=print-path ;;
+        --list) action=list ;;
+        -h | --help)
+            sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+            exit 0
+            ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+        esac
+        shift
+    done
+
+    selected=()
+    if ((${#only[@]})); then
+        for name in "${only[@]}"; do
+            [[ -n ${tool_component[$name]:-} ]] || die "unknown tool '$name'; tools: ${tool_names[*]}"
+            selected+=("$name")
         done
-        ((${#only[@]})) || die "--only needs at least one tool name (see --list)"
-        continue
-        ;;
-    --verify) verify=true ;;
-    --force) force=true ;;
-    --print-path) action=print-path ;;
-    --list) action=list ;;
-    -h | --help)
-        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    else
+        selected=("${tool_names[@]}")
+    fi
+
+    case $action in
+    list)
+        for name in "${tool_names[@]}"; do
+            printf '%-24s %s\n' "$name" "$(bin_dir_of "$name")/$name"
+        done
         exit 0
         ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    print-path)
+        dirs=()
+        for name in "${selected[@]}"; do
+            dir=$(bin_dir_of "$name")
+            [[ " ${dirs[*]-} " == *" $dir "* ]] || dirs+=("$dir")
+        done
+        (
+            IFS=:
+            echo "${dirs[*]}"
+        )
+        exit 0
+        ;;
     esac
-    shift
-done
-
-selected=()
-if ((${#only[@]})); then
-    for name in "${only[@]}"; do
-        [[ -n ${tool_component[$name]:-} ]] || die "unknown tool '$name'; tools: ${tool_names[*]}"
-        selected+=("$name")
-    done
-else
-    selected=("${tool_names[@]}")
-fi
-
-bin_dir_of() { echo "${component_dir[${tool_component[$1]}]}/bin"; }
-
-case $action in
-list)
-    for name in "${tool_names[@]}"; do
-        printf '%-24s %s\n' "$name" "$(bin_dir_of "$name")/$name"
-    done
-    exit 0
-    ;;
-print-path)
-    dirs=()
-    for name in "${selected[@]}"; do
-        dir=$(bin_dir_of "$name")
-        [[ " ${dirs[*]-} " == *" $dir "* ]] || dirs+=("$dir")
-    done
-    (
-        IFS=:
-        echo "${dirs[*]}"
-    )
-    exit 0
-    ;;
-esac
+}
 
 # --- go toolchain and environment (only looked at when something needs building)
 
@@ -333,6 +338,7 @@ recipe_of() {
 }
 
 tmp_outputs=()
+# shellcheck disable=SC2317 # called indirectly
 cleanup() {
     local f
     for f in "${tmp_outputs[@]-}"; do
@@ -346,6 +352,7 @@ build_tool() {
     prepare_component "$comp"
     local dir=${component_dir[$comp]}
     local out=$dir/bin/$name tmp_out=$dir/bin/.$name.tmp.$$
+    rm -f "$dir/bin/.$name.tmp."* # left by a run that was killed (runs hold the lock)
     tmp_outputs+=("$tmp_out")
     local ldflags
     ldflags="$("ldflags_$comp" "${component_build_date[$comp]}")-s -w"
@@ -353,47 +360,57 @@ build_tool() {
     [[ -n ${component_tags[$comp]} ]] && args+=(-tags "${component_tags[$comp]}")
     # -mod=mod: the first build fills the generated module's go.sum (checked against the
     # checksum database as any download is).
-    case ${tool_mode[$name]} in
-    build) (cd "$dir/build" && "$go_bin" build -mod=mod "${args[@]}" "${tool_package[$name]}") ;;
-    test) (cd "$dir/build" && "$go_bin" test -mod=mod -c "${args[@]}" "${tool_package[$name]}") ;;
-    esac
+    local go_cmd=(build)
+    [[ ${tool_mode[$name]} == test ]] && go_cmd=(test -c)
+    (cd "$dir/build" && "$go_bin" "${go_cmd[@]}" -mod=mod "${args[@]}" "${tool_package[$name]}") ||
+        die "$name: go ${go_cmd[*]} ${tool_package[$name]} failed (in $dir/build); nothing was installed"
     [[ -x $tmp_out ]] || die "$name: go produced no binary"
     mv -f "$tmp_out" "$out"
     recipe_of "$name" >"$dir/bin/.$name.recipe"
 }
 
-mkdir -p "$cache_root"
-exec 9>"$cache_root/.lock"
-flock 9
+# --- main
 
 seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "build-tools: cache $cache_root"
-total_start=$(date +%s.%N)
-built=0
-for name in "${selected[@]}"; do
-    out=$(bin_dir_of "$name")/$name
-    stamp=$(bin_dir_of "$name")/.$name.recipe
-    start=$(date +%s.%N)
-    if ! $force && [[ -x $out && -f $stamp && $(cat "$stamp") == "$(recipe_of "$name")" ]]; then
-        state=cached
-    else
-        echo "build-tools: building $name (${tool_package[$name]})"
-        build_tool "$name"
-        state=built
-        built=$((built + 1))
-    fi
-    printf 'build-tools: %-24s %-6s %7ss  %s\n' "$name" "$state" "$(seconds_since "$start")" "$out"
-done
-printf 'build-tools: %d of %d built, %ss in all\n' "$built" "${#selected[@]}" \
-    "$(seconds_since "$total_start")"
+build_selected() {
+    mkdir -p "$cache_root"
+    exec 9>"$cache_root/.lock"
+    flock 9
 
-if $verify; then
+    echo "build-tools: cache $cache_root"
+    total_start=$(date +%s.%N)
+    built=0
     for name in "${selected[@]}"; do
         out=$(bin_dir_of "$name")/$name
-        # shellcheck disable=SC2086 # the version arguments are words
-        version=$("$out" ${tool_version_args[$name]} 2>&1) ||
-            die "$name: '$out ${tool_version_args[$name]}' failed: $version"
-        printf 'build-tools: %-24s %s\n' "$name" "$(head -n 3 <<<"$version" | tr '\n' ' ')"
+        stamp=$(bin_dir_of "$name")/.$name.recipe
+        start=$(date +%s.%N)
+        if ! $force && [[ -x $out && -f $stamp && $(cat "$stamp") == "$(recipe_of "$name")" ]]; then
+            state=cached
+        else
+            echo "build-tools: building $name (${tool_package[$name]})"
+            build_tool "$name"
+            state=built
+            built=$((built + 1))
+        fi
+        printf 'build-tools: %-24s %-6s %7ss  %s\n' "$name" "$state" "$(seconds_since "$start")" "$out"
     done
-fi
+    printf 'build-tools: %d of %d built, %ss in all\n' "$built" "${#selected[@]}" \
+        "$(seconds_since "$total_start")"
+
+    if $verify; then
+        for name in "${selected[@]}"; do
+            out=$(bin_dir_of "$name")/$name
+            # shellcheck disable=SC2086 # the version arguments are words
+            version=$("$out" ${tool_version_args[$name]} 2>&1) ||
+                die "$name: '$out ${tool_version_args[$name]}' failed: $version"
+            printf 'build-tools: %-24s %s\n' "$name" "$(head -n 3 <<<"$version" | tr '\n' ' ')"
+        done
+    fi
+}
+
+# Everything runs from here, after bash has read the whole file: editing the script while a
+# long build runs cannot change what the running build does.
+parse_args "$@"
+build_selected
+exit 0

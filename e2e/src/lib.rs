@@ -7,6 +7,7 @@ pub mod client;
 pub mod daemon;
 pub mod net;
 pub mod pods;
+pub mod procs;
 pub mod registry;
 
 /// The workspace root, for scripts and build outputs.

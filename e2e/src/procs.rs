@@ -1,0 +1,83 @@
+//! Processes as /proc shows them: the process table and a process's memory.
+//! Used by the benchmark (per-pod processes, their PSS/RSS) and the soak
+//! (leftover monitors, berthd's RSS).
+
+use std::path::Path;
+
+/// One live process (or zombie) of the process table.
+pub struct Process {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The kernel's short name (`comm`, at most 15 bytes).
+    pub comm: String,
+    /// The state letter of `stat` (R, S, D, Z, ...).
+    pub state: char,
+    /// The command line, arguments joined by spaces (empty for zombies and kernel threads).
+    pub cmdline: String,
+    /// The basename of argv[0].
+    pub argv0_name: String,
+}
+
+/// Every process whose `stat` could be read (a process may exit while the table is read).
+pub fn processes() -> Vec<Process> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some(p) = read_process(pid, &e.path()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn read_process(pid: i32, dir: &Path) -> Option<Process> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // comm is parenthesised and may hold spaces and parentheses: split at the last ") ".
+    let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let raw = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+    let argv0 = raw.split(|&b| b == 0).next().unwrap_or_default();
+    let argv0_name =
+        String::from_utf8_lossy(argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0)).into_owned();
+    Some(Process {
+        pid,
+        ppid,
+        comm: comm.to_string(),
+        state,
+        cmdline: String::from_utf8_lossy(&raw).replace('\0', " "),
+        argv0_name,
+    })
+}
+
+/// PSS and RSS (kB) of a process, from /proc/PID/smaps_rollup.
+pub fn pss_rss_kb(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    Some((field("Pss:")?, field("Rss:")?))
+}
+
+/// VmRSS of a process in kB, from /proc/PID/status (cheaper than smaps_rollup).
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// kB as "12.3 MiB".
+pub fn mib(kb: u64) -> String {
+    format!("{:.1} MiB", kb as f64 / 1024.0)
+}

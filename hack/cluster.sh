@@ -10,7 +10,7 @@
 #                                  undo its host changes; --purge also deletes the cluster dir
 #   hack/cluster.sh status         components, restarts, node and kube-system pods
 #   hack/cluster.sh env            `eval "$(hack/cluster.sh env)"`: KUBECONFIG, PATH (kubectl,
-#                                  crictl), CONTAINER_RUNTIME_ENDPOINT
+#                                  crictl), CRI_CONFIG_FILE (crictl talks to the cluster's berthd)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -82,12 +82,15 @@ API_SERVER=https://$NODE_IP:$API_PORT
 
 # --- binaries ---------------------------------------------------------------------------------
 # k8s_bin_dirs: where the Kubernetes tools are: $BERTH_K8S_BIN (':'-separated), else the dirs
-# hack/k8s/build-tools.sh builds them into (at its pinned versions).
+# hack/k8s/build-tools.sh builds them into (at its pinned versions), else the cache's bin dirs.
 k8s_bin_dirs() {
     if [[ -n ${BERTH_K8S_BIN:-} ]]; then
         tr ':' '\n' <<<"$BERTH_K8S_BIN"
     elif [[ -f $K8S_TOOLS ]]; then
         bash "$K8S_TOOLS" --print-path --only "${K8S_BINARIES[@]}" | tr ':' '\n'
+    else
+        # No build script: whatever versions the cache holds, newest first.
+        compgen -G "$CACHE/*/bin" | sort -rV || true
     fi
 }
 
@@ -115,7 +118,8 @@ resolve_k8s_bins() {
     if [[ ${1:-} == build && -z ${BERTH_K8S_BIN:-} ]]; then
         [[ -f $K8S_TOOLS ]] || die "missing ${missing[*]}, and no $K8S_TOOLS to build them (set BERTH_K8S_TOOLS or BERTH_K8S_BIN)"
         log "building ${missing[*]} with $K8S_TOOLS (cached in $CACHE; the first build is long)"
-        bash "$K8S_TOOLS" --only "${missing[@]}"
+        # Its exit status is not trusted alone: what counts is whether the binaries are there now.
+        bash "$K8S_TOOLS" --only "${missing[@]}" || log "warning: $K8S_TOOLS exited with status $?"
         resolve_k8s_bins
         return
     fi
@@ -143,7 +147,7 @@ berth_bin_dir() {
 }
 
 kubectl() { "${BIN[kubectl]}" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
-crictl() { "${BIN[crictl]}" --runtime-endpoint "unix://$BERTH_SOCKET" --image-endpoint "unix://$BERTH_SOCKET" --timeout 30s "$@"; }
+crictl() { "${BIN[crictl]}" --config "$CLUSTER_DIR/crictl.yaml" --timeout 30s "$@"; }
 
 # --- supervised processes ---------------------------------------------------------------------
 # pid_of NAME [supervisor]: the live pid of a component (or of its supervisor), or nothing.
@@ -175,6 +179,10 @@ start() {
     # 8>&-: the lock of this script must not be inherited by the daemons.
     setsid "$CFG/supervise.sh" "$name" "$RUN_DIR" "$LOGS/$name.log" "$@" </dev/null >/dev/null 2>&1 8>&- &
     disown
+    for _ in $(seq 50); do
+        [[ -n $(pid_of "$name" supervisor) ]] && break
+        sleep 0.1
+    done
     log "started $name (log: $LOGS/$name.log)"
 }
 
@@ -366,6 +374,8 @@ write_configs() {
     mkdir -p "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/cni" "$CLUSTER_DIR/berth"
     render "$CFG/kubelet-config.yaml" "$CLUSTER_DIR/kubelet/config.yaml"
     render "$CFG/kube-proxy-config.yaml" "$CLUSTER_DIR/kube-proxy-config.yaml"
+    printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$BERTH_SOCKET" "$BERTH_SOCKET" \
+        >"$CLUSTER_DIR/crictl.yaml"
     # Pods with dnsPolicy Default resolve nothing outside the cluster: no upstream resolver may
     # be contacted from here.
     printf '# hack/cluster.sh: no resolver outside the node\nnameserver 127.0.0.1\n' >"$CLUSTER_DIR/resolv.conf"
@@ -458,10 +468,16 @@ start_berthd() {
     local dir changed=$1
     dir=$(berth_bin_dir)
     write_berthd_config
-    if [[ $changed == yes && -n $(pid_of berthd) ]]; then
+    local old
+    old=$(pid_of berthd)
+    if [[ $changed == yes && -n $old ]]; then
         log "registries.conf changed: restarting berthd to read it"
-        kill -TERM "$(pid_of berthd)"
-        sleep 1.5
+        kill -TERM "$old"
+        # Its supervisor starts it again; wait for the new process.
+        for _ in $(seq 300); do
+            [[ -n $(pid_of berthd) && $(pid_of berthd) != "$old" ]] && break
+            sleep 0.1
+        done
     fi
     start berthd "$dir/berthd" --config "$CLUSTER_DIR/berth/config.toml"
     wait_ready berthd crictl version
@@ -711,8 +727,7 @@ cmd_env() {
     resolve_k8s_bins
     echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
     echo "export PATH=$(dirname "${BIN[kubectl]}"):$(dirname "${BIN[crictl]}"):\$PATH"
-    echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$BERTH_SOCKET"
-    echo "export IMAGE_SERVICE_ENDPOINT=unix://$BERTH_SOCKET"
+    echo "export CRI_CONFIG_FILE=$CLUSTER_DIR/crictl.yaml"
 }
 
 case ${1:-} in

@@ -334,6 +334,37 @@ wait_sock() {
 # network), benchmarked into $WORK/ID.json.
 RUNTIMES=()
 declare -A BERTHD_CMDS
+# start_daemon ID LOG SOCKET CMD...: once the machine is quiet, starts a runtime daemon in the
+# background (DAEMON_PID) and waits for its socket. Daemons must not hold the registry's or the
+# network holder's stdin open.
+start_daemon() {
+    local id=$1 log=$2 sock=$3
+    shift 3
+    wait_quiet "$QUIET_GAP" "$id"
+    "$@" >"$log" 2>&1 3>&- 4>&- &
+    DAEMON_PID=$!
+    DAEMONS+=("$DAEMON_PID")
+    wait_sock "$sock" "$DAEMON_PID" "$log"
+}
+
+# bench_daemon ID DIR SOCKET PID BENCH-ARGS...: the benchmark client against one running daemon
+# (its per-pod processes named by the --pod-proc BENCH-ARGS), results in $WORK/ID.json.
+bench_daemon() {
+    local id=$1 dir=$2 sock=$3 pid=$4
+    shift 4
+    sleep 1 # idle: let start-up allocations settle before the first reading
+    echo
+    LOAD_START[$id]=$(loadavg)
+    echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
+    T0=$EPOCHREALTIME
+    "$BENCH" --socket "$sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
+        --concurrency "$CONC" --daemon-pid "$pid" "$@" --match "$dir/" \
+        --log-dir "$dir/logs" --json "$WORK/$id.json"
+    LOAD_END[$id]=$(loadavg)
+    echo "$id run took $(secs_since "$T0") s"
+    RUNTIMES+=("$id")
+}
+
 run_berthd() {
     local id=$1 conflist=${2:-} bd=$WORK/$1 pid
     mkdir -p "$bd/net.d"
@@ -348,23 +379,9 @@ EOF
         --config "$bd/config.toml" --registries-config "$bd/registries.conf"
         --cni-conf-dir "$bd/net.d" --cni-bin-dir "$CNI_PLUGINS")
     BERTHD_CMDS[$id]="${cmd[*]}"
-    wait_quiet "$QUIET_GAP" "$id"
-    # Daemons must not hold the registry's or the network holder's stdin open.
-    "${cmd[@]}" >"$bd/berthd.log" 2>&1 3>&- 4>&- &
-    pid=$!
-    DAEMONS+=("$pid")
-    wait_sock "$bd/state/berth.sock" "$pid" "$bd/berthd.log"
-    sleep 1 # idle: let start-up allocations settle before the first reading
-    echo
-    LOAD_START[$id]=$(loadavg)
-    echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
-    T0=$EPOCHREALTIME
-    "$BENCH" --socket "$bd/state/berth.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
-        --concurrency "$CONC" --daemon-pid "$pid" --pod-proc berth-monitor --match "$bd/" \
-        --log-dir "$bd/logs" --json "$WORK/$id.json"
-    LOAD_END[$id]=$(loadavg)
-    echo "$id run took $(secs_since "$T0") s"
-    RUNTIMES+=("$id")
+    start_daemon "$id" "$bd/berthd.log" "$bd/state/berth.sock" "${cmd[@]}"
+    pid=$DAEMON_PID
+    bench_daemon "$id" "$bd" "$bd/state/berth.sock" "$pid" --pod-proc berth-monitor
     if [[ -n $conflist ]]; then
         check_ip "$id" "$PREFIX"
         net_left "$id"
@@ -467,25 +484,14 @@ state = "$cd/state"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$WORK/containerd-hosts"
 EOF
-    wait_quiet "$QUIET_GAP" "$id"
-    containerd --config "$cd/config.toml" --log-level warn >"$cd/containerd.log" 2>&1 3>&- 4>&- &
-    pid=$!
-    DAEMONS+=("$pid")
-    wait_sock "$cd/containerd.sock" "$pid" "$cd/containerd.log"
+    start_daemon "$id" "$cd/containerd.log" "$cd/containerd.sock" \
+        containerd --config "$cd/config.toml" --log-level warn
+    pid=$DAEMON_PID
     # containerd pulls the pause image on the first RunPodSandbox; pull it now so that the
     # warm-up pod does not carry it (the kubelet's nodes have it too).
     "$TARGET/release/cri" --socket "$cd/containerd.sock" pull "$HP/pause:3.9" >/dev/null
-    sleep 1
-    echo
-    LOAD_START[$id]=$(loadavg)
-    echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
-    T0=$EPOCHREALTIME
-    "$BENCH" --socket "$cd/containerd.sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
-        --concurrency "$CONC" --daemon-pid "$pid" --pod-proc containerd-shim-runc-v2 \
-        --pod-proc pause --match "$cd/" --log-dir "$cd/logs" --json "$WORK/$id.json"
-    LOAD_END[$id]=$(loadavg)
-    echo "$id run took $(secs_since "$T0") s"
-    RUNTIMES+=("$id")
+    bench_daemon "$id" "$cd" "$cd/containerd.sock" "$pid" \
+        --pod-proc containerd-shim-runc-v2 --pod-proc pause
     if [[ $net == fake ]]; then
         check_ip "$id" 192.0.2.1
     else

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak run: N minutes of parallel pod churn through CRI against a real berthd with a real CNI
 # network, plus a kill -9 of berthd every M seconds followed by a restart (target/*/soak,
-# e2e/src/bin/soak.rs). K workers each loop: RunPodSandbox (bridge + host-local), CreateContainer,
+# e2e/src/bin/soak/). K workers each loop: RunPodSandbox (bridge + host-local), CreateContainer,
 # StartContainer, ExecSync, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox,
 # retrying through the outages. After each restart the pods no RPC was changing at the kill must
 # still be there (READY, same IP, container state kept, ExecSync works). Prints pods and

@@ -344,6 +344,8 @@ cleanup() {
     for f in "${tmp_outputs[@]-}"; do
         [[ -n $f ]] && rm -f "$f"
     done
+    # An EXIT trap's last status becomes the script's: never fail a run here.
+    return 0
 }
 trap cleanup EXIT
 

@@ -1,38 +1,36 @@
 //! The cgroup dirs berthd makes, for the leak check.
-// cgroup: to move to berth-cgroup
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-/// The mount points of every cgroup hierarchy (v1 controllers and v2), from mountinfo.
-fn cgroup_mounts() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            matches!(
-                l.split(" - ").nth(1).and_then(|t| t.split(' ').next()),
-                Some("cgroup" | "cgroup2")
-            )
-        })
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .collect()
+use berth_cgroup::{Cgroup, Layout};
+
+/// The dirs of `berth/` (the default cgroup parent) in every hierarchy where
+/// containers get cgroups (berth-cgroup's layout of this host), plus a
+/// hybrid host's controller-less cgroup2 mount, which must hold none either.
+fn berth_parents() -> Vec<PathBuf> {
+    let Some(layout) = Layout::detect() else {
+        return vec![];
+    };
+    let mut dirs: Vec<PathBuf> = Cgroup::of(&layout, "berth")
+        .map(|c| c.dirs().into_iter().map(PathBuf::from).collect())
+        .unwrap_or_default();
+    if let Layout::Hybrid { unified, .. } = &layout {
+        dirs.push(unified.join("berth"));
+    }
+    dirs
 }
 
-/// Names of the dirs under `berth/` (the default cgroup parent) of every hierarchy.
+/// The dirs under `berth/` of every hierarchy, as (parent dir, name).
 pub fn berth_cgroups() -> BTreeSet<(PathBuf, String)> {
     let mut found = BTreeSet::new();
-    for m in cgroup_mounts() {
-        let dirs = std::fs::read_dir(m.join("berth"))
-            .into_iter()
-            .flatten()
-            .flatten();
+    for parent in berth_parents() {
+        let dirs = std::fs::read_dir(&parent).into_iter().flatten().flatten();
         for e in dirs.map(|e| e.path()) {
             if e.is_dir()
                 && let Some(n) = e.file_name().and_then(|n| n.to_str())
             {
-                found.insert((m.clone(), n.to_string()));
+                found.insert((parent.clone(), n.to_string()));
             }
         }
     }
@@ -48,6 +46,6 @@ pub fn new_berth_cgroups(
     berth_cgroups()
         .difference(before)
         .filter(|(_, n)| ours(n))
-        .map(|(m, n)| m.join("berth").join(n))
+        .map(|(parent, n)| parent.join(n))
         .collect()
 }

@@ -115,7 +115,13 @@ pub fn apply(
             }
         } else {
             // containerd's tolerate_missing_hugetlb_controller behaviour.
-            tracing::warn!("hugetlb cgroup controller is absent, huge page limits skipped");
+            // The kubelet sends a zero limit per host page size with every
+            // container: only a real limit that cannot be enforced is news.
+            if r.hugepage_limits.iter().any(|h| h.limit > 0) {
+                tracing::warn!("hugetlb cgroup controller is absent, huge page limits skipped");
+            } else {
+                tracing::debug!("hugetlb cgroup controller is absent, zero huge page limits skipped");
+            }
         }
     }
 

@@ -40,7 +40,8 @@ pub(crate) async fn run(
         max_message: shared.config.max_websocket_message,
         idle_timeout: shared.config.stream_idle_timeout,
     };
-    let mut channels = ws::start(upgraded, setup, trigger).await;
+    let socket = ws::accept(upgraded, setup.max_message).await;
+    let mut channels = ws::start(socket, setup, trigger);
     let sandbox: Arc<str> = sandbox.into();
     let mut forwards = JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {

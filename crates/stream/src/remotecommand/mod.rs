@@ -4,7 +4,7 @@
 
 pub(crate) mod protocol;
 mod spdy;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::sync::Arc;
 

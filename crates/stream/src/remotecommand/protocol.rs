@@ -21,7 +21,7 @@ pub(crate) const SPDY_PROTOCOLS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Version {
+pub enum Version {
     V1,
     V2,
     V3,

@@ -32,7 +32,7 @@ const RESIZE: u8 = 4;
 /// How long the last messages and the Close frame may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-fn framing(protocol: &str) -> (Framing, Version) {
+pub(crate) fn framing(protocol: &str) -> (Framing, Version) {
     let binary = |close_signal| Framing {
         codec: Codec::Binary,
         close_signal,
@@ -60,7 +60,8 @@ pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, protocol: &'sta
         max_message: shared.config.max_websocket_message,
         idle_timeout: shared.config.stream_idle_timeout,
     };
-    let mut channels = ws::start(upgraded, setup, trigger).await;
+    let socket = ws::accept(upgraded, setup.max_message).await;
+    let mut channels = ws::start(socket, setup, trigger);
 
     // The kubelet's "connection established" hint: an empty message on
     // the lowest channel we write.

@@ -54,14 +54,17 @@ pub(crate) struct ChannelWriter {
     queue: PollSender<Message>,
     framing: Framing,
     channel: u8,
+    /// Send v5's `[255, channel]` on shutdown (clients only).
+    close_signal: bool,
 }
 
 impl ChannelWriter {
-    pub fn new(queue: mpsc::Sender<Message>, framing: Framing, channel: u8) -> Self {
+    pub fn new(queue: mpsc::Sender<Message>, framing: Framing, channel: u8, close_signal: bool) -> Self {
         Self {
             queue: PollSender::new(queue),
             framing,
             channel,
+            close_signal,
         }
     }
 }
@@ -95,8 +98,17 @@ impl AsyncWrite for ChannelWriter {
         Poll::Ready(Ok(()))
     }
 
-    /// A WebSocket channel has no half-close; later writes fail.
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Only v5 has a half-close (the close signal); later writes fail.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.close_signal && !self.queue.is_closed() {
+            if ready!(self.queue.poll_reserve(cx)).is_err() {
+                return Poll::Ready(Err(gone()));
+            }
+            let signal = Message::Binary(vec![super::CLOSE_SIGNAL, self.channel].into());
+            if self.queue.send_item(signal).is_err() {
+                return Poll::Ready(Err(gone()));
+            }
+        }
         self.queue.close();
         Poll::Ready(Ok(()))
     }

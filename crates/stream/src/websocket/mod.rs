@@ -20,12 +20,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub(crate) use channel::{ChannelDuplex, ChannelReader, ChannelWriter};
 pub(crate) use handshake::{is_websocket_request, negotiate, upgrade_response};
@@ -123,7 +122,13 @@ pub(crate) struct Channels {
 impl Channels {
     pub fn writer(&self, channel: u8) -> ChannelWriter {
         let outbound = self.outbound.clone().expect("writers are made before close");
-        ChannelWriter::new(outbound, self.framing, channel)
+        ChannelWriter::new(outbound, self.framing, channel, false)
+    }
+
+    /// A client's writer: with v5, `shutdown` sends the close signal.
+    pub fn client_writer(&self, channel: u8) -> ChannelWriter {
+        let outbound = self.outbound.clone().expect("writers are made before close");
+        ChannelWriter::new(outbound, self.framing, channel, self.framing.close_signal)
     }
 
     /// Queues one whole message on `channel` (an empty one is the
@@ -160,6 +165,16 @@ pub(crate) struct Setup {
     pub idle_timeout: Duration,
 }
 
+/// The server side of an upgraded connection.
+pub(crate) async fn accept(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        Some(socket_config(max_message)),
+    )
+    .await
+}
+
 pub(crate) fn socket_config(max_message: usize) -> WebSocketConfig {
     // Small buffers: an idle session should cost little memory.
     WebSocketConfig::default()
@@ -169,19 +184,12 @@ pub(crate) fn socket_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// Starts the reader and writer tasks over an upgraded connection.
-/// `trigger` fires when the client is gone (or idle past the timeout).
-pub(crate) async fn start(
-    upgraded: Upgraded,
-    setup: Setup,
-    trigger: DisconnectTrigger,
-) -> Channels {
-    let socket = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(socket_config(setup.max_message)),
-    )
-    .await;
+/// Starts the reader and writer tasks over an open WebSocket. `trigger`
+/// fires when the peer is gone (or idle past the timeout).
+pub(crate) fn start<S>(socket: WebSocketStream<S>, setup: Setup, trigger: DisconnectTrigger) -> Channels
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (sink, stream) = socket.split();
     let activity = Arc::new(Activity::new());
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -241,10 +249,10 @@ impl Activity {
     }
 }
 
-type Sink = futures::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
-type Stream = futures::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
+type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
+type Stream<S> = futures::stream::SplitStream<WebSocketStream<S>>;
 
-async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<Message>, activity: Arc<Activity>) {
+async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(mut sink: Sink<S>, mut queue: mpsc::Receiver<Message>, activity: Arc<Activity>) {
     while let Some(message) = queue.recv().await {
         activity.touch();
         if sink.feed(message).await.is_err() {
@@ -264,8 +272,8 @@ async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<Message>, activity
     let _ = sink.close().await;
 }
 
-async fn read_loop(
-    mut stream: Stream,
+async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: Stream<S>,
     mut senders: Vec<Option<mpsc::Sender<Bytes>>>,
     framing: Framing,
     idle_timeout: Duration,

@@ -87,3 +87,16 @@ pub(crate) fn connection_config(config: &StreamingConfig) -> berth_spdy::Config 
         ..berth_spdy::Config::default()
     }
 }
+
+/// Streams a port-forward session may have open: two per forwarded
+/// connection, many connections at once (a browser through
+/// `kubectl port-forward`), all opened in a burst.
+const PORT_FORWARD_MAX_STREAMS: usize = 2048;
+
+pub(crate) fn port_forward_config(config: &StreamingConfig) -> berth_spdy::Config {
+    berth_spdy::Config {
+        max_streams: PORT_FORWARD_MAX_STREAMS,
+        accept_backlog: PORT_FORWARD_MAX_STREAMS,
+        ..connection_config(config)
+    }
+}

@@ -9,17 +9,21 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::http::{Body, spawn_upgraded, text_response};
 use crate::request::PortForwardRequest;
-use crate::runtime::Disconnected;
+use crate::runtime::{Disconnected, RuntimeError};
 use crate::server::Shared;
 use crate::spdy_upgrade;
 use crate::websocket as ws;
 
 /// Relay buffer per direction of one forwarded connection.
 const RELAY_BUFFER: usize = 32 * 1024;
+/// How long one direction may go on after the other ended.
+const RELAY_LINGER: Duration = Duration::from_secs(1);
 
 pub(crate) async fn serve(
     shared: Arc<Shared>,
@@ -106,7 +110,7 @@ pub(crate) async fn forward<D, E>(
     shared: &Shared,
     sandbox: &str,
     port: u16,
-    mut data: D,
+    data: D,
     error: &mut E,
     mut disconnected: Disconnected,
 ) where
@@ -114,11 +118,10 @@ pub(crate) async fn forward<D, E>(
     E: AsyncWrite + Unpin,
 {
     let relay = async {
-        let mut target = shared.runtime.port_forward(sandbox, port).await?;
-        tokio::io::copy_bidirectional_with_sizes(&mut data, &mut target, RELAY_BUFFER, RELAY_BUFFER)
+        let target = shared.runtime.port_forward(sandbox, port).await?;
+        relay(data, target)
             .await
-            .map_err(|err| crate::runtime::RuntimeError::Other(err.to_string()))?;
-        Ok::<(), crate::runtime::RuntimeError>(())
+            .map_err(|err| RuntimeError::Other(err.to_string()))
     };
     let result = tokio::select! {
         result = relay => result,
@@ -129,4 +132,37 @@ pub(crate) async fn forward<D, E>(
         tracing::debug!("{message}");
         let _ = error.write_all(message.as_bytes()).await;
     }
+}
+
+/// Copies both ways, each direction ending with a half-close. Once one
+/// direction is done the other gets `RELAY_LINGER` to finish (as
+/// containerd's port-forward does): a client that keeps its side open
+/// after the pod closed must not pin the pair forever.
+async fn relay<D, T>(data: D, target: T) -> std::io::Result<()>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (data_in, mut data_out) = tokio::io::split(data);
+    let (target_in, mut target_out) = tokio::io::split(target);
+    let upstream = async {
+        let mut from = BufReader::with_capacity(RELAY_BUFFER, data_in);
+        let copied = tokio::io::copy_buf(&mut from, &mut target_out).await;
+        let _ = target_out.shutdown().await;
+        copied.map(drop)
+    };
+    let downstream = async {
+        let mut from = BufReader::with_capacity(RELAY_BUFFER, target_in);
+        let copied = tokio::io::copy_buf(&mut from, &mut data_out).await;
+        let _ = data_out.shutdown().await;
+        copied.map(drop)
+    };
+    tokio::pin!(upstream, downstream);
+    let (first, rest) = tokio::select! {
+        done = &mut upstream => (done, tokio::time::timeout(RELAY_LINGER, &mut downstream).await),
+        done = &mut downstream => (done, tokio::time::timeout(RELAY_LINGER, &mut upstream).await),
+    };
+    first?;
+    // A direction cut short by the linger is not an error.
+    rest.unwrap_or(Ok(()))
 }

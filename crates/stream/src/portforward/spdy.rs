@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::runtime::Disconnected;
 use crate::server::Shared;
-use crate::spdy_upgrade::connection_config;
+use crate::spdy_upgrade::port_forward_config;
 
 pub(crate) const PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
@@ -31,7 +31,7 @@ struct Pair {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, sandbox: String) {
-    let conn = Connection::server(TokioIo::new(upgraded), connection_config(&shared.config));
+    let conn = Connection::server(TokioIo::new(upgraded), port_forward_config(&shared.config));
     let sandbox: Arc<str> = sandbox.into();
     let (trigger, disconnected) = Disconnected::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();

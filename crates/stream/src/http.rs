@@ -29,6 +29,35 @@ pub(crate) fn text_response(status: StatusCode, message: String) -> Response<Bod
     response
 }
 
+/// An upgrade request turned down before the upgrade: its HTTP answer.
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    /// Sent as `X-Accepted-Stream-Protocol-Versions` (SPDY negotiation).
+    pub accepted_versions: &'static [&'static str],
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, message: String) -> Self {
+        Self {
+            status,
+            message,
+            accepted_versions: &[],
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = text_response(self.status, self.message);
+        for protocol in self.accepted_versions {
+            response.headers_mut().append(
+                crate::spdy_upgrade::ACCEPTED_VERSIONS_HEADER,
+                HeaderValue::from_static(protocol),
+            );
+        }
+        response
+    }
+}
+
 /// Whether a comma-separated header (`Connection: keep-alive, Upgrade`)
 /// holds `token`, ignoring ASCII case.
 pub(crate) fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {

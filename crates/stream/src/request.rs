@@ -76,7 +76,9 @@ impl ExecRequest {
 
     pub(crate) fn validate(&self) -> Result<(), RequestError> {
         if self.cmd.is_empty() {
-            return Err(RequestError::InvalidArgument("cmd must not be empty".into()));
+            return Err(RequestError::InvalidArgument(
+                "cmd must not be empty".into(),
+            ));
         }
         validate_streams(&self.container_id, self.flags(), "exec")
     }

@@ -180,7 +180,12 @@ async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, share
             }
         };
         let _ = socket.set_nodelay(true);
-        connections.spawn(serve_connection(socket, acceptor.clone(), shared.clone(), peer));
+        connections.spawn(serve_connection(
+            socket,
+            acceptor.clone(),
+            shared.clone(),
+            peer,
+        ));
     }
 }
 

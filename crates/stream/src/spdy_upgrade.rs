@@ -9,7 +9,7 @@ use hyper::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
 use hyper::{Response, StatusCode};
 
 use crate::config::StreamingConfig;
-use crate::http::{Body, header_has_token, text_response};
+use crate::http::{Body, Refusal, header_has_token};
 
 pub(crate) const PROTOCOL_VERSION_HEADER: &str = "x-stream-protocol-version";
 pub(crate) const ACCEPTED_VERSIONS_HEADER: &str = "x-accepted-stream-protocol-versions";
@@ -18,8 +18,8 @@ pub(crate) const ACCEPTED_VERSIONS_HEADER: &str = "x-accepted-stream-protocol-ve
 /// Kubernetes 1.0 clients do).
 pub(crate) fn negotiate(
     headers: &HeaderMap,
-    supported: &[&'static str],
-) -> Result<&'static str, Response<Body>> {
+    supported: &'static [&'static str],
+) -> Result<&'static str, Refusal> {
     let requested: Vec<&str> = headers
         .get_all(PROTOCOL_VERSION_HEADER)
         .iter()
@@ -37,31 +37,25 @@ pub(crate) fn negotiate(
     {
         return Ok(chosen);
     }
-    let mut response = text_response(
-        StatusCode::FORBIDDEN,
-        format!(
+    Err(Refusal {
+        status: StatusCode::FORBIDDEN,
+        message: format!(
             "unable to upgrade: unable to negotiate protocol: client supports {requested:?}, server accepts {supported:?}"
         ),
-    );
-    for protocol in supported {
-        response.headers_mut().append(
-            ACCEPTED_VERSIONS_HEADER,
-            HeaderValue::from_static(protocol),
-        );
-    }
-    Err(response)
+        accepted_versions: supported,
+    })
 }
 
 /// The 101 answer, or 400 when the request is not a SPDY/3.1 upgrade.
 pub(crate) fn upgrade_response(
     headers: &HeaderMap,
     protocol: &str,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<Response<Body>, Refusal> {
     let upgrade_ok = headers
         .get(UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
     if !upgrade_ok || !header_has_token(headers, CONNECTION, "upgrade") {
-        return Err(text_response(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: missing upgrade headers in request (want Connection: Upgrade, Upgrade: SPDY/3.1 or websocket)".into(),
         ));

@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use berth_stream::client::{ClientConfig, ClientError, SpdyForwardStream, SpdyPortForward, port_forward_websocket};
+use berth_stream::client::{
+    ClientConfig, ClientError, SpdyForwardStream, SpdyPortForward, port_forward_websocket,
+};
 use berth_stream::{PortForwardRequest, StreamingConfig};
 use common::start;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +70,9 @@ fn request(ports: Vec<u16>) -> PortForwardRequest {
 }
 
 async fn fetch(data: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin)) -> String {
-    data.write_all(b"GET / HTTP/1.1\r\nHost: pod\r\n\r\n").await.unwrap();
+    data.write_all(b"GET / HTTP/1.1\r\nHost: pod\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = Vec::new();
     data.read_to_end(&mut response).await.unwrap();
     String::from_utf8(response).unwrap()
@@ -79,19 +83,31 @@ async fn spdy_http_fetch_refused_port_and_the_session_goes_on() {
     let (server, _) = start(StreamingConfig::default()).await;
     let web = http_server().await;
     let url = server.get_port_forward(request(vec![])).unwrap();
-    let session = SpdyPortForward::connect(&url, &ClientConfig::default()).await.unwrap();
+    let session = SpdyPortForward::connect(&url, &ClientConfig::default())
+        .await
+        .unwrap();
 
-    let SpdyForwardStream { mut data, mut error } = session.open(web).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(3), fetch(&mut data)).await.expect("fetch");
+    let SpdyForwardStream {
+        mut data,
+        mut error,
+    } = session.open(web).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(3), fetch(&mut data))
+        .await
+        .expect("fetch");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with("hello from the pod\n"));
-    assert_eq!(SpdyForwardStream::error_message(&mut error).await.unwrap(), "");
+    assert_eq!(
+        SpdyForwardStream::error_message(&mut error).await.unwrap(),
+        ""
+    );
 
     let closed = refused_port().await;
     let SpdyForwardStream { data, mut error } = session.open(closed).unwrap();
     let message = SpdyForwardStream::error_message(&mut error).await.unwrap();
     assert!(
-        message.starts_with(&format!("error forwarding port {closed} to pod pod1: failed to connect")),
+        message.starts_with(&format!(
+            "error forwarding port {closed} to pod pod1: failed to connect"
+        )),
         "{message}"
     );
     drop(data);
@@ -106,7 +122,11 @@ async fn spdy_many_concurrent_connections() {
     let (server, _) = start(StreamingConfig::default()).await;
     let echo = echo_server().await;
     let url = server.get_port_forward(request(vec![])).unwrap();
-    let session = std::sync::Arc::new(SpdyPortForward::connect(&url, &ClientConfig::default()).await.unwrap());
+    let session = std::sync::Arc::new(
+        SpdyPortForward::connect(&url, &ClientConfig::default())
+            .await
+            .unwrap(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64u32 {
         let session = session.clone();
@@ -128,8 +148,14 @@ async fn spdy_many_concurrent_connections() {
             assert!(back == expected, "connection {i} got {} bytes", back.len());
         });
     }
-    let all = async { while let Some(done) = tasks.join_next().await { done.unwrap() } };
-    tokio::time::timeout(Duration::from_secs(60), all).await.unwrap();
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap()
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -150,15 +176,23 @@ async fn websocket_http_fetch_and_refused_port() {
         .unwrap()
         .unwrap();
     let message = String::from_utf8_lossy(&message[..n]).into_owned();
-    assert!(message.contains(&format!("error forwarding port {closed}")), "{message}");
+    assert!(
+        message.contains(&format!("error forwarding port {closed}")),
+        "{message}"
+    );
     drop(refused_data.shutdown().await);
     // The other port works (the pod closes after answering; WebSocket has
     // no half-close, so read up to the body).
-    data.write_all(b"GET / HTTP/1.1\r\nHost: pod\r\n\r\n").await.unwrap();
+    data.write_all(b"GET / HTTP/1.1\r\nHost: pod\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
     while !response.ends_with(b"hello from the pod\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), data.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), data.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_ne!(n, 0, "{}", String::from_utf8_lossy(&response));
         response.extend_from_slice(&buf[..n]);
     }
@@ -175,7 +209,9 @@ async fn missing_sandbox_is_an_http_error() {
         })
         .unwrap();
     match SpdyPortForward::connect(&url, &ClientConfig::default()).await {
-        Err(ClientError::Http { status: 404, body }) => assert_eq!(body, "pod sandbox missing not found"),
+        Err(ClientError::Http { status: 404, body }) => {
+            assert_eq!(body, "pod sandbox missing not found")
+        }
         other => panic!("{:?}", other.err()),
     }
 }

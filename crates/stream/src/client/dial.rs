@@ -65,7 +65,10 @@ impl Target {
     }
 }
 
-async fn connect(target: &Target, config: &ClientConfig) -> Result<Box<dyn AsyncReadWrite>, ClientError> {
+async fn connect(
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<Box<dyn AsyncReadWrite>, ClientError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     tcp.set_nodelay(true)?;
     if !target.tls {
@@ -76,13 +79,16 @@ async fn connect(target: &Target, config: &ClientConfig) -> Result<Box<dyn Async
         let pem = std::fs::read(ca_file)?;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|err| ClientError::Tls(err.to_string()))?;
-            roots.add(cert).map_err(|err| ClientError::Tls(err.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|err| ClientError::Tls(err.to_string()))?;
         }
     }
     let tls_config = TlsClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(target.host.clone()).map_err(|err| ClientError::Tls(err.to_string()))?;
+    let name = ServerName::try_from(target.host.clone())
+        .map_err(|err| ClientError::Tls(err.to_string()))?;
     let stream = TlsConnector::from(Arc::new(tls_config))
         .connect(name, tcp)
         .await?;
@@ -146,7 +152,9 @@ pub(crate) async fn websocket(
     if !protocols.is_empty() {
         let value = HeaderValue::from_str(&protocols.join(", "))
             .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", value);
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
     }
     let config = crate::websocket::socket_config(max_message);
     let (socket, response) =

@@ -9,7 +9,9 @@ mod remotecommand;
 
 use std::path::PathBuf;
 
-pub use portforward::{SpdyPortForward, SpdyForwardStream, WebSocketForward, port_forward_websocket};
+pub use portforward::{
+    SpdyForwardStream, SpdyPortForward, WebSocketForward, port_forward_websocket,
+};
 pub use remotecommand::{RemoteCommand, ResizeSender, remote_command};
 
 /// Which upgrade a client asks for.

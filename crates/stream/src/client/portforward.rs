@@ -113,7 +113,10 @@ pub async fn port_forward_websocket(
             reader: data,
             writer: channels.writer((2 * i) as u8),
         };
-        forwards.push((Box::new(duplex) as Box<dyn AsyncReadWrite>, Box::new(error) as _));
+        forwards.push((
+            Box::new(duplex) as Box<dyn AsyncReadWrite>,
+            Box::new(error) as _,
+        ));
     }
     Ok(WebSocketForward {
         ports: forwards,

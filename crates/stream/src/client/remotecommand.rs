@@ -60,11 +60,15 @@ fn parse_status(report: &[u8], version: Version) -> Result<i32, ClientError> {
     if !version.json_status() {
         return match report.is_empty() {
             true => Ok(0),
-            false => Err(ClientError::Remote(String::from_utf8_lossy(report).into_owned())),
+            false => Err(ClientError::Remote(
+                String::from_utf8_lossy(report).into_owned(),
+            )),
         };
     }
     if report.is_empty() {
-        return Err(ClientError::Protocol("the error stream ended without a status".into()));
+        return Err(ClientError::Protocol(
+            "the error stream ended without a status".into(),
+        ));
     }
     let status: Status = serde_json::from_slice(report)
         .map_err(|err| ClientError::Protocol(format!("bad status {err}")))?;
@@ -103,11 +107,16 @@ fn offered(options: &RemoteCommandOptions, default: &[&str]) -> Vec<String> {
         .unwrap_or_else(|| default.iter().map(|p| p.to_string()).collect())
 }
 
-async fn spdy(url: &str, config: &ClientConfig, options: &RemoteCommandOptions) -> Result<RemoteCommand, ClientError> {
+async fn spdy(
+    url: &str,
+    config: &ClientConfig,
+    options: &RemoteCommandOptions,
+) -> Result<RemoteCommand, ClientError> {
     let protocols = offered(options, SPDY_PROTOCOLS);
     let (upgraded, protocol) = dial::spdy_upgrade(url, config, &protocols).await?;
-    let version = Version::from_spdy(&protocol)
-        .ok_or_else(|| ClientError::Protocol(format!("server chose unknown protocol {protocol:?}")))?;
+    let version = Version::from_spdy(&protocol).ok_or_else(|| {
+        ClientError::Protocol(format!("server chose unknown protocol {protocol:?}"))
+    })?;
     let conn = Connection::client(TokioIo::new(upgraded), berth_spdy::Config::default());
     let open = |stream_type: &str| -> Result<Stream, ClientError> {
         let mut headers = Headers::new();
@@ -158,7 +167,11 @@ async fn websocket(
     config: &ClientConfig,
     options: &RemoteCommandOptions,
 ) -> Result<RemoteCommand, ClientError> {
-    let default: Vec<&str> = WS_PROTOCOLS.iter().copied().filter(|p| p.starts_with("v")).collect();
+    let default: Vec<&str> = WS_PROTOCOLS
+        .iter()
+        .copied()
+        .filter(|p| p.starts_with("v"))
+        .collect();
     let protocols = offered(options, &default);
     let (socket, protocol) = dial::websocket(url, config, &protocols, CLIENT_MAX_MESSAGE).await?;
     let (framing, version) = framing(&protocol);
@@ -172,9 +185,15 @@ async fn websocket(
     };
     let mut channels = ws::start(socket, setup, trigger);
     let stdout = channels.readers[1].take().filter(|_| options.stdout);
-    let stderr = channels.readers[2].take().filter(|_| options.stderr && !options.tty);
-    let error = channels.readers[3].take().expect("the error channel is read");
-    let stdin = options.stdin.then(|| Box::new(channels.client_writer(0)) as Writer);
+    let stderr = channels.readers[2]
+        .take()
+        .filter(|_| options.stderr && !options.tty);
+    let error = channels.readers[3]
+        .take()
+        .expect("the error channel is read");
+    let stdin = options
+        .stdin
+        .then(|| Box::new(channels.client_writer(0)) as Writer);
     let resize = options
         .tty
         .then(|| ResizeSender(Box::new(channels.client_writer(4))));

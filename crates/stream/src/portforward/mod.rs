@@ -42,11 +42,11 @@ pub(crate) async fn serve(
         };
         let protocol = match ws::negotiate(headers, websocket::PROTOCOLS) {
             Ok(protocol) => protocol,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let response = match ws::upgrade_response(headers, protocol) {
             Ok(response) => response,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let sandbox = forward.pod_sandbox_id;
         spawn_upgraded(&shared, &mut req, move |upgraded| {
@@ -56,11 +56,11 @@ pub(crate) async fn serve(
     } else {
         let protocol = match spdy_upgrade::negotiate(headers, spdy::PROTOCOLS) {
             Ok(protocol) => protocol,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let response = match spdy_upgrade::upgrade_response(headers, protocol) {
             Ok(response) => response,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let sandbox = forward.pod_sandbox_id;
         spawn_upgraded(&shared, &mut req, move |upgraded| {
@@ -99,7 +99,9 @@ const MAX_WEBSOCKET_PORTS: usize = 127;
 
 fn check_port_count(ports: Vec<u16>) -> Result<Vec<u16>, String> {
     if ports.len() > MAX_WEBSOCKET_PORTS {
-        return Err(format!("at most {MAX_WEBSOCKET_PORTS} ports per WebSocket port-forward"));
+        return Err(format!(
+            "at most {MAX_WEBSOCKET_PORTS} ports per WebSocket port-forward"
+        ));
     }
     Ok(ports)
 }

@@ -96,7 +96,10 @@ fn add_stream(
             return None;
         }
     };
-    let stream_type = headers.get("streamtype").unwrap_or_default().to_ascii_lowercase();
+    let stream_type = headers
+        .get("streamtype")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if stream_type != "data" && stream_type != "error" {
         tracing::debug!("port-forward stream of type {stream_type:?}");
         incoming.reset(RstStatus::PROTOCOL_ERROR);
@@ -131,7 +134,12 @@ fn add_stream(
     Some((request_id, complete))
 }
 
-async fn forward_pair(shared: Arc<Shared>, sandbox: Arc<str>, pair: Pair, disconnected: Disconnected) {
+async fn forward_pair(
+    shared: Arc<Shared>,
+    sandbox: Arc<str>,
+    pair: Pair,
+    disconnected: Disconnected,
+) {
     let (Some(data), Some(error)) = (pair.data, pair.error) else {
         return;
     };

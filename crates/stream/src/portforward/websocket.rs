@@ -57,7 +57,8 @@ pub(crate) async fn run(
             writer: channels.writer(data_channel),
         };
         let mut error = channels.writer(error_channel);
-        let (shared, sandbox, disconnected) = (shared.clone(), sandbox.clone(), disconnected.clone());
+        let (shared, sandbox, disconnected) =
+            (shared.clone(), sandbox.clone(), disconnected.clone());
         forwards.spawn(async move {
             super::forward(&shared, &sandbox, port, data, &mut error, disconnected).await;
         });
@@ -65,4 +66,3 @@ pub(crate) async fn run(
     while forwards.join_next().await.is_some() {}
     channels.close(CLOSE_GRACE).await;
 }
-

@@ -57,11 +57,11 @@ pub(crate) async fn serve(
     if ws::is_websocket_request(headers) {
         let protocol = match ws::negotiate(headers, websocket::PROTOCOLS) {
             Ok(protocol) => protocol,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let response = match ws::upgrade_response(headers, protocol) {
             Ok(response) => response,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         spawn_upgraded(&shared, &mut req, move |upgraded| {
             websocket::run(session_shared, upgraded, protocol, command)
@@ -70,11 +70,11 @@ pub(crate) async fn serve(
     } else {
         let protocol = match spdy_upgrade::negotiate(headers, protocol::SPDY_PROTOCOLS) {
             Ok(protocol) => protocol,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let response = match spdy_upgrade::upgrade_response(headers, protocol) {
             Ok(response) => response,
-            Err(response) => return response,
+            Err(refusal) => return refusal.into_response(),
         };
         let version = Version::from_spdy(protocol).expect("negotiated a known protocol");
         spawn_upgraded(&shared, &mut req, move |upgraded| {

@@ -241,8 +241,20 @@ mod tests {
             .await
             .unwrap();
         drop(client);
-        assert_eq!(rx.recv().await, Some(TerminalSize { width: 80, height: 24 }));
-        assert_eq!(rx.recv().await, Some(TerminalSize { width: 100, height: 50 }));
+        assert_eq!(
+            rx.recv().await,
+            Some(TerminalSize {
+                width: 80,
+                height: 24
+            })
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(TerminalSize {
+                width: 100,
+                height: 50
+            })
+        );
         assert_eq!(rx.recv().await, None);
         task.await.unwrap();
     }

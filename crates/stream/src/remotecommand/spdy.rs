@@ -40,7 +40,12 @@ impl Received {
     }
 
     /// Where a stream of this type goes, if the session wants one.
-    fn slot(&mut self, stream_type: &str, flags: StreamFlags, version: Version) -> Option<&mut Option<Stream>> {
+    fn slot(
+        &mut self,
+        stream_type: &str,
+        flags: StreamFlags,
+        version: Version,
+    ) -> Option<&mut Option<Stream>> {
         let (slot, wanted) = match stream_type {
             "error" => (&mut self.error, true),
             "stdin" => (&mut self.stdin, flags.stdin),
@@ -53,7 +58,12 @@ impl Received {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, version: Version, command: Command) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    upgraded: Upgraded,
+    version: Version,
+    command: Command,
+) {
     let conn = Arc::new(Connection::server(
         TokioIo::new(upgraded),
         connection_config(&shared.config),
@@ -81,10 +91,14 @@ pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, version: Versio
     // Halves the session does not use stay open until it ends: a FIN on
     // the client's stdin stream from us could end its writes early.
     let mut keep = Vec::new();
-    let mut error = received.error.take().map(Stream::into_split).map(|(reader, writer)| {
-        keep.push(Half::Reader(reader));
-        writer
-    });
+    let mut error = received
+        .error
+        .take()
+        .map(Stream::into_split)
+        .map(|(reader, writer)| {
+            keep.push(Half::Reader(reader));
+            writer
+        });
     if version == Version::V1 {
         // v1 kubelets reset the error stream once all streams arrived
         // (kept for compatibility in the kubelet): no status is sent.
@@ -170,7 +184,12 @@ async fn wait_for_streams(
     Some(received)
 }
 
-fn accept_one(incoming: IncomingStream, received: &mut Received, flags: StreamFlags, version: Version) {
+fn accept_one(
+    incoming: IncomingStream,
+    received: &mut Received,
+    flags: StreamFlags,
+    version: Version,
+) {
     let stream_type = incoming
         .headers()
         .get("streamtype")

@@ -50,7 +50,12 @@ pub(crate) fn framing(protocol: &str) -> (Framing, Version) {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, protocol: &'static str, command: Command) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    upgraded: Upgraded,
+    protocol: &'static str,
+    command: Command,
+) {
     let flags = command.flags();
     let (framing, version) = framing(protocol);
     let (trigger, disconnected) = Disconnected::new();

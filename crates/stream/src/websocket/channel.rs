@@ -59,7 +59,12 @@ pub(crate) struct ChannelWriter {
 }
 
 impl ChannelWriter {
-    pub fn new(queue: mpsc::Sender<Message>, framing: Framing, channel: u8, close_signal: bool) -> Self {
+    pub fn new(
+        queue: mpsc::Sender<Message>,
+        framing: Framing,
+        channel: u8,
+        close_signal: bool,
+    ) -> Self {
         Self {
             queue: PollSender::new(queue),
             framing,

@@ -10,10 +10,11 @@ use hyper::header::{
 use hyper::{Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::http::{Body, header_has_token, text_response};
+use crate::http::{Body, Refusal, header_has_token};
 
 pub(crate) fn is_websocket_request(headers: &HeaderMap) -> bool {
-    header_has_token(headers, UPGRADE, "websocket") && header_has_token(headers, CONNECTION, "upgrade")
+    header_has_token(headers, UPGRADE, "websocket")
+        && header_has_token(headers, CONNECTION, "upgrade")
 }
 
 /// The client's subprotocols, in its order.
@@ -31,8 +32,8 @@ fn requested_protocols(headers: &HeaderMap) -> Vec<String> {
 /// Picks the subprotocol; `Err` is the response refusing the upgrade.
 pub(crate) fn negotiate(
     headers: &HeaderMap,
-    supported: &[&'static str],
-) -> Result<&'static str, Response<Body>> {
+    supported: &'static [&'static str],
+) -> Result<&'static str, Refusal> {
     let requested = requested_protocols(headers);
     if requested.is_empty() {
         return Ok("");
@@ -41,7 +42,7 @@ pub(crate) fn negotiate(
         .iter()
         .find_map(|p| supported.iter().find(|s| **s == p.as_str()).copied())
         .ok_or_else(|| {
-            text_response(
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "requested protocol(s) are not supported: {requested:?}; supports {supported:?}"
@@ -54,12 +55,12 @@ pub(crate) fn negotiate(
 pub(crate) fn upgrade_response(
     headers: &HeaderMap,
     protocol: &str,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<Response<Body>, Refusal> {
     let version_ok = headers
         .get(SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY).filter(|_| version_ok) else {
-        return Err(text_response(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "websocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key".into(),
         ));

@@ -121,13 +121,19 @@ pub(crate) struct Channels {
 
 impl Channels {
     pub fn writer(&self, channel: u8) -> ChannelWriter {
-        let outbound = self.outbound.clone().expect("writers are made before close");
+        let outbound = self
+            .outbound
+            .clone()
+            .expect("writers are made before close");
         ChannelWriter::new(outbound, self.framing, channel, false)
     }
 
     /// A client's writer: with v5, `shutdown` sends the close signal.
     pub fn client_writer(&self, channel: u8) -> ChannelWriter {
-        let outbound = self.outbound.clone().expect("writers are made before close");
+        let outbound = self
+            .outbound
+            .clone()
+            .expect("writers are made before close");
         ChannelWriter::new(outbound, self.framing, channel, self.framing.close_signal)
     }
 
@@ -166,7 +172,10 @@ pub(crate) struct Setup {
 }
 
 /// The server side of an upgraded connection.
-pub(crate) async fn accept(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+pub(crate) async fn accept(
+    upgraded: hyper::upgrade::Upgraded,
+    max_message: usize,
+) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
     WebSocketStream::from_raw_socket(
         hyper_util::rt::TokioIo::new(upgraded),
         tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -186,7 +195,11 @@ pub(crate) fn socket_config(max_message: usize) -> WebSocketConfig {
 
 /// Starts the reader and writer tasks over an open WebSocket. `trigger`
 /// fires when the peer is gone (or idle past the timeout).
-pub(crate) fn start<S>(socket: WebSocketStream<S>, setup: Setup, trigger: DisconnectTrigger) -> Channels
+pub(crate) fn start<S>(
+    socket: WebSocketStream<S>,
+    setup: Setup,
+    trigger: DisconnectTrigger,
+) -> Channels
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -252,7 +265,11 @@ impl Activity {
 type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
 type Stream<S> = futures::stream::SplitStream<WebSocketStream<S>>;
 
-async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(mut sink: Sink<S>, mut queue: mpsc::Receiver<Message>, activity: Arc<Activity>) {
+async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sink: Sink<S>,
+    mut queue: mpsc::Receiver<Message>,
+    activity: Arc<Activity>,
+) {
     while let Some(message) = queue.recv().await {
         activity.touch();
         if sink.feed(message).await.is_err() {

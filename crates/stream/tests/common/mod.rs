@@ -156,7 +156,10 @@ async fn resize_echo(req: ExecRequest, io: Io) -> Result<i32, RuntimeError> {
         .await
         .unwrap();
     for _ in 0..count {
-        let size = resize.recv().await.ok_or(RuntimeError::Other("resize ended".into()))?;
+        let size = resize
+            .recv()
+            .await
+            .ok_or(RuntimeError::Other("resize ended".into()))?;
         let line = format!("{}x{}\n", size.width, size.height);
         stdout.write_all(line.as_bytes()).await.unwrap();
     }
@@ -170,7 +173,11 @@ async fn run_process(counters: &Counters, req: ExecRequest, io: Io) -> Result<i3
     let mut command = tokio::process::Command::new(&req.cmd[0]);
     command
         .args(&req.cmd[1..])
-        .stdin(if io.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if io.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -185,13 +192,15 @@ async fn run_process(counters: &Counters, req: ExecRequest, io: Io) -> Result<i3
         })),
         _ => None,
     };
-    let copy_out = |from: Option<tokio::process::ChildStdout>, to: Option<berth_stream::OutputWriter>| async move {
+    let copy_out = |from: Option<tokio::process::ChildStdout>,
+                    to: Option<berth_stream::OutputWriter>| async move {
         if let (Some(mut from), Some(mut to)) = (from, to) {
             let _ = tokio::io::copy(&mut from, &mut to).await;
             let _ = to.shutdown().await;
         }
     };
-    let copy_err = |from: Option<tokio::process::ChildStderr>, to: Option<berth_stream::OutputWriter>| async move {
+    let copy_err = |from: Option<tokio::process::ChildStderr>,
+                    to: Option<berth_stream::OutputWriter>| async move {
         if let (Some(mut from), Some(mut to)) = (from, to) {
             let _ = tokio::io::copy(&mut from, &mut to).await;
             let _ = to.shutdown().await;
@@ -218,7 +227,9 @@ async fn run_process(counters: &Counters, req: ExecRequest, io: Io) -> Result<i3
 
 pub async fn start(config: StreamingConfig) -> (StreamingServer, Arc<FakeRuntime>) {
     let runtime = FakeRuntime::new();
-    let server = StreamingServer::start(config, runtime.clone()).await.unwrap();
+    let server = StreamingServer::start(config, runtime.clone())
+        .await
+        .unwrap();
     (server, runtime)
 }
 

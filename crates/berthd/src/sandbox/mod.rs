@@ -413,9 +413,11 @@ async fn remove_pod_dir(dir: &Path, init: Option<&PodInit>) -> anyhow::Result<()
     unpin_and_remove(dir)
 }
 
-/// The pod dir's pins and /dev/shm unmounted, then the dir deleted.
+/// The pod dir's pins, /dev/shm and files tmpfs unmounted, then the dir
+/// deleted.
 fn unpin_and_remove(dir: &Path) -> anyhow::Result<()> {
     pin::unpin(&dir.join("ns"), Some(&dir.join("shm")))?;
+    pin::detach(&dir.join(crate::container::rootfs::POD_ETC_DIR))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

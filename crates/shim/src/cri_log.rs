@@ -771,7 +771,9 @@ mod tests {
 
         let fifo = dir.path().join("fifo.log");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = CriLogWriter::open(&fifo).err().expect("a FIFO is refused");
+        let Err(e) = CriLogWriter::open(&fifo) else {
+            panic!("a FIFO is refused")
+        };
         assert!(e.to_string().contains("fifo.log"), "{e}");
         assert!(CriLogWriter::open("/dev/null").is_err());
     }

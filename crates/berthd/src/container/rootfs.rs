@@ -61,12 +61,10 @@ pub fn unmount(target: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Removes a container's dir, its writable layer included: whatever tree
+/// the container made there (any depth) goes without recursion.
 pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
-    }
+    berth_rmtree::remove_tree(dir).with_context(|| format!("cannot remove {}", dir.display()))
 }
 
 /// The pod's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, written

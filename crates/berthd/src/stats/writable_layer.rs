@@ -49,51 +49,108 @@ struct Walked {
     dev: u64,
 }
 
-/// Walks `dir` (not following symlinks). `None` when `dir` does not exist;
-/// entries that vanish during the walk (a container deleting its temp
-/// files) are skipped rather than failing the whole measurement.
+/// Deepest level a walk descends to (one open fd per level); deeper
+/// subtrees, only made by hostile containers, are not counted.
+pub const MAX_WALK_DEPTH: usize = 128;
+/// Entries a walk visits at most (its cost per poll is bounded); the rest
+/// are not counted.
+pub const MAX_WALK_ENTRIES: u64 = 2_000_000;
+/// Hard-linked inodes remembered to count each once; past this, further
+/// links count again (a small overcount rather than unbounded memory).
+const MAX_SEEN_LINKS: usize = 100_000;
+
+/// Walks `dir` through dir fds, never following a symlink: every dir is
+/// opened `O_NOFOLLOW` relative to its parent's fd, so a container that
+/// swaps a dir for a symlink to `/` mid-walk makes the open fail (that
+/// entry is skipped), never leads the walk onto the host. Memory and fds
+/// are bounded ([`MAX_WALK_DEPTH`] open dirs, nothing kept per entry but
+/// hard links up to a cap) and so is the work ([`MAX_WALK_ENTRIES`]).
+/// `None` when `dir` does not exist; entries that vanish during the walk (a
+/// container deleting its temp files) are skipped.
 fn walk(dir: &Path) -> std::io::Result<Option<Walked>> {
     use std::collections::HashSet;
-    use std::io::ErrorKind::NotFound;
-    use std::os::unix::fs::MetadataExt;
-    let root = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use nix::dir::{Dir, Type};
+    use nix::errno::Errno;
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = match Dir::open(dir, dir_flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
+    let st = fstat(&root)?;
     let mut w = Walked {
-        bytes: 0,
-        inodes: 0,
-        dev: root.dev(),
+        bytes: st.st_blocks as u64 * 512,
+        inodes: 1,
+        dev: st.st_dev,
     };
-    let mut seen = HashSet::new();
-    let mut stack = vec![(dir.to_path_buf(), root)];
-    while let Some((path, m)) = stack.pop() {
-        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-            continue;
-        }
-        w.bytes += m.blocks() * 512;
-        w.inodes += 1;
-        if !m.is_dir() {
-            continue;
-        }
-        let entries = match std::fs::read_dir(&path) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            let e = match e {
-                Ok(e) => e,
-                Err(e) if e.kind() == NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            match std::fs::symlink_metadata(e.path()) {
-                Ok(m) => stack.push((e.path(), m)),
-                Err(e) if e.kind() == NotFound => continue,
-                Err(e) => return Err(e),
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut visited: u64 = 0;
+    let mut truncated = false;
+    let mut count = |st: &FileStat, w: &mut Walked| {
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if st.st_nlink > 1 && !is_dir {
+            let key = (st.st_dev, st.st_ino);
+            if seen.contains(&key) {
+                return;
+            }
+            if seen.len() < MAX_SEEN_LINKS {
+                seen.insert(key);
             }
         }
+        w.bytes += st.st_blocks as u64 * 512;
+        w.inodes += 1;
+    };
+    let mut stack = vec![root.into_iter()];
+    while let Some(top) = stack.last_mut() {
+        let Some(entry) = top.next() else {
+            stack.pop();
+            continue;
+        };
+        let entry = match entry {
+            Ok(e) => e,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        visited += 1;
+        if visited > MAX_WALK_ENTRIES {
+            truncated = true;
+            break;
+        }
+        // SAFETY: the iterator owns this fd and outlives the borrow.
+        let parent = unsafe { BorrowedFd::borrow_raw(top.as_raw_fd()) };
+        let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        count(&st, &mut w);
+        let is_dir = entry.file_type() == Some(Type::Directory)
+            || SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if !is_dir {
+            continue;
+        }
+        if stack.len() >= MAX_WALK_DEPTH {
+            truncated = true;
+            continue;
+        }
+        match Dir::openat(parent, name, dir_flags, Mode::empty()) {
+            Ok(d) => stack.push(d.into_iter()),
+            // Gone, or swapped for a symlink or a file since the stat.
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if truncated {
+        tracing::debug!(dir = %dir.display(), "writable layer walk cut short (depth or entry cap): usage is a lower bound");
     }
     Ok(Some(w))
 }
@@ -233,5 +290,54 @@ mod tests {
             .usage("c", &d.path().join("gone"))
             .unwrap();
         assert_eq!((u.used_bytes, u.inodes_used), (0, 0));
+    }
+
+    /// A container swapping a dir of its upper layer for a symlink to a
+    /// host dir while the walk runs must never lead the walk onto the host:
+    /// the 8 MiB host file is never counted.
+    #[test]
+    fn a_dir_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("big"), vec![1u8; 8 << 20]).unwrap();
+        let upper = d.path().join("upper");
+        std::fs::create_dir_all(upper.join("sub")).unwrap();
+        for i in 0..50 {
+            std::fs::write(upper.join(format!("sub/f{i}")), b"x").unwrap();
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (real, link, tmp) = (upper.join("sub"), upper.join("sub"), upper.join("real"));
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::rename(&real, &tmp).unwrap();
+                    std::os::unix::fs::symlink(&host, &link).unwrap();
+                    std::thread::yield_now();
+                    std::fs::remove_file(&link).unwrap();
+                    std::fs::rename(&tmp, &real).unwrap();
+                }
+            });
+            for _ in 0..300 {
+                let w = walk(&upper).unwrap().unwrap();
+                assert!(w.bytes < 4 << 20, "walked onto the host: {} bytes", w.bytes);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    /// The walk's depth is capped: a deep tree costs bounded fds and still
+    /// gives a (lower-bound) answer.
+    #[test]
+    fn deep_trees_are_cut_at_the_depth_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().join("upper");
+        for _ in 0..(MAX_WALK_DEPTH + 50) {
+            p.push("d");
+        }
+        std::fs::create_dir_all(&p).unwrap();
+        let w = walk(&d.path().join("upper")).unwrap().unwrap();
+        assert_eq!(w.inodes, MAX_WALK_DEPTH as u64 + 1);
     }
 }

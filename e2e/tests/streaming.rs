@@ -208,6 +208,15 @@ async fn port_forward_over_spdy_and_websocket() {
     let _ = data.write_all(b"x").await;
     let message = read_until(&mut error, "refused").await;
     assert!(message.contains("localhost:9"), "{message}");
+
+    // SPDY tunneled through WebSocket (crictl/kubectl --transport websocket).
+    let url = port_forward_url(&mut env.c, &pod, &[]).await;
+    let pf = SpdyPortForward::connect_over_websocket(&url, &ClientConfig::default())
+        .await
+        .unwrap();
+    assert!(fetch_spdy(&pf, 8080).await.unwrap().contains(PAGE));
+    assert!(fetch_spdy(&pf, 8086).await.unwrap().contains(PAGE));
+    pf.close();
 }
 
 #[tokio::test]

@@ -170,6 +170,12 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         registries,
         berth_image::StoreOptions {
             max_parallel_layers: config.image.max_parallel_layers,
+            // The disk reserve holds while layers are written, not only
+            // when a pull starts.
+            unpack_limits: berth_image::UnpackLimits {
+                min_free_bytes: config.min_free_disk_mib << 20,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )

@@ -9,8 +9,10 @@ pub enum Error {
     BadPath(String),
     #[error("no cgroup filesystem is mounted")]
     NoCgroupFs,
-    /// A unified (v2) key that is not a file name.
-    #[error("unified key {0:?} is not a file name")]
+    /// A unified (v2) key that is not a controller's interface file.
+    #[error(
+        "unified cgroup key {0:?} is not a controller's interface file (<controller>.<name>, not a path, not a cgroup.* control file)"
+    )]
     BadUnifiedKey(String),
     /// libcgroups could not apply the resources.
     #[error("{0}")]

@@ -44,6 +44,7 @@ mod remove;
 mod stats;
 mod stats_v1;
 mod stats_v2;
+mod unified_key;
 mod update;
 
 pub use cgroup::Cgroup;
@@ -54,6 +55,7 @@ pub use layout::{Hierarchy, Layout};
 pub use parse::{Psi, PsiLine};
 pub use remove::remove;
 pub use stats::{CpuSample, MemorySample, Sample, SwapSample};
+pub use unified_key::check_unified_key;
 
 /// Where cgroup filesystems are mounted on every host Berth runs on (and
 /// the only root libcgroups' v2 manager and libcontainer accept).

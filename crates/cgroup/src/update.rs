@@ -14,13 +14,8 @@ impl Cgroup {
     /// `unified` keys are applied on v2 only.
     pub fn update(&self, res: &LinuxResources) -> Result<(), Error> {
         // libcgroups joins the key to the cgroup dir as it is.
-        if let Some(k) = res
-            .unified()
-            .iter()
-            .flat_map(|u| u.keys())
-            .find(|k| k.contains('/'))
-        {
-            return Err(Error::BadUnifiedKey(k.clone()));
+        for k in res.unified().iter().flat_map(|u| u.keys()) {
+            crate::check_unified_key(k)?;
         }
         let opt = ControllerOpt {
             resources: res,

@@ -143,6 +143,7 @@ impl ImageError {
                 crate::unpack::UnpackError::Io { source, .. } if no_space(source) => {
                     K::ResourceExhausted
                 }
+                crate::unpack::UnpackError::DiskFull { .. } => K::ResourceExhausted,
                 _ => K::Internal,
             },
             ImageError::Io { source, .. } if no_space(source) => K::ResourceExhausted,

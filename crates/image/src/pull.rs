@@ -704,11 +704,13 @@ async fn download_and_unpack(
         }),
         (Some(msg), _) => Err(layer_err(RegErr::new(RegErrKind::Unavailable, msg))),
         // A write that failed on this node says nothing of the layer.
-        (None, Err(e @ UnpackError::Io { .. })) => Err(ImageError::NodeStorage {
-            image: job.image.clone(),
-            layer: job.layer_name.clone(),
-            source: Arc::new(e),
-        }),
+        (None, Err(e @ (UnpackError::Io { .. } | UnpackError::DiskFull { .. }))) => {
+            Err(ImageError::NodeStorage {
+                image: job.image.clone(),
+                layer: job.layer_name.clone(),
+                source: Arc::new(e),
+            })
+        }
         (None, Err(e)) => Err(ImageError::Corrupt {
             image: job.image.clone(),
             layer: job.layer_name.clone(),

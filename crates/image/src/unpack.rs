@@ -97,7 +97,15 @@ pub struct UnpackLimits {
     pub max_total_size: u64,
     /// Largest number of tar entries.
     pub max_entries: u64,
+    /// Unpacking stops with [`UnpackError::DiskFull`] once the layer's
+    /// filesystem has less than this free (checked while writing, every
+    /// [`FREE_SPACE_CHECK_BYTES`] of file data, not only before a pull). 0:
+    /// no check.
+    pub min_free_bytes: u64,
 }
+
+/// File data written between two free-space checks.
+pub const FREE_SPACE_CHECK_BYTES: u64 = 64 << 20;
 
 impl Default for UnpackLimits {
     fn default() -> Self {
@@ -105,6 +113,7 @@ impl Default for UnpackLimits {
             max_entry_size: 32 << 30,
             max_total_size: 64 << 30,
             max_entries: 10_000_000,
+            min_free_bytes: 0,
         }
     }
 }
@@ -120,7 +129,8 @@ pub struct UnpackStats {
     pub compressed_bytes: u64,
     /// Bytes of the decompressed tar stream (what the diffID covers).
     pub unpacked_bytes: u64,
-    /// Bytes of file data written (regular files; hardlinks count once).
+    /// Bytes of file data written (regular files; hardlinks count once;
+    /// runs of zeros are left as holes and not counted).
     pub file_bytes: u64,
     /// Tar entries processed, including skipped ones and whiteouts.
     pub entries: u64,
@@ -155,6 +165,15 @@ pub enum UnpackError {
         path: String,
         what: &'static str,
         limit: u64,
+    },
+    /// The node's disk, not the layer: less than `min_free_bytes` left.
+    #[error(
+        "layer entry {path:?}: only {free} bytes free on the image filesystem, {reserve} must stay free"
+    )]
+    DiskFull {
+        path: String,
+        free: u64,
+        reserve: u64,
     },
     #[error("layer entry {path:?}: {op}: {source}")]
     Io {
@@ -200,6 +219,7 @@ pub fn unpack_layer<R: Read + Send>(
     let _enter = span.enter();
 
     let mut ex = Extractor::open(dest)?;
+    ex.min_free_bytes = limits.min_free_bytes;
     let stream_limit = limits
         .max_total_size
         .saturating_add(limits.max_entries.saturating_mul(1024));

@@ -325,11 +325,23 @@ fn open_log_file(path: &Path) -> Result<File, LogError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        OpenOptions::new()
+        // The log dir is the kubelet's, reachable from pods with a hostPath
+        // mount: a symlink planted at the log path must not make root append
+        // container output to a host file, and a FIFO must not block the
+        // monitor's single thread (O_NONBLOCK, then only regular files).
+        let f = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(LOG_FILE_MODE)
-            .open(path)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(f)
     };
     open().map_err(|source| LogError::Open {
         path: path.to_path_buf(),
@@ -744,16 +756,53 @@ mod tests {
         assert_eq!(mode & 0o137, 0, "0640 (less the umask): {mode:o}");
     }
 
+    /// A symlink planted at the log path is not followed (no appending to a
+    /// host file as root); a FIFO or a device is refused at once instead of
+    /// blocking the monitor or writing to it.
+    #[test]
+    fn hostile_log_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"host file\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(CriLogWriter::open(&link).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"host file\n");
+
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let Err(e) = CriLogWriter::open(&fifo) else {
+            panic!("a FIFO is refused")
+        };
+        assert!(e.to_string().contains("fifo.log"), "{e}");
+        assert!(CriLogWriter::open("/dev/null").is_err());
+    }
+
     #[test]
     fn disk_full_returns_error_and_counts_drops() {
-        // /dev/full fails every write with ENOSPC, at once: the writer must
-        // report it, count the records and go on draining.
-        if !Path::new("/dev/full").exists() {
-            return;
+        // A full 4 KiB tmpfs (root: mount) fails every write with ENOSPC, at
+        // once: the writer must report it, count the records and go on
+        // draining.
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=4k"),
+        )
+        .unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
         }
-        let mut w = CriLogWriter::open("/dev/full")
-            .unwrap()
-            .with_clock(fixed_clock);
+        let _unmount = Unmount(dir.path());
+        let full = dir.path().join("full.log");
+        let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
+        while std::io::Write::write_all(&mut filler, &[0u8; 512]).is_ok() {}
+        let mut w = CriLogWriter::open(&full).unwrap().with_clock(fixed_clock);
         let err = w.write(Stream::Stdout, b"a\nb\npartial").unwrap_err();
         match &err {
             LogError::Write {
@@ -764,7 +813,7 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
-        assert!(err.to_string().contains("/dev/full"), "{err}");
+        assert!(err.to_string().contains("full.log"), "{err}");
         let stats = w.stats();
         assert_eq!((stats.records, stats.dropped_records), (0, 2));
         assert_eq!(

@@ -627,3 +627,54 @@ fn libcontainer_failure_is_explained() {
     fs::remove_dir_all(pod.dir.path().join("bundles/badcwd")).unwrap();
     pod.create("badcwd", "true");
 }
+
+/// A stop signal the kernel refuses (0 from a bogus image StopSignal) must
+/// not leave the container running: the SIGKILL comes at once, long before
+/// the graceful timeout. A real-time stop signal is delivered.
+#[test]
+fn bogus_stop_signal_still_stops_and_realtime_signals_are_delivered() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("badsig");
+    pod.create("c1", "sleep 1000");
+    assert_eq!(pod.call(Request::Start { id: "c1".into() }), Response::Ok);
+    let t0 = Instant::now();
+    let r = pod.call(Request::Stop {
+        id: "c1".into(),
+        signal: 0,
+        timeout_ms: 30_000,
+        kill_wait_ms: 10_000,
+    });
+    let Response::State(s) = r else {
+        panic!("stop with signal 0: {r:?}")
+    };
+    assert_eq!(s.status, Status::Exited, "{s:?}");
+    assert_eq!(s.exit.expect("exit record").signal, libc::SIGKILL);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    // SIGRTMIN+3 (nix's Signal has no real-time signals; the kernel drops
+    // unhandled signals to a PID namespace's init) reaches the init's trap.
+    let trap = format!(
+        "trap 'exit 7' {}; echo ready; sleep 1000 & wait",
+        libc::SIGRTMIN() + 3
+    );
+    pod.create("c2", &trap);
+    assert_eq!(pod.call(Request::Start { id: "c2".into() }), Response::Ok);
+    // The trap must be set before the signal comes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(pod.log_path("c2")).is_ok_and(|l| l.contains("ready")) {
+        assert!(Instant::now() < deadline, "c2 never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = pod.call(Request::Stop {
+        id: "c2".into(),
+        signal: libc::SIGRTMIN() + 3,
+        timeout_ms: 30_000,
+        kill_wait_ms: 10_000,
+    });
+    let Response::State(s) = r else {
+        panic!("stop with SIGRTMIN+3: {r:?}")
+    };
+    assert_eq!(s.exit.as_ref().expect("exit record").exit_code, 7, "{s:?}");
+}

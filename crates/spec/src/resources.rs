@@ -128,6 +128,10 @@ pub fn apply(
     }
 
     if !r.unified.is_empty() {
+        for k in r.unified.keys() {
+            berth_cgroup::check_unified_key(k)
+                .map_err(|e| SpecError::invalid(format!("{F}.unified"), e.to_string()))?;
+        }
         if host.cgroup_v2 {
             res.set_unified(Some(r.unified.clone().into_iter().collect()));
         } else {
@@ -326,6 +330,31 @@ mod tests {
             ..host()
         };
         assert!(run(&r, &v1host).unwrap().unified().is_none());
+    }
+
+    /// Unified keys are file names joined to the cgroup dir: a path or a
+    /// cgroup control file from a pod spec is refused, on any host.
+    #[test]
+    fn hostile_unified_keys_are_refused() {
+        for key in [
+            "../../proc/sys/kernel/core_pattern",
+            "cgroup.procs",
+            "cgroup.kill",
+        ] {
+            let r = v1::LinuxContainerResources {
+                unified: [(key.to_string(), "1".to_string())].into(),
+                ..Default::default()
+            };
+            for cgroup_v2 in [true, false] {
+                let h = HostEnv {
+                    cgroup_v2,
+                    ..host()
+                };
+                let e = run(&r, &h).unwrap_err();
+                assert_eq!(e.field(), "linux.resources.unified", "{key}");
+                assert!(e.to_string().contains(key), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub fn seccomp(
                 .unwrap_or(&profile.localhost_ref);
             let ref_field = format!("{field}.localhost_ref");
             let path = localhost_path(r, host, &ref_field)?;
-            let data = std::fs::read(&path).map_err(|e| SpecError::io(&ref_field, &path, e))?;
+            let data = read_profile(&path).map_err(|e| SpecError::io(&ref_field, &path, e))?;
             let s: LinuxSeccomp = serde_json::from_slice(&data).map_err(|e| {
                 SpecError::invalid(
                     &ref_field,
@@ -179,6 +179,45 @@ pub fn seccomp(
             Ok(Some(s))
         }
     }
+}
+
+/// Largest seccomp profile read (containerd's default profile is ~20 KiB).
+const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+/// Reads a Localhost seccomp profile: a regular file of at most
+/// [`MAX_PROFILE_BYTES`]. Opened non-blocking so a FIFO planted at the path
+/// cannot hang the caller; `/dev/zero` and other endless files are refused
+/// before any read.
+fn read_profile(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if md.len() > MAX_PROFILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {MAX_PROFILE_BYTES} bytes"),
+        ));
+    }
+    let mut data = Vec::with_capacity(md.len() as usize);
+    // The file may grow after the fstat: the cap holds for what is read.
+    f.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {MAX_PROFILE_BYTES} bytes"),
+        ));
+    }
+    Ok(data)
 }
 
 fn localhost_path(r: &str, host: &HostEnv, field: &str) -> Result<PathBuf> {
@@ -322,6 +361,33 @@ mod tests {
             &format!("localhost/{}", path.display()),
         );
         assert!(seccomp(Some(&sc), false, &caps(), &h).unwrap().is_some());
+    }
+
+    /// A Localhost profile path naming /dev/zero, a FIFO or a huge file is
+    /// refused at once: no endless read, no hang, no unbounded buffer.
+    #[test]
+    fn seccomp_localhost_reads_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let h = HostEnv {
+            seccomp_enabled: true,
+            ..Default::default()
+        };
+        let fifo = d.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = d.path().join("big.json");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_PROFILE_BYTES + 1)
+            .unwrap();
+        for p in [Path::new("/dev/zero"), &fifo, &big] {
+            let sc = sc_with_seccomp(ProfileType::Localhost, p.to_str().unwrap());
+            let e = seccomp(Some(&sc), false, &caps(), &h).unwrap_err();
+            assert_eq!(e.field(), "linux.security_context.seccomp.localhost_ref");
+            assert!(
+                e.to_string().contains("regular file") || e.to_string().contains("larger"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

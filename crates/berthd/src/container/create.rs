@@ -378,6 +378,7 @@ fn log_paths(
     let cri = if pod.log_directory.is_empty() || config.log_path.is_empty() {
         String::new()
     } else {
+        check_log_path(&config.log_path)?;
         Path::new(&pod.log_directory)
             .join(&config.log_path)
             .display()
@@ -392,8 +393,40 @@ fn log_paths(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create log dir {}", parent.display()))
             .map_err(internal)?;
+        // A symlinked dir on the way (the log dir is reachable from pods
+        // with a hostPath mount) must not lead the log out of the pod's log
+        // directory; the monitor refuses a symlink as the file itself.
+        if !cri.is_empty() {
+            let real = |p: &Path| {
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("cannot resolve log dir {}", p.display()))
+                    .map_err(internal)
+            };
+            if !real(parent)?.starts_with(real(Path::new(&pod.log_directory))?) {
+                return Err(ContainerError::InvalidArgument(format!(
+                    "log_path {:?} leads out of the pod's log_directory {:?} through a symbolic link",
+                    config.log_path, pod.log_directory
+                )));
+            }
+        }
     }
     Ok(LogPaths { cri, monitor })
+}
+
+/// A CRI `log_path` is relative to the pod's log directory and stays in it:
+/// not absolute, no `..`.
+fn check_log_path(log_path: &str) -> Result<(), ContainerError> {
+    use std::path::Component;
+    let p = Path::new(log_path);
+    let escapes = p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes || log_path.contains('\0') {
+        return Err(ContainerError::InvalidArgument(format!(
+            "log_path {log_path:?} must be a path relative to the pod's log_directory, without \"..\""
+        )));
+    }
+    Ok(())
 }
 
 /// The record of a container its monitor created.
@@ -444,5 +477,24 @@ fn new_record(
         tty: config.tty,
         stdin: config.stdin,
         stdin_once: config.stdin && config.stdin_once,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_log_directory() {
+        for ok in ["c/0.log", "nginx_0.log", "./c/1.log"] {
+            check_log_path(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["/etc/shadow", "../x.log", "c/../../x.log", "c/..", "a\0b"] {
+            let e = check_log_path(bad).unwrap_err();
+            assert!(
+                matches!(e, ContainerError::InvalidArgument(_)),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -61,16 +61,18 @@ pub fn unmount(target: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Removes a container's dir, its writable layer included: whatever tree
+/// the container made there (any depth) goes without recursion.
 pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
-    }
+    berth_rmtree::remove_tree(dir).with_context(|| format!("cannot remove {}", dir.display()))
 }
 
 /// The pod's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, written
-/// into the pod's state dir (once per pod; every container binds the same files).
+/// into `<pod dir>/etc` (once per pod; every container binds the same files,
+/// read-write as containerd does). That dir is a tmpfs of its own, 1 MiB at
+/// most: the pod dir lives in berthd's state dir on the host's `/run`, and a
+/// container writing without end into its `/etc/hosts` must fill its pod's
+/// small tmpfs, not the host's `/run`.
 pub struct PodFilePaths {
     pub hostname: PathBuf,
     pub hosts: PathBuf,
@@ -82,10 +84,12 @@ pub fn write_pod_files(
     config: &PodSandboxConfig,
     node_hostname: &str,
 ) -> anyhow::Result<PodFilePaths> {
+    let etc = pod_dir.join(POD_ETC_DIR);
+    mount_pod_etc(pod_dir, &etc)?;
     let paths = PodFilePaths {
-        hostname: pod_dir.join("hostname"),
-        hosts: pod_dir.join("hosts"),
-        resolv_conf: pod_dir.join("resolv.conf"),
+        hostname: etc.join("hostname"),
+        hosts: etc.join("hosts"),
+        resolv_conf: etc.join("resolv.conf"),
     };
     let hostname = if config.hostname.is_empty() {
         node_hostname
@@ -122,6 +126,43 @@ pub fn write_pod_files(
         }
     }
     Ok(paths)
+}
+
+/// The pod dir's subdir holding its files, a size-limited tmpfs.
+pub const POD_ETC_DIR: &str = "etc";
+
+/// Bounds what containers can write into the pod's files (three small
+/// files; a few inodes spare).
+const POD_ETC_TMPFS_OPTIONS: &str = "size=1m,nr_inodes=64,mode=0755";
+
+/// Mounts the pod's files tmpfs at `etc` unless it is mounted already (a
+/// mount point: another device than the pod dir).
+fn mount_pod_etc(pod_dir: &Path, etc: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::create_dir(etc) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", etc.display())),
+    }
+    let dev = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| m.dev())
+            .with_context(|| format!("cannot stat {}", p.display()))
+    };
+    if dev(etc)? != dev(pod_dir)? {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        etc,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some(POD_ETC_TMPFS_OPTIONS),
+    )
+    .with_context(|| format!("cannot mount the pod files tmpfs at {}", etc.display()))
 }
 
 /// The host's hosts file, which a host-network pod sees.
@@ -268,6 +309,37 @@ mod tests {
         assert!(h.ends_with("127.0.1.1\tnode-a\n"), "{h}");
     }
 
+    /// A container writing without end into its /etc/hosts fills the pod's
+    /// 1 MiB tmpfs (ENOSPC), not the host's /run. Needs root (mount).
+    #[test]
+    fn pod_files_live_in_a_bounded_tmpfs() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let paths = write_pod_files(d.path(), &pod(NamespaceMode::Pod), "node").unwrap();
+        let etc = d.path().join(POD_ETC_DIR);
+        assert_eq!(paths.hosts.parent(), Some(etc.as_path()));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&paths.hosts)
+            .unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        let mut written = 0usize;
+        let err = loop {
+            match f.write_all(&chunk) {
+                Ok(()) => written += chunk.len(),
+                Err(e) => break e,
+            }
+            assert!(written <= 4 << 20, "wrote {written} bytes without ENOSPC");
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        // A second call (the next container) finds the mount and keeps it.
+        write_pod_files(d.path(), &pod(NamespaceMode::Pod), "node").unwrap();
+        drop(f);
+        nix::mount::umount2(&etc, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        // Only one mount was made.
+        assert!(nix::mount::umount2(&etc, nix::mount::MntFlags::MNT_DETACH).is_err());
+    }
+
     #[test]
     fn write_pod_files_writes_once() {
         let d = tempfile::tempdir().unwrap();
@@ -281,5 +353,9 @@ mod tests {
         std::fs::write(&paths.hosts, "kept\n").unwrap();
         write_pod_files(d.path(), &pod(NamespaceMode::Pod), "node").unwrap();
         assert_eq!(std::fs::read_to_string(&paths.hosts).unwrap(), "kept\n");
+        let _ = nix::mount::umount2(
+            &d.path().join(POD_ETC_DIR),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
     }
 }

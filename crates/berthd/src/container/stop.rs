@@ -60,12 +60,14 @@ impl Containers {
     }
 }
 
-/// The CRI's stop signal, else the image's `StopSignal`, else SIGTERM.
+/// The CRI's stop signal, else the image's `StopSignal`, else SIGTERM. A
+/// signal that does not parse (an image's `"0"`, `"-1"`, `"SIGNOPE"`) is
+/// SIGTERM with a warning: a bad image must not make every graceful stop
+/// fail.
 pub(super) fn stop_signal(
     config: &ContainerConfig,
     image: &berth_spec::oci_spec::image::ImageConfiguration,
 ) -> Result<i32, ContainerError> {
-    use std::str::FromStr;
     let cri = berth_api::v1::Signal::try_from(config.stop_signal)
         .unwrap_or(berth_api::v1::Signal::RuntimeDefault);
     let name = if cri != berth_api::v1::Signal::RuntimeDefault {
@@ -77,21 +79,45 @@ pub(super) fn stop_signal(
             .and_then(|c| c.stop_signal().clone())
             .unwrap_or_default()
     };
-    if name.is_empty() {
+    if name.trim().is_empty() {
         return Ok(libc::SIGTERM);
     }
+    Ok(parse_signal(&name).unwrap_or_else(|| {
+        tracing::warn!(stop_signal = %name, "unknown stop signal; SIGTERM instead");
+        libc::SIGTERM
+    }))
+}
+
+/// A signal as images and the CRI name it: a number (1 to SIGRTMAX), a
+/// name with or without `SIG` in any case (`term`, `SIGUSR1`), a real-time
+/// signal as `RTMIN+3` / `RTMAX-2` (image configs, as moby parses them) or
+/// `RTMINPLUS3` / `RTMAXMINUS2` (the CRI enum's names).
+fn parse_signal(name: &str) -> Option<i32> {
+    use std::str::FromStr;
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let valid = |n: i32| (1..=max).contains(&n).then_some(n);
+    let name = name.trim();
     if let Ok(n) = name.parse::<i32>() {
-        return Ok(n);
+        return valid(n);
     }
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str, sep: &[&str]| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let digits = sep.iter().find_map(|s| rest.strip_prefix(s))?;
+        digits.parse::<i32>().ok().filter(|n| *n >= 0)
     };
-    nix::sys::signal::Signal::from_str(&full)
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return offset(rest, &["+", "PLUS"]).and_then(|o| valid(min + o).filter(|n| *n <= max));
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return offset(rest, &["-", "MINUS"]).and_then(|o| valid(max - o).filter(|n| *n >= min));
+    }
+    nix::sys::signal::Signal::from_str(&format!("SIG{bare}"))
+        .ok()
         .map(|s| s as i32)
-        .map_err(|_| ContainerError::InvalidArgument(format!("unknown stop signal {name:?}")))
 }
 
 #[cfg(test)]
@@ -122,11 +148,49 @@ mod tests {
             stop_signal(&c, &image_with_stop_signal("9")).unwrap(),
             libc::SIGKILL
         );
-        assert!(stop_signal(&c, &image_with_stop_signal("SIGNOPE")).is_err());
+        assert_eq!(
+            stop_signal(&c, &image_with_stop_signal("SIGNOPE")).unwrap(),
+            libc::SIGTERM
+        );
         c.stop_signal = berth_api::v1::Signal::Sigint as i32;
         assert_eq!(
             stop_signal(&c, &image_with_stop_signal("SIGQUIT")).unwrap(),
             libc::SIGINT
+        );
+    }
+
+    /// Hostile or bogus image StopSignals fall back to SIGTERM; real-time
+    /// signals parse in both spellings (create refused SIGRTMIN+3 before).
+    #[test]
+    fn bogus_stop_signals_fall_back_and_realtime_ones_parse() {
+        let c = ContainerConfig::default();
+        for bad in [
+            "0",
+            "-1",
+            "65",
+            "SIGRTMIN+99",
+            "RTMAX-99",
+            "SIG",
+            "9999999999",
+        ] {
+            assert_eq!(
+                stop_signal(&c, &image_with_stop_signal(bad)).unwrap(),
+                libc::SIGTERM,
+                "{bad}"
+            );
+        }
+        let rtmin = libc::SIGRTMIN();
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(rtmin + 3));
+        assert_eq!(parse_signal("rtmin"), Some(rtmin));
+        assert_eq!(parse_signal("SIGRTMAX-1"), Some(libc::SIGRTMAX() - 1));
+        assert_eq!(parse_signal("37"), Some(37));
+        let cri = ContainerConfig {
+            stop_signal: berth_api::v1::Signal::Sigrtminplus3 as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            stop_signal(&cri, &image_with_stop_signal("")).unwrap(),
+            rtmin + 3
         );
     }
 }

@@ -413,14 +413,15 @@ async fn remove_pod_dir(dir: &Path, init: Option<&PodInit>) -> anyhow::Result<()
     unpin_and_remove(dir)
 }
 
-/// The pod dir's pins and /dev/shm unmounted, then the dir deleted.
+/// The pod dir's pins, /dev/shm and files tmpfs unmounted, then the dir
+/// deleted.
 fn unpin_and_remove(dir: &Path) -> anyhow::Result<()> {
     pin::unpin(&dir.join("ns"), Some(&dir.join("shm")))?;
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", dir.display())),
-    }
+    pin::detach(&dir.join(crate::container::rootfs::POD_ETC_DIR))?;
+    // The pod's /dev/shm was a container-writable tmpfs, now unmounted;
+    // what is left may still be any depth.
+    berth_rmtree::remove_tree(dir)
+        .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
 }
 
 /// Checks the request and turns it into what the pinning child must do.

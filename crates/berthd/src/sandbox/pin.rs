@@ -209,7 +209,8 @@ pub fn unpin(ns_dir: &Path, shm: Option<&Path>) -> anyhow::Result<()> {
     detach(ns_dir)
 }
 
-fn detach(p: &Path) -> anyhow::Result<()> {
+/// Unmounts `p` (lazily); not being a mount point is fine.
+pub(crate) fn detach(p: &Path) -> anyhow::Result<()> {
     match umount2(p, MntFlags::MNT_DETACH) {
         // EINVAL: not a mount point (never pinned, or already unmounted).
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),

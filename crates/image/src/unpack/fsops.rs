@@ -87,6 +87,10 @@ pub(super) struct Extractor {
     pub(super) entries: u64,
     pub(super) declared_bytes: u64,
     pub(super) file_bytes: u64,
+    /// See [`super::UnpackLimits::min_free_bytes`].
+    pub(super) min_free_bytes: u64,
+    /// File data written since the last free-space check.
+    since_free_check: u64,
     warned_xattr: bool,
 }
 
@@ -290,6 +294,9 @@ impl Extractor {
             entries: 0,
             declared_bytes: 0,
             file_bytes: 0,
+            min_free_bytes: 0,
+            // The first data written checks at once.
+            since_free_check: super::FREE_SPACE_CHECK_BYTES,
             warned_xattr: false,
         })
     }
@@ -410,7 +417,12 @@ impl Extractor {
         })
         .map_err(|e| io_err(raw, "create file", e))?;
         let mut file = File::from(fd);
-        let mut written: u64 = 0;
+        // `read` counts what the entry held (holes of a GNU sparse entry
+        // come out of the tar reader as zeros); `stored` what reached the
+        // disk. Runs of zero blocks become holes: a layer of a few KB that
+        // declares GiBs of sparse zeros costs no disk.
+        let mut read: u64 = 0;
+        let mut stored: u64 = 0;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -418,14 +430,20 @@ impl Extractor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_error(e, raw, "entry")),
             };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| UnpackError::Io {
-                    path: lossy(raw),
-                    op: "write file",
-                    source: e,
-                })?;
-            written += n as u64;
+            let wrote = write_sparse(&mut file, &self.buf[..n]).map_err(|e| UnpackError::Io {
+                path: lossy(raw),
+                op: "write file",
+                source: e,
+            })?;
+            read += n as u64;
+            stored += wrote;
+            self.since_free_check += wrote;
+            if self.since_free_check >= super::FREE_SPACE_CHECK_BYTES {
+                self.since_free_check = 0;
+                self.check_free_space(file.as_fd(), raw)?;
+            }
         }
+        let written = read;
         if written != size {
             return Err(UnpackError::Corrupt {
                 context: format!("entry {:?}", lossy(raw)),
@@ -435,10 +453,34 @@ impl Extractor {
                 ),
             });
         }
-        self.file_bytes += written;
+        // A trailing hole: the size comes from the length, not from data.
+        file.set_len(size).map_err(|e| UnpackError::Io {
+            path: lossy(raw),
+            op: "set file size",
+            source: e,
+        })?;
+        self.file_bytes += stored;
         // Metadata after the data: writing clears setuid bits and security.capability.
         self.set_fd_meta(file.as_fd(), raw, meta, xattrs)?;
         futimens(&file, &meta.atime, &meta.mtime).map_err(|e| io_err(raw, "set file times", e))
+    }
+
+    /// Fails with [`UnpackError::DiskFull`] when the layer's filesystem has
+    /// less than `min_free_bytes` left.
+    fn check_free_space(&self, fd: BorrowedFd<'_>, raw: &[u8]) -> Result<(), UnpackError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let st = nix::sys::statvfs::fstatvfs(fd).map_err(|e| io_err(raw, "statvfs", e))?;
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        if free < self.min_free_bytes {
+            return Err(UnpackError::DiskFull {
+                path: lossy(raw),
+                free,
+                reserve: self.min_free_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears
@@ -762,6 +804,51 @@ impl Extractor {
         }
         Ok(())
     }
+}
+
+/// Block size holes are made of: a zero block is skipped, not written.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at the file's position, seeking over whole zero blocks
+/// instead of writing them; runs of data blocks go out in one write.
+/// Returns the bytes written to disk.
+fn write_sparse(file: &mut File, data: &[u8]) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut stored = 0;
+    let mut run_start = 0; // start of the data run not yet written
+    let mut hole: i64 = 0; // zero bytes skipped before that run
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + HOLE_BLOCK).min(data.len());
+        if end - at == HOLE_BLOCK && is_zero(&data[at..end]) {
+            if run_start < at {
+                file.write_all(&data[run_start..at])?;
+                stored += (at - run_start) as u64;
+            }
+            hole += HOLE_BLOCK as i64;
+            run_start = end;
+        } else if hole > 0 {
+            file.seek(SeekFrom::Current(hole))?;
+            hole = 0;
+        }
+        at = end;
+    }
+    if run_start < data.len() {
+        file.write_all(&data[run_start..])?;
+        stored += (data.len() - run_start) as u64;
+    }
+    if hole > 0 {
+        file.seek(SeekFrom::Current(hole))?;
+    }
+    Ok(stored)
+}
+
+/// Whether `block` is all zeros: data blocks fail on their first bytes;
+/// zero blocks are scanned 16 bytes at a time.
+fn is_zero(block: &[u8]) -> bool {
+    let mut words = block.chunks_exact(16);
+    words.all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 fn is_dir(mode: u32) -> bool {

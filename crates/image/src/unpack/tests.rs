@@ -629,6 +629,7 @@ fn decompressed_size_limit() {
         max_entry_size: 1 << 20,
         max_total_size: 1 << 20,
         max_entries: 10,
+        ..Default::default()
     };
     let r = sb.unpack_blob(
         &gz,
@@ -741,6 +742,7 @@ fn huge_declared_size_hits_the_limit_without_reading() {
         max_entry_size: 100,
         max_total_size: 150,
         max_entries: 3,
+        ..Default::default()
     };
     let run = |tar: Vec<u8>| {
         let sb = Sandbox::new();
@@ -1373,4 +1375,102 @@ fn corrupt_tar_from_a_wrong_blob_is_a_digest_mismatch() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A GNU sparse entry (typeflag 'S', old-GNU sparse map in the header):
+/// `real_size` bytes long, with `data` at `offset` and holes elsewhere.
+fn gnu_sparse(tw: &mut TarW, path: &str, real_size: u64, offset: u64, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(tw.mtime);
+    h.set_entry_type(EntryType::GNUSparse);
+    let octal = |field: &mut [u8; 12], v: u64| {
+        let s = format!("{v:011o}");
+        field[..11].copy_from_slice(s.as_bytes());
+        field[11] = 0;
+    };
+    {
+        let g = h.as_gnu_mut().unwrap();
+        octal(&mut g.realsize, real_size);
+        octal(&mut g.sparse[0].offset, offset);
+        octal(&mut g.sparse[0].numbytes, data.len() as u64);
+        // A last, empty segment at the end: the hole up to real_size.
+        octal(&mut g.sparse[1].offset, real_size);
+        octal(&mut g.sparse[1].numbytes, 0);
+    }
+    h.set_cksum();
+    tw.buf.extend_from_slice(h.as_bytes());
+    tw.buf.extend_from_slice(data);
+    tw.pad();
+}
+
+/// A few KB of layer declaring 256 MiB of sparse zeros must not cost 256 MiB
+/// of disk: holes stay holes, the data lands where the map says.
+#[test]
+fn gnu_sparse_holes_are_not_written() {
+    let sb = Sandbox::new();
+    let mut tw = TarW::new();
+    let data = vec![b'x'; 1024];
+    gnu_sparse(&mut tw, "bomb", 256 << 20, 128 << 20, &data);
+    let tar = tw.finish();
+    assert!(tar.len() < 8192, "the layer itself is small");
+    let stats = sb.unpack(&tar).unwrap();
+    let path = sb.dest.join("bomb");
+    let md = lstat(&path);
+    assert_eq!(md.len(), 256 << 20, "apparent size is the real size");
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "{} bytes allocated for 1 KiB of data",
+        md.blocks() * 512
+    );
+    // Whole 4 KiB blocks are written or skipped: the data's block counts.
+    assert!(
+        (1024..=8192).contains(&stats.file_bytes),
+        "{} bytes counted as written for 1 KiB of data",
+        stats.file_bytes
+    );
+    let content = std::fs::read(&path).unwrap();
+    assert!(content[..128 << 20].iter().all(|&b| b == 0));
+    assert_eq!(&content[128 << 20..(128 << 20) + 1024], &data[..]);
+    assert!(content[(128 << 20) + 1024..].iter().all(|&b| b == 0));
+}
+
+/// Zero runs inside a plain file become holes too, and the content reads back
+/// exactly (data, a zero run, data, a trailing zero run).
+#[test]
+fn zero_runs_of_regular_files_read_back_exactly() {
+    let sb = Sandbox::new();
+    let mut content = vec![7u8; 5000];
+    content.extend(vec![0u8; 3 * 4096 + 100]);
+    content.extend(vec![9u8; 4096]);
+    content.extend(vec![0u8; 2 * 4096]);
+    let tar = TarW::new().file("f", &content, 0o644).finish();
+    sb.unpack(&tar).unwrap();
+    assert_eq!(std::fs::read(sb.dest.join("f")).unwrap(), content);
+}
+
+/// Free space is checked while writing: with the reserve above what the disk
+/// has, the first file data fails the layer as DiskFull (ResourceExhausted
+/// for the kubelet), not after the disk filled.
+#[test]
+fn free_space_is_checked_while_writing() {
+    let sb = Sandbox::new();
+    let tar = TarW::new().file("f", b"data", 0o644).finish();
+    let limits = UnpackLimits {
+        min_free_bytes: u64::MAX,
+        ..Default::default()
+    };
+    let r = sb.unpack_blob(
+        &tar,
+        Compression::None,
+        &Digest::sha256_of(&tar),
+        &Digest::sha256_of(&tar),
+        &limits,
+    );
+    assert!(
+        matches!(r, Err(UnpackError::DiskFull { ref path, reserve: u64::MAX, .. }) if path == "f"),
+        "{r:?}"
+    );
 }

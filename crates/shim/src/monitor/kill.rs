@@ -5,8 +5,6 @@ use std::fs;
 use libcontainer::container::ContainerStatus;
 use libcontainer::error::LibcontainerError;
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::Monitor;
 use super::error::{Op, OpError};
@@ -28,10 +26,16 @@ impl Monitor {
         // /proc/self/mountinfo once per controller first. The init is our
         // child and not reaped yet, so its pid cannot have been reused.
         if !all || (signal == libc::SIGKILL && owns_pid_ns(c.pid)) {
-            let sig = Signal::try_from(signal)
-                .map_err(|e| Op::Kill.invalid_argument(id, format!("signal {signal}: {e}")))?;
-            return match nix::sys::signal::kill(Pid::from_raw(c.pid), sig) {
-                Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            // Raw numbers: nix's Signal has no real-time signals (SIGRTMIN+3
+            // is a common stop signal).
+            if !(1..=libc::SIGRTMAX()).contains(&signal) {
+                return Err(Op::Kill.invalid_argument(id, format!("signal {signal}: out of range")));
+            }
+            // SAFETY: kill(2) with a pid we own (unreaped child) and a
+            // checked signal number; no pointers.
+            let r = unsafe { libc::kill(c.pid, signal) };
+            return match Errno::result(r) {
+                Ok(_) | Err(Errno::ESRCH) => Ok(()),
                 Err(e) => Err(Op::Kill.failed(id, e)),
             };
         }

@@ -91,10 +91,19 @@ impl Monitor {
             return Ok(Some(Response::State(c.state(id))));
         }
         // A never-started container has nothing to shut down gracefully.
-        let graceful = timeout_ms > 0 && c.status == Status::Running;
+        // A stop signal the kernel refuses (a bogus one from an image) must
+        // not leave the container running: SIGKILL at once instead.
+        let graceful = timeout_ms > 0
+            && c.status == Status::Running
+            && match self.kill(id, signal, false) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("berth-monitor {}: {e}; SIGKILL instead", self.pod_id);
+                    false
+                }
+            };
         let kill_wait = Duration::from_millis(kill_wait_ms);
         let deadline = if graceful {
-            self.kill(id, signal, false)?;
             Instant::now() + Duration::from_millis(timeout_ms)
         } else {
             self.kill(id, libc::SIGKILL, true)?;

@@ -57,11 +57,8 @@ impl Trash {
 }
 
 fn remove_any(p: &Path) {
-    let r = if p.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    };
+    // Container dirs: any depth the container made, without recursion.
+    let r = berth_rmtree::remove_tree(p);
     if let Err(e) = r
         && e.kind() != io::ErrorKind::NotFound
     {

@@ -8,10 +8,12 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_monitor_protocol::{Request, Response};
 use berth_stream::{AttachRequest, Io, RuntimeError, StdinReader, TerminalSize};
 use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
 use tracing::Instrument;
 
 use super::fd_io;
@@ -40,9 +42,7 @@ pub(super) async fn attach(
         };
         let fds = AttachFds::from_fds(fds, terminal, stdin)?;
         tracing::debug!(terminal, stdin, "attached");
-        relay(fds, io, rec.stdin_once).await?;
-        // Detaches (with stdin_once, the monitor closes the container's stdin).
-        drop(conn);
+        relay(conn, fds, io, rec.stdin_once).await?;
         tracing::debug!("detached");
         Ok(())
     }
@@ -93,7 +93,23 @@ fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> RuntimeError {
     move |e| RuntimeError::Other(format!("attach {what}: {e}"))
 }
 
-async fn relay(fds: AttachFds, io: Io, stdin_once: bool) -> Result<(), RuntimeError> {
+/// After the client's stdin ended on a `stdin_once` container: how long
+/// the output goes on being copied before detaching (which is what closes
+/// the container's stdin), so that the answer to the last input reaches
+/// the client.
+const STDIN_ONCE_LINGER: Duration = Duration::from_millis(500);
+/// After detaching, how long what the monitor already fed may take to be
+/// copied (the pipes reach EOF once the monitor dropped them).
+const DRAIN_AFTER_DETACH: Duration = Duration::from_secs(2);
+
+/// Copies until the container exits, the client goes, or (stdin_once)
+/// the client's stdin ended; dropping `conn` detaches.
+async fn relay(
+    conn: UnixStream,
+    fds: AttachFds,
+    io: Io,
+    stdin_once: bool,
+) -> Result<(), RuntimeError> {
     let Io {
         stdin,
         stdout,
@@ -146,12 +162,25 @@ async fn relay(fds: AttachFds, io: Io, stdin_once: bool) -> Result<(), RuntimeEr
             futures::future::pending::<()>().await;
         }
     };
+    tokio::pin!(outputs);
     tokio::select! {
-        () = outputs => {}
+        // The container exited (its output ended) or the client is gone.
+        () = &mut outputs => return Ok(()),
+        () = disconnected.wait() => return Ok(()),
+        () = resizes => return Ok(()),
         () = input => {}
-        () = resizes => {}
-        () = disconnected.wait() => {}
     }
+    // stdin_once: the output of the last input still comes, then detach
+    // closes the container's stdin, and what the monitor fed until then is
+    // copied. (The monitor closes stdin only on detach; output the process
+    // writes after its stdin closed is not seen by this attach.)
+    tokio::select! {
+        () = &mut outputs => return Ok(()),
+        () = disconnected.wait() => return Ok(()),
+        () = tokio::time::sleep(STDIN_ONCE_LINGER) => {}
+    }
+    drop(conn);
+    let _ = tokio::time::timeout(DRAIN_AFTER_DETACH, outputs).await;
     Ok(())
 }
 
@@ -175,9 +204,9 @@ async fn pipe_input(mut client: StdinReader, pipe: OwnedFd) {
 }
 
 /// Client stdin into the container's terminal. The master is the
-/// monitor's open file (a dup shares its flags), so it stays blocking and
-/// each chunk is written on the blocking pool; typing is a few bytes at a
-/// time.
+/// monitor's open file (a dup shares its flags and the monitor reads it in
+/// its own loop), so berthd neither reads it nor changes its flags: each
+/// chunk is written on the blocking pool; typing is a few bytes at a time.
 async fn terminal_input(mut client: StdinReader, master: Arc<OwnedFd>) {
     let mut buf = vec![0u8; 4096];
     loop {
@@ -200,10 +229,27 @@ async fn terminal_input(mut client: StdinReader, master: Arc<OwnedFd>) {
 }
 
 fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     while !data.is_empty() {
         match nix::unistd::write(fd, data) {
             Ok(n) => data = &data[n..],
             Err(nix::errno::Errno::EINTR) => {}
+            // The file may be the monitor's non-blocking one: wait until
+            // the terminal takes input again.
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -81,7 +81,7 @@ where
                 }
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(ws::normal_close()).await;
         let _ = sink.close().await;
     };
     tokio::pin!(inbound, outbound);

@@ -3,6 +3,7 @@
 //! Every key is documented in [`DEFAULT_CONFIG_TOML`], which `berthd config default` prints
 //! and which a test parses, so the documentation cannot drift from the code.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,58 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     pub image: ImageConfig,
     pub network: NetworkConfig,
+    pub streaming: StreamingConfig,
+}
+
+/// The streaming server behind CRI Exec, Attach and PortForward URLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Address the server listens on; loopback by default, as containerd's.
+    pub address: IpAddr,
+    /// TCP port; 0 picks an ephemeral one.
+    pub port: u16,
+    /// A session with no traffic either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (with `tls_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            // The kubelet's default streaming idle timeout.
+            idle_timeout_secs: 4 * 3600,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// The streaming server's settings: these keys, its defaults for the rest.
+    pub fn to_server_config(&self) -> berth_stream::StreamingConfig {
+        berth_stream::StreamingConfig {
+            address: self.address,
+            port: self.port,
+            stream_idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            tls: match (&self.tls_cert_file, &self.tls_key_file) {
+                (Some(cert), Some(key)) => Some(berth_stream::TlsFiles {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                }),
+                // validate() refuses one without the other.
+                _ => None,
+            },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +168,7 @@ impl Default for Config {
             min_free_disk_mib: 128,
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -202,6 +256,14 @@ impl Config {
                 .bin_dirs
                 .iter()
                 .map(|d| ("network.bin_dirs", d)),
+        )
+        .chain(
+            [
+                ("streaming.tls_cert_file", &self.streaming.tls_cert_file),
+                ("streaming.tls_key_file", &self.streaming.tls_key_file),
+            ]
+            .into_iter()
+            .filter_map(|(k, p)| Some((k, p.as_ref()?))),
         ) {
             if !path.is_absolute() {
                 return Err(ConfigError::Invalid {
@@ -239,6 +301,30 @@ impl Config {
                     self.network.plugin_timeout_secs
                 ),
             });
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.streaming.idle_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "streaming.idle_timeout_secs",
+                message: format!(
+                    "{} is not between 1 and 604800 (a week)",
+                    self.streaming.idle_timeout_secs
+                ),
+            });
+        }
+        match (&self.streaming.tls_cert_file, &self.streaming.tls_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "streaming.tls_key_file",
+                    message: "is required with streaming.tls_cert_file".to_string(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "streaming.tls_cert_file",
+                    message: "is required with streaming.tls_key_file".to_string(),
+                });
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -297,6 +383,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn streaming_section_maps_to_the_server_config() {
+        let c = parse(
+            "[streaming]\naddress = \"::1\"\nport = 10010\nidle_timeout_secs = 60\n\
+             tls_cert_file = \"/etc/berth/stream.crt\"\ntls_key_file = \"/etc/berth/stream.key\"\n",
+        )
+        .unwrap();
+        let s = c.streaming.to_server_config();
+        assert_eq!(s.address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(s.port, 10010);
+        assert_eq!(s.stream_idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            s.tls,
+            Some(berth_stream::TlsFiles {
+                cert_file: "/etc/berth/stream.crt".into(),
+                key_file: "/etc/berth/stream.key".into(),
+            })
+        );
+        let d = Config::default().streaming.to_server_config();
+        assert_eq!(
+            (d.address, d.port, d.tls),
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 0, None)
+        );
+    }
+
+    #[test]
+    fn streaming_settings_are_checked() {
+        let err = parse("[streaming]\naddress = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("address"), "{err}");
+        let err = parse("[streaming]\nport = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = parse("[streaming]\ntls_cert_file = \"/c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streaming.tls_key_file"), "{err}");
+        let err = parse("[streaming]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"/k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streaming.tls_cert_file"), "{err}");
+        let err = parse("[streaming]\nidle_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streaming.idle_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod sandbox;
 mod server;
 mod stats;
 mod store;
+mod streaming;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -193,7 +194,10 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
     // Before serving: neither must race an RPC in flight.
     daemon.containers().reconcile_orphans().await;
     daemon.collect_network_garbage().await;
-    server::serve(socket, daemon.clone(), shutdown).await?;
+    let streaming = streaming::start(&daemon.config().streaming, daemon.clone())
+        .await
+        .context("cannot start the streaming server (setting [streaming])")?;
+    server::serve(socket, daemon.clone(), Arc::new(streaming), shutdown).await?;
     tracing::info!(store = %daemon.store().path().display(), "berthd stopped");
     Ok(())
 }

@@ -111,9 +111,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn serve(
     socket: Socket,
     daemon: Arc<Daemon>,
+    streaming: Arc<berth_stream::StreamingServer>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (runtime, image) = cri::services(daemon);
+    let (runtime, image) = cri::services(daemon, streaming.clone());
     let Socket {
         path,
         listener,
@@ -144,6 +145,8 @@ pub async fn serve(
             }
         }
     };
+    // Ends the exec/attach/port-forward sessions still open.
+    streaming.shutdown();
     let result: anyhow::Result<()> = match result {
         Ok(served) => served.context("CRI server failed"),
         Err(join) => Err(anyhow::anyhow!("CRI server task failed: {join}")),

@@ -64,18 +64,14 @@ pub fn recv_line_with_fds(sock: impl AsFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)
     let mut fds = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
         // Peek first so nothing past the newline is consumed: the rest of
-        // the connection belongs to whoever reads after us.
+        // the connection belongs to whoever reads after us. Without a
+        // control buffer: a peek with one installs a copy of every fd
+        // passed (which would leak); the read below takes them.
         let n = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = loop {
-                match recvmsg::<()>(
-                    sock.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg_buf),
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
+                match recvmsg::<()>(sock.as_raw_fd(), &mut iov, None, MsgFlags::MSG_PEEK) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     r => break r.map_err(io::Error::from)?,
                 }
@@ -163,5 +159,22 @@ mod tests {
         (&a).write_all(b"partial").unwrap();
         drop(a);
         assert!(recv_line_with_fds(&b).is_err());
+    }
+
+    /// Exactly the fds sent arrive: none is installed twice (a peek with a
+    /// control buffer would install copies nobody closes).
+    #[test]
+    fn no_extra_fds_are_installed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        send_line_with_fds(a.as_fd(), b"{}\n", &[w.as_fd()]).unwrap();
+        drop(w);
+        let (_, mut fds) = recv_line_with_fds(&b).unwrap();
+        assert_eq!(fds.len(), 1);
+        // With the received write end closed, no other is left: the reader
+        // sees EOF (a leaked copy would leave it waiting: EAGAIN).
+        fds.clear();
+        let mut one = [0u8; 1];
+        assert_eq!(nix::unistd::read(&r, &mut one), Ok(0));
     }
 }

@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::{ForkResult, dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid};
 
 use crate::monitor::Monitor;
@@ -92,11 +93,18 @@ pub fn main(args: Args) -> i32 {
 fn start(args: &Args) -> Result<Monitor, Box<dyn std::error::Error>> {
     // Rust ignores SIGPIPE at startup, and an ignored signal stays ignored
     // across exec: containers would inherit it (`yes | head` would never
-    // end). The monitor writes to sockets with MSG_NOSIGNAL instead.
-    // SAFETY: setting a default disposition, no handler involved.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // end). A handler that does nothing is reset to the default by exec, and
+    // meanwhile a write to a pipe whose reader left (an attached client's)
+    // fails with EPIPE instead of killing the monitor. Sockets are written
+    // with MSG_NOSIGNAL anyway.
+    extern "C" fn ignore(_: libc::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(ignore),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(Signal::SIGPIPE, &action) }?;
     // Orphaned container processes (and exec'd ones later) are reparented
     // to the monitor, not to the host's init.
     // SAFETY: plain prctl with integer arguments.

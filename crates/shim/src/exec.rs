@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -23,6 +23,7 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::monitor::{Op, OpError, chain};
+use berth_monitor_protocol::TerminalSize;
 
 /// What to run: the container's process with args (and optionally env and
 /// cwd) replaced.
@@ -30,6 +31,22 @@ pub(crate) struct ExecSpec<'a> {
     pub args: &'a [String],
     pub env: &'a [String],
     pub cwd: Option<&'a Path>,
+}
+
+/// An exec's stdio.
+pub(crate) enum ExecStdio<'a> {
+    /// stdin (`None`: /dev/null), stdout, stderr.
+    Fds {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A new pseudo-terminal: libcontainer sends its master to the
+    /// listening socket at `console_socket`; the process starts at `size`.
+    Terminal {
+        console_socket: &'a Path,
+        size: Option<TerminalSize>,
+    },
 }
 
 /// What every exec in a container starts from: the process spec and the
@@ -59,14 +76,14 @@ pub(crate) fn spawn(
     id: &str,
     base: &ExecBase,
     spec: &ExecSpec<'_>,
-    stdio: [OwnedFd; 2],
+    stdio: ExecStdio<'_>,
 ) -> Result<i32, OpError> {
     if spec.args.is_empty() {
         return Err(Op::Exec.invalid_argument(id, "empty command"));
     }
     let mut process = base.process.clone();
     process.set_args(Some(spec.args.to_vec()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(matches!(stdio, ExecStdio::Terminal { .. })));
     process.set_env(Some(merge_env(
         process.env().clone().unwrap_or_default(),
         spec.env,
@@ -82,27 +99,48 @@ pub(crate) fn spawn(
     let memfd = process_memfd(&process)
         .map_err(|e| Op::Exec.failed(id, format!("write process spec: {e}")))?;
     let proc_path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
-    let devnull =
-        File::open("/dev/null").map_err(|e| Op::Exec.failed(id, format!("open /dev/null: {e}")))?;
-    let [out_w, err_w] = stdio;
-    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+    let mut winsize = None;
+    let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map_err(|e| Op::Exec.failed(id, e))
-        .map(|b| {
-            b.with_stdin(devnull)
-                .with_stdout(out_w)
-                .with_stderr(err_w)
-                .with_executor(SeccompExecutor {
-                    seccomp: base.seccomp.clone(),
-                    nnp,
-                })
-                .as_tenant()
-                .with_process(Some(&proc_path))
-                .with_detach(true)
-                .build()
-        });
+        .map_err(|e| Op::Exec.failed(id, e))?;
+    let builder = match stdio {
+        ExecStdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let stdin = match stdin {
+                Some(fd) => fd,
+                None => File::open("/dev/null")
+                    .map_err(|e| Op::Exec.failed(id, format!("open /dev/null: {e}")))?
+                    .into(),
+            };
+            builder
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+        }
+        // The process's stdio is the terminal's slave (libcontainer).
+        ExecStdio::Terminal {
+            console_socket,
+            size,
+        } => {
+            winsize = size;
+            builder.with_console_socket(Some(console_socket))
+        }
+    };
+    let built = builder
+        .with_executor(SeccompExecutor {
+            seccomp: base.seccomp.clone(),
+            nnp,
+            winsize,
+        })
+        .as_tenant()
+        .with_process(Some(&proc_path))
+        .with_detach(true)
+        .build();
     drop(memfd);
-    match built? {
+    match built {
         Ok(pid) => Ok(pid.as_raw()),
         Err(e) => Err(Op::Exec.failed(id, chain(&e))),
     }
@@ -133,7 +171,8 @@ fn merge_env(mut base: Vec<String>, extra: &[String]) -> Vec<String> {
     base
 }
 
-/// Installs the container's seccomp filter, then execs like libcontainer's
+/// Sets the terminal's size (with a terminal, stdin is its slave), installs
+/// the container's seccomp filter, then execs like libcontainer's
 /// default executor. Runs in the exec'd child after capabilities were
 /// dropped: without no_new_privs (and without CAP_SYS_ADMIN) the kernel
 /// refuses the filter, so then no_new_privs is set first: stricter than the
@@ -143,10 +182,17 @@ fn merge_env(mut base: Vec<String>, extra: &[String]) -> Vec<String> {
 struct SeccompExecutor {
     seccomp: Option<LinuxSeccomp>,
     nnp: bool,
+    /// The terminal's first size: set here, before the program runs, so
+    /// it never sees another (libcontainer has no consoleSize).
+    winsize: Option<TerminalSize>,
 }
 
 impl Executor for SeccompExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(size) = self.winsize {
+            crate::monitor::set_terminal_size(std::io::stdin().as_fd(), size)
+                .map_err(|e| ExecutorError::Other(format!("set terminal size: {e}")))?;
+        }
         if let Some(s) = &self.seccomp {
             let install = || libcontainer::seccomp::initialize_seccomp(s);
             let res = match install() {

@@ -3,7 +3,7 @@
 //! print why and pass.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ impl Pod {
             fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "true"] {
+        for applet in ["sh", "sleep", "echo", "cat", "true", "stty"] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let caps = serde_json::json!([
@@ -677,4 +677,515 @@ fn bogus_stop_signal_still_stops_and_realtime_signals_are_delivered() {
         panic!("stop with SIGRTMIN+3: {r:?}")
     };
     assert_eq!(s.exit.as_ref().expect("exit record").exit_code, 7, "{s:?}");
+}
+
+// ---- Streaming: terminals, stdin, exec_stream, attach ----
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use berth_monitor_protocol::TerminalSize;
+use berth_monitor_protocol::fds::recv_line_with_fds;
+
+/// How long a streaming test waits for output before failing.
+const WAIT: Duration = Duration::from_secs(10);
+
+impl Pod {
+    /// Creates `id` running `sh -c script`, with a terminal or not, with
+    /// `stdin`/`stdin_once`, and starts it.
+    fn run_with(&mut self, id: &str, script: &str, terminal: bool, stdin: bool, stdin_once: bool) {
+        let bundle = self.bundle(id, script);
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        config["process"]["terminal"] = terminal.into();
+        fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        let r = self.call(Request::Create {
+            id: id.into(),
+            bundle,
+            log_path: self.log_path(id),
+            stdin,
+            stdin_once,
+        });
+        assert!(matches!(r, Response::Created { .. }), "create {id}: {r:?}");
+        assert_eq!(self.call(Request::Start { id: id.into() }), Response::Ok);
+    }
+
+    /// Sends `req` on a new connection; returns it with the answer and the
+    /// fds that came with it.
+    fn stream(&self, req: &Request) -> (UnixStream, Response, Vec<OwnedFd>) {
+        let mut conn = UnixStream::connect(self.state_dir().join("monitor.sock")).unwrap();
+        let mut line = serde_json::to_vec(req).unwrap();
+        line.push(b'\n');
+        conn.write_all(&line).unwrap();
+        let (line, fds) = recv_line_with_fds(&conn).expect("answer with fds");
+        (conn, serde_json::from_slice(&line).unwrap(), fds)
+    }
+
+    fn exec_stream(
+        &self,
+        id: &str,
+        args: &[&str],
+        tty: bool,
+        stdin: bool,
+        size: Option<TerminalSize>,
+    ) -> (UnixStream, i32, Vec<OwnedFd>) {
+        let req = Request::ExecStream {
+            id: id.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cwd: None,
+            tty,
+            stdin,
+            size,
+        };
+        match self.stream(&req) {
+            (conn, Response::ExecStarted { pid }, fds) => (conn, pid, fds),
+            (_, other, _) => panic!("exec_stream {args:?}: {other:?}"),
+        }
+    }
+
+    fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .count()
+    }
+
+    /// Waits until the monitor holds `n` fds again (it closes what a
+    /// session held as its loop gets to it).
+    fn wait_fd_count(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.fd_count() != n {
+            assert!(
+                Instant::now() < deadline,
+                "monitor fds: {} (baseline {n}): {:?}",
+                self.fd_count(),
+                fs::read_dir(format!("/proc/{}/fd", self.pid))
+                    .unwrap()
+                    .map(|e| fs::read_link(e.unwrap().path()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reads `fd` until `done` says the bytes so far are enough, or EOF (a
+/// terminal's master reads EIO once the process is gone), failing after
+/// `WAIT`.
+fn read_until(fd: BorrowedFd<'_>, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&out) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out; read so far: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(1000) as i32).unwrap();
+        if poll(&mut p, ms).unwrap() == 0 {
+            continue;
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    out
+}
+
+fn read_to_end(fd: BorrowedFd<'_>) -> Vec<u8> {
+    read_until(fd, |_| false)
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The last line on a streaming exec's connection, then EOF.
+fn exec_exited(conn: &UnixStream) -> i32 {
+    let mut lines = BufReader::new(conn).lines();
+    let line = lines.next().expect("exec_exited line").unwrap();
+    let code = match serde_json::from_str(&line).unwrap() {
+        Response::ExecExited { exit_code } => exit_code,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        lines.next().is_none(),
+        "the connection closes after exec_exited"
+    );
+    code
+}
+
+fn write_all(fd: &OwnedFd, data: &[u8]) {
+    let mut f = fs::File::from(fd.try_clone().unwrap());
+    f.write_all(data).unwrap();
+}
+
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + WAIT;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "process {pid} still exists");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn terminal_container_output_goes_to_the_log() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("ttylog");
+    pod.run_with(
+        "t",
+        "if [ -t 0 ] && [ -t 1 ] && [ -t 2 ]; then echo on-a-tty; fi; echo to-stderr >&2; printf partial; exit 4",
+        true,
+        false,
+        false,
+    );
+    let exit = pod.wait_exited("t").exit.unwrap();
+    assert_eq!(exit.exit_code, 4);
+    let log = fs::read_to_string(pod.log_path("t")).unwrap();
+    let records: Vec<(&str, &str, &str)> = log
+        // Not `lines()`: it would take the terminal's \r away.
+        .split_terminator('\n')
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            f.next().unwrap();
+            (f.next().unwrap(), f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    // Everything a terminal shows is stdout (the terminal writes \r\n).
+    assert_eq!(
+        records,
+        [
+            ("stdout", "F", "on-a-tty\r"),
+            ("stdout", "F", "to-stderr\r"),
+            ("stdout", "P", "partial")
+        ],
+        "{log}"
+    );
+}
+
+#[test]
+fn exec_stream_with_pipes() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("xpipes");
+    pod.run_with("c", "exec sleep 1000", false, false, false);
+    let baseline = pod.fd_count();
+
+    // stdin echoed back by cat; stdin's EOF ends it.
+    let (conn, pid, fds) = pod.exec_stream("c", &["cat"], false, true, None);
+    assert!(pid > 0);
+    let [stdin, stdout, stderr] = <[OwnedFd; 3]>::try_from(fds).unwrap();
+    write_all(&stdin, b"hello\n");
+    assert_eq!(
+        read_until(stdout.as_fd(), |b| b.ends_with(b"\n")),
+        b"hello\n"
+    );
+    drop(stdin);
+    assert_eq!(read_to_end(stdout.as_fd()), b"");
+    assert_eq!(read_to_end(stderr.as_fd()), b"");
+    assert_eq!(exec_exited(&conn), 0);
+
+    // Exit code and stderr apart; without stdin, the process reads /dev/null.
+    let (conn, _, fds) = pod.exec_stream(
+        "c",
+        &["sh", "-c", "cat; echo out; echo err >&2; exit 3"],
+        false,
+        false,
+        None,
+    );
+    let [stdout, stderr] = <[OwnedFd; 2]>::try_from(fds).unwrap();
+    assert_eq!(read_to_end(stdout.as_fd()), b"out\n");
+    assert_eq!(read_to_end(stderr.as_fd()), b"err\n");
+    assert_eq!(exec_exited(&conn), 3);
+
+    // Killed by a signal: 128 + signal.
+    let (conn, _, _fds) = pod.exec_stream("c", &["sh", "-c", "kill -9 $$"], false, false, None);
+    assert_eq!(exec_exited(&conn), 137);
+
+    // Errors are plain answers, without fds.
+    match pod.stream(&Request::ExecStream {
+        id: "nope".into(),
+        args: vec!["true".into()],
+        env: vec![],
+        cwd: None,
+        tty: false,
+        stdin: false,
+        size: None,
+    }) {
+        (_, Response::Error(ErrorReply { code, .. }), fds) => {
+            assert_eq!(code, ErrorCode::NotFound);
+            assert!(fds.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    drop((conn, stdout, stderr));
+    pod.wait_fd_count(baseline);
+}
+
+#[test]
+fn exec_stream_with_a_terminal() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("xtty");
+    pod.run_with("c", "exec sleep 1000", false, false, false);
+
+    // The size given is the terminal's from the start.
+    let size = TerminalSize {
+        width: 100,
+        height: 30,
+    };
+    let (conn, _, fds) = pod.exec_stream("c", &["stty", "size"], true, false, Some(size));
+    assert_eq!(fds.len(), 1, "the master only");
+    let out = read_to_end(fds[0].as_fd());
+    assert_eq!(out, b"30 100\r\n", "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(exec_exited(&conn), 0);
+    drop(fds);
+    // The console socket is open now: the baseline from here.
+    let baseline = pod.fd_count();
+
+    // Input through the master; a resize seen by the process.
+    let (conn, _, fds) = pod.exec_stream(
+        "c",
+        &["sh", "-c", "stty size; read x; stty size; exit 5"],
+        true,
+        true,
+        Some(size),
+    );
+    let master = &fds[0];
+    let first = read_until(master.as_fd(), |b| contains(b, "30 100\r\n"));
+    assert!(contains(&first, "30 100"), "{first:?}");
+    berth_shim::monitor::set_terminal_size(
+        master.as_fd(),
+        TerminalSize {
+            width: 120,
+            height: 40,
+        },
+    )
+    .unwrap();
+    write_all(master, b"go\n");
+    let rest = read_to_end(master.as_fd());
+    assert!(
+        contains(&rest, "40 120\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(exec_exited(&conn), 5);
+    drop(fds);
+    pod.wait_fd_count(baseline);
+    // libcontainer's console socket links of the execs are gone.
+    let left: Vec<_> = fs::read_dir(pod.state_dir().join("containers/c"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tenant-tty-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
+fn exec_stream_client_gone_kills_the_process() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("xgone");
+    pod.run_with("c", "exec sleep 1000", false, false, false);
+    // Open the console socket first, so the baseline includes it.
+    let (conn, _, fds) = pod.exec_stream("c", &["true"], true, false, None);
+    assert_eq!(exec_exited(&conn), 0);
+    drop(fds);
+    let baseline = pod.fd_count();
+    for tty in [false, true] {
+        let (conn, pid, fds) = pod.exec_stream("c", &["sleep", "1000"], tty, true, None);
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(conn);
+        wait_gone(pid);
+        drop(fds);
+        pod.wait_fd_count(baseline);
+    }
+    // The container is untouched.
+    assert_eq!(pod.state("c").status, Status::Running);
+    // Deleting the container kills a streaming exec still running: its
+    // client is told.
+    let (conn, pid, _fds) = pod.exec_stream("c", &["sleep", "1000"], false, false, None);
+    assert_eq!(
+        pod.call(Request::Delete {
+            id: "c".into(),
+            force: true
+        }),
+        Response::Ok
+    );
+    assert_eq!(exec_exited(&conn), 137);
+    wait_gone(pid);
+}
+
+fn attach(pod: &Pod, id: &str, stdin: bool) -> (UnixStream, bool, bool, Vec<OwnedFd>) {
+    match pod.stream(&Request::Attach {
+        id: id.into(),
+        stdin,
+    }) {
+        (conn, Response::Attached { terminal, stdin }, fds) => (conn, terminal, stdin, fds),
+        (_, other, _) => panic!("attach {id}: {other:?}"),
+    }
+}
+
+/// The connection of an attach ends (EOF) once the container's output did.
+fn wait_conn_closed(conn: &UnixStream) {
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!((&*conn).read(&mut b).unwrap(), 0);
+}
+
+#[test]
+fn attach_to_a_container_with_stdin() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("attach");
+    pod.run_with("nostdin", "exec sleep 1000", false, false, false);
+    let baseline = pod.fd_count();
+    pod.run_with("cat", "exec cat", false, true, false);
+    pod.run_with("once", "exec cat", false, true, true);
+
+    // Two clients; the first writes, both read.
+    let (c1, terminal, stdin, fds1) = attach(&pod, "cat", true);
+    assert_eq!((terminal, stdin, fds1.len()), (false, true, 3));
+    let (c2, terminal, stdin, fds2) = attach(&pod, "cat", false);
+    assert_eq!((terminal, stdin, fds2.len()), (false, false, 2));
+    write_all(&fds1[0], b"ping\n");
+    assert_eq!(
+        read_until(fds1[1].as_fd(), |b| b.ends_with(b"\n")),
+        b"ping\n"
+    );
+    assert_eq!(
+        read_until(fds2[0].as_fd(), |b| b.ends_with(b"\n")),
+        b"ping\n"
+    );
+    // Detaching leaves the container running; the other client still reads.
+    drop((c2, fds2));
+    write_all(&fds1[0], b"pong\n");
+    assert_eq!(
+        read_until(fds1[1].as_fd(), |b| b.ends_with(b"\n")),
+        b"pong\n"
+    );
+    drop((c1, fds1));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(pod.state("cat").status, Status::Running);
+    // Not stdin_once: a second attach gets stdin again.
+    let (c3, _, stdin, fds3) = attach(&pod, "cat", true);
+    assert!(stdin);
+    write_all(&fds3[0], b"again\n");
+    assert_eq!(
+        read_until(fds3[1].as_fd(), |b| b.ends_with(b"\n")),
+        b"again\n"
+    );
+    let log = fs::read_to_string(pod.log_path("cat")).unwrap();
+    for l in ["stdout F ping", "stdout F pong", "stdout F again"] {
+        assert!(log.contains(l), "{log}");
+    }
+    // The container exits: the client reads EOF, then the connection ends.
+    pod.call(Request::Kill {
+        id: "cat".into(),
+        signal: 9,
+        all: false,
+    });
+    assert_eq!(read_to_end(fds3[1].as_fd()), b"");
+    assert_eq!(read_to_end(fds3[2].as_fd()), b"");
+    wait_conn_closed(&c3);
+    drop((c3, fds3));
+
+    // stdin_once: the first attach with stdin ending closes it; cat exits.
+    let (c, _, stdin, fds) = attach(&pod, "once", true);
+    assert!(stdin);
+    write_all(&fds[0], b"once\n");
+    assert_eq!(
+        read_until(fds[1].as_fd(), |b| b.ends_with(b"\n")),
+        b"once\n"
+    );
+    drop((c, fds));
+    assert_eq!(pod.wait_exited("once").exit.unwrap().exit_code, 0);
+
+    // A container without stdin: attach answers without it.
+    let (c, terminal, stdin, fds) = attach(&pod, "nostdin", true);
+    assert_eq!((terminal, stdin, fds.len()), (false, false, 2));
+    drop((c, fds));
+    // Not running: refused.
+    match pod.stream(&Request::Attach {
+        id: "once".into(),
+        stdin: false,
+    }) {
+        (_, Response::Error(ErrorReply { code, message }), _) => {
+            assert_eq!(code, ErrorCode::FailedPrecondition, "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for id in ["cat", "once"] {
+        let r = pod.call(Request::Delete {
+            id: id.into(),
+            force: false,
+        });
+        assert_eq!(r, Response::Ok);
+    }
+    pod.wait_fd_count(baseline);
+}
+
+#[test]
+fn attach_to_a_terminal_container() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("attachtty");
+    pod.run_with("t", "exec cat", true, true, false);
+    // A client gone and back (as after a berthd restart): the monitor
+    // holds the terminal.
+    drop(Client::connect(&pod.state_dir()).unwrap());
+    let baseline = pod.fd_count();
+    let (conn, terminal, stdin, fds) = attach(&pod, "t", true);
+    assert_eq!((terminal, stdin, fds.len()), (true, true, 2));
+    let [master, out] = <[OwnedFd; 2]>::try_from(fds).unwrap();
+    write_all(&master, b"hi\n");
+    // The terminal echoes the input, then cat prints it.
+    let got = read_until(out.as_fd(), |b| b == b"hi\r\nhi\r\n");
+    assert_eq!(got, b"hi\r\nhi\r\n");
+    // A resize through the master is the container's terminal's.
+    berth_shim::monitor::set_terminal_size(
+        master.as_fd(),
+        TerminalSize {
+            width: 77,
+            height: 22,
+        },
+    )
+    .unwrap();
+    let (c, _, fds) = pod.exec_stream(
+        "t",
+        &["stty", "-F", "/dev/console", "size"],
+        false,
+        false,
+        None,
+    );
+    assert_eq!(read_to_end(fds[0].as_fd()), b"22 77\n");
+    assert_eq!(exec_exited(&c), 0);
+    drop((c, fds));
+    let log = fs::read_to_string(pod.log_path("t")).unwrap();
+    assert!(log.contains("stdout F hi\r\n"), "{log}");
+    // Detach: the container runs on.
+    drop((conn, master, out));
+    pod.wait_fd_count(baseline);
+    assert_eq!(pod.state("t").status, Status::Running);
+    assert_eq!(
+        pod.call(Request::Delete {
+            id: "t".into(),
+            force: true
+        }),
+        Response::Ok
+    );
 }

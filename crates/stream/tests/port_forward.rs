@@ -118,6 +118,37 @@ async fn spdy_http_fetch_refused_port_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn spdy_tunneled_through_websocket() {
+    // client-go's SPDY-over-WebSocket dialer (crictl --transport websocket):
+    // no ports in the URL, streams name them as over plain SPDY.
+    let (server, _) = start(StreamingConfig::default()).await;
+    let web = http_server().await;
+    let url = server.get_port_forward(request(vec![])).unwrap();
+    let session = SpdyPortForward::connect_over_websocket(&url, &ClientConfig::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let SpdyForwardStream { mut data, .. } = session.open(web).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(3), fetch(&mut data))
+            .await
+            .expect("fetch");
+        assert!(response.ends_with("hello from the pod\n"), "{response}");
+    }
+    let closed = refused_port().await;
+    let SpdyForwardStream { mut error, .. } = session.open(closed).unwrap();
+    let message = SpdyForwardStream::error_message(&mut error).await.unwrap();
+    assert!(message.contains("failed to connect"), "{message}");
+    session.close();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.active_sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("tunnel session ends with its client");
+}
+
+#[tokio::test]
 async fn spdy_many_concurrent_connections() {
     let (server, _) = start(StreamingConfig::default()).await;
     let echo = echo_server().await;

@@ -163,7 +163,7 @@ impl Containers {
             .map_err(|e| internal(anyhow::anyhow!("monitor spawn task failed: {e}")))?
             .map_err(internal)?;
         laps.mark("monitor_ready");
-        self.create_in_monitor(&pod.id, id, &dirs.bundle, logs.monitor, undo)
+        self.create_in_monitor(&pod.id, id, &dirs.bundle, logs.monitor, config, undo)
             .await?;
         laps.mark("monitor_create");
 
@@ -283,17 +283,25 @@ impl Containers {
         id: &str,
         bundle: &Path,
         log_path: PathBuf,
+        config: &ContainerConfig,
         undo: &mut Undo,
     ) -> Result<(), ContainerError> {
+        let dir = self.monitor_dir(pod_id);
+        if config.tty || config.stdin {
+            // An older monitor would ignore `stdin` and cannot hold a
+            // terminal: refuse rather than create a container nobody can
+            // attach to.
+            monitor::require_streaming(&dir, pod_id).await?;
+        }
         monitor::call(
-            &self.monitor_dir(pod_id),
+            &dir,
             pod_id,
             Request::Create {
                 id: id.to_string(),
                 bundle: bundle.to_path_buf(),
                 log_path,
-                stdin: false,
-                stdin_once: false,
+                stdin: config.stdin,
+                stdin_once: config.stdin && config.stdin_once,
             },
         )
         .await
@@ -466,6 +474,9 @@ fn new_record(
             .collect(),
         resources: Some(record::ResourcesRecord::from_spec(spec)),
         user: record::UserRecord::from_spec(spec),
+        tty: config.tty,
+        stdin: config.stdin,
+        stdin_once: config.stdin && config.stdin_once,
     }
 }
 

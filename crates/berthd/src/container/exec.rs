@@ -28,7 +28,7 @@ pub enum ExecOutcome {
 impl Containers {
     /// The record of a RUNNING container, refreshed; else NotFound or
     /// FailedPrecondition naming `what`.
-    async fn running(
+    pub(crate) async fn running(
         &self,
         id: &str,
         what: &str,
@@ -40,6 +40,18 @@ impl Containers {
                 rec.id, rec.state
             )));
         }
+        Ok(rec)
+    }
+
+    /// A running container whose pod's monitor can stream (Exec, Attach):
+    /// NotFound, or FailedPrecondition naming `what` and what to do.
+    pub async fn streaming_target(
+        &self,
+        id: &str,
+        what: &str,
+    ) -> Result<super::ContainerRecord, ContainerError> {
+        let rec = self.running(id, what).await?;
+        monitor::require_streaming(&self.monitor_dir(&rec.pod_id), &rec.pod_id).await?;
         Ok(rec)
     }
 

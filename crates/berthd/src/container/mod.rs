@@ -139,7 +139,7 @@ impl Containers {
         self.pods_dir.join(pod_id)
     }
 
-    fn monitor_dir(&self, pod_id: &str) -> PathBuf {
+    pub(crate) fn monitor_dir(&self, pod_id: &str) -> PathBuf {
         monitor::state_dir(&self.monitors_dir, pod_id)
     }
 

@@ -242,6 +242,91 @@ pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallE
     }
 }
 
+/// The first protocol version with streaming: `exec_stream`, `attach`,
+/// answers carrying fds, containers with a terminal or stdin.
+pub const STREAMING_VERSION: u32 = 2;
+
+/// The protocol version of the monitor at `dir`, asking it (`hello`) when
+/// this berthd does not know it yet.
+pub async fn ensure_version(dir: &Path, pod: &str) -> Result<u32, CallError> {
+    if let Some(v) = version(dir) {
+        return Ok(v);
+    }
+    // A new connection to a monitor of unknown version asks `hello` first.
+    let conn = connect(dir, pod).await?;
+    put_idle(dir, conn);
+    version(dir).ok_or_else(|| CallError::Unexpected {
+        op: "hello",
+        answer: "no version".to_string(),
+    })
+}
+
+/// Refuses streaming with the pod's monitor when it is of a build from
+/// before streaming (it outlived a berthd upgrade with its pod).
+pub async fn require_streaming(dir: &Path, pod: &str) -> Result<(), crate::error::RuntimeError> {
+    let v = ensure_version(dir, pod)
+        .await
+        .map_err(|e| crate::error::RuntimeError::Internal(e.into()))?;
+    if v < STREAMING_VERSION {
+        return Err(crate::error::RuntimeError::FailedPrecondition(format!(
+            "monitor of pod {pod} predates streaming (protocol {v}, streaming needs {STREAMING_VERSION}): restart the pod"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection of its own to the monitor at `dir` for one streaming
+/// request (`exec_stream`, `attach`): the request line, then the answer
+/// line and the fds sent with it, read before any buffered reader touches
+/// the socket. The connection then belongs to the session (closing it
+/// kills the exec, or detaches). Blocking I/O on tokio's blocking pool,
+/// bounded by `timeout`.
+pub async fn open_session(
+    dir: &Path,
+    pod: &str,
+    req: &Request,
+    timeout: std::time::Duration,
+) -> Result<(UnixStream, Response, Vec<std::os::fd::OwnedFd>), CallError> {
+    use std::io::Write;
+    let line = encode(req, pod)?;
+    let path = dir.join(SOCKET_NAME);
+    let pod_name = pod.to_string();
+    let io = move |source| CallError::Io {
+        pod: pod_name.clone(),
+        source,
+    };
+    let unreachable_pod = pod.to_string();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut sock = std::os::unix::net::UnixStream::connect(&path).map_err(|source| {
+            CallError::Unreachable {
+                pod: unreachable_pod,
+                source,
+            }
+        })?;
+        sock.set_read_timeout(Some(timeout)).map_err(&io)?;
+        sock.set_write_timeout(Some(timeout)).map_err(&io)?;
+        sock.write_all(&line).map_err(&io)?;
+        let (answer, fds) = berth_monitor_protocol::fds::recv_line_with_fds(&sock).map_err(&io)?;
+        let resp: Response =
+            serde_json::from_slice(&answer).map_err(|e| io(std::io::Error::other(e)))?;
+        sock.set_read_timeout(None).map_err(&io)?;
+        sock.set_write_timeout(None).map_err(&io)?;
+        sock.set_nonblocking(true).map_err(&io)?;
+        Ok::<_, CallError>((sock, resp, fds))
+    })
+    .await
+    .map_err(|e| CallError::Io {
+        pod: pod.to_string(),
+        source: std::io::Error::other(format!("monitor session task failed: {e}")),
+    })?;
+    let (sock, resp, fds) = opened?;
+    let sock = UnixStream::from_std(sock).map_err(|source| CallError::Io {
+        pod: pod.to_string(),
+        source,
+    })?;
+    Ok((sock, resp, fds))
+}
+
 /// Starts the pod's monitor unless one already answers. The caller
 /// serialises this per daemon, so two creates never spawn two monitors.
 pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {

@@ -72,6 +72,16 @@ pub struct ContainerRecord {
     /// written before Berth kept it.
     #[serde(default)]
     pub user: Option<UserRecord>,
+    /// Created with a terminal (`tty`): attach gets its master.
+    #[serde(default)]
+    pub tty: bool,
+    /// Created with a stdin pipe the monitor keeps for attach.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The monitor closes that stdin once the first attach with stdin
+    /// ends; attach then ends at the client's stdin EOF.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl ContainerRecord {

@@ -1,7 +1,9 @@
 //! The CRI gRPC services. Like containerd's CRI server, one file per RPC (or
 //! small group of RPCs); this module only wires the tonic traits to them.
 
+mod container_attach;
 mod container_create;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -23,6 +25,7 @@ mod metrics;
 mod runtime_config;
 mod runtime_service;
 mod sandbox_list;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
@@ -56,7 +59,24 @@ pub(crate) fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
     )))
 }
 
-/// Both CRI services over one shared daemon state.
-pub fn services(daemon: Arc<Daemon>) -> (RuntimeSvc, ImageSvc) {
-    (RuntimeSvc::new(daemon.clone()), ImageSvc::new(daemon))
+/// Both CRI services over one shared daemon state; Exec, Attach and
+/// PortForward hand out URLs of `streaming`.
+pub fn services(
+    daemon: Arc<Daemon>,
+    streaming: Arc<berth_stream::StreamingServer>,
+) -> (RuntimeSvc, ImageSvc) {
+    (
+        RuntimeSvc::new(daemon.clone(), streaming),
+        ImageSvc::new(daemon),
+    )
+}
+
+/// Why the streaming server would not issue a URL, as a gRPC status.
+pub(crate) fn streaming_request_error(e: berth_stream::RequestError) -> Status {
+    match e {
+        berth_stream::RequestError::InvalidArgument(m) => Status::invalid_argument(m),
+        e @ berth_stream::RequestError::TooManyPending { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
+    }
 }

@@ -5,24 +5,27 @@ use std::sync::Arc;
 
 use berth_api::v1::runtime_service_server::RuntimeService;
 use berth_api::v1::*;
+use berth_stream::StreamingServer;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, container_create, container_exec_sync, container_list, container_remove,
-    container_reopen_log, container_start, container_status, container_stop,
-    container_update_resources, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
-    sandbox_status, sandbox_stop, status, unimplemented, update_runtime_config, version,
+    BoxStream, container_attach, container_create, container_exec, container_exec_sync,
+    container_list, container_remove, container_reopen_log, container_start, container_status,
+    container_stop, container_update_resources, runtime_config, sandbox_list, sandbox_port_forward,
+    sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unimplemented,
+    update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
 use crate::daemon::Daemon;
 
 pub struct RuntimeSvc {
     daemon: Arc<Daemon>,
+    streaming: Arc<StreamingServer>,
 }
 
 impl RuntimeSvc {
-    pub fn new(daemon: Arc<Daemon>) -> Self {
-        RuntimeSvc { daemon }
+    pub fn new(daemon: Arc<Daemon>, streaming: Arc<StreamingServer>) -> Self {
+        RuntimeSvc { daemon, streaming }
     }
 }
 
@@ -196,24 +199,30 @@ impl RuntimeService for RuntimeSvc {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        unimplemented("Exec")
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        container_exec::exec(&self.daemon, &self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn attach(
         &self,
-        _req: Request<AttachRequest>,
+        req: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        unimplemented("Attach")
+        container_attach::attach(&self.daemon, &self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn port_forward(
         &self,
-        _req: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        sandbox_port_forward::port_forward(&self.daemon, &self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

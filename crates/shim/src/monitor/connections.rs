@@ -20,9 +20,30 @@ pub(super) struct Conn {
     /// Bytes received and not yet served (a partial line, or lines queued
     /// behind a deferred answer).
     pub buf: Vec<u8>,
+    pub mode: Mode,
+}
+
+/// What a connection is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Request lines, answered in order.
+    Requests,
     /// An exec or stop answer is due on this connection: answers stay in
     /// request order, so it is neither polled nor served until then.
-    pub waiting: bool,
+    Waiting,
+    /// Handed over to the streaming exec of this pid: polled only to see
+    /// it close; `ExecExited` is its last line.
+    ExecStream(i32),
+    /// Handed over to an attach to this container: polled only to see it
+    /// close (detach).
+    Attached(String),
+}
+
+impl Mode {
+    /// The connection belongs to a streaming session, not to requests.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Mode::ExecStream(_) | Mode::Attached(_))
+    }
 }
 
 /// Open connections by number. A connection being served is taken out and
@@ -49,7 +70,7 @@ impl Connections {
                         Conn {
                             stream,
                             buf: Vec::new(),
-                            waiting: false,
+                            mode: Mode::Requests,
                         },
                     );
                 }
@@ -67,12 +88,21 @@ impl Connections {
         self.open.insert(n, conn);
     }
 
-    /// Connections to poll for requests (none waits for a deferred answer).
+    /// Connections to poll: for requests, or for the end of a streaming
+    /// session (none waits for a deferred answer).
     pub fn polled(&self) -> impl Iterator<Item = (u64, &Conn)> {
         self.open
             .iter()
-            .filter(|(_, c)| !c.waiting)
+            .filter(|(_, c)| c.mode != Mode::Waiting)
             .map(|(n, c)| (*n, c))
+    }
+
+    /// Attach connections and the container each is attached to.
+    pub fn attached(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.open.iter().filter_map(|(n, c)| match &c.mode {
+            Mode::Attached(id) => Some((*n, id.as_str())),
+            _ => None,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -81,7 +111,8 @@ impl Connections {
 }
 
 /// Writes one response line. `MSG_NOSIGNAL`: a client that went away must not
-/// kill the monitor with SIGPIPE (which stays at its default, see `daemon`).
+/// raise SIGPIPE (the monitor handles it, see `daemon`, but a stray signal
+/// is still a wasted wakeup).
 pub(super) fn reply(stream: &UnixStream, resp: &Response) -> bool {
     let mut out = match serde_json::to_vec(resp) {
         Ok(v) => v,

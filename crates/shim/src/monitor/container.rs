@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use libcontainer::container::Container;
 
+use super::attach::Attacher;
 use crate::cri_log::CriLogWriter;
 use crate::exec::ExecBase;
 use berth_monitor_protocol::{ContainerState, ExitRecord, Status};
@@ -18,8 +19,21 @@ pub(super) struct Ctr {
     pub started_at: i64,
     pub exit: Option<ExitRecord>,
     pub log: CriLogWriter,
-    /// Read ends of stdout and stderr; `None` once at EOF.
+    /// Read ends of stdout and stderr (with a terminal: a dup of its master,
+    /// and no stderr); `None` once at EOF.
     pub pipes: [Option<OwnedFd>; 2],
+    /// The terminal's master (`process.terminal`), for attaches.
+    pub terminal: Option<OwnedFd>,
+    /// Attaches may write to the container's stdin: created with `stdin`,
+    /// and not yet closed by `stdin_once`.
+    pub stdin: bool,
+    /// Without a terminal: the write end of the container's stdin pipe
+    /// (while `stdin`).
+    pub stdin_pipe: Option<OwnedFd>,
+    /// Close stdin once the first attach that used it ended.
+    pub stdin_once: bool,
+    /// Attached clients, fed with the output read from now on.
+    pub attachers: Vec<Attacher>,
     pub cgroup_path: PathBuf,
     /// The process spec and seccomp filter execs reuse, read from the
     /// bundle on the first exec.
@@ -45,5 +59,18 @@ impl Ctr {
     /// Created or running: its init was not reaped yet.
     pub fn alive(&self) -> bool {
         self.exit.is_none()
+    }
+
+    /// Every output stream reached EOF.
+    pub fn output_ended(&self) -> bool {
+        self.pipes.iter().all(Option::is_none)
+    }
+
+    /// No more input: the stdin pipe closes (the container reads EOF once
+    /// the attached clients' copies are closed too); later attaches get no
+    /// stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = false;
+        self.stdin_pipe = None;
     }
 }

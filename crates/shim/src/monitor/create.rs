@@ -1,17 +1,25 @@
 //! Create: libcontainer builds the container (its init waits for start),
-//! stdout/stderr go through pipes the loop reads into the CRI log.
+//! stdout/stderr go through pipes the loop reads into the CRI log; or, with
+//! `process.terminal`, through a pseudo-terminal whose master the monitor
+//! holds and reads as stdout. With `stdin` the monitor keeps the write end
+//! of a pipe on the container's stdin, for attaches.
 
 use std::fs::{self, File};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Instant;
 
+use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
 
 use super::container::Ctr;
 use super::error::{Op, OpError};
 use super::libcontainer_call::{OwnOomScore, chain, explained, with_sigchld_unblocked};
-use super::stdio::stdio_pipe;
+use super::stdio::{stdin_pipe, stdio_pipe};
+use super::terminal;
 use super::{Monitor, now_ns};
 use crate::cri_log::CriLogWriter;
 use crate::exit_record;
@@ -24,6 +32,7 @@ impl Monitor {
         id: &str,
         bundle: &Path,
         log_path: &Path,
+        stdio: CreateStdin,
     ) -> Result<i32, OpError> {
         if self.shutdown {
             return Err(Op::Create.invalid_state(id, "monitor is shutting down"));
@@ -38,20 +47,42 @@ impl Monitor {
         let t0 = Instant::now();
         let log = CriLogWriter::open(log_path)
             .map_err(|e| Op::Create.failed(id, fail("open log", &e)))?;
-        let (out_r, out_w) = stdio_pipe().map_err(|e| Op::Create.failed(id, fail("pipe", &e)))?;
-        let (err_r, err_w) = stdio_pipe().map_err(|e| Op::Create.failed(id, fail("pipe", &e)))?;
-        let devnull = File::open("/dev/null")
-            .map_err(|e| Op::Create.failed(id, fail("open /dev/null", &e)))?;
         let state_dir = self.containers_dir.join(id);
         let existed = state_dir.exists();
 
         let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .validate_id()
             .and_then(|b| b.with_root_path(&self.containers_dir))
-            .map_err(|e| Op::Create.failed(id, fail("libcontainer", &e)))?
-            .with_stdin(devnull)
-            .with_stdout(out_w)
-            .with_stderr(err_w)
+            .map_err(|e| Op::Create.failed(id, fail("libcontainer", &e)))?;
+        // With a terminal, libcontainer makes it the init's stdio.
+        let terminal = terminal::wants_terminal(bundle);
+        let mut pipes = [None, None];
+        let mut stdin_w = None;
+        let builder = if terminal {
+            let console = self
+                .console_for_build()
+                .map_err(|e| Op::Create.failed(id, fail("console socket", &e)))?;
+            builder.with_console_socket(Some(console))
+        } else {
+            let pipe_failed = |e: std::io::Error| Op::Create.failed(id, fail("pipe", &e));
+            let (out_r, out_w) = stdio_pipe().map_err(pipe_failed)?;
+            let (err_r, err_w) = stdio_pipe().map_err(pipe_failed)?;
+            pipes = [Some(out_r), Some(err_r)];
+            let stdin_r: OwnedFd = if stdio.stdin {
+                let (r, w) = stdin_pipe().map_err(pipe_failed)?;
+                stdin_w = Some(w);
+                r
+            } else {
+                File::open("/dev/null")
+                    .map_err(|e| Op::Create.failed(id, fail("open /dev/null", &e)))?
+                    .into()
+            };
+            builder
+                .with_stdin(stdin_r)
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+        };
+        let builder = builder
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true);
@@ -71,7 +102,7 @@ impl Monitor {
         }
         // A SIGCHLD that arrived while unblocked was lost.
         self.reap();
-        let container = match built {
+        let mut container = match built {
             Ok(c) => c,
             Err(e) => {
                 // libcontainer cleans up after a failed clone, not after a
@@ -84,6 +115,20 @@ impl Monitor {
             }
         };
         let pid = container.pid().map_or(0, |p| p.as_raw());
+        let mut master = None;
+        if terminal {
+            let got = self.received_master().and_then(|m| Ok((m.try_clone()?, m)));
+            match got {
+                Ok((read, m)) => {
+                    pipes[0] = Some(read);
+                    master = Some(m);
+                }
+                Err(e) => {
+                    discard_created(&mut container, pid);
+                    return Err(Op::Create.failed(id, fail("terminal", &e)));
+                }
+            }
+        }
         let (cgroup_path, has_hooks) = container
             .spec()
             .map(|c| (c.cgroup_path, c.hooks.is_some()))
@@ -100,7 +145,12 @@ impl Monitor {
                 started_at: 0,
                 exit: None,
                 log,
-                pipes: [Some(out_r), Some(err_r)],
+                pipes,
+                terminal: master,
+                stdin: stdio.stdin,
+                stdin_pipe: stdin_w,
+                stdin_once: stdio.stdin_once,
+                attachers: Vec::new(),
                 cgroup_path,
                 exec_base: None,
                 has_hooks,
@@ -108,4 +158,26 @@ impl Monitor {
         );
         Ok(pid)
     }
+}
+
+/// What a container's stdin is (`Request::Create`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CreateStdin {
+    /// Attaches may write to it: a pipe the monitor holds the write end of
+    /// (with a terminal: the terminal itself). Otherwise /dev/null.
+    pub stdin: bool,
+    /// Closed once the first attach that used it ended.
+    pub stdin_once: bool,
+}
+
+/// Undoes a create that succeeded in libcontainer but cannot be used (its
+/// terminal never arrived): kill and reap the waiting init, remove its state.
+fn discard_created(container: &mut Container, pid: i32) {
+    if let Ok(sig) = libcontainer::signal::Signal::try_from(libc::SIGKILL) {
+        let _ = container.kill(sig, true);
+    }
+    if pid > 0 {
+        let _ = waitpid(Pid::from_raw(pid), None);
+    }
+    let _ = container.delete(true);
 }

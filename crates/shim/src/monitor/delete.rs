@@ -35,15 +35,13 @@ impl Monitor {
             {
                 return Err(Op::Delete.failed(id, format!("kill: {e}")));
             }
-            let pid = Pid::from_raw(c.pid);
-            loop {
-                match waitpid(pid, None) {
-                    Err(Errno::EINTR) => continue,
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(_) => continue,
-                }
-            }
+            let pid = c.pid;
+            self.wait_for_init(pid);
         }
+        let c = self
+            .ctrs
+            .get_mut(id)
+            .ok_or_else(|| OpError::NotFound(id.to_string()))?;
         if c.has_hooks {
             c.container
                 .delete(true)
@@ -65,11 +63,32 @@ impl Monitor {
                 &format!("{id}.exit.json"),
             );
         }
+        self.kill_exec_streams(id);
+        // Attached clients read the rest of the output, then EOF.
         if let Some(mut c) = self.ctrs.remove(id) {
             for i in 0..2 {
                 read_pipe(&mut c, i, &mut self.buf, true, PollFlags::POLLIN);
             }
         }
         Ok(())
+    }
+
+    /// Waits until the killed init `pid` is reaped. Every other child is
+    /// reaped meanwhile as the loop would: an init of a PID namespace does
+    /// not finish exiting before the namespace's other processes are
+    /// reaped, and an exec's process is the monitor's child, not the init's.
+    fn wait_for_init(&mut self, pid: i32) {
+        loop {
+            let (child, code, signal) = match waitpid(Pid::from_raw(-1), None) {
+                Ok(WaitStatus::Exited(p, code)) => (p.as_raw(), code, 0),
+                Ok(WaitStatus::Signaled(p, sig, _)) => (p.as_raw(), 128 + sig as i32, sig as i32),
+                Err(Errno::EINTR) | Ok(_) => continue,
+                Err(_) => return,
+            };
+            if child == pid {
+                return;
+            }
+            self.on_exit(child, code, signal);
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! A request line to the operation that answers it.
 
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use super::Monitor;
+use super::connections::Mode;
+use super::create::CreateStdin;
 use super::error::{Op, OpError};
+use super::exec_stream::StreamStdio;
 use crate::exec::ExecSpec;
 use berth_monitor_protocol::{PROTOCOL_VERSION, Request, Response};
 
@@ -14,7 +18,27 @@ pub(super) enum Reply {
     /// Later, on the same connection: an exec once it exited, a stop once
     /// the container did.
     Deferred,
+    /// Now, with fds; the connection then belongs to a streaming session.
+    Handover(Handover),
 }
+
+/// An answer that hands stdio fds to the client (one `sendmsg`, see
+/// `berth_monitor_protocol::fds`); the monitor closes its copies once sent.
+#[derive(Debug)]
+pub(super) struct Handover {
+    pub resp: Response,
+    pub fds: Vec<OwnedFd>,
+    /// What the connection is for from then on.
+    pub mode: Mode,
+}
+
+impl PartialEq for Handover {
+    fn eq(&self, o: &Handover) -> bool {
+        self.resp == o.resp && self.mode == o.mode && self.fds.len() == o.fds.len()
+    }
+}
+
+impl Eq for Handover {}
 
 /// Parses one request line (without its newline).
 fn parse(line: &[u8]) -> Result<Request, OpError> {
@@ -54,10 +78,10 @@ impl Monitor {
                 id,
                 bundle,
                 log_path,
-                stdin: _,
-                stdin_once: _,
+                stdin,
+                stdin_once,
             } => now(Response::Created {
-                pid: self.create(&id, &bundle, &log_path)?,
+                pid: self.create(&id, &bundle, &log_path, CreateStdin { stdin, stdin_once })?,
             }),
             Request::Start { id } => {
                 self.start(&id)?;
@@ -127,12 +151,24 @@ impl Monitor {
                 self.shutdown = true;
                 now(Response::Ok)
             }
-            // Placeholder until the streaming ops land in the monitor.
-            Request::ExecStream { id, .. } | Request::Attach { id, .. } => {
-                Err(OpError::BadRequest(format!(
-                    "streaming to container {id} is not implemented in this monitor"
-                )))
+            Request::ExecStream {
+                id,
+                args,
+                env,
+                cwd,
+                tty,
+                stdin,
+                size,
+            } => {
+                let spec = ExecSpec {
+                    args: &args,
+                    env: &env,
+                    cwd: cwd.as_deref(),
+                };
+                let io = StreamStdio { tty, stdin, size };
+                self.start_exec_stream(conn, &id, &spec, io)
             }
+            Request::Attach { id, stdin } => self.attach(conn, &id, stdin),
         }
     }
 }
@@ -211,6 +247,8 @@ mod tests {
             r#"{"op":"reopen_log","id":"nope"}"#,
             r#"{"op":"update","id":"nope","resources":{}}"#,
             r#"{"op":"exec","id":"nope","args":["true"]}"#,
+            r#"{"op":"exec_stream","id":"nope","args":["sh"],"tty":true,"stdin":true}"#,
+            r#"{"op":"attach","id":"nope","stdin":true}"#,
             r#"{"op":"stop","id":"nope","signal":15,"timeout_ms":0,"kill_wait_ms":0}"#,
         ] {
             let (code, msg) = error_of(m.dispatch(0, line.as_bytes()));

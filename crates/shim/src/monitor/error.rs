@@ -33,6 +33,7 @@ pub enum Op {
     Kill,
     Delete,
     Exec,
+    Attach,
     Update,
     ReopenLog,
 }
@@ -45,6 +46,7 @@ impl fmt::Display for Op {
             Op::Kill => "kill container",
             Op::Delete => "delete container",
             Op::Exec => "exec in container",
+            Op::Attach => "attach to container",
             Op::Update => "update container",
             Op::ReopenLog => "reopen log of container",
         })

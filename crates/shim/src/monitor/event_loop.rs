@@ -3,7 +3,8 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -11,10 +12,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
 use super::Monitor;
-use super::connections::{MAX_REQUEST, reply};
+use super::connections::{Conn, MAX_REQUEST, Mode, reply};
 use super::dispatch::Reply;
 use super::error::OpError;
 use super::stdio::{read_exec_pipe, read_pipe};
+use berth_monitor_protocol::fds::send_line_with_fds;
 use berth_monitor_protocol::{Response, SOCKET_NAME};
 
 /// What a ready descriptor of one poll round is.
@@ -79,6 +81,8 @@ impl Monitor {
             }
             self.finish_execs();
             self.finish_stops();
+            self.finish_exec_streams();
+            self.finish_attaches();
         }
         let _ = fs::remove_file(self.state_dir.join(SOCKET_NAME));
     }
@@ -134,11 +138,15 @@ impl Monitor {
     }
 
     /// Reads what connection `n` sent and answers every complete request
-    /// line, until one is deferred (an exec or stop).
+    /// line, until one is deferred (an exec or stop) or hands the
+    /// connection over to a streaming session.
     pub(super) fn serve_conn(&mut self, n: u64) {
         let Some(mut conn) = self.conns.take(n) else {
             return;
         };
+        if conn.mode.is_stream() {
+            return self.serve_stream_conn(n, conn);
+        }
         let mut open = true;
         match recv(
             conn.stream.as_raw_fd(),
@@ -156,7 +164,19 @@ impl Monitor {
                 Reply::Now(resp) => resp,
                 // Answered by `finish_execs` / `finish_stops`.
                 Reply::Deferred => {
-                    conn.waiting = true;
+                    conn.mode = Mode::Waiting;
+                    break;
+                }
+                Reply::Handover(h) => {
+                    // Nothing more is read as requests on this connection.
+                    conn.buf.clear();
+                    if send_handover(&conn.stream, &h.resp, &h.fds) {
+                        conn.mode = h.mode;
+                    } else {
+                        open = false;
+                        self.stream_closed(n, &h.mode, false);
+                    }
+                    // `h.fds` close here: the client holds them now.
                     break;
                 }
             };
@@ -174,6 +194,33 @@ impl Monitor {
         }
         if open {
             self.conns.put(n, conn);
+        } else if conn.mode.is_stream() {
+            self.stream_closed(n, &conn.mode, true);
+        }
+    }
+
+    /// A streaming session's connection is readable: it closed (the
+    /// session ends), or the client sent bytes nobody reads (dropped).
+    fn serve_stream_conn(&mut self, n: u64, conn: Conn) {
+        match recv(
+            conn.stream.as_raw_fd(),
+            &mut self.buf,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(k) if k > 0 => self.conns.put(n, conn),
+            Err(Errno::EAGAIN | Errno::EINTR) => self.conns.put(n, conn),
+            _ => self.stream_closed(n, &conn.mode, true),
+        }
+    }
+
+    /// Connection `n` of a streaming session closed (`handed`: after the
+    /// client received its fds): an exec still running is killed, an attach
+    /// detaches.
+    fn stream_closed(&mut self, n: u64, mode: &Mode, handed: bool) {
+        match mode {
+            Mode::ExecStream(pid) => self.exec_stream_closed(*pid),
+            Mode::Attached(id) => self.detach(n, id, handed),
+            Mode::Requests | Mode::Waiting => {}
         }
     }
 
@@ -183,7 +230,7 @@ impl Monitor {
         let Some(mut conn) = self.conns.take(n) else {
             return false;
         };
-        conn.waiting = false;
+        conn.mode = Mode::Requests;
         if reply(&conn.stream, resp) {
             let pending = conn.buf.contains(&b'\n');
             self.conns.put(n, conn);
@@ -194,6 +241,17 @@ impl Monitor {
         }
         true
     }
+}
+
+/// Sends an answer line with the fds it hands over. False: the client went
+/// away.
+fn send_handover(stream: &UnixStream, resp: &Response, fds: &[OwnedFd]) -> bool {
+    let Ok(mut line) = serde_json::to_vec(resp) else {
+        return false;
+    };
+    line.push(b'\n');
+    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    send_line_with_fds(stream.as_fd(), &line, &fds).is_ok()
 }
 
 /// The poll timeout that wakes the loop at `wake_at` (none: sleep until an

@@ -13,7 +13,7 @@ use super::Monitor;
 use super::error::{Op, OpError};
 use super::libcontainer_call::{OwnOomScore, explained, with_sigchld_unblocked};
 use super::stdio::{read_exec_pipe, stdio_pipe};
-use crate::exec::{self, ExecSpec};
+use crate::exec::{self, ExecSpec, ExecStdio};
 use berth_monitor_protocol::{Response, Status};
 
 /// One running exec and what it printed so far.
@@ -134,38 +134,16 @@ impl Monitor {
         timeout_ms: u64,
         max_output: usize,
     ) -> Result<(), OpError> {
-        self.reap();
-        let c = self.get_mut(id)?;
-        if c.status != Status::Running || !c.alive() {
-            return Err(Op::Exec.invalid_state(id, format!("it is {:?}, not running", c.status)));
-        }
-        let base = match &c.exec_base {
-            Some(b) => b.clone(),
-            None => {
-                let b = Rc::new(exec::ExecBase::load(id, c.container.bundle())?);
-                c.exec_base = Some(b.clone());
-                b
-            }
-        };
+        let base = self.exec_base(id)?;
         let (out_r, out_w) = stdio_pipe().map_err(|e| Op::Exec.failed(id, e))?;
         let (err_r, err_w) = stdio_pipe().map_err(|e| Op::Exec.failed(id, e))?;
         let started = Instant::now();
-        // As for create: SIGCHLD unblocked in the child, the monitor's own
-        // oom_score_adj restored after libcontainer wrote the spec's.
-        let own_oom = OwnOomScore::save();
-        let mark = self.log_mark();
-        let spawned = with_sigchld_unblocked(|| {
-            exec::spawn(&self.containers_dir, id, &base, spec, [out_w, err_w])
-        });
-        own_oom.restore();
-        let pid = spawned.map_err(|e| match e {
-            OpError::Failed { op, id, why } => OpError::Failed {
-                op,
-                id,
-                why: explained(why, &mark),
-            },
-            e => e,
-        })?;
+        let stdio = ExecStdio::Fds {
+            stdin: None,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        let pid = self.spawn_exec(id, &base, spec, stdio)?;
         self.execs.0.insert(
             pid,
             Exec {
@@ -183,6 +161,51 @@ impl Monitor {
         // A SIGCHLD of a fast exec may have been lost while unblocked.
         self.reap();
         Ok(())
+    }
+
+    /// What execs in running container `id` start from (read from its
+    /// bundle on the first exec).
+    pub(super) fn exec_base(&mut self, id: &str) -> Result<Rc<exec::ExecBase>, OpError> {
+        self.reap();
+        let c = self.get_mut(id)?;
+        if c.status != Status::Running || !c.alive() {
+            return Err(Op::Exec.invalid_state(id, format!("it is {:?}, not running", c.status)));
+        }
+        Ok(match &c.exec_base {
+            Some(b) => b.clone(),
+            None => {
+                let b = Rc::new(exec::ExecBase::load(id, c.container.bundle())?);
+                c.exec_base = Some(b.clone());
+                b
+            }
+        })
+    }
+
+    /// Starts an exec's process (see `exec::spawn`); returns its pid. As
+    /// for create: SIGCHLD unblocked in the child, the monitor's own
+    /// oom_score_adj restored after libcontainer wrote the spec's. The
+    /// caller reaps after registering the pid (a SIGCHLD may have been
+    /// lost meanwhile).
+    pub(super) fn spawn_exec(
+        &mut self,
+        id: &str,
+        base: &exec::ExecBase,
+        spec: &ExecSpec<'_>,
+        stdio: ExecStdio<'_>,
+    ) -> Result<i32, OpError> {
+        let own_oom = OwnOomScore::save();
+        let mark = self.log_mark();
+        let spawned =
+            with_sigchld_unblocked(|| exec::spawn(&self.containers_dir, id, base, spec, stdio));
+        own_oom.restore();
+        spawned.map_err(|e| match e {
+            OpError::Failed { op, id, why } => OpError::Failed {
+                op,
+                id,
+                why: explained(why, &mark),
+            },
+            e => e,
+        })
     }
 
     /// SIGKILLs every exec past its deadline (answered once reaped).

@@ -13,11 +13,15 @@
 //!   (on the table of `container::Ctr`s); `libcontainer_call`: what
 //!   surrounds every libcontainer build.
 //! - deferred answers: `stop_waiters`, `exec_waiters`.
+//! - streaming, where the connection is handed over with the stdio fds and
+//!   stays open for the session: `exec_stream`, `attach`; `terminal`: the
+//!   console socket (pseudo-terminals of containers and execs).
 //! - `reaper` (SIGCHLD, exit records, OOM kills), `stdio` (pipes into logs),
 //!   `trash` (deleted state, emptied when idle).
 //! - cgroups (update, removal, OOM kills): the `berth-cgroup` crate.
 //! - `error`: the typed errors, mapped to the protocol's error codes.
 
+mod attach;
 mod connections;
 mod container;
 mod create;
@@ -25,6 +29,7 @@ mod delete;
 mod dispatch;
 mod error;
 mod event_loop;
+mod exec_stream;
 mod exec_waiters;
 mod kill;
 mod libcontainer_call;
@@ -32,6 +37,7 @@ mod reaper;
 mod start;
 mod stdio;
 mod stop_waiters;
+mod terminal;
 mod trash;
 mod update;
 
@@ -50,11 +56,14 @@ use berth_monitor_protocol::SOCKET_NAME;
 
 pub use error::{MonitorError, Op, OpError};
 pub(crate) use libcontainer_call::chain;
+pub use terminal::set_terminal_size;
 
 use connections::Connections;
 use container::Ctr;
+use exec_stream::StreamExecs;
 use exec_waiters::ExecWaiters;
 use stop_waiters::StopWaiters;
+use terminal::ConsoleSocket;
 use trash::Trash;
 
 /// Directory (inside the state dir) holding durable exit records.
@@ -79,6 +88,11 @@ pub struct Monitor {
     ctrs: HashMap<String, Ctr>,
     /// Execs whose answer is due once they exited.
     execs: ExecWaiters,
+    /// Streaming execs, until their exit is told.
+    exec_streams: StreamExecs,
+    /// Where libcontainer sends new terminals' masters; opened on the
+    /// first terminal.
+    console: Option<ConsoleSocket>,
     /// Stops whose answer is due once their container exited.
     stops: StopWaiters,
     trash: Trash,
@@ -135,6 +149,8 @@ impl Monitor {
             conns: Connections::default(),
             ctrs: HashMap::new(),
             execs: ExecWaiters::default(),
+            exec_streams: StreamExecs::default(),
+            console: None,
             stops: StopWaiters::default(),
             trash: Trash::open(trash_dir),
             cgroups: Layout::detect(),

@@ -31,8 +31,8 @@ impl Monitor {
         }
     }
 
-    fn on_exit(&mut self, pid: i32, exit_code: i32, signal: i32) {
-        if self.execs.on_exit(pid, exit_code) {
+    pub(super) fn on_exit(&mut self, pid: i32, exit_code: i32, signal: i32) {
+        if self.execs.on_exit(pid, exit_code) || self.exec_streams.on_exit(pid, exit_code) {
             return;
         }
         let Some((id, c)) = self
@@ -58,5 +58,10 @@ impl Monitor {
         }
         c.status = Status::Exited;
         c.exit = Some(rec);
+        // Nobody reads its stdin any more.
+        c.close_stdin();
+        // Without a PID namespace of its own, its execs may outlive it.
+        let id = id.clone();
+        self.kill_exec_streams(&id);
     }
 }

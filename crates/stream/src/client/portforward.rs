@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{ClientConfig, ClientError, dial};
+use crate::portforward::tunnel;
 use crate::runtime::{AsyncReadWrite, Disconnected};
 use crate::websocket::{self as ws, ChannelDuplex, Codec, Framing, Setup};
 
@@ -40,6 +41,26 @@ impl SpdyPortForward {
         let (upgraded, _) = dial::spdy_upgrade(url, config, &protocols).await?;
         Ok(Self {
             conn: Connection::client(TokioIo::new(upgraded), berth_spdy::Config::default()),
+            next_request: AtomicU64::new(0),
+        })
+    }
+
+    /// The same session tunneled through WebSocket
+    /// (`SPDY/3.1+portforward.k8s.io`), as client-go's
+    /// `NewSPDYOverWebsocketDialer` (`crictl port-forward --transport websocket`).
+    pub async fn connect_over_websocket(
+        url: &str,
+        config: &ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let protocols = [tunnel::PROTOCOL.to_string()];
+        let (socket, protocol) = dial::websocket(url, config, &protocols, 16 * 1024 * 1024).await?;
+        if protocol != tunnel::PROTOCOL {
+            return Err(ClientError::Protocol(format!("server chose {protocol:?}")));
+        }
+        let (session_end, bridge_end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(tunnel::bridge(socket, bridge_end));
+        Ok(Self {
+            conn: Connection::client(session_end, berth_spdy::Config::default()),
             next_request: AtomicU64::new(0),
         })
     }

@@ -3,6 +3,7 @@
 //! failure goes to that request's error stream and the session goes on).
 
 mod spdy;
+pub(crate) mod tunnel;
 mod websocket;
 
 use std::sync::Arc;
@@ -35,7 +36,18 @@ pub(crate) async fn serve(
     }
     let headers = req.headers();
     let session_shared = shared.clone();
-    if ws::is_websocket_request(headers) {
+    if ws::is_websocket_request(headers) && tunnel::is_requested(headers) {
+        // SPDY inside WebSocket messages: ports come per stream, as over SPDY.
+        let response = match ws::upgrade_response(headers, tunnel::PROTOCOL) {
+            Ok(response) => response,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let sandbox = forward.pod_sandbox_id;
+        spawn_upgraded(&shared, &mut req, move |upgraded| {
+            tunnel::run(session_shared, upgraded, sandbox)
+        });
+        response
+    } else if ws::is_websocket_request(headers) {
         let ports = match websocket_ports(&forward, req.uri().query()).and_then(check_port_count) {
             Ok(ports) => ports,
             Err(message) => return text_response(StatusCode::BAD_REQUEST, message),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use berth_spdy::{Connection, Headers, IncomingStream, RstStatus, Stream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,7 +31,16 @@ struct Pair {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, upgraded: Upgraded, sandbox: String) {
-    let conn = Connection::server(TokioIo::new(upgraded), port_forward_config(&shared.config));
+    run_on(shared, TokioIo::new(upgraded), sandbox).await
+}
+
+/// The session over any byte stream: an upgraded HTTP connection, or a
+/// WebSocket tunnel (`tunnel.rs`).
+pub(crate) async fn run_on<IO>(shared: Arc<Shared>, io: IO, sandbox: String)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let conn = Connection::server(io, port_forward_config(&shared.config));
     let sandbox: Arc<str> = sandbox.into();
     let (trigger, disconnected) = Disconnected::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();

@@ -285,8 +285,21 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
-    // Every writer is gone: the session is over.
+    // Every writer is gone: the session is over. A normal-closure code,
+    // not an empty Close: client-go reports `close 1005 (no status)` as a
+    // failed stream.
+    let _ = sink.send(normal_close()).await;
     let _ = sink.close().await;
+}
+
+/// A Close frame with status 1000 (normal closure).
+pub(crate) fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(

@@ -35,6 +35,7 @@ while (($#)); do
 done
 [[ $(id -u) == 0 ]] || { echo "cluster-test: run as root (hack/cluster.sh needs it)" >&2; exit 1; }
 
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
 CARGO_TEST=(nice -n "$NICE" cargo test --locked -p berth-e2e --features cluster --test cluster)
 PHASES=()
 phase_start=0
@@ -84,11 +85,11 @@ run_tests() {
     if "${CARGO_TEST[@]}" "$@"; then end ok; else end FAILED; failed=1; fi
 }
 if ((${#FILTERS[@]})); then
-    run_tests "tests (${FILTERS[*]})" "${FILTERS[@]}" -- --test-threads="$THREADS"
+    run_tests "tests (${FILTERS[*]})" "${FILTERS[@]}" -- --test-threads="$THREADS" --show-output
 else
     # serial_* tests disturb the whole node (they kill berthd): alone, after the others.
-    run_tests "tests (parallel: $THREADS)" -- --skip serial_ --test-threads="$THREADS"
-    run_tests "tests (serial)" serial_ -- --test-threads=1
+    run_tests "tests (parallel: $THREADS)" -- --skip serial_ --test-threads="$THREADS" --show-output
+    run_tests "tests (serial)" serial_ -- --test-threads=1 --show-output
 fi
 
 # Every test deletes its namespace; none may be left behind.

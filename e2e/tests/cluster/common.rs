@@ -7,9 +7,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod, ServiceAccount};
+use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::{Client, Resource};
-use k8s_openapi::serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The node hack/cluster.sh registers (BERTH_NODE_NAME).
@@ -47,7 +47,11 @@ impl TestNs {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let name = format!("e2e-{prefix}-{:x}{:05x}", std::process::id() & 0xfff, nanos >> 12);
+        let name = format!(
+            "e2e-{prefix}-{:x}{:05x}",
+            std::process::id() & 0xfff,
+            nanos >> 12
+        );
         let ns: Namespace = from_json(serde_json::json!({
             "metadata": { "name": name, "labels": { "berth-e2e": "cluster" } }
         }));
@@ -58,9 +62,11 @@ impl TestNs {
         let test_ns = TestNs { name, client };
         // Pods are refused until the service account controller made "default".
         let sas: Api<ServiceAccount> = test_ns.api();
-        wait_for("service account default", Duration::from_secs(30), || async {
-            sas.get_opt("default").await.ok().flatten()
-        })
+        wait_for(
+            "service account default",
+            Duration::from_secs(30),
+            || async { sas.get_opt("default").await.ok().flatten() },
+        )
         .await;
         test_ns
     }
@@ -91,7 +97,13 @@ impl TestNs {
     }
 
     /// The pod, once `cond` holds for it; panics with its status after `timeout`.
-    pub async fn wait_pod(&self, name: &str, what: &str, timeout: Duration, cond: impl Fn(&Pod) -> bool) -> Pod {
+    pub async fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Pod) -> bool,
+    ) -> Pod {
         let pods: Api<Pod> = self.api();
         let mut last = None;
         let deadline = Instant::now() + timeout;
@@ -102,7 +114,9 @@ impl TestNs {
                 Err(e) => eprintln!("get pod {name}: {e}"),
             }
             if Instant::now() > deadline {
-                let status = last.and_then(|p| p.status).map(|s| serde_json::to_string_pretty(&s).unwrap());
+                let status = last
+                    .and_then(|p| p.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap());
                 panic!(
                     "pod {}/{name}: not {what} within {timeout:?}; its status: {}\nevents:\n{}",
                     self.name,
@@ -116,13 +130,22 @@ impl TestNs {
 
     /// `kubectl get events` of the namespace, for failure messages.
     pub fn events(&self) -> String {
-        let out = kubectl(&["-n", &self.name, "get", "events", "--sort-by=.lastTimestamp"]);
+        let out = kubectl(&[
+            "-n",
+            &self.name,
+            "get",
+            "events",
+            "--sort-by=.lastTimestamp",
+        ]);
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
     /// The logs of a pod's container (through the API, as `kubectl logs`).
     pub async fn logs(&self, pod: &str, container: Option<&str>) -> String {
-        let params = LogParams { container: container.map(str::to_owned), ..LogParams::default() };
+        let params = LogParams {
+            container: container.map(str::to_owned),
+            ..LogParams::default()
+        };
         self.api::<Pod>()
             .logs(pod, &params)
             .await
@@ -135,17 +158,45 @@ impl TestNs {
         let pod: Pod = self.create(manifest).await;
         let name = pod.metadata.name.unwrap();
         let pod = self
-            .wait_pod(&name, "finished", timeout, |p| matches!(phase(p), "Succeeded" | "Failed"))
+            .wait_pod(&name, "finished", timeout, |p| {
+                matches!(phase(p), "Succeeded" | "Failed")
+            })
             .await;
-        let logs = self.logs(&name, None).await;
-        assert_eq!(phase(&pod), "Succeeded", "pod {name} failed; its logs:\n{logs}");
+        // One container: its log; more: each one's, under a "== NAME ==" line.
+        let names: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+            .collect();
+        let logs = if let [only] = names.as_slice() {
+            self.logs(&name, Some(only)).await
+        } else {
+            let mut all = String::new();
+            for container in &names {
+                all += &format!(
+                    "== {container} ==\n{}",
+                    self.logs(&name, Some(container)).await
+                );
+            }
+            all
+        };
+        assert_eq!(
+            phase(&pod),
+            "Succeeded",
+            "pod {name} failed; its logs:\n{logs}\nstatus: {:?}",
+            pod.status
+        );
         (pod, logs)
     }
 
     /// The pod's IP once it is running.
     pub async fn pod_ip(&self, name: &str) -> String {
-        let pod = self.wait_pod(name, "Ready", Duration::from_secs(60), pod_ready).await;
-        pod.status.and_then(|s| s.pod_ip).expect("a Ready pod has an IP")
+        let pod = self
+            .wait_pod(name, "Ready", Duration::from_secs(60), pod_ready)
+            .await;
+        pod.status
+            .and_then(|s| s.pod_ip)
+            .expect("a Ready pod has an IP")
     }
 }
 
@@ -155,14 +206,22 @@ impl Drop for TestNs {
         // controller deletes the pods; hack/cluster-test.sh waits for them at the end.
         let out = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
         if !out.status.success() {
-            eprintln!("delete namespace {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "delete namespace {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
 
 pub fn from_json<K: DeserializeOwned>(manifest: Value) -> K {
-    serde_json::from_value(manifest.clone())
-        .unwrap_or_else(|e| panic!("bad manifest ({e}):\n{}", serde_json::to_string_pretty(&manifest).unwrap()))
+    serde_json::from_value(manifest.clone()).unwrap_or_else(|e| {
+        panic!(
+            "bad manifest ({e}):\n{}",
+            serde_json::to_string_pretty(&manifest).unwrap()
+        )
+    })
 }
 
 /// Polls `probe` every 250 ms until it returns Some; panics after `timeout`.
@@ -184,7 +243,10 @@ where
 }
 
 pub fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 pub fn pod_ready(pod: &Pod) -> bool {
@@ -203,7 +265,12 @@ pub fn container_status<'a>(pod: &'a Pod, name: &str) -> &'a ContainerStatus {
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == name))
-        .unwrap_or_else(|| panic!("pod {:?} has no status for container {name}", pod.metadata.name))
+        .unwrap_or_else(|| {
+            panic!(
+                "pod {:?} has no status for container {name}",
+                pod.metadata.name
+            )
+        })
 }
 
 pub fn has_container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
@@ -238,7 +305,9 @@ pub async fn kubectl_timeout(args: &[&str], timeout: Duration) -> Result<Output,
         .unwrap_or_else(|e| panic!("run kubectl {args:?}: {e}"));
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(out) => Ok(out.expect("kubectl output")),
-        Err(_) => Err(format!("kubectl {args:?} did not finish within {timeout:?}")),
+        Err(_) => Err(format!(
+            "kubectl {args:?} did not finish within {timeout:?}"
+        )),
     }
 }
 

@@ -16,28 +16,47 @@ const ATTEMPTS: &str = "n=$(cat /state/n 2>/dev/null || echo 0); n=$((n+1)); ech
 fn attempts_pod(name: &str) -> serde_json::Value {
     let mut container = busybox("app", ATTEMPTS);
     container["volumeMounts"] = json!([{ "name": "state", "mountPath": "/state" }]);
-    pod(name, "Always", vec![container], json!({ "volumes": [{ "name": "state", "emptyDir": {} }] }))
+    pod(
+        name,
+        "Always",
+        vec![container],
+        json!({ "volumes": [{ "name": "state", "emptyDir": {} }] }),
+    )
 }
 
 #[tokio::test]
 async fn logs_current_and_previous_after_restart() {
     let ns = TestNs::new("logs-prev").await;
-    ns.create::<k8s_openapi::api::core::v1::Pod>(attempts_pod("restarter")).await;
+    ns.create::<k8s_openapi::api::core::v1::Pod>(attempts_pod("restarter"))
+        .await;
     // The first attempt fails; the kubelet restarts it after its 10 s back-off.
-    ns.wait_pod("restarter", "restarted once and running", Duration::from_secs(60), |p| {
-        restart_count(p, "app") == 1 && has_container_status(p, "app").is_some_and(|c| c.ready)
-    })
+    ns.wait_pod(
+        "restarter",
+        "restarted once and running",
+        Duration::from_secs(60),
+        |p| restart_count(p, "app") == 1 && has_container_status(p, "app").is_some_and(|c| c.ready),
+    )
     .await;
 
     let out = kubectl(&["-n", &ns.name, "logs", "restarter"]);
     let current = text(&out.stdout);
     assert!(out.status.success(), "kubectl logs: {}", text(&out.stderr));
-    assert!(current.starts_with("attempt-2\n"), "the current container's log:\n{current}");
-    assert!(!current.contains("attempt-1"), "the current log holds the first attempt:\n{current}");
+    assert!(
+        current.starts_with("attempt-2\n"),
+        "the current container's log:\n{current}"
+    );
+    assert!(
+        !current.contains("attempt-1"),
+        "the current log holds the first attempt:\n{current}"
+    );
 
     let out = kubectl(&["-n", &ns.name, "logs", "restarter", "--previous"]);
     let previous = text(&out.stdout);
-    assert!(out.status.success(), "kubectl logs --previous: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl logs --previous: {}",
+        text(&out.stderr)
+    );
     assert_eq!(previous, "attempt-1\n", "the previous container's log");
 }
 
@@ -45,14 +64,24 @@ async fn logs_current_and_previous_after_restart() {
 async fn logs_follow_streams_new_lines() {
     let ns = TestNs::new("logs-follow").await;
     let script = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.5; done";
-    ns.create::<k8s_openapi::api::core::v1::Pod>(pod("ticker", "Always", vec![busybox("app", script)], json!({})))
+    ns.create::<k8s_openapi::api::core::v1::Pod>(pod(
+        "ticker",
+        "Always",
+        vec![busybox("app", script)],
+        json!({}),
+    ))
+    .await;
+    ns.wait_pod("ticker", "Ready", Duration::from_secs(60), pod_ready)
         .await;
-    ns.wait_pod("ticker", "Ready", Duration::from_secs(60), pod_ready).await;
 
     // What the log holds before following: plain `kubectl logs`.
     let out = kubectl(&["-n", &ns.name, "logs", "ticker"]);
     assert!(out.status.success(), "kubectl logs: {}", text(&out.stderr));
-    let before = text(&out.stdout).lines().filter_map(tick).last().expect("the ticker logged nothing");
+    let before = text(&out.stdout)
+        .lines()
+        .filter_map(tick)
+        .last()
+        .expect("the ticker logged nothing");
 
     let mut child = tokio::process::Command::new("kubectl")
         .args(["-n", &ns.name, "logs", "-f", "ticker"])
@@ -81,7 +110,10 @@ async fn logs_follow_streams_new_lines() {
         ticks.last()
     );
     assert_eq!(ticks[0], 0, "-f starts at the first line");
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or out of order: {ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines lost or out of order: {ticks:?}"
+    );
 }
 
 fn tick(line: &str) -> Option<u64> {

@@ -12,7 +12,8 @@ use crate::common::*;
 
 /// The value of a `Name:\tvalue` line of /proc/self/status in `logs`.
 fn status_field<'a>(logs: &'a str, name: &str) -> Option<&'a str> {
-    logs.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::trim))
+    logs.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::trim))
 }
 
 #[tokio::test]
@@ -29,7 +30,10 @@ async fn security_context_of_containers() {
     let mut user = busybox("user", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)");
     user["securityContext"] = json!({ "runAsUser": 1234, "runAsGroup": 5678 });
 
-    let mut caps = busybox("caps", "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status");
+    let mut caps = busybox(
+        "caps",
+        "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status",
+    );
     caps["securityContext"] = json!({
         "capabilities": { "drop": ["ALL"], "add": ["NET_BIND_SERVICE"] },
         "allowPrivilegeEscalation": false,
@@ -56,9 +60,21 @@ async fn security_context_of_containers() {
     assert_eq!(logs.trim(), "uid=1234 gid=5678 groups=5678 4242");
     let logs = ns.logs("security", Some("caps")).await;
     // NET_BIND_SERVICE is bit 10 alone.
-    assert_eq!(status_field(&logs, "CapEff"), Some("0000000000000400"), "{logs}");
-    assert_eq!(status_field(&logs, "CapBnd"), Some("0000000000000400"), "{logs}");
-    assert_eq!(status_field(&logs, "Seccomp"), Some("2"), "no seccomp filter:\n{logs}");
+    assert_eq!(
+        status_field(&logs, "CapEff"),
+        Some("0000000000000400"),
+        "{logs}"
+    );
+    assert_eq!(
+        status_field(&logs, "CapBnd"),
+        Some("0000000000000400"),
+        "{logs}"
+    );
+    assert_eq!(
+        status_field(&logs, "Seccomp"),
+        Some("2"),
+        "no seccomp filter:\n{logs}"
+    );
     assert_eq!(status_field(&logs, "NoNewPrivs"), Some("1"), "{logs}");
 }
 
@@ -67,15 +83,25 @@ async fn seccomp_runtime_default_blocks_a_syscall() {
     let ns = TestNs::new("seccomp").await;
     // The runtime's default profile refuses unshare(CLONE_NEWUSER) to a process without
     // CAP_SYS_ADMIN; the kernel alone allows it (the same container, Unconfined).
-    let script = "if unshare -U true 2>/dev/null; then echo userns=allowed; else echo userns=denied; fi";
+    let script =
+        "if unshare -U true 2>/dev/null; then echo userns=allowed; else echo userns=denied; fi";
     let mut confined = busybox("confined", script);
     confined["securityContext"] = json!({ "seccompProfile": { "type": "RuntimeDefault" } });
     let mut unconfined = busybox("unconfined", script);
     unconfined["securityContext"] = json!({ "seccompProfile": { "type": "Unconfined" } });
-    ns.run_to_success(pod("seccomp", "Never", vec![confined, unconfined], json!({})), Duration::from_secs(60))
-        .await;
-    assert_eq!(ns.logs("seccomp", Some("confined")).await, "userns=denied\n");
-    assert_eq!(ns.logs("seccomp", Some("unconfined")).await, "userns=allowed\n");
+    ns.run_to_success(
+        pod("seccomp", "Never", vec![confined, unconfined], json!({})),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        ns.logs("seccomp", Some("confined")).await,
+        "userns=denied\n"
+    );
+    assert_eq!(
+        ns.logs("seccomp", Some("unconfined")).await,
+        "userns=allowed\n"
+    );
 }
 
 #[tokio::test]
@@ -88,18 +114,28 @@ async fn share_process_namespace() {
     ns.create::<Pod>(pod(
         "sharepid",
         "Never",
-        vec![busybox("sleeper", "exec sleep 4242"), busybox("seeker", seeker)],
+        vec![
+            busybox("sleeper", "exec sleep 4242"),
+            busybox("seeker", seeker),
+        ],
         json!({ "shareProcessNamespace": true }),
     ))
     .await;
     ns.wait_pod("sharepid", "seeker done", Duration::from_secs(60), |p| {
-        has_container_status(p, "seeker").is_some_and(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        has_container_status(p, "seeker")
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
     })
     .await;
     let logs = ns.logs("sharepid", Some("seeker")).await;
-    assert!(logs.contains("found=yes"), "the other container's process is not visible:\n{logs}");
+    assert!(
+        logs.contains("found=yes"),
+        "the other container's process is not visible:\n{logs}"
+    );
     // In a shared PID namespace, PID 1 is the sandbox's pause process, not a container's.
-    assert!(!logs.contains("sleep 4242"), "PID 1 is a container's process:\n{logs}");
+    assert!(
+        !logs.contains("sleep 4242"),
+        "PID 1 is a container's process:\n{logs}"
+    );
 }
 
 #[tokio::test]
@@ -118,8 +154,14 @@ async fn host_network_and_host_port() {
         )
         .await;
     let status = pod_obj.status.unwrap();
-    assert_eq!(status.pod_ip, status.host_ip, "a hostNetwork pod's IP is the node's");
-    assert!(logs.split_whitespace().any(|i| i == "berth0"), "not the host's interfaces: {logs}");
+    assert_eq!(
+        status.pod_ip, status.host_ip,
+        "a hostNetwork pod's IP is the node's"
+    );
+    assert!(
+        logs.split_whitespace().any(|i| i == "berth0"),
+        "not the host's interfaces: {logs}"
+    );
 
     // hostPort: the node's address and port reach the container (the CNI portmap plugin).
     let host_port = 18080 + (std::process::id() % 1000) as i32;
@@ -127,26 +169,37 @@ async fn host_network_and_host_port() {
         "name": "web", "image": NGINX, "imagePullPolicy": "IfNotPresent",
         "ports": [{ "containerPort": 80, "hostPort": host_port }],
     });
-    ns.create::<Pod>(pod("hostport", "Always", vec![web], json!({}))).await;
-    let pod_obj = ns.wait_pod("hostport", "Ready", Duration::from_secs(60), pod_ready).await;
+    ns.create::<Pod>(pod("hostport", "Always", vec![web], json!({})))
+        .await;
+    let pod_obj = ns
+        .wait_pod("hostport", "Ready", Duration::from_secs(60), pod_ready)
+        .await;
     let host_ip = pod_obj.status.unwrap().host_ip.unwrap();
     // From the host itself, then from another pod.
-    let page = wait_for("the page through the hostPort", Duration::from_secs(20), || {
-        let addr = format!("{host_ip}:{host_port}");
-        async move { http_get(&addr).ok() }
-    })
+    let page = wait_for(
+        "the page through the hostPort",
+        Duration::from_secs(20),
+        || {
+            let addr = format!("{host_ip}:{host_port}");
+            async move { http_get(&addr).ok() }
+        },
+    )
     .await;
     assert!(page.contains("Welcome to nginx!"), "{page}");
-    let script = format!("wget -qO- -T 5 http://{host_ip}:{host_port}/");
+    let script = format!("timeout 5 wget -qO- http://{host_ip}:{host_port}/");
     let (_, logs) = ns
-        .run_to_success(pod("client", "Never", vec![busybox("wget", &script)], json!({})), Duration::from_secs(60))
+        .run_to_success(
+            pod("client", "Never", vec![busybox("wget", &script)], json!({})),
+            Duration::from_secs(60),
+        )
         .await;
     assert!(logs.contains("Welcome to nginx!"), "{logs}");
 }
 
 /// A plain HTTP/1.0 GET of / (the host side of the hostPort check).
 fn http_get(addr: &str) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut body = String::new();

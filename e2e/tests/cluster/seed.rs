@@ -72,17 +72,27 @@ async fn seed_30_nginx_replicas_scale_and_service() {
     .await;
     wait_ready_replicas(&ns, "web", REPLICAS, Duration::from_secs(150)).await;
     let to_ready = started.elapsed();
-    println!("seed: {REPLICAS} nginx replicas from create to all Ready: {:.1} s", to_ready.as_secs_f64());
+    println!(
+        "seed: {REPLICAS} nginx replicas from create to all Ready: {:.1} s",
+        to_ready.as_secs_f64()
+    );
 
     // One image for all: every pod runs the same image ID.
     let pods: kube::Api<Pod> = ns.api();
-    let listed = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+    let listed = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
     let image_ids: std::collections::BTreeSet<String> = listed
         .items
         .iter()
         .map(|p| container_status(p, "nginx").image_id.clone())
         .collect();
-    assert_eq!(image_ids.len(), 1, "the replicas run different images: {image_ids:?}");
+    assert_eq!(
+        image_ids.len(),
+        1,
+        "the replicas run different images: {image_ids:?}"
+    );
 
     // Scale to 0: every pod goes away.
     let scale = |n: i32| json!({ "spec": { "replicas": n } });
@@ -92,19 +102,32 @@ async fn seed_30_nginx_replicas_scale_and_service() {
         .await
         .unwrap();
     wait_for("all web pods deleted", Duration::from_secs(90), || async {
-        let left = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        let left = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
         left.items.is_empty().then_some(())
     })
     .await;
-    println!("seed: scaled to 0 in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "seed: scaled to 0 in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let started = Instant::now();
     deployments
-        .patch("web", &PatchParams::default(), &Patch::Merge(scale(REPLICAS)))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(scale(REPLICAS)),
+        )
         .await
         .unwrap();
     wait_ready_replicas(&ns, "web", REPLICAS, Duration::from_secs(150)).await;
-    println!("seed: scaled back to {REPLICAS} Ready in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "seed: scaled back to {REPLICAS} Ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The Service: kube-proxy's DNAT to the ready endpoints.
     let svc: Service = ns
@@ -115,32 +138,48 @@ async fn seed_30_nginx_replicas_scale_and_service() {
         .await;
     let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
     let slices: kube::Api<EndpointSlice> = ns.api();
-    wait_for("30 ready endpoints for the Service", Duration::from_secs(60), || async {
-        let list = slices
-            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-            .await
-            .ok()?;
-        let ready = list
-            .items
-            .iter()
-            .flat_map(|s| s.endpoints.iter().flatten())
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-            .count();
-        (ready == REPLICAS as usize).then_some(())
-    })
+    wait_for(
+        "30 ready endpoints for the Service",
+        Duration::from_secs(60),
+        || async {
+            let list = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .ok()?;
+            let ready = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count();
+            (ready == REPLICAS as usize).then_some(())
+        },
+    )
     .await;
 
     let dns_name = format!("web.{}.svc.cluster.local", ns.name);
     // kube-proxy syncs its rules a moment after the endpoints change: retry for a while.
     let script = format!(
         "for url in http://{cluster_ip} http://{dns_name}; do ok=; \
-         for i in $(seq 30); do if wget -qO- -T 3 $url; then ok=1; break; fi; sleep 1; done; \
+         for i in $(seq 30); do if timeout 5 wget -qO- $url; then ok=1; break; fi; sleep 1; done; \
          [ -n \"$ok\" ] || {{ echo FAILED $url; exit 1; }}; echo OK $url; done"
     );
     let (_, logs) = ns
-        .run_to_success(pod("client", "Never", vec![busybox("wget", &script)], json!({})), Duration::from_secs(90))
+        .run_to_success(
+            pod("client", "Never", vec![busybox("wget", &script)], json!({})),
+            Duration::from_secs(90),
+        )
         .await;
-    assert!(logs.contains(&format!("OK http://{cluster_ip}")), "no answer by ClusterIP:\n{logs}");
-    assert!(logs.contains(&format!("OK http://{dns_name}")), "no answer by DNS name:\n{logs}");
-    assert!(logs.contains("Welcome to nginx!"), "not nginx's page:\n{logs}");
+    assert!(
+        logs.contains(&format!("OK http://{cluster_ip}")),
+        "no answer by ClusterIP:\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("OK http://{dns_name}")),
+        "no answer by DNS name:\n{logs}"
+    );
+    assert!(
+        logs.contains("Welcome to nginx!"),
+        "not nginx's page:\n{logs}"
+    );
 }

@@ -13,10 +13,15 @@ use crate::common::*;
 
 /// A running busybox pod for the streaming commands.
 async fn target(ns: &TestNs) {
-    let mut c = busybox("app", "echo hello > /tmp/file; while true; do sleep 1; done");
+    let mut c = busybox(
+        "app",
+        "echo hello > /tmp/file; while true; do sleep 1; done",
+    );
     c["stdin"] = json!(true);
-    ns.create::<Pod>(pod("target", "Always", vec![c], json!({}))).await;
-    ns.wait_pod("target", "Ready", Duration::from_secs(60), pod_ready).await;
+    ns.create::<Pod>(pod("target", "Always", vec![c], json!({})))
+        .await;
+    ns.wait_pod("target", "Ready", Duration::from_secs(60), pod_ready)
+        .await;
 }
 
 /// Asserts the command failed because the runtime does not implement the call: the kubelet
@@ -35,7 +40,10 @@ async fn assert_unimplemented(what: &str, args: &[&str]) {
                 why.contains("unimplemented") || why.contains("not implemented"),
                 "{what} failed, but not with the runtime's Unimplemented:\n{stderr}"
             );
-            eprintln!("{what}: fails as expected until issue 12: {}", stderr.trim());
+            eprintln!(
+                "{what}: fails as expected until issue 12: {}",
+                stderr.trim()
+            );
         }
         Err(timeout) => panic!("{what} neither worked nor failed: {timeout}"),
     }
@@ -45,26 +53,44 @@ async fn assert_unimplemented(what: &str, args: &[&str]) {
 async fn exec_expected_fail_until_issue_12() {
     let ns = TestNs::new("exec").await;
     target(&ns).await;
-    assert_unimplemented("kubectl exec", &["-n", &ns.name, "exec", "target", "--", "cat", "/tmp/file"]).await;
+    assert_unimplemented(
+        "kubectl exec",
+        &["-n", &ns.name, "exec", "target", "--", "cat", "/tmp/file"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn attach_expected_fail_until_issue_12() {
     let ns = TestNs::new("attach").await;
     target(&ns).await;
-    assert_unimplemented("kubectl attach", &["-n", &ns.name, "attach", "target", "-c", "app"]).await;
+    assert_unimplemented(
+        "kubectl attach",
+        &["-n", &ns.name, "attach", "target", "-c", "app"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn port_forward_expected_fail_until_issue_12() {
     let ns = TestNs::new("port-forward").await;
     let web = json!({ "name": "web", "image": NGINX, "imagePullPolicy": "IfNotPresent", "ports": [{ "containerPort": 80 }] });
-    ns.create::<Pod>(pod("web", "Always", vec![web], json!({}))).await;
-    ns.wait_pod("web", "Ready", Duration::from_secs(60), pod_ready).await;
+    ns.create::<Pod>(pod("web", "Always", vec![web], json!({})))
+        .await;
+    ns.wait_pod("web", "Ready", Duration::from_secs(60), pod_ready)
+        .await;
     // kubectl port-forward only opens the stream on the first connection: run it, connect,
     // and read what it reports.
     let mut child = tokio::process::Command::new("kubectl")
-        .args(["-n", &ns.name, "port-forward", "pod/web", ":80", "--address", "127.0.0.1"])
+        .args([
+            "-n",
+            &ns.name,
+            "port-forward",
+            "pod/web",
+            ":80",
+            "--address",
+            "127.0.0.1",
+        ])
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -87,7 +113,8 @@ async fn port_forward_expected_fail_until_issue_12() {
     if let Some(port) = port {
         if let Ok(mut conn) = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await {
             conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok();
-            let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
@@ -107,7 +134,10 @@ async fn port_forward_expected_fail_until_issue_12() {
         why.contains("unimplemented") || why.contains("not implemented"),
         "kubectl port-forward failed, but not with the runtime's Unimplemented (first line {line:?}):\n{stderr}"
     );
-    eprintln!("kubectl port-forward: fails as expected until issue 12: {}", stderr.trim());
+    eprintln!(
+        "kubectl port-forward: fails as expected until issue 12: {}",
+        stderr.trim()
+    );
 }
 
 #[tokio::test]

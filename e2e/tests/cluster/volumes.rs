@@ -47,8 +47,8 @@ echo config=$(cat /config/greeting)
 echo secret=$(cat /secret/password)
 echo secret-mode=$(stat -L -c %a /secret/password)
 echo secret-fstype=$(fstype /secret)
-echo token-parts=$(tr '.' '\n' < /token/token | wc -l)
-echo sa-token-parts=$(tr '.' '\n' < /var/run/secrets/kubernetes.io/serviceaccount/token | wc -l)
+echo token-parts=$(awk -F. '{print NF}' /token/token)
+echo sa-token-parts=$(awk -F. '{print NF}' /var/run/secrets/kubernetes.io/serviceaccount/token)
 echo sa-namespace=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)
 echo sa-ca=$(head -n1 /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)
 echo host=$(cat /host/from-host)
@@ -70,7 +70,10 @@ echo done=yes
         { "name": "disk", "mountPath": "/sub", "subPath": "nested/dir" },
     ]);
     // A second container sees what the first wrote under the emptyDir's subPath.
-    let mut reader = busybox("reader", "while [ ! -f /disk/nested/dir/f ]; do sleep 0.2; done; echo nested=$(cat /disk/nested/dir/f)");
+    let mut reader = busybox(
+        "reader",
+        "while [ ! -f /disk/nested/dir/f ]; do sleep 0.2; done; echo nested=$(cat /disk/nested/dir/f)",
+    );
     reader["volumeMounts"] = json!([{ "name": "disk", "mountPath": "/disk" }]);
     let volumes = json!({ "volumes": [
         { "name": "disk", "emptyDir": {} },
@@ -83,7 +86,10 @@ echo done=yes
         { "name": "host", "hostPath": { "path": host_dir, "type": "Directory" } },
     ] });
     let (_, logs) = ns
-        .run_to_success(pod("volumes", "Never", vec![c, reader], volumes), Duration::from_secs(90))
+        .run_to_success(
+            pod("volumes", "Never", vec![c, reader], volumes),
+            Duration::from_secs(90),
+        )
         .await;
     let got = parse(&logs);
     let want = [
@@ -104,10 +110,24 @@ echo done=yes
         ("done", "yes"),
     ];
     for (key, value) in want {
-        assert_eq!(got.get(key).map(String::as_str), Some(value), "{key}; the pod printed:\n{logs}");
+        assert_eq!(
+            got.get(key).map(String::as_str),
+            Some(value),
+            "{key}; the pod printed:\n{logs}"
+        );
     }
-    assert_ne!(got.get("disk-fstype").map(String::as_str), Some("tmpfs"), "a disk emptyDir on tmpfs:\n{logs}");
-    assert_eq!(std::fs::read_to_string(format!("{host_dir}/from-pod")).unwrap(), "from-pod\n");
+    assert_ne!(
+        got.get("disk-fstype").map(String::as_str),
+        Some("tmpfs"),
+        "a disk emptyDir on tmpfs:\n{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{host_dir}/from-pod")).unwrap(),
+        "from-pod\n"
+    );
     let reader = ns.logs("volumes", Some("reader")).await;
-    assert_eq!(reader, "nested=sub\n", "the subPath write is not in the emptyDir");
+    assert_eq!(
+        reader, "nested=sub\n",
+        "the subPath write is not in the emptyDir"
+    );
 }

@@ -6,6 +6,7 @@
 #
 #   hack/cluster-test.sh                    everything: the parallel tests, then the serial_* ones
 #   hack/cluster-test.sh --keep             leave the cluster up afterwards (a second run is warm)
+#   hack/cluster-test.sh --slow             also the slow_* tests (#[ignore]d: image GC, > 5 min)
 #   hack/cluster-test.sh -- FILTER...       only the tests whose names match (cargo test filters)
 #
 # Settings (environment): BERTH_CLUSTER_TEST_THREADS (parallel tests, default 6),
@@ -17,10 +18,12 @@ cd "$REPO"
 THREADS=${BERTH_CLUSTER_TEST_THREADS:-6}
 NICE=${BERTH_CLUSTER_TEST_NICE:-10}
 KEEP=no
+SLOW=no
 FILTERS=()
 while (($#)); do
     case $1 in
         --keep) KEEP=yes ;;
+        --slow) SLOW=yes ;;
         --)
             shift
             FILTERS=("$@")
@@ -90,6 +93,9 @@ else
     # serial_* tests disturb the whole node (they kill berthd): alone, after the others.
     run_tests "tests (parallel: $THREADS)" -- --skip serial_ --test-threads="$THREADS" --show-output
     run_tests "tests (serial)" serial_ -- --test-threads=1 --show-output
+    if [[ $SLOW == yes ]]; then
+        run_tests "tests (slow)" slow_ -- --ignored --test-threads=1 --show-output
+    fi
 fi
 
 # Every test deletes its namespace; none may be left behind.

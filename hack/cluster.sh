@@ -611,6 +611,24 @@ remove_pods_through_cri() {
     fi
 }
 
+# remove_pod_logs: the log dirs of pods the kubelet stopped before its container GC removed them
+# (pods deleted just before `down`), and its /var/log/containers links to them; only once Berth
+# has no pod left.
+remove_pod_logs() {
+    local dir=$CLUSTER_DIR/pod-logs n
+    [[ -d $dir ]] || return 0
+    if [[ -n $(pid_of berthd) && -n ${BIN[crictl]:-} && -n $(crictl pods -q 2>/dev/null) ]]; then
+        log "warning: Berth still has pods: their logs stay in $dir"
+        return 0
+    fi
+    n=$(find "$dir" -mindepth 1 -maxdepth 1 | wc -l)
+    if ((n > 0)); then
+        find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+        log "removed $n pod log dir(s) from $dir"
+    fi
+    find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
+}
+
 # delete_kube_chains: KUBE-* chains that exist now and did not before `up` (the kubelet's
 # canaries and whatever `kube-proxy --cleanup` left), with the rules that jump to them.
 delete_kube_chains() {
@@ -671,6 +689,7 @@ cmd_down() {
         "${BIN[kube-proxy]}" --cleanup >>"$LOGS/kube-proxy.log" 2>&1 || log "kube-proxy --cleanup failed (see $LOGS/kube-proxy.log)"
     fi
     remove_pods_through_cri
+    remove_pod_logs
     stop berthd
     for name in kube-apiserver etcd registry; do stop "$name"; done
 

@@ -36,8 +36,8 @@ async fn snapshot(pods: &kube::Api<Pod>) -> BTreeMap<String, (String, i32)> {
 
 fn last_tick(logs: &str) -> u64 {
     logs.lines()
-        .filter_map(|l| l.strip_prefix("tick-")?.parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("tick-")?.parse().ok())
         .unwrap_or_else(|| panic!("no tick in the log:\n{logs}"))
 }
 

@@ -79,8 +79,8 @@ async fn logs_follow_streams_new_lines() {
     assert!(out.status.success(), "kubectl logs: {}", text(&out.stderr));
     let before = text(&out.stdout)
         .lines()
-        .filter_map(tick)
-        .last()
+        .rev()
+        .find_map(tick)
         .expect("the ticker logged nothing");
 
     let mut child = tokio::process::Command::new("kubectl")

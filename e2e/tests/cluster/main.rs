@@ -7,6 +7,7 @@
 
 mod berthd_restart;
 mod common;
+mod image_gc;
 mod log_rotation;
 mod logs;
 mod probes;

@@ -39,9 +39,33 @@ async fn assert_restarts(ns: &TestNs, pod: &str, container: &str) {
             last.is_some(),
             "restart {want}: no lastState.terminated: {status:?}"
         );
-        ids.push(status.container_id.clone().unwrap());
+        let id = status.container_id.clone().unwrap();
+        // Berth keeps the attempt the kubelet gave the container (its restart number).
+        let attempt = crictl_attempt(&id);
+        assert_eq!(
+            attempt,
+            i64::from(status.restart_count),
+            "restart {want}: the container's CRI attempt"
+        );
+        ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "a restart reused the container ID");
+}
+
+/// metadata.attempt of a container, as `crictl inspect` shows it.
+fn crictl_attempt(container_id: &str) -> i64 {
+    let id = container_id
+        .split_once("://")
+        .map_or(container_id, |(_, id)| id);
+    let out = std::process::Command::new("crictl")
+        .args(["inspect", id])
+        .output()
+        .expect("crictl inspect");
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("crictl inspect {id}: {e}: {}", text(&out.stderr)));
+    inspect["status"]["metadata"]["attempt"]
+        .as_i64()
+        .unwrap_or(0)
 }
 
 #[tokio::test]

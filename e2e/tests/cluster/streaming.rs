@@ -110,12 +110,11 @@ async fn port_forward_expected_fail_until_issue_12() {
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_owned);
     let mut answer = Vec::new();
-    if let Some(port) = port {
-        if let Ok(mut conn) = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await {
-            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok();
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
-        }
+    if let Some(port) = port
+        && let Ok(mut conn) = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await
+    {
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok();
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     child.kill().await.ok();

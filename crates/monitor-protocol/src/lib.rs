@@ -19,7 +19,9 @@
 //! - Version 0 is every monitor built before versions existed: it does not
 //!   know [`Request::Hello`] and sends errors as free text
 //!   (`{"result":"error","message":"..."}`). Version 1 added `hello` and
-//!   typed [`ErrorCode`]s.
+//!   typed [`ErrorCode`]s. Version 2 added streaming ([`Request::ExecStream`],
+//!   [`Request::Attach`]), answers carrying fds ([`fds`]) and containers with
+//!   a terminal or stdin; berthd asks for them only of version-2 monitors.
 //! - berthd asks `hello` once of a monitor it did not spawn itself (found
 //!   running after a berthd restart) and learns its version
 //!   ([`version_from_hello`]: a version-0 monitor answers `bad_request`).
@@ -40,6 +42,7 @@
 
 mod client;
 mod error_code;
+pub mod fds;
 mod request;
 mod response;
 mod state;
@@ -47,7 +50,7 @@ mod version;
 
 pub use client::{Client, spawn};
 pub use error_code::ErrorCode;
-pub use request::{DEFAULT_MAX_OUTPUT, Request};
+pub use request::{DEFAULT_MAX_OUTPUT, Request, TerminalSize};
 pub use response::{ErrorReply, Response};
 pub use state::{ContainerState, ExitRecord, Status};
 pub use version::{PROTOCOL_VERSION, version_from_hello};

@@ -14,10 +14,21 @@ pub enum Request {
     Hello,
     /// Creates a container from `bundle` (config.json + mounted rootfs); its
     /// stdout and stderr go to `log_path` in the CRI format.
+    ///
+    /// With `process.terminal` in config.json the container gets a
+    /// pseudo-terminal (its master held by the monitor, its output logged as
+    /// stdout). With `stdin` the monitor keeps the write end of a pipe on
+    /// the container's stdin for [`Request::Attach`]; with `stdin_once` it
+    /// closes it once the first attach that used stdin ends. Without `stdin`
+    /// the container's stdin is /dev/null.
     Create {
         id: String,
         bundle: PathBuf,
         log_path: PathBuf,
+        #[serde(default)]
+        stdin: bool,
+        #[serde(default)]
+        stdin_once: bool,
     },
     /// Starts the process of a created container.
     Start { id: String },
@@ -76,6 +87,52 @@ pub enum Request {
         #[serde(default = "default_max_output")]
         max_output: usize,
     },
+    /// Starts `args` in the running container for a streaming session
+    /// (`kubectl exec`), set up exactly as [`Request::Exec`] (namespaces,
+    /// cgroup, user, capabilities, seccomp). Answered with
+    /// [`Response::ExecStarted`], the process's stdio passed with that line
+    /// (see [`crate::fds`]): with `tty`, one fd, the terminal's master (read
+    /// output, write input, resize with TIOCSWINSZ); otherwise stdin's
+    /// write end (only with `stdin`; else the process reads /dev/null),
+    /// stdout's read end, stderr's read end. From then on the connection
+    /// belongs to the exec: [`Response::ExecExited`] follows once the
+    /// process exited; if berthd closes the connection first, the monitor
+    /// SIGKILLs the process (the client went away).
+    ExecStream {
+        id: String,
+        args: Vec<String>,
+        #[serde(default)]
+        env: Vec<String>,
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+        #[serde(default)]
+        tty: bool,
+        #[serde(default)]
+        stdin: bool,
+        /// The terminal's first size (with `tty`), so the process starts at
+        /// the client's size.
+        #[serde(default)]
+        size: Option<TerminalSize>,
+    },
+    /// Attaches to the running container's stdio (`kubectl attach`).
+    /// Answered with [`Response::Attached`], fds passed with that line in
+    /// this order: the terminal's master (a dup, only for a container with
+    /// a terminal: write input, resize; berthd never reads it), the
+    /// container stdin pipe's write end (a dup; only with `stdin`, for a
+    /// container without a terminal created with `stdin`), then a pipe's
+    /// read end carrying the container's stdout (its terminal output with a
+    /// terminal) from now on, and one for stderr (not with a terminal).
+    /// The monitor feeds the output pipes as it logs; an attacher that does
+    /// not keep up loses output rather than slowing the container. The
+    /// output pipes reach EOF when the container exits. Closing the
+    /// connection detaches (the container keeps running; with
+    /// `stdin_once`, the container's stdin is closed after the first attach
+    /// with stdin).
+    Attach {
+        id: String,
+        #[serde(default)]
+        stdin: bool,
+    },
     /// Applies `resources` (an OCI `LinuxResources` object) to the live
     /// cgroup of a container.
     Update {
@@ -84,6 +141,13 @@ pub enum Request {
     },
     /// The monitor exits once no container is alive (created or running).
     Shutdown,
+}
+
+/// A terminal's size in characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub width: u16,
+    pub height: u16,
 }
 
 /// Default exec output cap: 16 MiB, stdout and stderr together.

@@ -32,6 +32,21 @@ pub enum Response {
         #[serde(default)]
         timed_out: bool,
     },
+    /// A streaming exec runs; its stdio fds came with this line.
+    ExecStarted {
+        pid: i32,
+    },
+    /// A streaming exec's process exited: `exit_code` as for
+    /// [`Response::Exec`] (128 + signal when killed).
+    ExecExited {
+        exit_code: i32,
+    },
+    /// An attach is set up; its fds came with this line (see
+    /// [`Request::Attach`](crate::Request::Attach) for their order).
+    Attached {
+        terminal: bool,
+        stdin: bool,
+    },
     /// `{"result":"error","code":"not_found","message":"..."}`; a version-0
     /// monitor's `{"result":"error","message":"..."}` reads with the code
     /// its text implies.

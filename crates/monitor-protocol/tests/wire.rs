@@ -19,6 +19,8 @@ fn requests_round_trip() {
             id: "c1".into(),
             bundle: "/b".into(),
             log_path: "/l".into(),
+            stdin: false,
+            stdin_once: false,
         },
         Request::StartAndReport { id: "c1".into() },
         Request::Stop {

@@ -114,6 +114,8 @@ fn main() {
             id: id.clone(),
             bundle: bundle.clone(),
             log_path: bundle.join("log"),
+            stdin: false,
+            stdin_once: false,
         }));
         times.push(t.elapsed());
         let t = Instant::now();

@@ -145,6 +145,8 @@ impl Pod {
             id: id.into(),
             bundle,
             log_path,
+            stdin: false,
+            stdin_once: false,
         }) {
             Response::Created { pid } => pid,
             other => panic!("create {id}: {other:?}"),
@@ -412,6 +414,8 @@ fn bad_bundle_is_an_error_and_leaves_nothing() {
         id: "broken".into(),
         bundle,
         log_path: pod.log_path("broken"),
+        stdin: false,
+        stdin_once: false,
     }) {
         Response::Error(ErrorReply { code, message }) => {
             assert_eq!(code, ErrorCode::Internal, "{message}");
@@ -453,6 +457,8 @@ fn daemonized_single_threaded_and_small() {
             id: id.clone(),
             bundle,
             log_path: pod.log_path(&id),
+            stdin: false,
+            stdin_once: false,
         });
         assert!(matches!(r, Response::Created { .. }), "{r:?}");
         assert_eq!(pod.call(Request::Start { id: id.clone() }), Response::Ok);
@@ -533,6 +539,8 @@ fn oom_score_adj_and_deleting_a_created_container() {
         id: "high".into(),
         bundle,
         log_path: pod.log_path("high"),
+        stdin: false,
+        stdin_once: false,
     });
     let Response::Created { pid } = r else {
         panic!("{r:?}")
@@ -563,6 +571,8 @@ fn oom_score_adj_and_deleting_a_created_container() {
         id: "low".into(),
         bundle,
         log_path: pod.log_path("low"),
+        stdin: false,
+        stdin_once: false,
     });
     println!("oomScoreAdj -999: {r:?}");
     match r {
@@ -593,6 +603,8 @@ fn libcontainer_failure_is_explained() {
         id: "badcwd".into(),
         bundle,
         log_path: pod.log_path("badcwd"),
+        stdin: false,
+        stdin_once: false,
     }) {
         Response::Error(ErrorReply {
             code: ErrorCode::Internal,

@@ -120,7 +120,9 @@ pub fn apply(
             if r.hugepage_limits.iter().any(|h| h.limit > 0) {
                 tracing::warn!("hugetlb cgroup controller is absent, huge page limits skipped");
             } else {
-                tracing::debug!("hugetlb cgroup controller is absent, zero huge page limits skipped");
+                tracing::debug!(
+                    "hugetlb cgroup controller is absent, zero huge page limits skipped"
+                );
             }
         }
     }

@@ -292,6 +292,8 @@ impl Containers {
                 id: id.to_string(),
                 bundle: bundle.to_path_buf(),
                 log_path,
+                stdin: false,
+                stdin_once: false,
             },
         )
         .await

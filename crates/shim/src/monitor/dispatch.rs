@@ -54,6 +54,8 @@ impl Monitor {
                 id,
                 bundle,
                 log_path,
+                stdin: _,
+                stdin_once: _,
             } => now(Response::Created {
                 pid: self.create(&id, &bundle, &log_path)?,
             }),
@@ -125,6 +127,12 @@ impl Monitor {
                 self.shutdown = true;
                 now(Response::Ok)
             }
+            // Placeholder until the streaming ops land in the monitor.
+            Request::ExecStream { id, .. } | Request::Attach { id, .. } => {
+                Err(OpError::BadRequest(format!(
+                    "streaming to container {id} is not implemented in this monitor"
+                )))
+            }
         }
     }
 }
@@ -143,6 +151,8 @@ fn op_name(req: &Request) -> String {
         Request::Delete { id, .. } => ("delete", id.as_str()),
         Request::ReopenLog { id } => ("reopen_log", id.as_str()),
         Request::Exec { id, .. } => ("exec", id.as_str()),
+        Request::ExecStream { id, .. } => ("exec_stream", id.as_str()),
+        Request::Attach { id, .. } => ("attach", id.as_str()),
         Request::Update { id, .. } => ("update", id.as_str()),
         Request::Shutdown => ("shutdown", ""),
     };
@@ -247,6 +257,8 @@ mod tests {
             id: "c1".into(),
             bundle: d.path().join("bundle"),
             log_path: d.path().join("file/log"),
+            stdin: false,
+            stdin_once: false,
         };
         let (code, msg) = error_of(m.dispatch(0, &serde_json::to_vec(&req).unwrap()));
         assert_eq!(code, ErrorCode::Internal, "{msg}");

@@ -10,7 +10,10 @@
 #   hack/cluster-test.sh -- FILTER...       only the tests whose names match (cargo test filters)
 #
 # Settings (environment): BERTH_CLUSTER_TEST_THREADS (parallel tests, default 6),
-# BERTH_CLUSTER_TEST_NICE (niceness of the cargo builds and the test binary, default 10).
+# BERTH_CLUSTER_TEST_NICE (niceness of the cargo builds and the test binary, default 10),
+# BERTH_BIN_DIR (berthd and berth-monitor to run; hack/test.sh passes its debug build).
+# At the end it prints what the kubelet logged as failed calls to Berth during the tests
+# (hack/cluster/kubelet-errors.sh).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,8 +60,15 @@ report() {
     printf '  %s\n' "${PHASES[@]}" >&2
 }
 
+KUBELET_LOG=${BERTH_CLUSTER_DIR:-/var/lib/berth-cluster}/logs/kubelet.log
+kubelet_from=
 teardown() {
     local rc=$?
+    # What the kubelet asked of Berth that failed during the tests, before down adds its own.
+    if [[ -n $kubelet_from ]]; then
+        echo "cluster-test: the kubelet's log during the tests:" >&2
+        hack/cluster/kubelet-errors.sh "$KUBELET_LOG" "$kubelet_from" >&2 || true
+    fi
     if [[ $KEEP == yes ]]; then
         echo "cluster-test: --keep: the cluster stays up (hack/cluster.sh down stops it)" >&2
     else
@@ -78,6 +88,7 @@ begin "cluster up"
 hack/cluster.sh up
 end ok
 eval "$(hack/cluster.sh env)"
+kubelet_from=$(($(wc -l <"$KUBELET_LOG") + 1))
 export BERTH_CLUSTER_RUN_DIR=${BERTH_CLUSTER_RUN_DIR:-/run/berth-cluster}
 
 failed=0

@@ -827,7 +827,8 @@ cmd_down() {
             log "warning: berth-monitor $pid of this cluster still runs"
         fi
     done
-    for pid in $(pgrep -x containerd-shim-runc-v2 || true); do
+    # comm is cut to 15 characters: containerd-shim-runc-v2 is "containerd-shim".
+    for pid in $(pgrep -x containerd-shim || true); do
         if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-address $CONTAINERD_SOCKET "; then
             log "warning: containerd-shim-runc-v2 $pid of this cluster still runs"
         fi

@@ -7,7 +7,8 @@
 #   hack/cluster-test.sh                    everything: the parallel tests, then the serial_* ones
 #   hack/cluster-test.sh --keep             leave the cluster up afterwards (a second run is warm)
 #   hack/cluster-test.sh --slow             also the slow_* tests (#[ignore]d: image GC, > 5 min)
-#   hack/cluster-test.sh -- FILTER...       only the tests whose names match (cargo test filters)
+#   hack/cluster-test.sh -- FILTER...       only the tests whose names match (cargo test filters;
+#                                           with --slow, matching slow_* tests too)
 #
 # Settings (environment): BERTH_CLUSTER_TEST_THREADS (parallel tests, default 6),
 # BERTH_CLUSTER_TEST_NICE (niceness of the cargo builds and the test binary, default 10),
@@ -99,7 +100,10 @@ run_tests() {
     if "${CARGO_TEST[@]}" "$@"; then end ok; else end FAILED; failed=1; fi
 }
 if ((${#FILTERS[@]})); then
-    run_tests "tests (${FILTERS[*]})" "${FILTERS[@]}" -- --test-threads="$THREADS" --show-output
+    # --slow with filters: the matching slow_* (#[ignore]d) tests too.
+    extra=()
+    [[ $SLOW == yes ]] && extra=(--include-ignored)
+    run_tests "tests (${FILTERS[*]})" "${FILTERS[@]}" -- --test-threads="$THREADS" --show-output "${extra[@]}"
 else
     # serial_* tests disturb the whole node (they kill berthd): alone, after the others.
     run_tests "tests (parallel: $THREADS)" -- --skip serial_ --test-threads="$THREADS" --show-output

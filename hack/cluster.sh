@@ -4,13 +4,17 @@
 # and a kubelet whose container runtime is berthd; CoreDNS as a Deployment; images from a
 # local docker-registry. See hack/cluster/README.md.
 #
-#   hack/cluster.sh up             start what is not running (idempotent), wait until the node
-#                                  and CoreDNS are Ready
+#   hack/cluster.sh up [--runtime berth|containerd]
+#                                  start what is not running (idempotent), wait until the node
+#                                  and CoreDNS are Ready; --runtime containerd: the same node
+#                                  with Debian's containerd 1.6 as the kubelet's runtime instead
+#                                  of berthd (for side-by-side runs; default berth)
 #   hack/cluster.sh down [--purge] delete every pod (API, then CRI), stop everything up started,
 #                                  undo its host changes; --purge also deletes the cluster dir
 #   hack/cluster.sh status         components, restarts, node and kube-system pods
 #   hack/cluster.sh env            `eval "$(hack/cluster.sh env)"`: KUBECONFIG, PATH (kubectl,
-#                                  crictl), CRI_CONFIG_FILE (crictl talks to the cluster's berthd)
+#                                  crictl), CRI_CONFIG_FILE (crictl talks to the cluster's berthd,
+#                                  or containerd)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -50,10 +54,33 @@ PKI=$CLUSTER_DIR/pki
 LOGS=$CLUSTER_DIR/logs
 BERTH_STATE=$RUN_DIR/berth
 BERTH_SOCKET=$BERTH_STATE/berth.sock
+# The containerd of `up --runtime containerd`: its own config, root, state and socket (never a
+# system or Docker containerd's); its shims' sockets are in /run/containerd/s, named by a hash
+# of this socket's path.
+CONTAINERD_DIR=$CLUSTER_DIR/containerd
+CONTAINERD_STATE=$RUN_DIR/containerd
+CONTAINERD_SOCKET=$CONTAINERD_STATE/containerd.sock
+CNI_BIN_DIR=${BERTH_CLUSTER_CNI_BIN_DIR:-/usr/lib/cni}
+PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
+# The runtime `up` started, kept in the run dir for down/status/env.
+RUNTIME_FILE=$RUN_DIR/runtime
+RUNTIME=berth
 ADMIN_KUBECONFIG=$CLUSTER_DIR/admin.kubeconfig
 K8S_BINARIES=(kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl etcd crictl coredns)
 
 log() { echo "cluster: $*" >&2; }
+
+# runtime_daemon RUNTIME: the component that serves the CRI.
+runtime_daemon() { if [[ $1 == containerd ]]; then echo containerd; else echo berthd; fi; }
+# runtime_socket: RUNTIME_SOCKET, the CRI socket of $RUNTIME.
+runtime_socket() {
+    if [[ $RUNTIME == containerd ]]; then RUNTIME_SOCKET=$CONTAINERD_SOCKET; else RUNTIME_SOCKET=$BERTH_SOCKET; fi
+}
+# runtime_of_run_dir: RUNTIME and RUNTIME_SOCKET as the last `up` chose them.
+runtime_of_run_dir() {
+    RUNTIME=$(cat "$RUNTIME_FILE" 2>/dev/null || echo berth)
+    runtime_socket
+}
 die() {
     echo "cluster: error: $*" >&2
     exit 1
@@ -328,11 +355,11 @@ host_restore() {
 # render TEMPLATE OUT: envsubst of the variables the templates use.
 render() {
     # shellcheck disable=SC2016 # the names envsubst replaces, not expansions
-    local vars='${BERTH_SOCKET} ${NODE_IP} ${NODE_NAME} ${KUBELET_PORT} ${KUBELET_HEALTHZ_PORT} ${PKI}
+    local vars='${RUNTIME_SOCKET} ${NODE_IP} ${NODE_NAME} ${KUBELET_PORT} ${KUBELET_HEALTHZ_PORT} ${PKI}
         ${DNS_IP} ${CLUSTER_DOMAIN} ${CLUSTER_DIR} ${LOG_MAX_SIZE} ${LOG_MAX_FILES} ${IMAGE_GC_HIGH}
         ${IMAGE_GC_LOW} ${EVICTION_DISK_FREE} ${MAX_PODS} ${POD_CIDR} ${PROXY_HEALTHZ_PORT}
         ${PROXY_METRICS_PORT} ${COREDNS_IMAGE}'
-    export BERTH_SOCKET NODE_IP NODE_NAME KUBELET_PORT KUBELET_HEALTHZ_PORT PKI DNS_IP CLUSTER_DOMAIN \
+    export RUNTIME_SOCKET NODE_IP NODE_NAME KUBELET_PORT KUBELET_HEALTHZ_PORT PKI DNS_IP CLUSTER_DOMAIN \
         CLUSTER_DIR LOG_MAX_SIZE LOG_MAX_FILES IMAGE_GC_HIGH IMAGE_GC_LOW EVICTION_DISK_FREE MAX_PODS \
         POD_CIDR PROXY_HEALTHZ_PORT PROXY_METRICS_PORT COREDNS_IMAGE
     envsubst "$vars" <"$1" >"$2.tmp"
@@ -374,7 +401,7 @@ write_configs() {
     mkdir -p "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/cni" "$CLUSTER_DIR/berth"
     render "$CFG/kubelet-config.yaml" "$CLUSTER_DIR/kubelet/config.yaml"
     render "$CFG/kube-proxy-config.yaml" "$CLUSTER_DIR/kube-proxy-config.yaml"
-    printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$BERTH_SOCKET" "$BERTH_SOCKET" \
+    printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n' "$RUNTIME_SOCKET" "$RUNTIME_SOCKET" \
         >"$CLUSTER_DIR/crictl.yaml"
     # Pods with dnsPolicy Default resolve nothing outside the cluster: no upstream resolver may
     # be contacted from here.
@@ -434,6 +461,68 @@ conf_dir = "$CLUSTER_DIR/cni"
 EOF
 }
 
+# containerd's config: the CRI plugin with the kubelet's cgroupfs driver, the pod network of
+# berthd (the same conflist in the same conf dir, the same plugins), the sandbox image from the
+# local registry, and the registry's names mapped as in registries.conf (hosts.toml files).
+write_containerd_config() {
+    local reg=$1 hosts=$CONTAINERD_DIR/hosts.d host path
+    mkdir -p "$CONTAINERD_DIR" "$hosts/docker.io" "$hosts/registry.k8s.io" "$hosts/$reg"
+    cat >"$CONTAINERD_DIR/config.toml" <<EOF
+# Written by hack/cluster.sh (up --runtime containerd): the cluster's own containerd.
+version = 2
+root = "$CONTAINERD_DIR/root"
+state = "$CONTAINERD_STATE"
+[grpc]
+  address = "$CONTAINERD_SOCKET"
+[ttrpc]
+  address = "$CONTAINERD_SOCKET.ttrpc"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CONTAINERD_DIR/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # This host drops CAP_SYS_RESOURCE: runc cannot lower a sandbox's oom_score_adj below
+  # containerd's own (EPERM) unless containerd clamps it.
+  restrict_oom_score_adj = true
+  # Pod netns pins under the state dir (not /var/run/netns): down unmounts them there.
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$CONTAINERD_STATE/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CNI_BIN_DIR"
+    conf_dir = "$CLUSTER_DIR/cni"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$hosts"
+EOF
+    # docker.io/library/X -> REG/library/X and registry.k8s.io/X -> REG/registry.k8s.io/X, as
+    # Berth's registries.conf; the public server is never tried (a miss is an error).
+    for host in docker.io registry.k8s.io; do
+        path=/v2
+        [[ $host == registry.k8s.io ]] && path=/v2/registry.k8s.io
+        cat >"$hosts/$host/hosts.toml" <<EOF
+server = "http://$reg$path"
+[host."http://$reg$path"]
+  capabilities = ["pull", "resolve"]
+  override_path = true
+EOF
+    done
+    cat >"$hosts/$reg/hosts.toml" <<EOF
+server = "http://$reg"
+[host."http://$reg"]
+  capabilities = ["pull", "resolve"]
+EOF
+}
+
 # --- up -------------------------------------------------------------------------------------
 registry_addr() { echo "127.0.0.1:$(<"$CLUSTER_DIR/registry.port")"; }
 
@@ -481,6 +570,19 @@ start_berthd() {
     fi
     start berthd "$dir/berthd" --config "$CLUSTER_DIR/berth/config.toml"
     wait_ready berthd crictl version
+}
+
+start_containerd() {
+    local tool
+    for tool in containerd containerd-shim-runc-v2 runc; do
+        command -v "$tool" >/dev/null || die "missing $tool (apt-get install containerd runc: Debian 12's containerd 1.6)"
+    done
+    write_containerd_config "$(registry_addr)"
+    mkdir -p "$CONTAINERD_STATE"
+    start containerd "$(command -v containerd)" --config "$CONTAINERD_DIR/config.toml" --log-level warn
+    wait_ready containerd crictl version
+    # Pulled now, as on a node whose image has it: containerd would pull it at the first pod.
+    crictl pull "$PAUSE_IMAGE" >/dev/null || fail containerd "cannot pull $PAUSE_IMAGE from the local registry"
 }
 
 start_control_plane() {
@@ -563,8 +665,21 @@ deploy_coredns() {
 }
 
 cmd_up() {
-    local tool changed=no
+    local tool changed=no running
     [[ $(id -u) == 0 ]] || die "run as root (network, mounts, cgroups)"
+    while (($#)); do
+        case $1 in
+            --runtime)
+                RUNTIME=${2:-}
+                shift
+                ;;
+            --runtime=*) RUNTIME=${1#*=} ;;
+            *) die "up: unknown argument $1" ;;
+        esac
+        shift
+    done
+    [[ $RUNTIME == berth || $RUNTIME == containerd ]] || die "--runtime: berth or containerd, not '$RUNTIME'"
+    runtime_socket
     for tool in openssl jq curl ip iptables ip6tables conntrack docker-registry skopeo umoci envsubst ss python3 setsid; do
         command -v "$tool" >/dev/null ||
             die "missing $tool (apt-get install openssl jq curl iproute2 iptables conntrack docker-registry skopeo umoci gettext-base python3)"
@@ -573,17 +688,27 @@ cmd_up() {
     mkdir -p "$CLUSTER_DIR" "$RUN_DIR" "$LOGS"
     exec 8>"$RUN_DIR/lock"
     flock -n 8 || die "another hack/cluster.sh up/down runs"
+    running=$(cat "$RUNTIME_FILE" 2>/dev/null || true)
+    if [[ -n $running && $running != "$RUNTIME" ]] &&
+        [[ -n $(pid_of kubelet supervisor) || -n $(pid_of "$(runtime_daemon "$running")" supervisor) ]]; then
+        die "the cluster runs on $running: hack/cluster.sh down first"
+    fi
+    echo "$RUNTIME" >"$RUNTIME_FILE"
 
     host_setup
     write_configs
     start_registry
     COREDNS_IMAGE=$("$CFG/images.sh" "$(registry_addr)" "${BIN[coredns]}" | tail -n1)
-    write_registries_conf "$(registry_addr)" && changed=yes
-    start_berthd "$changed"
+    if [[ $RUNTIME == berth ]]; then
+        write_registries_conf "$(registry_addr)" && changed=yes
+        start_berthd "$changed"
+    else
+        start_containerd
+    fi
     start_control_plane
     start_node
     deploy_coredns
-    log "up: export KUBECONFIG=$ADMIN_KUBECONFIG (or: eval \"\$(hack/cluster.sh env)\")"
+    log "up on $RUNTIME: export KUBECONFIG=$ADMIN_KUBECONFIG (or: eval \"\$(hack/cluster.sh env)\")"
 }
 
 # --- down -------------------------------------------------------------------------------------
@@ -598,17 +723,35 @@ delete_pods_through_api() {
 
 remove_pods_through_cri() {
     local pods
-    [[ -n $(pid_of berthd) && -n ${BIN[crictl]:-} ]] || return 0
+    [[ -n $(pid_of "$(runtime_daemon "$RUNTIME")") && -n ${BIN[crictl]:-} ]] || return 0
     pods=$(crictl pods -q 2>/dev/null || true)
     if [[ -n $pods ]]; then
-        log "removing $(wc -w <<<"$pods") pod sandbox(es) left in Berth (crictl rmp -f)"
+        log "removing $(wc -w <<<"$pods") pod sandbox(es) left in $RUNTIME (crictl rmp -f)"
         # shellcheck disable=SC2086 # one argument per pod id
         crictl rmp -f $pods >/dev/null || log "crictl rmp failed for some pods"
     fi
     if [[ -n $(crictl pods -q 2>/dev/null) || -n $(crictl ps -aq 2>/dev/null) ]]; then
-        log "warning: Berth still has pods or containers:"
+        log "warning: $RUNTIME still has pods or containers:"
         crictl pods >&2 || true
     fi
+}
+
+# remove_pod_logs: the log dirs of pods the kubelet stopped before its container GC removed them
+# (pods deleted just before `down`), and its /var/log/containers links to them; only once Berth
+# has no pod left.
+remove_pod_logs() {
+    local dir=$CLUSTER_DIR/pod-logs n
+    [[ -d $dir ]] || return 0
+    if [[ -n $(pid_of "$(runtime_daemon "$RUNTIME")") && -n ${BIN[crictl]:-} && -n $(crictl pods -q 2>/dev/null) ]]; then
+        log "warning: $RUNTIME still has pods: their logs stay in $dir"
+        return 0
+    fi
+    n=$(find "$dir" -mindepth 1 -maxdepth 1 | wc -l)
+    if ((n > 0)); then
+        find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+        log "removed $n pod log dir(s) from $dir"
+    fi
+    find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
 }
 
 # delete_kube_chains: KUBE-* chains that exist now and did not before `up` (the kubelet's
@@ -659,7 +802,8 @@ cmd_down() {
     [[ -d $RUN_DIR ]] || { log "nothing runs (no $RUN_DIR)"; [[ $purge == no ]] || rm -rf "$CLUSTER_DIR"; return 0; }
     exec 8>"$RUN_DIR/lock"
     flock -n 8 || die "another hack/cluster.sh up/down runs"
-    resolve_k8s_bins try || log "warning: Kubernetes tools not found: pods are removed through Berth only if crictl is"
+    runtime_of_run_dir
+    resolve_k8s_bins try || log "warning: Kubernetes tools not found: pods are removed through $RUNTIME only if crictl is"
 
     # Nothing recreates or reschedules pods once these two are gone.
     stop kube-controller-manager
@@ -671,13 +815,22 @@ cmd_down() {
         "${BIN[kube-proxy]}" --cleanup >>"$LOGS/kube-proxy.log" 2>&1 || log "kube-proxy --cleanup failed (see $LOGS/kube-proxy.log)"
     fi
     remove_pods_through_cri
+    remove_pod_logs
     stop berthd
+    stop containerd
     for name in kube-apiserver etcd registry; do stop "$name"; done
 
-    # Monitors of pods Berth could not remove would still run: list them, never kill by name.
+    # Monitors (shims) of pods the runtime could not remove would still run: list them, never
+    # kill by name.
     for pid in $(pgrep -x berth-monitor || true); do
         if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$BERTH_STATE"; then
             log "warning: berth-monitor $pid of this cluster still runs"
+        fi
+    done
+    # comm is cut to 15 characters: containerd-shim-runc-v2 is "containerd-shim".
+    for pid in $(pgrep -x containerd-shim || true); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-address $CONTAINERD_SOCKET "; then
+            log "warning: containerd-shim-runc-v2 $pid of this cluster still runs"
         fi
     done
     delete_kube_chains
@@ -687,7 +840,7 @@ cmd_down() {
     if [[ -n $(ip -o link show master "$BRIDGE" 2>/dev/null) ]]; then
         log "warning: ports left on $BRIDGE: $(ip -o link show master "$BRIDGE" | awk -F': ' '{print $2}' | tr '\n' ' ')"
     fi
-    rm -f "$RUN_DIR"/*.exits
+    rm -f "$RUN_DIR"/*.exits "$RUNTIME_FILE"
     if ! grep -qE "^$RUN_DIR(/|$)" <<<"$(findmnt -rn -o TARGET)"; then
         rm -rf "$RUN_DIR"
     fi
@@ -701,7 +854,9 @@ cmd_down() {
 # --- status / env ---------------------------------------------------------------------------
 cmd_status() {
     local name pid rc=0
-    for name in etcd kube-apiserver kube-controller-manager kube-scheduler registry berthd kubelet kube-proxy; do
+    runtime_of_run_dir
+    echo "runtime: $RUNTIME ($RUNTIME_SOCKET)"
+    for name in etcd kube-apiserver kube-controller-manager kube-scheduler registry "$(runtime_daemon "$RUNTIME")" kubelet kube-proxy; do
         pid=$(pid_of "$name")
         if [[ -n $pid ]]; then
             printf '%-24s running  pid %-8s restarts %s\n' "$name" "$pid" "$(restarts_of "$name")"
@@ -724,6 +879,7 @@ cmd_status() {
 }
 
 cmd_env() {
+    runtime_of_run_dir
     resolve_k8s_bins
     echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
     echo "export PATH=$(dirname "${BIN[kubectl]}"):$(dirname "${BIN[crictl]}"):\$PATH"
@@ -731,7 +887,10 @@ cmd_env() {
 }
 
 case ${1:-} in
-    up) cmd_up ;;
+    up)
+        shift
+        cmd_up "$@"
+        ;;
     down) cmd_down "${2:-}" ;;
     status) cmd_status ;;
     env) cmd_env ;;

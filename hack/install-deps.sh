@@ -14,7 +14,17 @@ PACKAGES=(
     containernetworking-plugins iproute2 iptables
     # tests: a real OCI registry, the test images' content and tools to build and push them
     docker-registry busybox-static skopeo jq zstd curl apache2-utils perl tar gzip
+    # the cluster tests (hack/cluster.sh): kube-proxy's conntrack, the cluster's images (umoci,
+    # a static pause built with gcc), certificates, config templates
+    conntrack umoci gcc libc6-dev openssl gettext-base iproute2 python3
 )
+# containerd 1.6 (Debian 12's) for the cluster's side-by-side runs (hack/cluster.sh up --runtime
+# containerd, hack/bench-cluster.sh); it runs only with the cluster's own config and socket.
+# Not when a containerd is installed already (a Docker engine's containerd.io conflicts with
+# Debian's package), nor under systemd, where the package would start a system containerd.
+if ! command -v containerd >/dev/null && [[ $(ps -p 1 -o comm= 2>/dev/null) != systemd ]]; then
+    PACKAGES+=(containerd runc)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

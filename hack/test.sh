@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs every test of the workspace: unit tests,
-# and end-to-end tests against a real berthd and a real OCI registry.
+# end-to-end tests against a real berthd and a real OCI registry, and the tests against a
+# single-node Kubernetes cluster on Berth (hack/cluster-test.sh).
 # Runs as root (the e2e tests create namespaces, mounts and cgroups).
 #
 #   hack/test.sh [extra cargo test args]
@@ -18,3 +19,12 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@" 2>&1 | tee target/test.log
 # cargo's own summary lines are per test binary; add one total line.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
+# The e2e tests against a real single-node Kubernetes cluster on Berth (hack/cluster-test.sh):
+# on the debug berthd/berth-monitor built above (no release build); the Kubernetes tools are
+# built by hack/k8s/build-tools.sh when its cache (~/.cache/berth) lacks them (about 15 min
+# cold). BERTH_TEST_CLUSTER=0 leaves them out, and says so.
+if [[ ${BERTH_TEST_CLUSTER:-1} == 0 ]]; then
+    echo "hack/test.sh: BERTH_TEST_CLUSTER=0: the cluster tests (hack/cluster-test.sh) did NOT run" >&2
+else
+    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
+fi

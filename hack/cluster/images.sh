@@ -12,6 +12,9 @@
 #                                        with Debian's nginx and the libraries it links
 #   REGISTRY/registry.k8s.io/coredns/coredns:vX.Y.Z
 #                                        the CoreDNS binary built by hack/k8s/build-tools.sh
+#   REGISTRY/registry.k8s.io/pause:3.10.2
+#                                        hack/cluster/pause.c, static: the sandbox image of
+#                                        the cluster's containerd runs (Berth needs none)
 # Prints the CoreDNS image's public name (registry.k8s.io/coredns/coredns:vX.Y.Z) last.
 #
 # The OCI layout is cached in ${BERTH_CACHE:-~/.cache/berth}/cluster-images (rebuilt when this
@@ -32,7 +35,7 @@ TEST_IMAGES=${BERTH_TEST_IMAGES:-$REPO/target/test-images}
 L=$CACHE/oci
 PATHENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-for tool in umoci skopeo jq ldd apt-get dpkg-deb chroot flock; do
+for tool in umoci skopeo jq ldd apt-get dpkg-deb chroot flock cc; do
     command -v "$tool" >/dev/null || { echo "$0: missing $tool (apt-get install umoci skopeo jq)" >&2; exit 1; }
 done
 [[ -x $COREDNS_BIN ]] || { echo "$0: no CoreDNS binary at $COREDNS_BIN" >&2; exit 1; }
@@ -40,6 +43,7 @@ COREDNS_VERSION=$("$COREDNS_BIN" -version | sed -n 's/^CoreDNS-\([0-9.]*\).*/\1/
 [[ -n $COREDNS_VERSION ]] || { echo "$0: cannot read the version of $COREDNS_BIN" >&2; exit 1; }
 COREDNS_REPO=registry.k8s.io/coredns/coredns
 COREDNS_TAG=v$COREDNS_VERSION
+PAUSE_REF=registry.k8s.io/pause:3.10.2
 
 mkdir -p "$CACHE/debs"
 exec 9>"$CACHE/.lock"
@@ -58,7 +62,7 @@ done
 NGINX_DEB=$(deb_of nginx amd64)
 NGINX_COMMON_DEB=$(deb_of nginx-common all)
 
-STAMP=$(cat "$SELF" "$TEST_IMAGES/stamp" "$NGINX_DEB" "$NGINX_COMMON_DEB" "$COREDNS_BIN" | sha256sum | cut -d' ' -f1)
+STAMP=$(cat "$SELF" "$HERE/pause.c" "$TEST_IMAGES/stamp" "$NGINX_DEB" "$NGINX_COMMON_DEB" "$COREDNS_BIN" | sha256sum | cut -d' ' -f1)
 if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
     rm -f "$CACHE/stamp"
     W=$(mktemp -d "$CACHE/.build.XXXXXX")
@@ -143,6 +147,15 @@ EOF
         --config.entrypoint /coredns --config.exposedports 53/tcp --config.exposedports 53/udp \
         --config.exposedports 9153/tcp --author "hack/cluster/images.sh (CoreDNS $COREDNS_VERSION)"
 
+    # pause: one static binary, as upstream's image.
+    umoci new --image "$LN:pause"
+    umoci unpack --image "$LN:pause" "$W/pause"
+    cc -static -Os -s -o "$W/pause/rootfs/pause" "$HERE/pause.c" ||
+        { echo "$0: cannot build a static pause (apt-get install gcc libc6-dev)" >&2; exit 1; }
+    umoci repack --image "$LN:pause" "$W/pause"
+    umoci config --image "$LN:pause" --os linux --architecture amd64 --config.entrypoint /pause \
+        --config.user 65535:65535 --author "hack/cluster/images.sh (hack/cluster/pause.c)"
+
     umoci gc --layout "$LN"
     rm -rf "$L"
     mv "$LN" "$L"
@@ -157,4 +170,5 @@ push() {
 push "$L" busybox library/busybox:latest
 push "$L" nginx library/nginx:latest
 push "$L" coredns "$COREDNS_REPO:$COREDNS_TAG"
+push "$L" pause "$PAUSE_REF"
 echo "$COREDNS_REPO:$COREDNS_TAG"

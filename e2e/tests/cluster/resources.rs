@@ -1,0 +1,189 @@
+//! Resource requests and limits end up in the cgroups the kubelet asked for: the pod cgroups the
+//! kubelet makes itself (kubepods/<qos>/pod<uid>) and the container cgroups Berth makes inside
+//! them, read from the host. The kubelet uses the cgroupfs driver (hack/cluster/kubelet-config.yaml).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+use crate::common::*;
+
+/// The kubelet's cgroup layout on this host: v1 (or a v1/v2 hybrid, which the kubelet treats
+/// as v1) when the v1 memory controller holds `kubepods`, else the unified v2 hierarchy.
+enum Layout {
+    V1,
+    V2,
+}
+
+fn layout() -> Layout {
+    if Path::new("/sys/fs/cgroup/memory/kubepods").is_dir() {
+        Layout::V1
+    } else {
+        assert!(
+            Path::new("/sys/fs/cgroup/kubepods").is_dir(),
+            "no kubepods cgroup on this host"
+        );
+        Layout::V2
+    }
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// The values a cgroup holds for memory limit, CPU quota/period and CPU weight, in v1 terms
+/// (v2's cpu.weight is mapped back from shares as the kubelet maps shares to it).
+#[derive(Debug, PartialEq)]
+struct Limits {
+    memory: String,
+    quota: String,
+    period: String,
+    shares_or_weight: String,
+}
+
+fn limits_of(rel: &str) -> Limits {
+    match layout() {
+        Layout::V1 => {
+            let v1 = |ctl: &str, file: &str| {
+                read(Path::new("/sys/fs/cgroup").join(ctl).join(rel).join(file))
+            };
+            Limits {
+                memory: v1("memory", "memory.limit_in_bytes"),
+                quota: v1("cpu", "cpu.cfs_quota_us"),
+                period: v1("cpu", "cpu.cfs_period_us"),
+                shares_or_weight: v1("cpu", "cpu.shares"),
+            }
+        }
+        Layout::V2 => {
+            let v2 = |file: &str| read(Path::new("/sys/fs/cgroup").join(rel).join(file));
+            let cpu_max = v2("cpu.max");
+            let (quota, period) = cpu_max.split_once(' ').unwrap();
+            Limits {
+                memory: v2("memory.max"),
+                quota: if quota == "max" {
+                    "-1".into()
+                } else {
+                    quota.into()
+                },
+                period: period.into(),
+                shares_or_weight: v2("cpu.weight"),
+            }
+        }
+    }
+}
+
+/// What the kubelet asks for: memory bytes, CPU millicores as quota (per 100 ms) and shares.
+fn expected(
+    memory_bytes: Option<u64>,
+    cpu_limit_milli: Option<u64>,
+    cpu_request_milli: u64,
+) -> Limits {
+    let shares = (cpu_request_milli * 1024 / 1000).max(2);
+    match layout() {
+        Layout::V1 => Limits {
+            memory: memory_bytes.map_or(V1_NO_MEMORY_LIMIT.into(), |b| b.to_string()),
+            quota: cpu_limit_milli.map_or("-1".into(), |m| (m * 100).to_string()),
+            period: "100000".into(),
+            shares_or_weight: shares.to_string(),
+        },
+        Layout::V2 => Limits {
+            memory: memory_bytes.map_or("max".into(), |b| b.to_string()),
+            quota: cpu_limit_milli.map_or("-1".into(), |m| (m * 100).to_string()),
+            period: "100000".into(),
+            shares_or_weight: (1 + ((shares - 2) * 9999) / 262142).to_string(),
+        },
+    }
+}
+
+/// memory.limit_in_bytes of a v1 cgroup without a limit (PAGE_COUNTER_MAX pages of 4 KiB).
+const V1_NO_MEMORY_LIMIT: &str = "9223372036854771712";
+
+fn container_id(pod: &Pod, container: &str) -> String {
+    let id = container_status(pod, container)
+        .container_id
+        .clone()
+        .expect("a container ID");
+    id.split_once("://")
+        .map(|(_, id)| id.to_owned())
+        .unwrap_or(id)
+}
+
+#[tokio::test]
+async fn requests_and_limits_in_cgroups() {
+    let ns = TestNs::new("resources").await;
+    let mi = 1024 * 1024;
+    let mut burstable = busybox("app", "sleep 3600");
+    burstable["resources"] = json!({
+        "requests": { "cpu": "100m", "memory": "32Mi" },
+        "limits": { "cpu": "250m", "memory": "64Mi" },
+    });
+    let mut guaranteed = busybox("app", "sleep 3600");
+    guaranteed["resources"] = json!({ "limits": { "cpu": "200m", "memory": "48Mi" } });
+    let best_effort = busybox("app", "sleep 3600");
+    for (name, c) in [
+        ("burstable", burstable),
+        ("guaranteed", guaranteed),
+        ("best-effort", best_effort),
+    ] {
+        ns.create::<Pod>(pod(name, "Always", vec![c], json!({})))
+            .await;
+    }
+
+    let cases = [
+        // name, QoS dir, memory limit, CPU limit (m), CPU request (m)
+        (
+            "burstable",
+            "kubepods/burstable",
+            Some(64 * mi),
+            Some(250),
+            100,
+        ),
+        ("guaranteed", "kubepods", Some(48 * mi), Some(200), 200),
+        ("best-effort", "kubepods/besteffort", None, None, 0),
+    ];
+    for (name, qos_dir, memory, cpu_limit, cpu_request) in cases {
+        let pod = ns
+            .wait_pod(name, "Ready", Duration::from_secs(60), pod_ready)
+            .await;
+        let qos = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .unwrap();
+        let uid = pod.metadata.uid.clone().unwrap();
+        let pod_dir = format!("{qos_dir}/pod{uid}");
+        let container_dir = format!("{pod_dir}/{}", container_id(&pod, "app"));
+        let want = expected(memory, cpu_limit, cpu_request);
+        // The pod cgroup (the kubelet's) and the container's (Berth's) both carry the limits:
+        // one container, so the pod's sums are the container's values.
+        assert_eq!(
+            limits_of(&pod_dir),
+            want,
+            "{name} ({qos}): pod cgroup {pod_dir}"
+        );
+        assert_eq!(
+            limits_of(&container_dir),
+            want,
+            "{name} ({qos}): container cgroup {container_dir}"
+        );
+        // The container's process is in the container's cgroup.
+        let procs = match layout() {
+            Layout::V1 => read(
+                Path::new("/sys/fs/cgroup/memory")
+                    .join(&container_dir)
+                    .join("cgroup.procs"),
+            ),
+            Layout::V2 => read(
+                Path::new("/sys/fs/cgroup")
+                    .join(&container_dir)
+                    .join("cgroup.procs"),
+            ),
+        };
+        assert!(!procs.is_empty(), "{name}: no process in {container_dir}");
+    }
+}

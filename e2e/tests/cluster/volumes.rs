@@ -1,0 +1,133 @@
+//! Volumes the kubelet prepares and Berth mounts: emptyDir (disk, memory), configMap, secret,
+//! projected service-account token, hostPath, subPath.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use serde_json::json;
+
+use crate::common::*;
+
+/// `key=value` lines a checking script printed.
+fn parse(logs: &str) -> BTreeMap<String, String> {
+    logs.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn volumes_prepared_by_the_kubelet() {
+    let ns = TestNs::new("volumes").await;
+    let host_dir = format!("/tmp/berth-e2e-{}", ns.name);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(format!("{host_dir}/from-host"), "host-data").unwrap();
+    let _cleanup = RemoveDir(host_dir.clone());
+
+    ns.create::<ConfigMap>(json!({
+        "metadata": { "name": "cfg" },
+        "data": { "greeting": "hello-config", "app.conf": "port=8080" },
+    }))
+    .await;
+    ns.create::<Secret>(json!({
+        "metadata": { "name": "sec" },
+        "stringData": { "password": "s3cret" },
+    }))
+    .await;
+
+    // fs TYPE of a mount point, from the container's own mount table.
+    let script = r#"
+fstype() { awk -v m="$1" '$2 == m {print $3}' /proc/mounts | tail -n1; }
+echo disk-fstype=$(fstype /disk)
+echo data > /disk/f && echo disk-write=$(cat /disk/f)
+echo mem-fstype=$(fstype /mem)
+echo data > /mem/f && echo mem-write=$(cat /mem/f)
+echo config=$(cat /config/greeting)
+echo secret=$(cat /secret/password)
+echo secret-mode=$(stat -L -c %a /secret/password)
+echo secret-fstype=$(fstype /secret)
+echo token-parts=$(awk -F. '{print NF}' /token/token)
+echo sa-token-parts=$(awk -F. '{print NF}' /var/run/secrets/kubernetes.io/serviceaccount/token)
+echo sa-namespace=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)
+echo sa-ca=$(head -n1 /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)
+echo host=$(cat /host/from-host)
+echo from-pod > /host/from-pod
+echo subpath-file=$(cat /etc/app/app.conf)
+echo subpath-dir-listing=$(ls /etc/app | tr '\n' ,)
+echo sub > /sub/f
+echo done=yes
+"#;
+    let mut c = busybox("check", script);
+    c["volumeMounts"] = json!([
+        { "name": "disk", "mountPath": "/disk" },
+        { "name": "mem", "mountPath": "/mem" },
+        { "name": "cfg", "mountPath": "/config" },
+        { "name": "sec", "mountPath": "/secret" },
+        { "name": "token", "mountPath": "/token" },
+        { "name": "host", "mountPath": "/host" },
+        { "name": "cfg", "mountPath": "/etc/app/app.conf", "subPath": "app.conf" },
+        { "name": "disk", "mountPath": "/sub", "subPath": "nested/dir" },
+    ]);
+    // A second container sees what the first wrote under the emptyDir's subPath.
+    let mut reader = busybox(
+        "reader",
+        "while [ ! -f /disk/nested/dir/f ]; do sleep 0.2; done; echo nested=$(cat /disk/nested/dir/f)",
+    );
+    reader["volumeMounts"] = json!([{ "name": "disk", "mountPath": "/disk" }]);
+    let volumes = json!({ "volumes": [
+        { "name": "disk", "emptyDir": {} },
+        { "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "16Mi" } },
+        { "name": "cfg", "configMap": { "name": "cfg" } },
+        { "name": "sec", "secret": { "secretName": "sec", "defaultMode": 0o400 } },
+        { "name": "token", "projected": { "sources": [
+            { "serviceAccountToken": { "path": "token", "expirationSeconds": 3600, "audience": "berth-e2e" } },
+        ] } },
+        { "name": "host", "hostPath": { "path": host_dir, "type": "Directory" } },
+    ] });
+    let (_, logs) = ns
+        .run_to_success(
+            pod("volumes", "Never", vec![c, reader], volumes),
+            Duration::from_secs(90),
+        )
+        .await;
+    let got = parse(&logs);
+    let want = [
+        ("disk-write", "data"),
+        ("mem-fstype", "tmpfs"),
+        ("mem-write", "data"),
+        ("config", "hello-config"),
+        ("secret", "s3cret"),
+        ("secret-mode", "400"),
+        ("secret-fstype", "tmpfs"),
+        ("token-parts", "3"),
+        ("sa-token-parts", "3"),
+        ("sa-namespace", ns.name.as_str()),
+        ("sa-ca", "-----BEGIN CERTIFICATE-----"),
+        ("host", "host-data"),
+        ("subpath-file", "port=8080"),
+        ("subpath-dir-listing", "app.conf,"),
+        ("done", "yes"),
+    ];
+    for (key, value) in want {
+        assert_eq!(
+            got.get(key).map(String::as_str),
+            Some(value),
+            "{key}; the pod printed:\n{logs}"
+        );
+    }
+    assert_ne!(
+        got.get("disk-fstype").map(String::as_str),
+        Some("tmpfs"),
+        "a disk emptyDir on tmpfs:\n{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{host_dir}/from-pod")).unwrap(),
+        "from-pod\n"
+    );
+    let reader = ns.logs("volumes", Some("reader")).await;
+    assert_eq!(
+        reader, "nested=sub\n",
+        "the subPath write is not in the emptyDir"
+    );
+}

@@ -30,6 +30,12 @@ impl Containers {
                             source: std::io::Error::new(source.kind(), source.to_string()),
                         })
                     }
+                    // A stuck monitor: its containers as last recorded, so
+                    // the kubelet's relist goes on for every other pod.
+                    Err(monitor::CallError::Timeout { .. }) => {
+                        out.push(r);
+                        continue;
+                    }
                     Err(e) => return Err(internal(anyhow::anyhow!("{e}"))),
                 };
                 out.push(self.apply(r, got)?);

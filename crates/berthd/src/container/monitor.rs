@@ -54,6 +54,14 @@ pub enum CallError {
         #[source]
         source: std::io::Error,
     },
+    /// The monitor did not answer in time (stuck, or the host overloaded):
+    /// one stuck monitor must not stall every RPC that asks it.
+    #[error("monitor of pod {pod} did not answer {op} within {after:?}")]
+    Timeout {
+        pod: String,
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl CallError {
@@ -217,6 +225,84 @@ async fn read_response(conn: &mut Conn, pod: &str) -> Result<Response, CallError
 /// connection) fails on the write, before the monitor could have seen the
 /// request, and the call goes again over a fresh connection.
 pub async fn call(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
+    match deadline(&req) {
+        Some(after) => call_within(dir, pod, req, after).await,
+        None => call_unbounded(dir, pod, req).await,
+    }
+}
+
+/// How long berthd waits for a monitor's answer to `req`: what the request
+/// itself may take (a stop's grace period, an exec's timeout) plus a margin
+/// for a loaded host; `None` for an exec without a timeout (the CRI's 0).
+pub fn deadline(req: &Request) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    const MARGIN: Duration = Duration::from_secs(30);
+    Some(match req {
+        Request::Stop {
+            timeout_ms,
+            kill_wait_ms,
+            ..
+        } => Duration::from_millis(timeout_ms.saturating_add(*kill_wait_ms)) + MARGIN,
+        // Sessions last as long as the client wants.
+        Request::Exec { timeout_ms: 0, .. }
+        | Request::ExecStream { .. }
+        | Request::Attach { .. } => return None,
+        Request::Exec { timeout_ms, .. } => Duration::from_millis(*timeout_ms) + MARGIN,
+        // libcontainer's create, start and delete take milliseconds, but
+        // seconds on a host under heavy load.
+        Request::Create { .. }
+        | Request::Start { .. }
+        | Request::StartAndReport { .. }
+        | Request::Delete { .. }
+        | Request::Update { .. } => Duration::from_secs(60),
+        // Answered from the monitor's memory: a monitor that takes longer
+        // is stuck, and List is on the kubelet's PLEG path (every second).
+        Request::List | Request::State { .. } | Request::Hello => Duration::from_secs(5),
+        _ => Duration::from_secs(10),
+    })
+}
+
+/// [`call`] with its deadline: the connection is dropped on timeout (a late
+/// answer must not be read as the answer to another request).
+pub async fn call_within(
+    dir: &Path,
+    pod: &str,
+    req: Request,
+    after: std::time::Duration,
+) -> Result<Response, CallError> {
+    let op = op_name(&req);
+    tokio::time::timeout(after, call_unbounded(dir, pod, req))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(pod = %pod, op, ?after, "monitor did not answer in time");
+            Err(CallError::Timeout {
+                pod: pod.to_string(),
+                op,
+                after,
+            })
+        })
+}
+
+fn op_name(req: &Request) -> &'static str {
+    match req {
+        Request::Hello => "hello",
+        Request::Create { .. } => "create",
+        Request::Start { .. } | Request::StartAndReport { .. } => "start",
+        Request::Stop { .. } => "stop",
+        Request::Kill { .. } => "kill",
+        Request::State { .. } => "state",
+        Request::List => "list",
+        Request::Delete { .. } => "delete",
+        Request::ReopenLog { .. } => "reopen_log",
+        Request::Exec { .. } => "exec",
+        Request::ExecStream { .. } => "exec_stream",
+        Request::Attach { .. } => "attach",
+        Request::Update { .. } => "update",
+        Request::Shutdown => "shutdown",
+    }
+}
+
+async fn call_unbounded(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
     let line = encode(&req, pod)?;
     let mut conn = loop {
         let Some(mut conn) = take_idle(dir) else {
@@ -479,6 +565,41 @@ mod tests {
         // An answer that does not fit.
         let e = list(dir, "p").await.unwrap_err();
         assert!(matches!(e, CallError::Unexpected { op: "list", .. }), "{e}");
+    }
+
+    /// A monitor that accepts but never answers (stuck in waitpid, on a
+    /// FIFO) costs the caller its deadline, not forever.
+    #[tokio::test]
+    async fn a_stuck_monitor_times_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(tmp.path().join(SOCKET_NAME)).unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let t0 = std::time::Instant::now();
+        let after = std::time::Duration::from_millis(300);
+        let e = call_within(tmp.path(), "p", Request::List, after)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CallError::Timeout { op: "list", .. }), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        held.abort();
+        assert_eq!(
+            deadline(&Request::List),
+            Some(std::time::Duration::from_secs(5))
+        );
+        let exec = Request::Exec {
+            id: "c".into(),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: None,
+            timeout_ms: 0,
+            max_output: 1,
+        };
+        assert_eq!(deadline(&exec), None);
     }
 
     #[tokio::test]

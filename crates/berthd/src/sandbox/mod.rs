@@ -452,11 +452,28 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
     let node = NamespaceMode::Node as i32;
     let host_net = ns.network == node;
     let host_ipc = ns.ipc == node;
-    if config.hostname.len() > 64 || config.hostname.contains('\0') {
+    // The hostname and DNS entries are written as lines into the pod's
+    // hosts and resolv.conf: whitespace or a control character would add
+    // lines of the tenant's choosing (another nameserver, a hosts entry).
+    let one_word = |v: &str| !v.chars().any(|c| c.is_whitespace() || c.is_control());
+    if config.hostname.len() > 64 || !one_word(&config.hostname) {
         return invalid(format!(
             "hostname {:?} is not a valid host name",
             config.hostname
         ));
+    }
+    if let Some(dns) = &config.dns_config {
+        for (field, values) in [
+            ("servers", &dns.servers),
+            ("searches", &dns.searches),
+            ("options", &dns.options),
+        ] {
+            if let Some(bad) = values.iter().find(|v| !one_word(v)) {
+                return invalid(format!(
+                    "dns_config.{field}: {bad:?} must be one word without whitespace or control characters"
+                ));
+            }
+        }
     }
     let parent = linux.cgroup_parent.trim_end_matches('/');
     if parent.contains('\0') || parent.split('/').any(|c| c == "..") {
@@ -533,6 +550,36 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// A newline in a DNS entry or the hostname would add lines of the
+    /// tenant's choosing to resolv.conf or hosts.
+    #[test]
+    fn dns_entries_and_hostname_cannot_add_lines() {
+        let mut c = config();
+        c.dns_config = Some(berth_api::v1::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            searches: vec!["svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        });
+        assert!(validate(&c, "").is_ok());
+        for (i, bad) in ["1.1.1.1\nnameserver 6.6.6.6", "a b", "ndots:1\toptions"]
+            .iter()
+            .enumerate()
+        {
+            let mut d = c.clone();
+            let dns = d.dns_config.as_mut().unwrap();
+            match i % 3 {
+                0 => dns.servers.push(bad.to_string()),
+                1 => dns.searches.push(bad.to_string()),
+                _ => dns.options.push(bad.to_string()),
+            }
+            let err = validate(&d, "").expect_err("refused").to_string();
+            assert!(err.contains("dns_config."), "{err}");
+        }
+        let mut h = c.clone();
+        h.hostname = "web\n10.0.0.1 kubernetes".into();
+        assert!(validate(&h, "").is_err());
     }
 
     #[test]

@@ -63,13 +63,7 @@ struct AttachFds {
 impl AttachFds {
     fn from_fds(fds: Vec<OwnedFd>, terminal: bool, stdin: bool) -> Result<Self, RuntimeError> {
         let wanted = if terminal { 2 } else { 2 + stdin as usize };
-        if fds.len() != wanted {
-            return Err(RuntimeError::Other(format!(
-                "monitor passed {} fds with attached, expected {wanted}",
-                fds.len()
-            )));
-        }
-        let mut fds = fds.into_iter();
+        let mut fds = super::expect_fds(fds, wanted, "attached")?;
         let mut next = || fds.next().expect("counted above");
         Ok(if terminal {
             AttachFds {

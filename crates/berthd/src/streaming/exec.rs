@@ -85,13 +85,7 @@ enum Stdio {
 impl Stdio {
     fn from_fds(fds: Vec<OwnedFd>, tty: bool, stdin: bool) -> Result<Stdio, RuntimeError> {
         let wanted = if tty { 1 } else { 2 + stdin as usize };
-        if fds.len() != wanted {
-            return Err(RuntimeError::Other(format!(
-                "monitor passed {} fds with exec_started, expected {wanted}",
-                fds.len()
-            )));
-        }
-        let mut fds = fds.into_iter();
+        let mut fds = super::expect_fds(fds, wanted, "exec_started")?;
         let mut next = || fds.next().expect("counted above");
         if tty {
             let master = PtyMaster::new(next()).map_err(io_error("terminal"))?;

@@ -131,3 +131,19 @@ async fn monitor_session(
         resp => Ok((conn, resp, fds)),
     }
 }
+
+/// The fds a monitor answer carried, checked against how many its answer
+/// says come with it.
+pub(crate) fn expect_fds(
+    fds: Vec<std::os::fd::OwnedFd>,
+    wanted: usize,
+    answer: &str,
+) -> Result<std::vec::IntoIter<std::os::fd::OwnedFd>, RuntimeError> {
+    if fds.len() != wanted {
+        return Err(RuntimeError::Other(format!(
+            "monitor passed {} fds with {answer}, expected {wanted}",
+            fds.len()
+        )));
+    }
+    Ok(fds.into_iter())
+}

@@ -55,15 +55,7 @@ impl StreamExecs {
 
     /// Takes out the execs that were reaped.
     pub fn take_exited(&mut self) -> Vec<(i32, StreamExec)> {
-        let done: Vec<i32> = self
-            .0
-            .iter()
-            .filter(|(_, e)| e.exit_code.is_some())
-            .map(|(pid, _)| *pid)
-            .collect();
-        done.into_iter()
-            .filter_map(|pid| self.0.remove(&pid).map(|e| (pid, e)))
-            .collect()
+        self.0.extract_if(|_, e| e.exit_code.is_some()).collect()
     }
 }
 

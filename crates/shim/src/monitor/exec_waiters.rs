@@ -112,15 +112,7 @@ impl ExecWaiters {
 
     /// Takes out the execs that were reaped.
     pub fn take_exited(&mut self) -> Vec<(i32, Exec)> {
-        let done: Vec<i32> = self
-            .0
-            .iter()
-            .filter(|(_, e)| e.exit_code.is_some())
-            .map(|(p, _)| *p)
-            .collect();
-        done.into_iter()
-            .filter_map(|pid| self.0.remove(&pid).map(|e| (pid, e)))
-            .collect()
+        self.0.extract_if(|_, e| e.exit_code.is_some()).collect()
     }
 }
 

@@ -54,6 +54,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=hack/lib/bench.sh
+source "$HERE/lib/bench.sh"
+# shellcheck source=hack/lib/containerd.sh
+source "$HERE/lib/containerd.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ITER=30
 PODS=50
@@ -69,8 +73,6 @@ QUIET_LOAD=1.0
 QUIET_WAIT=25
 QUIET_GAP=5
 KEEP=0
-# The critest kit's OCI layout holds a static pause image (containerd's CRI needs one).
-KIT=${CRITEST_KIT_WORK:-/var/tmp/critest-kit}
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -143,62 +145,23 @@ REG_PID=
 NET_PID=
 BR=
 
-umount_under() {
-    local m
-    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
-}
-
-# stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it.
-stop_pid() {
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# Monitors and shims outlive their daemon by design: after a failure, kill every process whose
-# command line names our work dir, and all their descendants (the containers), by pid.
-kill_leftovers() {
-    local -a pids kids
-    mapfile -t pids < <(ps -eo pid=,args= | awk -v w="$WORK/" -v me=$$ -v net="${NET_PID:-0}" 'index($0, w) && $1 != me && $1 != net { print $1 }')
-    while ((${#pids[@]})); do
-        mapfile -t kids < <(ps -eo pid=,ppid= | awk -v p=" ${pids[*]} " 'index(p, " " $2 " ") { print $1 }')
-        kill -9 "${pids[@]}" 2>/dev/null || true
-        pids=("${kids[@]}")
-    done
-}
-
-# end_pid PID: for a process told to finish (its stdin closed): up to 10 s to exit, then stop_pid.
-end_pid() {
-    local pid=$1 i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    stop_pid "$pid"
-}
-
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
-    for pid in "${DAEMONS[@]}"; do stop_pid "$pid"; done
-    kill_leftovers
+    for pid in "${DAEMONS[@]}"; do stop_pids 10 "$pid"; done
+    # Monitors and shims outlive their daemon by design (the network holder is ended below).
+    kill_under "$WORK" "${NET_PID:-0}" "${REG_PID:-0}"
     # The registry serves until its stdin closes.
     if [[ -n $REG_PID ]]; then
         exec 3>&- || true
-        end_pid "$REG_PID"
+        end_pids 10 "$REG_PID"
     fi
     umount_under "$WORK"
     # The network goes last (no pod holds a veth on it any more): its holder deletes the
     # bridge and the subnet's iptables rules when its stdin closes.
     if [[ -n $NET_PID ]]; then
         exec 4>&- || true
-        end_pid "$NET_PID"
+        end_pids 10 "$NET_PID"
     fi
     if [[ -n $BR && -e /sys/class/net/$BR ]]; then ip link del "$BR" 2>/dev/null || true; fi
     if ((KEEP)); then
@@ -211,11 +174,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Everything started from here on (daemons, client) inherits the niceness.
-if ((NICE != 0)) && ! renice -n "$NICE" -p $$ >/dev/null; then
-    echo "$0: cannot renice to $NICE: running at normal priority" >&2
-    NICE=0
-fi
+renice_self "$NICE"
 
 # wait_quiet MINUTES WHAT: until the 1-minute load average is below $QUIET_LOAD (polled every
 # 20 s, at most MINUTES); notes the load WHAT starts at, and whether it waited in vain.
@@ -244,17 +203,7 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 declare -A LOAD_START LOAD_END
 
 # --- registry ------------------------------------------------------------------------------
-mkfifo "$WORK/registry.in"
-"$BENCH" --serve-registry <"$WORK/registry.in" >"$WORK/registry.out" 2>"$WORK/registry.err" &
-REG_PID=$!
-exec 3>"$WORK/registry.in"
-for ((i = 0; i < 600; i++)); do
-    [[ -s $WORK/registry.out ]] && break
-    kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/registry.err" >&2; exit 1; }
-    sleep 0.1
-done
-HP=$(head -1 "$WORK/registry.out")
-[[ $HP == 127.0.0.1:* ]] || { cat "$WORK/registry.err" >&2; echo "$0: registry did not start" >&2; exit 1; }
+serve_test_registry "$BENCH" "$WORK"
 IMAGE=$HP/berth-test/busybox:latest
 echo "registry $HP; image $IMAGE"
 
@@ -394,7 +343,7 @@ EOF
                 { echo "$0: could not save a bundle: no libcontainer floor" >&2; PROF_ITER=0; }
         fi
     fi
-    stop_pid "$pid"
+    stop_pids 10 "$pid"
     umount_under "$bd"
 }
 
@@ -423,67 +372,21 @@ fi
 # --- containerd ----------------------------------------------------------------------------
 # run_containerd ID fake|cni: a fresh containerd, benchmarked into $WORK/ID.json. Its CRI runs
 # the loopback plugin itself (go-cni's "cni-loopback" network) before the conflist, for every
-# pod. fake: containerd 1.6's CRI fails RunPodSandbox unless the CNI result has an address on
-# eth0 ("failed to find network info for sandbox"), so a fake plugin (dash, ~1 ms) reports one
-# on an eth0 that does not exist; nothing else is set up: lo only, like a berthd pod without
-# network. cni: the benchmark's bridge + portmap conflist, plugins from $CNI_PLUGINS.
+# pod. fake: hack/lib/containerd.sh's fake-eth0 plugin (lo only, like a berthd pod without
+# network). cni: the benchmark's bridge + portmap conflist, plugins from $CNI_PLUGINS.
 declare -A CTD_CONF
 run_containerd() {
     local id=$1 net=$2 cd=$WORK/$1 pid p
-    mkdir -p "$cd/cni" "$cd/cni-bin"
-    ln -s "$CNI_PLUGINS/loopback" "$cd/cni-bin/loopback"
     if [[ $net == fake ]]; then
-        cat >"$cd/cni-bin/fake-eth0" <<'EOF'
-#!/bin/sh
-case "$CNI_COMMAND" in
-ADD) cat >/dev/null
-    printf '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"%s"}],"ips":[{"address":"192.0.2.1/32","interface":0}]}' "$CNI_NETNS" ;;
-VERSION) printf '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
-*) cat >/dev/null ;;
-esac
-EOF
-        chmod +x "$cd/cni-bin/fake-eth0"
-        echo '{"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "fake-eth0"}]}' >"$cd/cni/10-bench.conflist"
+        containerd_fake_cni "$cd" "$CNI_PLUGINS/loopback"
     else
-        for p in bridge host-local portmap; do ln -s "$CNI_PLUGINS/$p" "$cd/cni-bin/$p"; done
+        mkdir -p "$cd/cni" "$cd/cni-bin"
+        for p in loopback bridge host-local portmap; do ln -s "$CNI_PLUGINS/$p" "$cd/cni-bin/$p"; done
         cp "$CTD_CONFLIST" "$cd/cni/10-bench.conflist"
     fi
     CTD_CONF[$id]=$cd/config.toml
-    cat >"$cd/config.toml" <<EOF
-version = 2
-root = "$cd/root"
-state = "$cd/state"
-[grpc]
-  address = "$cd/containerd.sock"
-[ttrpc]
-  address = "$cd/containerd.sock.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$HP/pause:3.9"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This host drops CAP_SYS_RESOURCE: runc cannot set the pause's oom_score_adj -998 (EPERM,
-  # "can't get final child's PID from pipe") unless containerd clamps it to its own value.
-  restrict_oom_score_adj = true
-  # Pod netns pins under the state dir (not /var/run/netns): removed with the work dir.
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$cd/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$cd/cni-bin"
-    conf_dir = "$cd/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$WORK/containerd-hosts"
-EOF
+    containerd_write_config "$cd/config.toml" "$cd/root" "$cd/state" "$cd/containerd.sock" \
+        "$HP/pause:3.9" "$cd/cni-bin" "$cd/cni" "$WORK/containerd-hosts"
     start_daemon "$id" "$cd/containerd.log" "$cd/containerd.sock" \
         containerd --config "$cd/config.toml" --log-level warn
     pid=$DAEMON_PID
@@ -498,25 +401,14 @@ EOF
         check_ip "$id" "$PREFIX"
         net_left "$id"
     fi
-    stop_pid "$pid"
+    stop_pids 10 "$pid"
     umount_under "$cd"
 }
 
 if ((DO_CONTAINERD)); then
     # The pause image into the registry, and the registry's hosts.toml (plain HTTP), once.
-    mkdir -p "$WORK/containerd-hosts/$HP"
-    if [[ -d $KIT/oci ]] && jq -e '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "pause")' "$KIT/oci/index.json" >/dev/null; then
-        skopeo copy --quiet --insecure-policy --dest-tls-verify=false --preserve-digests \
-            "oci:$KIT/oci:pause" "docker://$HP/pause:3.9"
-    else
-        # Builds every critest image (~30 s) and pushes them, pause:3.9 among them.
-        KIT_WORK=$WORK/kit /work/shared/critest-kit/build-and-push.sh "$HP" >"$WORK/kit.log" 2>&1
-    fi
-    cat >"$WORK/containerd-hosts/$HP/hosts.toml" <<EOF
-server = "http://$HP"
-[host."http://$HP"]
-  capabilities = ["pull", "resolve"]
-EOF
+    containerd_push_pause "$HP" "$WORK/kit" "$WORK/kit.log"
+    containerd_registry_hosts "$WORK/containerd-hosts" "$HP"
     run_containerd containerd fake
     ((DO_CNI)) && run_containerd containerd-cni cni
 fi
@@ -525,7 +417,7 @@ fi
 NET_FINAL=
 if [[ -n $NET_PID ]]; then
     exec 4>&-
-    end_pid "$NET_PID"
+    end_pids 10 "$NET_PID"
     NET_PID=
     LEFT=$(sed -n 2p "$WORK/net.out")
     AFTER=$(sed -n 3p "$WORK/net.out")

@@ -34,6 +34,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=hack/lib/bench.sh
+source "$HERE/lib/bench.sh"
+# shellcheck source=hack/lib/containerd.sh
+source "$HERE/lib/containerd.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 IMGDIR=${BERTH_BENCH_IMAGE:-$TARGET/bench-image}
 REPO=berth-bench/usr
@@ -106,10 +110,7 @@ fi
 [[ -x $CRI ]] || { echo "$0: $CRI missing" >&2; exit 1; }
 
 # Everything started from here on (pipelines, daemons, registry) inherits the niceness.
-if ((NICE != 0)) && ! renice -n "$NICE" -p $$ >/dev/null; then
-    echo "$0: cannot renice to $NICE: running at normal priority" >&2
-    NICE=0
-fi
+renice_self "$NICE"
 
 # --- layers --------------------------------------------------------------------------------
 L_NAME=() L_DIGEST=() L_DIFFID=()
@@ -138,12 +139,6 @@ WORK=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 DAEMONS=()
 OUT=$WORK/out
 mkdir "$OUT"
-
-umount_under() {
-    local m
-    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
-}
 
 # stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it.
 stop_pid() {
@@ -471,12 +466,7 @@ cat >"$WORK/registries.conf" <<EOF
 location = "127.0.0.1:$PORT"
 insecure = true
 EOF
-mkdir -p "$WORK/containerd-hosts/127.0.0.1:$PORT"
-cat >"$WORK/containerd-hosts/127.0.0.1:$PORT/hosts.toml" <<EOF
-server = "http://127.0.0.1:$PORT"
-[host."http://127.0.0.1:$PORT"]
-  capabilities = ["pull", "resolve"]
-EOF
+containerd_registry_hosts "$WORK/containerd-hosts" "127.0.0.1:$PORT"
 
 TOOLS=(floor)
 ((DO_BERTHD)) && TOOLS+=(berthd)

@@ -19,6 +19,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=hack/lib/containerd.sh
+source "$HERE/lib/containerd.sh"
 CFG=$HERE/cluster
 
 # --- settings (environment) -----------------------------------------------------------------
@@ -466,44 +468,9 @@ EOF
 # local registry, and the registry's names mapped as in registries.conf (hosts.toml files).
 write_containerd_config() {
     local reg=$1 hosts=$CONTAINERD_DIR/hosts.d host path
-    mkdir -p "$CONTAINERD_DIR" "$hosts/docker.io" "$hosts/registry.k8s.io" "$hosts/$reg"
-    cat >"$CONTAINERD_DIR/config.toml" <<EOF
-# Written by hack/cluster.sh (up --runtime containerd): the cluster's own containerd.
-version = 2
-root = "$CONTAINERD_DIR/root"
-state = "$CONTAINERD_STATE"
-[grpc]
-  address = "$CONTAINERD_SOCKET"
-[ttrpc]
-  address = "$CONTAINERD_SOCKET.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CONTAINERD_DIR/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This host drops CAP_SYS_RESOURCE: runc cannot lower a sandbox's oom_score_adj below
-  # containerd's own (EPERM) unless containerd clamps it.
-  restrict_oom_score_adj = true
-  # Pod netns pins under the state dir (not /var/run/netns): down unmounts them there.
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$CONTAINERD_STATE/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CNI_BIN_DIR"
-    conf_dir = "$CLUSTER_DIR/cni"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$hosts"
-EOF
+    mkdir -p "$CONTAINERD_DIR" "$hosts/docker.io" "$hosts/registry.k8s.io"
+    containerd_write_config "$CONTAINERD_DIR/config.toml" "$CONTAINERD_DIR/root" "$CONTAINERD_STATE" \
+        "$CONTAINERD_SOCKET" "$PAUSE_IMAGE" "$CNI_BIN_DIR" "$CLUSTER_DIR/cni" "$hosts" "max_conf_num = 1"
     # docker.io/library/X -> REG/library/X and registry.k8s.io/X -> REG/registry.k8s.io/X, as
     # Berth's registries.conf; the public server is never tried (a miss is an error).
     for host in docker.io registry.k8s.io; do
@@ -516,11 +483,7 @@ server = "http://$reg$path"
   override_path = true
 EOF
     done
-    cat >"$hosts/$reg/hosts.toml" <<EOF
-server = "http://$reg"
-[host."http://$reg"]
-  capabilities = ["pull", "resolve"]
-EOF
+    containerd_registry_hosts "$hosts" "$reg"
 }
 
 # --- up -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! `berthd`: the Berth CRI runtime daemon.
 
+mod admin;
 mod blocking;
 mod config;
 mod container;

@@ -207,6 +207,25 @@ async fn import_oci_layout_archive_and_docker_save_then_run() {
         "{out}"
     );
 
+    // --name: one image's archive gets that tag; an archive of two is refused.
+    let (ok, out, err) = import(
+        &d,
+        &[
+            "--name",
+            "renamed/busybox:2",
+            w.join("layout").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("docker.io/renamed/busybox:2"), "{out}");
+    let (ok, _, err) = import(
+        &d,
+        &["--name", "x:1", w.join("archive.tar").to_str().unwrap()],
+        None,
+    );
+    assert!(!ok && err.contains("one image only"), "{err}");
+
     let list = images(&mut c).await;
     let tags: Vec<&str> = list
         .iter()
@@ -232,11 +251,13 @@ async fn import_oci_layout_archive_and_docker_save_then_run() {
         .as_str()
         .unwrap()
         .to_string();
+    // (with --name, the same image got a second tag and digest reference)
     assert_eq!(
         oci.repo_digests,
-        [format!(
-            "docker.io/berth-test/imported-oci@{busybox_manifest}"
-        )]
+        [
+            format!("docker.io/berth-test/imported-oci@{busybox_manifest}"),
+            format!("docker.io/renamed/busybox@{busybox_manifest}")
+        ]
     );
     // The docker save image keeps its config's User, as pulled.
     let docker = list

@@ -111,15 +111,17 @@ impl ImageStore {
                 .await?;
             }
         }
-        let mut images = Vec::with_capacity(plans.len());
+        let mut ids: Vec<String> = Vec::with_capacity(plans.len());
         for p in plans {
             let rec = record_image(inner.clone(), p.image).await?;
-            images.push(
-                ImageStore {
-                    inner: inner.clone(),
-                }
-                .to_image(rec)?,
-            );
+            if !ids.contains(&rec.id) {
+                ids.push(rec.id);
+            }
+        }
+        // Each image once (entries of an archive may share one), with all its tags.
+        let mut images = Vec::with_capacity(ids.len());
+        for id in ids {
+            images.extend(self.get(&id)?);
         }
         info!(
             images = images.len(),

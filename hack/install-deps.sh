@@ -17,6 +17,9 @@ PACKAGES=(
     # the cluster tests (hack/cluster.sh): kube-proxy's conntrack, the cluster's images (umoci,
     # a static pause built with gcc), certificates, config templates
     conntrack umoci gcc libc6-dev openssl gettext-base iproute2 python3
+    # node install and chart checks: systemd-analyze verify of berth.service (systemd need
+    # not run), helm template's YAML read by hack/chart-check.sh
+    systemd python3-yaml
 )
 # containerd 1.6 (Debian 12's) for the cluster's side-by-side runs (hack/cluster.sh up --runtime
 # containerd, hack/bench-cluster.sh); it runs only with the cluster's own config and socket.

@@ -12,6 +12,9 @@ hack/install-deps.sh
 # Lints first: they are the cheapest failures to find.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The Helm chart: lint, render, check against the Kubernetes API types (Helm is built once
+# from its Go module and cached in ~/.cache/berth).
+hack/chart-check.sh
 # The test images are built once and cached under target/test-images.
 hack/build-test-images.sh target/test-images
 # e2e tests start target/debug/berthd, so build every binary first.

@@ -74,6 +74,8 @@ pub struct BerthdConfig {
     pub cni_conflist: Option<String>,
     /// Extra environment (e.g. `BERTH_FAILPOINTS`), for the next start.
     pub env: Vec<(String, String)>,
+    /// The berthd binary (e.g. an installed one); None: [`berthd_bin`].
+    pub bin: Option<PathBuf>,
 }
 
 impl BerthdConfig {
@@ -92,6 +94,7 @@ impl BerthdConfig {
             registries_conf: None,
             cni_conflist: None,
             env: vec![],
+            bin: None,
         })
     }
 
@@ -102,7 +105,10 @@ impl BerthdConfig {
 
     /// The full command line for this daemon, without starting it.
     pub fn command(&self) -> anyhow::Result<Command> {
-        let mut cmd = Command::new(berthd_bin()?);
+        let mut cmd = Command::new(match &self.bin {
+            Some(bin) => bin.clone(),
+            None => berthd_bin()?,
+        });
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--state")

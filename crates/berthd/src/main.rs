@@ -1,5 +1,6 @@
 //! `berthd`: the Berth CRI runtime daemon.
 
+mod admin;
 mod blocking;
 mod config;
 mod container;
@@ -197,6 +198,9 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
     let streaming = streaming::start(&daemon.config().streaming, daemon.clone())
         .await
         .context("cannot start the streaming server (setting [streaming])")?;
+    // The socket is bound and recovery is done: connections queue until the
+    // server below accepts them, so the service manager may start the kubelet.
+    notify_service_manager(sd_notify::NotifyState::Ready);
     server::serve(socket, daemon.clone(), Arc::new(streaming), shutdown).await?;
     tracing::info!(store = %daemon.store().path().display(), "berthd stopped");
     Ok(())
@@ -222,5 +226,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "shutting down");
+        notify_service_manager(sd_notify::NotifyState::Stopping);
+    }
+}
+
+/// Tells systemd (`Type=notify`) about a state change; a no-op unless
+/// `NOTIFY_SOCKET` is set. A failure is logged: the unit's start timeout
+/// is what notices a readiness that never arrived.
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    match sd_notify::notify(&[state]) {
+        Ok(()) => tracing::debug!("service manager notified"),
+        Err(e) => tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)"),
     }
 }

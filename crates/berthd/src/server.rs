@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use berth_api::admin::v1::admin_server::AdminServer;
 use berth_api::v1::image_service_server::ImageServiceServer;
 use berth_api::v1::runtime_service_server::RuntimeServiceServer;
 use nix::fcntl::{Flock, FlockArg};
@@ -114,7 +115,7 @@ pub async fn serve(
     streaming: Arc<berth_stream::StreamingServer>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (runtime, image) = cri::services(daemon, streaming.clone());
+    let (runtime, image) = cri::services(daemon.clone(), streaming.clone());
     let Socket {
         path,
         listener,
@@ -127,6 +128,8 @@ pub async fn serve(
             .trace_fn(|req| tracing::info_span!("cri", rpc = req.uri().path()))
             .add_service(RuntimeServiceServer::new(runtime).max_decoding_message_size(16 << 20))
             .add_service(ImageServiceServer::new(image).max_decoding_message_size(16 << 20))
+            // Berth's own admin API (berthctl) on the same socket.
+            .add_service(AdminServer::new(crate::admin::AdminSvc::new(daemon)))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                 let _ = stop_rx.await;
             }),

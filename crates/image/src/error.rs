@@ -104,6 +104,14 @@ pub enum ImageError {
 
     #[error("registries configuration {path}: {reason}")]
     Config { path: String, reason: String },
+
+    /// An image archive (import) that is malformed or not an image archive.
+    #[error("image archive: {0}")]
+    Archive(String),
+
+    /// An image archive whose content does not match its digests.
+    #[error("image archive: {0}")]
+    ArchiveCorrupt(String),
 }
 
 fn detail_suffix(d: &str) -> String {
@@ -148,7 +156,8 @@ impl ImageError {
             },
             ImageError::Io { source, .. } if no_space(source) => K::ResourceExhausted,
             ImageError::Io { .. } | ImageError::Store(_) => K::Internal,
-            ImageError::Config { .. } => K::InvalidArgument,
+            ImageError::Config { .. } | ImageError::Archive(_) => K::InvalidArgument,
+            ImageError::ArchiveCorrupt(_) => K::DataLoss,
         }
     }
 

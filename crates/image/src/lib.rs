@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod error;
+mod import;
 mod manifest;
 pub mod platform;
 mod pull;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures::future::{BoxFuture, Shared};
 
 pub use error::{ImageError, ImageErrorKind};
+pub use import::ImportOptions;
 pub use platform::Platform;
 pub use reference::ImageRef;
 pub use registries_conf::RegistriesConfig;

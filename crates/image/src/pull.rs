@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info};
@@ -191,21 +192,56 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
         .config
         .and_then(|c| c.user)
         .filter(|u| !u.is_empty());
-    let inner2 = inner.clone();
-    let index = res.index.clone();
-    let manifest_digest = res.manifest_digest.clone();
-    let manifest_body = res.manifest_body.clone();
-    let id = config_digest.to_string();
-    let rec = tokio::task::spawn_blocking(move || -> Result<ImageRecord, ImageError> {
-        let l = &inner2.layout;
-        l.write_blob(manifest_digest.as_ref(), &manifest_body)?;
-        if let Some((d, b)) = &index {
+    let mut blobs = vec![(res.manifest_digest.clone(), res.manifest_body.clone())];
+    blobs.extend(res.index.clone());
+    blobs.push((config_digest.clone(), config_body));
+    let rec = record_image(
+        inner.clone(),
+        NewImage {
+            id: config_digest.to_string(),
+            manifest_digest: res.manifest_digest.to_string(),
+            index_digest: res.index.as_ref().map(|(d, _)| d.to_string()),
+            blobs,
+            layers: layer_ids,
+            repo_tags,
+            repo_digests,
+            user,
+        },
+    )
+    .await?;
+    info!(id = %rec.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+    ImageStore { inner }.to_image(rec)
+}
+
+/// An image whose layers are all recorded, about to become visible.
+pub(crate) struct NewImage {
+    /// `sha256:<hex>` of the config.
+    pub id: String,
+    pub manifest_digest: String,
+    pub index_digest: Option<String>,
+    /// Manifest, index (if any) and config, with their digests.
+    pub blobs: Vec<(Digest, Vec<u8>)>,
+    /// diffIDs, lowest first.
+    pub layers: Vec<String>,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub user: Option<String>,
+}
+
+/// Blobs, then the record: visible only now, all at once (a pull's and an
+/// import's last step).
+pub(crate) async fn record_image(
+    inner: Arc<Inner>,
+    n: NewImage,
+) -> Result<ImageRecord, ImageError> {
+    tokio::task::spawn_blocking(move || -> Result<ImageRecord, ImageError> {
+        let l = &inner.layout;
+        for (d, b) in &n.blobs {
             l.write_blob(d.as_ref(), b)?;
         }
-        l.write_blob(&id, &config_body)?;
         let mut size = 0;
-        for d in &layer_ids {
-            match inner2.meta.layer(d)? {
+        for d in &n.layers {
+            match inner.meta.layer(d)? {
                 Some(lr) => size += lr.bytes,
                 None => {
                     return Err(ImageError::Store(format!(
@@ -214,15 +250,15 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
                 }
             }
         }
-        inner2.meta.commit_image(ImageRecord {
-            id,
-            manifest_digest: manifest_digest.to_string(),
-            index_digest: index.map(|(d, _)| d.to_string()),
-            layers: layer_ids,
-            repo_tags,
-            repo_digests,
+        inner.meta.commit_image(ImageRecord {
+            id: n.id,
+            manifest_digest: n.manifest_digest,
+            index_digest: n.index_digest,
+            layers: n.layers,
+            repo_tags: n.repo_tags,
+            repo_digests: n.repo_digests,
             size,
-            user,
+            user: n.user,
             pinned: false,
             pulled_at_unix_nanos: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -231,14 +267,12 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
         })
     })
     .await
-    .map_err(|e| ImageError::Store(format!("recording image: {e}")))??;
-    info!(id = %rec.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
-    ImageStore { inner }.to_image(rec)
+    .map_err(|e| ImageError::Store(format!("recording image: {e}")))?
 }
 
 /// Chooses the decompressor for a layer media type; refuses what we cannot
 /// or must not pull.
-fn layer_compression(media_type: &str, has_urls: bool) -> Result<Compression, String> {
+pub(crate) fn layer_compression(media_type: &str, has_urls: bool) -> Result<Compression, String> {
     if media_type.contains("foreign") || media_type.contains("nondistributable") || has_urls {
         return Err(format!(
             "foreign/non-distributable layer ({media_type}) must be fetched from external URLs; Berth does not pull those"
@@ -486,13 +520,13 @@ struct LayerJob {
 }
 
 /// Pins digests against garbage collection for the life of a pull.
-struct Pins {
+pub(crate) struct Pins {
     inner: Arc<Inner>,
     keys: Vec<String>,
 }
 
 impl Pins {
-    fn new(inner: Arc<Inner>, keys: Vec<String>) -> Pins {
+    pub(crate) fn new(inner: Arc<Inner>, keys: Vec<String>) -> Pins {
         {
             let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             for k in &keys {
@@ -521,6 +555,23 @@ impl Drop for Pins {
 /// pull (await it), or fetch it now.
 async fn ensure_layer(inner: Arc<Inner>, job: LayerJob) -> Result<(), ImageError> {
     let key = job.diff_id.to_string();
+    let span = tracing::info_span!("layer", layer = %job.layer_name);
+    ensure_layer_with(inner, key, span, move |inner| {
+        fetch_layer(inner, job).boxed()
+    })
+    .await
+}
+
+/// Makes sure layer `key` (a diffID) is present: already recorded, being
+/// made by another pull or import (await that), or made now by `make`, which
+/// must record it. Shared by pulls and imports, so one layer is never
+/// unpacked twice at once.
+pub(crate) async fn ensure_layer_with(
+    inner: Arc<Inner>,
+    key: String,
+    span: tracing::Span,
+    make: impl FnOnce(Arc<Inner>) -> BoxFuture<'static, Result<(), ImageError>> + Send + 'static,
+) -> Result<(), ImageError> {
     let fut = {
         let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
         // Checked under the lock: the fetching task records the layer
@@ -537,12 +588,11 @@ async fn ensure_layer(inner: Arc<Inner>, job: LayerJob) -> Result<(), ImageError
             None => {
                 let inner2 = inner.clone();
                 let key2 = key.clone();
-                let span = tracing::info_span!("layer", layer = %job.layer_name);
                 // Spawned so that it finishes (and cleans up) even if the
                 // pull that started it is cancelled while others wait on it.
                 let task = tokio::spawn(
                     async move {
-                        let r = fetch_layer(inner2.clone(), job).await;
+                        let r = make(inner2.clone()).await;
                         inner2
                             .state
                             .lock()
@@ -601,7 +651,7 @@ async fn fetch_layer(inner: Arc<Inner>, job: LayerJob) -> Result<(), ImageError>
 }
 
 /// syncfs, rename into place, make the rename durable, then record.
-fn finish_layer(
+pub(crate) fn finish_layer(
     inner: &Inner,
     tmp: &PathBuf,
     diff_id: String,

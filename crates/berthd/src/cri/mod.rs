@@ -14,7 +14,7 @@ mod container_stats_list;
 mod container_status;
 mod container_stop;
 mod container_update_resources;
-mod image_convert;
+pub(crate) mod image_convert;
 mod image_fs_info;
 mod image_list;
 mod image_pull;

@@ -1380,3 +1380,76 @@ fn a_monitor_started_from_its_file_reexecs_sealed() {
     assert!(sealed, "{exe:?}");
     assert_eq!(comm.trim(), "berth-monitor");
 }
+
+/// ExecSync output is held by the monitor, which runs outside the pod's
+/// cgroup: execs running at once share one budget (32 MiB), whatever
+/// each may keep alone (16 MiB). Three execs that each print 16 MiB and
+/// then linger get at most the budget between them, the rest truncated.
+#[test]
+fn exec_output_held_at_once_is_bounded_per_monitor() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("execbudget");
+    let bundle = pod.bundle("c", "sleep 1000");
+    run_bundle(&mut pod, "c", bundle);
+    let cap = client::DEFAULT_MAX_OUTPUT;
+    let mut conns: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(pod.state_dir().join(client::SOCKET_NAME)).unwrap())
+        .collect();
+    for c in &mut conns {
+        let req = Request::Exec {
+            id: "c".into(),
+            args: vec![
+                "/bin/busybox".into(),
+                "sh".into(),
+                "-c".into(),
+                format!("busybox head -c {cap} /dev/zero; sleep 2"),
+            ],
+            env: vec![],
+            cwd: None,
+            timeout_ms: 60_000,
+            max_output: cap,
+        };
+        let mut line = serde_json::to_vec(&req).unwrap();
+        line.push(b'\n');
+        c.write_all(&line).unwrap();
+    }
+    // Read at once: the monitor gives up on a client that does not take
+    // its answer.
+    let answers: Vec<_> = conns
+        .into_iter()
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut answer = String::new();
+                BufReader::new(c).read_line(&mut answer).unwrap();
+                answer
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut truncated = 0;
+    for a in answers {
+        let answer = a.join().unwrap();
+        match serde_json::from_str(&answer).unwrap() {
+            Response::Exec {
+                exit_code,
+                stdout,
+                truncated: t,
+                ..
+            } => {
+                assert_eq!(exit_code, 0);
+                assert!(stdout.iter().all(|&b| b == 0));
+                total += stdout.len();
+                truncated += usize::from(t);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        total <= 32 << 20,
+        "the monitor held {total} bytes of output"
+    );
+    assert!(total >= 16 << 20, "{total}");
+    assert!(truncated >= 1, "{truncated}");
+}

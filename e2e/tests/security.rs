@@ -334,7 +334,13 @@ fn monitor_pid(pod: &str) -> Option<i32> {
 async fn pod_monitors_run_from_a_sealed_copy_of_their_binary() {
     let mut env = setup(&[BUSYBOX]).await;
     let (pod, pc) = run_pod(&mut env, "sealed").await;
-    let id = running(&mut env, &pod, &pc, sleeper("c", BUSYBOX, Default::default(), None)).await;
+    let id = running(
+        &mut env,
+        &pod,
+        &pc,
+        sleeper("c", BUSYBOX, Default::default(), None),
+    )
+    .await;
     assert_eq!(run(&mut env, &id, "echo ok").await, ("ok".into(), 0));
     let pid = monitor_pid(&pod).expect("the pod's monitor");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();

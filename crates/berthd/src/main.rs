@@ -192,6 +192,16 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         "berthd starting"
     );
     let shutdown = shutdown_signal();
+    // The sealed copy monitors run from (berth_monitor_protocol::sealed),
+    // made now in the background rather than by the first pod's
+    // CreateContainer (a 50 MB unstripped release binary takes ~0.2 s).
+    tokio::task::spawn_blocking(|| {
+        let made = container::monitor::binary()
+            .and_then(|b| Ok(berth_monitor_protocol::sealed::shared_copy(&b)?));
+        if let Err(e) = made {
+            tracing::warn!(error = %format!("{e:#}"), "no sealed copy of berth-monitor yet: pods cannot start monitors until it can be made");
+        }
+    });
     // Before serving: neither must race an RPC in flight.
     daemon.containers().reconcile_orphans().await;
     daemon.collect_network_garbage().await;

@@ -9,12 +9,14 @@ pub mod digest;
 pub mod error;
 mod import;
 mod manifest;
+mod manifest_fetch;
 pub mod platform;
 mod pull;
 pub mod reference;
 pub mod registries_conf;
 pub mod registry;
 mod store;
+pub mod tree_usage;
 pub mod unpack;
 
 use std::collections::HashMap;

@@ -18,8 +18,9 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 /// What the manifest request accepts: schema 2 and OCI, manifests and indexes.
 pub const ACCEPT: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
-/// Largest config blob we read into memory.
-pub const MAX_CONFIG_SIZE: u64 = 32 << 20;
+/// Largest config blob we read into memory (as manifests:
+/// `manifest_fetch::MAX_MANIFEST_SIZE`; real configs are kilobytes).
+pub const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info};
 use crate::digest::Digest;
 use crate::error::{ImageError, IoContext};
 use crate::manifest::{self, Descriptor, Manifest};
+use crate::manifest_fetch::ManifestGet;
 use crate::reference::ImageRef;
 use crate::registries_conf::{Endpoint, PullSources};
 use crate::registry::{RegErr, RegErrKind, RegistryAuth, oci_descriptor};
@@ -322,11 +323,9 @@ async fn fetch_manifest(
     ep: &Endpoint,
 ) -> Result<Resolved, RegErr> {
     let reference = &ep.reference;
-    let body = client
-        .pull_manifest_raw(&reference.to_oci(), oauth, manifest::ACCEPT)
-        .await?
-        .0
-        .to_vec();
+    let top_ref = reference.to_oci();
+    let get = ManifestGet::new(&inner.clients.http, client, &top_ref, oauth, ep.insecure).await?;
+    let body = get.get(&top_ref, manifest::ACCEPT).await?;
     let top = sha256(&body);
     if let Some(want) = &reference.digest
         && *want != top
@@ -378,11 +377,7 @@ async fn fetch_manifest(
                 digest: Some(child.clone()),
                 ..reference.clone()
             };
-            let cb = client
-                .pull_manifest_raw(&child_ref.to_oci(), oauth, manifest::ACCEPT)
-                .await?
-                .0
-                .to_vec();
+            let cb = get.get(&child_ref.to_oci(), manifest::ACCEPT).await?;
             if sha256(&cb) != child {
                 return Err(RegErr::new(
                     RegErrKind::Digest,

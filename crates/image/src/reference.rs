@@ -10,7 +10,7 @@ use crate::error::ImageError;
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
-const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 const MAX_NAME_LEN: usize = 255;
 
 /// A fully qualified reference: `domain/path[:tag][@digest]`.

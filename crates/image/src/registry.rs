@@ -229,15 +229,27 @@ impl From<OciDistributionError> for RegErr {
 pub(crate) struct Clients {
     platform: Platform,
     map: Mutex<HashMap<String, oci_client::Client>>,
+    /// For manifest GETs (`manifest_fetch`): oci-client's settings.
+    pub http: reqwest::Client,
 }
 
 const MAX_CLIENTS: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
 impl Clients {
     pub fn new(platform: Platform) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .unwrap_or_default();
         Clients {
             platform,
             map: Mutex::new(HashMap::new()),
+            http,
         }
     }
 
@@ -268,9 +280,9 @@ impl Clients {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure),
             platform_resolver: Some(Box::new(oci_resolver(self.platform.clone()))),
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(120)),
-            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             ..Default::default()
         };
         let c = oci_client::Client::new(config);

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,27 +199,30 @@ pub(crate) fn fsync_dir(p: &Path) -> Result<(), ImageError> {
         .ctx(|| format!("syncing directory {}", p.display()))
 }
 
-/// Bytes on disk and inodes of a tree (hard links counted once).
+/// Bytes on disk and inodes of a tree (hard links counted once), walked
+/// through dir fds with bounded memory (`tree_usage`): an unpacked layer
+/// may hold millions of entries in one dir, or paths longer than
+/// `PATH_MAX` under the store's root. Deeper than [`MAX_USAGE_DEPTH`] is
+/// not counted (only a hostile layer goes there; the unpacker's limits
+/// bound what it wrote).
 pub(crate) fn disk_usage(p: &Path) -> std::io::Result<(u64, u64)> {
-    let mut bytes = 0u64;
-    let mut inodes = 0u64;
-    let mut seen = HashSet::new();
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let m = fs::symlink_metadata(&d)?;
-        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-            continue;
-        }
-        bytes += m.blocks() * 512;
-        inodes += 1;
-        if m.is_dir() {
-            for e in fs::read_dir(&d)? {
-                stack.push(e?.path());
+    let limits = crate::tree_usage::WalkLimits {
+        max_depth: MAX_USAGE_DEPTH,
+        max_entries: u64::MAX,
+    };
+    match crate::tree_usage::walk(p, &limits)? {
+        Some(w) => {
+            if w.truncated {
+                tracing::warn!(dir = %p.display(), depth = MAX_USAGE_DEPTH, "tree deeper than the usage walk goes: its size is a lower bound");
             }
+            Ok((w.bytes, w.inodes))
         }
+        None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
     }
-    Ok((bytes, inodes))
 }
+
+/// Open dirs a usage walk holds at most.
+pub(crate) const MAX_USAGE_DEPTH: usize = 256;
 
 /// Metadata access. All methods are synchronous and short.
 #[derive(Clone)]

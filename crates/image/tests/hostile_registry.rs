@@ -37,6 +37,17 @@ struct Fake {
     /// When set, the registry wants this bearer token, which its `/token`
     /// endpoint gives to basic auth `u:p` only (the Docker token flow).
     bearer: Arc<Mutex<Option<String>>>,
+    /// Paths answered with a 200 "manifest" of this many bytes ("{" then
+    /// spaces), with or without a Content-Length, and how many bytes the
+    /// client took before it hung up.
+    floods: Arc<Mutex<HashMap<String, Flood>>>,
+}
+
+#[derive(Clone)]
+struct Flood {
+    bytes: usize,
+    announce: bool,
+    served: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Fake {
@@ -52,6 +63,7 @@ impl Fake {
             host,
             routes,
             bearer: Arc::default(),
+            floods: Arc::default(),
         };
         let f2 = f.clone();
         std::thread::spawn(move || {
@@ -142,6 +154,27 @@ fn serve(conn: std::net::TcpStream, f: &Fake) -> std::io::Result<()> {
             w.write_all(&body)?;
             w.flush()?;
             continue;
+        }
+        let flood = f.floods.lock().unwrap().get(&path).cloned();
+        if let Some(fl) = flood {
+            let len = if fl.announce {
+                format!("Content-Length: {}\r\n", fl.bytes)
+            } else {
+                String::new()
+            };
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: {OCI_MANIFEST}\r\n{len}Connection: close\r\n\r\n{{"
+            )?;
+            let chunk = vec![b' '; 64 << 10];
+            let mut left = fl.bytes - 1;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                w.write_all(&chunk[..n])?;
+                fl.served.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                left -= n;
+            }
+            return Ok(());
         }
         let resp = f
             .routes
@@ -611,4 +644,38 @@ async fn bearer_token_flow() {
         ..Default::default()
     };
     n2.store.pull(&name, Some(auth)).await.unwrap();
+}
+
+/// A registry that sends a manifest far over the 4 MiB limit, announced or
+/// not (chunked to the end, or a length it lies about): the pull fails with
+/// a message naming the limit, nothing is stored, and the client stopped
+/// reading near the limit instead of taking it all into memory.
+#[tokio::test]
+async fn huge_or_endless_manifests_are_cut_off() {
+    let f = Fake::start();
+    let total = 64 << 20;
+    for (repo, announce) in [("flood/announced", true), ("flood/unannounced", false)] {
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        f.floods.lock().unwrap().insert(
+            format!("/v2/{repo}/manifests/latest"),
+            Flood {
+                bytes: total,
+                announce,
+                served: served.clone(),
+            },
+        );
+        expect_err(
+            &f,
+            repo,
+            ImageErrorKind::Unimplemented,
+            "4194304 byte limit",
+        )
+        .await;
+        // What the socket buffers held when the client hung up, at most.
+        let taken = served.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            taken < total / 4,
+            "{repo}: the client read {taken} of {total} bytes"
+        );
+    }
 }

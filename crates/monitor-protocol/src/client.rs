@@ -2,7 +2,9 @@
 //! uses its own async one), and starting a monitor.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -46,8 +48,21 @@ impl Client {
 /// Runs `berth-monitor` (plain `std::process`: the monitor daemonizes
 /// itself) and returns the monitor's pid once its socket is
 /// ready. The command itself exits at once; the monitor is a daemon.
+///
+/// It runs from this process's sealed copy of `binary` ([`crate::sealed`]),
+/// never from the file itself: the containers it clones can reach its
+/// executable.
 pub fn spawn(binary: &Path, pod_id: &str, state_dir: &Path) -> io::Result<i32> {
-    let out = Command::new(binary)
+    let exe = crate::sealed::shared_copy(binary).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("sealed copy of {}: {e}", binary.display()),
+        )
+    })?;
+    // The fd is close-on-exec: the exec opens it first, and the monitor
+    // keeps no fd of it.
+    let out = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
+        .arg0("berth-monitor")
         .arg("--pod-id")
         .arg(pod_id)
         .arg("--state-dir")

@@ -45,6 +45,7 @@ mod error_code;
 pub mod fds;
 mod request;
 mod response;
+pub mod sealed;
 mod state;
 mod version;
 

@@ -97,14 +97,29 @@ impl From<WireErrorReply> for ErrorReply {
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    /// Written piecewise (`collect_str`): a writer-backed serializer never
+    /// holds the whole hex string (twice the output) at once.
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(b.len() * 2);
-        for &x in b {
-            out.push(HEX[(x >> 4) as usize] as char);
-            out.push(HEX[(x & 15) as usize] as char);
+        s.collect_str(&Hex(b))
+    }
+
+    struct Hex<'a>(&'a [u8]);
+
+    impl std::fmt::Display for Hex<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut buf = [0u8; 8192];
+            for chunk in self.0.chunks(buf.len() / 2) {
+                for (i, &x) in chunk.iter().enumerate() {
+                    buf[2 * i] = HEX[(x >> 4) as usize];
+                    buf[2 * i + 1] = HEX[(x & 15) as usize];
+                }
+                let hex = &buf[..2 * chunk.len()];
+                // ASCII hex digits: always UTF-8.
+                f.write_str(std::str::from_utf8(hex).map_err(|_| std::fmt::Error)?)?;
+            }
+            Ok(())
         }
-        s.serialize_str(&out)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {

@@ -237,10 +237,16 @@ impl Attachment {
         validate_name(&self.container_id)
             .map_err(|e| CniError::InvalidArgument(format!("container ID: {e}")))?;
         validate_ifname(&self.ifname)?;
+        // CNI_ARGS is `K=V;K=V` with no escaping: plugins split on ';' then
+        // '=' (libcni's LoadArgs refuses a pair that is not exactly K=V), so
+        // a pod name or namespace carrying either would fail every plugin
+        // with an obscure "invalid pair", or with ';' add a key of its own
+        // choosing. Refused here, before anything runs, naming the field.
         for (k, v) in &self.args {
-            if k.is_empty() || k.contains(['=', ';']) || v.contains(';') {
+            let bad = |s: &str| s.contains(['=', ';']) || s.chars().any(char::is_control);
+            if k.is_empty() || bad(k) || bad(v) {
                 return Err(CniError::InvalidArgument(format!(
-                    "CNI_ARGS entry {k:?}={v:?}: keys must be non-empty without '=' or ';', values without ';'"
+                    "CNI_ARGS entry {k:?}={v:?}: keys must be non-empty, and neither keys nor values may contain '=', ';' or control characters (CNI_ARGS has no escaping)"
                 )));
             }
         }
@@ -317,6 +323,25 @@ mod tests {
         a.args = vec![("A".into(), "x;y".into())];
         assert!(a.validate().is_err());
         a.args.clear();
+        // A pod whose name or namespace holds '=' or ';' (the CRI allows any
+        // string) must not reach plugins: injected pair, or "invalid pair".
+        for (name, namespace) in [
+            ("web=0", "default"),
+            ("web", "ns;K8S_POD_NAME=other"),
+            ("web", "a\nb"),
+            ("web", "a\0b"),
+        ] {
+            let pod = PodRef {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: "u".into(),
+            };
+            let err = Attachment::for_pod("sb1", "/x", &pod)
+                .validate()
+                .unwrap_err();
+            assert!(matches!(err, CniError::InvalidArgument(_)), "{err}");
+            assert!(err.to_string().contains("no escaping"), "{err}");
+        }
         a.capabilities.port_mappings = vec![PortMapping {
             host_port: 80,
             container_port: 70000,

@@ -41,6 +41,10 @@ struct Pod {
 
 impl Pod {
     fn start(name: &str) -> Pod {
+        Pod::start_from(&monitor_bin(), name)
+    }
+
+    fn start_from(bin: &Path, name: &str) -> Pod {
         let dir = tempfile::tempdir().unwrap();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -48,7 +52,7 @@ impl Pod {
             .subsec_nanos();
         let cgroup_parent = format!("berth-test-{}-{name}-{nanos:x}", std::process::id());
         let state = dir.path().join("state");
-        let pid = client::spawn(&monitor_bin(), name, &state).expect("spawn monitor");
+        let pid = client::spawn(bin, name, &state).expect("spawn monitor");
         let client = Client::connect(&state).expect("connect");
         Pod {
             dir,
@@ -520,9 +524,13 @@ fn daemonized_single_threaded_and_small() {
 
 /// Sets `process.oomScoreAdj` in a bundle's config.json.
 fn set_oom_score_adj(bundle: &Path, value: i32) {
+    edit_config(bundle, |c| c["process"]["oomScoreAdj"] = value.into());
+}
+
+fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = bundle.join("config.json");
     let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    config["process"]["oomScoreAdj"] = value.into();
+    edit(&mut config);
     fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
 }
 
@@ -1188,4 +1196,260 @@ fn attach_to_a_terminal_container() {
         }),
         Response::Ok
     );
+}
+
+/// Creates and starts container `id` from `bundle`; its init's pid.
+fn run_bundle(pod: &mut Pod, id: &str, bundle: PathBuf) -> i32 {
+    let r = pod.call(Request::Create {
+        id: id.into(),
+        bundle,
+        log_path: pod.log_path(id),
+        stdin: false,
+        stdin_once: false,
+    });
+    let Response::Created { pid } = r else {
+        panic!("create {id}: {r:?}")
+    };
+    assert_eq!(pod.call(Request::Start { id: id.into() }), Response::Ok);
+    pid
+}
+
+fn file_hash(path: &Path) -> u64 {
+    use std::hash::Hasher;
+    let mut f = fs::File::open(path).unwrap();
+    let mut h = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return h.finish();
+        }
+        h.write(&buf[..n]);
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The contents of a file a container writes, once it is there and written.
+fn wait_for_file(path: &Path) -> String {
+    wait_for(path);
+    std::thread::sleep(Duration::from_millis(50));
+    fs::read_to_string(path).unwrap()
+}
+
+/// CVE-2019-5736 class. A container's init (and every exec) is a clone of
+/// the monitor until it execs, so an init whose program is `/proc/self/exe`
+/// runs the monitor's binary inside the container, loading the image's
+/// libc. Container B keeps an fd to that process's executable; once
+/// nothing runs it (A and the monitor gone: a crash, an upgrade), B
+/// writes through the fd. The monitor runs from a sealed copy, so what B
+/// holds is that copy: the write is refused and the binary on disk is
+/// unchanged (without the copy, B's write lands in the monitor's file).
+#[test]
+fn a_container_cannot_write_the_monitor_binary() {
+    if !usable() {
+        return;
+    }
+    // The monitor runs from a scratch copy: on a build without the sealed
+    // copy the write lands there, not in target/.
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("berth-monitor");
+    fs::copy(monitor_bin(), &bin).unwrap();
+    let before = file_hash(&bin);
+    let mut pod = Pod::start_from(&bin, "sealed");
+    assert!(
+        client::sealed::exe_is_sealed(&pod.pid.to_string()),
+        "the monitor does not run from a sealed copy: {:?}",
+        fs::read_link(format!("/proc/{}/exe", pod.pid))
+    );
+
+    // Both in the host's PID namespace (so B sees A), with the host's /usr
+    // (glibc) standing in for an image's libraries.
+    let share_host = |c: &mut serde_json::Value, args: serde_json::Value| {
+        c["process"]["args"] = args;
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/usr", "type": "bind", "source": "/usr",
+             "options": ["rbind", "ro", "nosuid", "nodev"]}
+        ));
+    };
+    let a = pod.bundle("a", "true");
+    for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        symlink(to, a.join("rootfs").join(link)).unwrap();
+    }
+    edit_config(&a, |c| {
+        share_host(
+            c,
+            serde_json::json!([
+                "/proc/self/exe",
+                "--pod-id",
+                "inner",
+                "--state-dir",
+                "/tmp/inner",
+                "--foreground"
+            ]),
+        )
+    });
+    let a_pid = run_bundle(&mut pod, "a", a);
+    // A's init now runs whatever /proc/self/exe gave it (the monitor's
+    // binary, in the container), serving a socket of its own.
+    wait_for(
+        &pod.dir
+            .path()
+            .join("bundles/a/rootfs/tmp/inner/monitor.sock"),
+    );
+    let a_exe = fs::read_link(format!("/proc/{a_pid}/exe")).unwrap();
+
+    let script = format!(
+        "exec 3< /proc/{a_pid}/exe || {{ echo cannot-open > /tmp/result; exit 1; }}
+         touch /tmp/held
+         while [ ! -e /tmp/go ]; do sleep 0.1; done
+         if echo pwned >> /proc/self/fd/3; then echo wrote; else echo refused; fi > /tmp/result 2>&1
+         sleep 1000"
+    );
+    let b = pod.bundle("b", &script);
+    edit_config(&b, |c| {
+        share_host(c, serde_json::json!(["/bin/sh", "-c", script]))
+    });
+    let b_pid = run_bundle(&mut pod, "b", b);
+    let b_tmp = pod.dir.path().join("bundles/b/rootfs/tmp");
+    let held = wait_for_file(&b_tmp.join("held"));
+    assert!(!b_tmp.join("result").exists(), "{held}");
+
+    // Nothing runs the executable any more: the kernel's ETXTBSY no longer
+    // guards it.
+    for pid in [a_pid, pod.pid] {
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_gone(pid);
+    }
+    fs::write(b_tmp.join("go"), "").unwrap();
+    let result = wait_for_file(&b_tmp.join("result"));
+    // SAFETY: as above.
+    unsafe { libc::kill(b_pid, libc::SIGKILL) };
+    wait_gone(b_pid);
+    for id in ["a", "b"] {
+        for d in pod.cgroup_dirs(id) {
+            let _ = fs::remove_dir(d);
+        }
+    }
+    assert_eq!(
+        file_hash(&bin),
+        before,
+        "a container wrote the monitor's binary through {a_exe:?} ({result})"
+    );
+    assert!(result.contains("refused"), "{result}");
+    assert!(
+        a_exe.to_string_lossy().starts_with("/memfd:berth-monitor"),
+        "{a_exe:?}"
+    );
+}
+
+/// A monitor started from its file rather than through `spawn` (by hand,
+/// by another tool) copies itself once at startup: it too runs sealed.
+#[test]
+fn a_monitor_started_from_its_file_reexecs_sealed() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(monitor_bin())
+        .args(["--pod-id", "direct", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let sealed = client::sealed::exe_is_sealed(&pid.to_string());
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    let exe = fs::read_link(format!("/proc/{pid}/exe"));
+    // SAFETY: signalling the monitor this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    assert!(sealed, "{exe:?}");
+    assert_eq!(comm.trim(), "berth-monitor");
+}
+
+/// ExecSync output is held by the monitor, which runs outside the pod's
+/// cgroup: execs running at once share one budget (32 MiB), whatever
+/// each may keep alone (16 MiB). Three execs that each print 16 MiB and
+/// then linger get at most the budget between them, the rest truncated.
+#[test]
+fn exec_output_held_at_once_is_bounded_per_monitor() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("execbudget");
+    let bundle = pod.bundle("c", "sleep 1000");
+    run_bundle(&mut pod, "c", bundle);
+    let cap = client::DEFAULT_MAX_OUTPUT;
+    let mut conns: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(pod.state_dir().join(client::SOCKET_NAME)).unwrap())
+        .collect();
+    for c in &mut conns {
+        let req = Request::Exec {
+            id: "c".into(),
+            args: vec![
+                "/bin/busybox".into(),
+                "sh".into(),
+                "-c".into(),
+                format!("busybox head -c {cap} /dev/zero; sleep 2"),
+            ],
+            env: vec![],
+            cwd: None,
+            timeout_ms: 60_000,
+            max_output: cap,
+        };
+        let mut line = serde_json::to_vec(&req).unwrap();
+        line.push(b'\n');
+        c.write_all(&line).unwrap();
+    }
+    // Read at once: the monitor gives up on a client that does not take
+    // its answer.
+    let answers: Vec<_> = conns
+        .into_iter()
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut answer = String::new();
+                BufReader::new(c).read_line(&mut answer).unwrap();
+                answer
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut truncated = 0;
+    for a in answers {
+        let answer = a.join().unwrap();
+        match serde_json::from_str(&answer).unwrap() {
+            Response::Exec {
+                exit_code,
+                stdout,
+                truncated: t,
+                ..
+            } => {
+                assert_eq!(exit_code, 0);
+                assert!(stdout.iter().all(|&b| b == 0));
+                total += stdout.len();
+                truncated += usize::from(t);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        total <= 32 << 20,
+        "the monitor held {total} bytes of output"
+    );
+    assert!(total >= 16 << 20, "{total}");
+    assert!(truncated >= 1, "{truncated}");
 }

@@ -155,6 +155,38 @@ impl SandboxRecord {
     }
 }
 
+/// `name_namespace_uid_attempt` as containerd spells it, but with `%` and
+/// `_` escaped in each part: joined plainly, pods ("a_b", "c") and ("a",
+/// "b_c") got the same key and the second was refused as a duplicate (CRI
+/// metadata is any string; only the kubelet keeps `_` out of names).
 pub fn reservation_key(name: &str, namespace: &str, uid: &str, attempt: u32) -> String {
-    format!("{name}_{namespace}_{uid}_{attempt}")
+    let esc = |s: &str| s.replace('%', "%25").replace('_', "%5F");
+    format!("{}_{}_{}_{attempt}", esc(name), esc(namespace), esc(uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reservation_key;
+
+    #[test]
+    fn reservation_keys_of_different_pods_differ() {
+        let pairs = [
+            (("a_b", "c", "u", 0), ("a", "b_c", "u", 0)),
+            (("a", "b", "c_d", 1), ("a", "b_c", "d", 1)),
+            (("a", "b", "u_1", 2), ("a", "b", "u", 12)),
+            (("a%5F", "b", "u", 0), ("a_", "b", "u", 0)),
+        ];
+        for ((n1, ns1, u1, a1), (n2, ns2, u2, a2)) in pairs {
+            assert_ne!(
+                reservation_key(n1, ns1, u1, a1),
+                reservation_key(n2, ns2, u2, a2),
+                "{n1}/{ns1}/{u1}/{a1} vs {n2}/{ns2}/{u2}/{a2}"
+            );
+        }
+        // What the kubelet sends reads as containerd's key.
+        assert_eq!(
+            reservation_key("web-0", "default", "1234", 2),
+            "web-0_default_1234_2"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_image::FsUsage;
+use berth_image::tree_usage::{self, TreeUsage, WalkLimits};
 
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 pub const MAX_TTL: Duration = Duration::from_secs(60);
@@ -42,117 +43,28 @@ pub struct LayerCache {
     mountpoints: Mutex<HashMap<u64, PathBuf>>,
 }
 
-/// What a walk found: bytes and inodes under the dir, and its `st_dev`.
-struct Walked {
-    bytes: u64,
-    inodes: u64,
-    dev: u64,
-}
-
 /// Deepest level a walk descends to (one open fd per level); deeper
 /// subtrees, only made by hostile containers, are not counted.
 pub const MAX_WALK_DEPTH: usize = 128;
 /// Entries a walk visits at most (its cost per poll is bounded); the rest
 /// are not counted.
 pub const MAX_WALK_ENTRIES: u64 = 2_000_000;
-/// Hard-linked inodes remembered to count each once; past this, further
-/// links count again (a small overcount rather than unbounded memory).
-const MAX_SEEN_LINKS: usize = 100_000;
 
-/// Walks `dir` through dir fds, never following a symlink: every dir is
-/// opened `O_NOFOLLOW` relative to its parent's fd, so a container that
-/// swaps a dir for a symlink to `/` mid-walk makes the open fail (that
-/// entry is skipped), never leads the walk onto the host. Memory and fds
-/// are bounded ([`MAX_WALK_DEPTH`] open dirs, nothing kept per entry but
-/// hard links up to a cap) and so is the work ([`MAX_WALK_ENTRIES`]).
-/// `None` when `dir` does not exist; entries that vanish during the walk (a
-/// container deleting its temp files) are skipped.
-fn walk(dir: &Path) -> std::io::Result<Option<Walked>> {
-    use std::collections::HashSet;
-    use std::os::fd::{AsRawFd, BorrowedFd};
+/// The limits of a writable-layer walk (see `berth_image::tree_usage`).
+const LIMITS: WalkLimits = WalkLimits {
+    max_depth: MAX_WALK_DEPTH,
+    max_entries: MAX_WALK_ENTRIES,
+};
 
-    use nix::dir::{Dir, Type};
-    use nix::errno::Errno;
-    use nix::fcntl::{AtFlags, OFlag};
-    use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
-
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let root = match Dir::open(dir, dir_flags, Mode::empty()) {
-        Ok(d) => d,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let st = fstat(&root)?;
-    let mut w = Walked {
-        bytes: st.st_blocks as u64 * 512,
-        inodes: 1,
-        dev: st.st_dev,
-    };
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut visited: u64 = 0;
-    let mut truncated = false;
-    let mut count = |st: &FileStat, w: &mut Walked| {
-        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if st.st_nlink > 1 && !is_dir {
-            let key = (st.st_dev, st.st_ino);
-            if seen.contains(&key) {
-                return;
-            }
-            if seen.len() < MAX_SEEN_LINKS {
-                seen.insert(key);
-            }
-        }
-        w.bytes += st.st_blocks as u64 * 512;
-        w.inodes += 1;
-    };
-    let mut stack = vec![root.into_iter()];
-    while let Some(top) = stack.last_mut() {
-        let Some(entry) = top.next() else {
-            stack.pop();
-            continue;
-        };
-        let entry = match entry {
-            Ok(e) => e,
-            Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let name = entry.file_name();
-        if name == c"." || name == c".." {
-            continue;
-        }
-        visited += 1;
-        if visited > MAX_WALK_ENTRIES {
-            truncated = true;
-            break;
-        }
-        // SAFETY: the iterator owns this fd and outlives the borrow.
-        let parent = unsafe { BorrowedFd::borrow_raw(top.as_raw_fd()) };
-        let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        count(&st, &mut w);
-        let is_dir = entry.file_type() == Some(Type::Directory)
-            || SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if !is_dir {
-            continue;
-        }
-        if stack.len() >= MAX_WALK_DEPTH {
-            truncated = true;
-            continue;
-        }
-        match Dir::openat(parent, name, dir_flags, Mode::empty()) {
-            Ok(d) => stack.push(d.into_iter()),
-            // Gone, or swapped for a symlink or a file since the stat.
-            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if truncated {
+/// Walks the upper dir `dir` (a container writes it while we walk):
+/// `berth_image::tree_usage::walk`, never following a symlink, bounded in
+/// fds, memory and work. `None` when `dir` does not exist.
+fn walk(dir: &Path) -> std::io::Result<Option<TreeUsage>> {
+    let w = tree_usage::walk(dir, &LIMITS)?;
+    if w.as_ref().is_some_and(|w| w.truncated) {
         tracing::debug!(dir = %dir.display(), "writable layer walk cut short (depth or entry cap): usage is a lower bound");
     }
-    Ok(Some(w))
+    Ok(w)
 }
 
 /// How long a walk that took `took` stays valid.
@@ -199,7 +111,7 @@ impl LayerCache {
 
     /// The walk as an `FsUsage`, with the mount point of its filesystem
     /// (from `fs_usage_of`, the first time this filesystem is seen).
-    fn with_mountpoint(&self, upper: &Path, w: Walked) -> std::io::Result<FsUsage> {
+    fn with_mountpoint(&self, upper: &Path, w: TreeUsage) -> std::io::Result<FsUsage> {
         let known = self
             .mountpoints
             .lock()

@@ -5,6 +5,19 @@
 use std::path::PathBuf;
 
 fn main() {
+    // Containers and execs are clones of this process: they must never
+    // reach the host's binary through /proc/<pid>/exe (berth_monitor_protocol::sealed).
+    // berthd starts monitors from its sealed copy; started any other way,
+    // the monitor copies itself once here.
+    if let Err(e) = berth_monitor_protocol::sealed::reexec_if_unsealed(c"berth-monitor") {
+        eprintln!("berth-monitor: cannot run from a sealed copy of its binary: {e}");
+        std::process::exit(1);
+    }
+    // Exec'd through /proc/self/fd/N, the process is named "N": name it for ps and pgrep.
+    // SAFETY: prctl with a NUL-terminated constant.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"berth-monitor".as_ptr());
+    }
     let mut pod_id = None;
     let mut state_dir = None;
     let mut foreground = false;

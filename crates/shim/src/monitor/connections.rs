@@ -113,19 +113,32 @@ impl Connections {
 /// Writes one response line. `MSG_NOSIGNAL`: a client that went away must not
 /// raise SIGPIPE (the monitor handles it, see `daemon`, but a stray signal
 /// is still a wasted wakeup).
+///
+/// Serialized straight into a small buffer on the socket: an exec answer
+/// (up to 16 MiB of output, twice that as hex) is never built whole in
+/// memory beside the output it carries.
 pub(super) fn reply(stream: &UnixStream, resp: &Response) -> bool {
-    let mut out = match serde_json::to_vec(resp) {
-        Ok(v) => v,
-        Err(_) => return false,
-    };
-    out.push(b'\n');
-    let mut sent = 0;
-    while sent < out.len() {
-        match send(stream.as_raw_fd(), &out[sent..], MsgFlags::MSG_NOSIGNAL) {
-            Ok(n) => sent += n,
-            Err(Errno::EINTR) => {}
-            Err(_) => return false,
+    let mut out = io::BufWriter::with_capacity(64 << 10, NoSigPipe(stream));
+    serde_json::to_writer(&mut out, resp).is_ok()
+        && io::Write::write_all(&mut out, b"\n").is_ok()
+        && io::Write::flush(&mut out).is_ok()
+}
+
+/// Writes with `send(MSG_NOSIGNAL)`.
+struct NoSigPipe<'a>(&'a UnixStream);
+
+impl io::Write for NoSigPipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match send(self.0.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-    true
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 //! Execs waiting to exit: their output collected (capped), SIGKILL at the
 //! deadline, the answer once reaped.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
@@ -16,6 +17,39 @@ use super::stdio::{read_exec_pipe, stdio_pipe};
 use crate::exec::{self, ExecSpec, ExecStdio};
 use berth_monitor_protocol::{Response, Status};
 
+/// Most ExecSync output a monitor holds at once, over all its execs. The
+/// monitor runs in berthd's cgroup, not the pod's: without this, a pod
+/// running many execs that each print up to their own cap (16 MiB, as the
+/// CRI and containerd have it) would grow memory charged outside its
+/// limits. Past it, output is dropped and the exec answered `truncated`
+/// (only this pod's execs: one monitor per pod).
+pub(super) const EXEC_OUTPUT_BUDGET: usize = 32 << 20;
+
+/// Bytes of exec output held, shared by a monitor's execs.
+#[derive(Clone)]
+pub(super) struct OutputBudget {
+    held: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+impl OutputBudget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            held: Rc::default(),
+            limit,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.held.get())
+    }
+
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+}
+
 /// One running exec and what it printed so far.
 pub(super) struct Exec {
     pub ctr: String,
@@ -25,6 +59,9 @@ pub(super) struct Exec {
     pub pipes: [Option<OwnedFd>; 2],
     pub out: [Vec<u8>; 2],
     pub max_output: usize,
+    /// The monitor's budget; `held` of it is this exec's.
+    pub budget: OutputBudget,
+    pub held: usize,
     pub truncated: bool,
     pub deadline: Option<Instant>,
     pub timed_out: bool,
@@ -33,14 +70,18 @@ pub(super) struct Exec {
 }
 
 impl Exec {
-    /// Keeps what fits under the cap (both streams together), drops the rest.
+    /// Keeps what fits under the exec's cap (both streams together) and
+    /// the monitor's budget, drops the rest.
     pub fn push(&mut self, idx: usize, data: &[u8]) {
         let used = self.out[0].len() + self.out[1].len();
-        let room = self.max_output.saturating_sub(used);
+        let room = self.max_output.saturating_sub(used).min(self.budget.room());
         if data.len() > room {
             self.truncated = true;
         }
-        self.out[idx].extend_from_slice(&data[..data.len().min(room)]);
+        let kept = data.len().min(room);
+        self.out[idx].extend_from_slice(&data[..kept]);
+        self.held += kept;
+        self.budget.held.set(self.budget.held.get() + kept);
     }
 
     /// The answer to the exec request, once reaped.
@@ -56,9 +97,20 @@ impl Exec {
     }
 }
 
+impl Drop for Exec {
+    fn drop(&mut self) {
+        self.budget.held.set(self.budget.held.get() - self.held);
+    }
+}
+
 /// Running (or exited, not yet answered) execs by pid.
-#[derive(Default)]
-pub(super) struct ExecWaiters(HashMap<i32, Exec>);
+pub(super) struct ExecWaiters(HashMap<i32, Exec>, OutputBudget);
+
+impl Default for ExecWaiters {
+    fn default() -> Self {
+        Self(HashMap::new(), OutputBudget::new(EXEC_OUTPUT_BUDGET))
+    }
+}
 
 impl ExecWaiters {
     pub fn get_mut(&mut self, pid: i32) -> Option<&mut Exec> {
@@ -143,7 +195,10 @@ impl Monitor {
                 conn,
                 pipes: [Some(out_r), Some(err_r)],
                 out: [Vec::new(), Vec::new()],
-                max_output,
+                // berthd asks for the CRI's cap; never more than that.
+                max_output: max_output.min(berth_monitor_protocol::DEFAULT_MAX_OUTPUT),
+                budget: self.execs.1.clone(),
+                held: 0,
                 truncated: false,
                 deadline: (timeout_ms > 0).then(|| started + Duration::from_millis(timeout_ms)),
                 timed_out: false,
@@ -230,12 +285,18 @@ mod tests {
     use super::*;
 
     fn exec(deadline: Option<Instant>) -> Exec {
+        exec_in(deadline, &OutputBudget::new(EXEC_OUTPUT_BUDGET))
+    }
+
+    fn exec_in(deadline: Option<Instant>, budget: &OutputBudget) -> Exec {
         Exec {
             ctr: "c".into(),
             conn: 0,
             pipes: [None, None],
             out: [Vec::new(), Vec::new()],
             max_output: 5,
+            budget: budget.clone(),
+            held: 0,
             truncated: false,
             deadline,
             timed_out: false,
@@ -262,6 +323,27 @@ mod tests {
                 timed_out: false,
             }
         );
+    }
+
+    #[test]
+    fn output_held_across_execs_is_bounded_by_the_budget() {
+        let budget = OutputBudget::new(8);
+        let mut a = exec_in(None, &budget);
+        let mut b = exec_in(None, &budget);
+        let mut c = exec_in(None, &budget);
+        a.push(0, b"aaaaa");
+        b.push(0, b"bbbbb");
+        c.push(1, b"c");
+        assert_eq!((a.out[0].len(), b.out[0].len(), c.out[1].len()), (5, 3, 0));
+        assert!(!a.truncated && b.truncated && c.truncated);
+        assert_eq!(budget.held(), 8);
+        // An answered exec gives its share back.
+        let _ = a.into_response();
+        assert_eq!(budget.held(), 3);
+        c.push(1, b"cc");
+        assert_eq!(c.out[1], b"cc");
+        drop((b, c));
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

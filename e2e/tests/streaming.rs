@@ -11,8 +11,8 @@ use berth_e2e::daemon::BerthdConfig;
 use berth_e2e::pods::*;
 use berth_stream::TerminalSize;
 use berth_stream::client::{
-    ClientConfig, ClientError, RemoteCommand, RemoteCommandOptions, SpdyForwardStream,
-    SpdyPortForward, Transport, port_forward_websocket, remote_command,
+    ClientConfig, ClientError, RemoteCommand, RemoteCommandOptions, SpdyPortForward, Transport,
+    port_forward_websocket, remote_command,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::Code;
@@ -131,19 +131,41 @@ where
     }
 }
 
-/// Fetches the page over one SPDY port-forward connection; the error
-/// stream's message when forwarding failed.
+/// Fetches the page over one SPDY port-forward connection, ending it as
+/// client-go does (the data stream reset once the pod's side ended, then
+/// the error stream read to its end); the error stream's message when
+/// forwarding failed.
 async fn fetch_spdy(pf: &SpdyPortForward, port: u16) -> Result<String, String> {
-    let SpdyForwardStream {
-        data, mut error, ..
-    } = pf.open(port).unwrap();
-    let (page, message) =
-        tokio::join!(http_get(data), SpdyForwardStream::error_message(&mut error));
-    let message = message.unwrap();
+    let mut stream = pf.open(port).unwrap();
+    let page = http_get(&mut stream.data).await;
+    let message = tokio::time::timeout(Duration::from_secs(20), stream.finish())
+        .await
+        .expect("the error stream ends")
+        .unwrap();
     if message.is_empty() {
         Ok(page)
     } else {
         Err(message)
+    }
+}
+
+/// One session carries connection after connection, and many at once; a
+/// refused port is an error on its error stream and the session goes on.
+async fn one_session_many_connections(pf: &SpdyPortForward) {
+    for _ in 0..3 {
+        assert!(fetch_spdy(pf, 8080).await.unwrap().contains(PAGE));
+    }
+    let pages = futures::future::join_all((0..16).map(|_| fetch_spdy(pf, 8080))).await;
+    for page in pages {
+        assert!(page.unwrap().contains(PAGE));
+    }
+    let refused = fetch_spdy(pf, 9).await.unwrap_err();
+    assert!(
+        refused.contains("localhost:9") && refused.contains("refused"),
+        "{refused}"
+    );
+    for _ in 0..2 {
+        assert!(fetch_spdy(pf, 8080).await.unwrap().contains(PAGE));
     }
 }
 
@@ -175,24 +197,13 @@ async fn port_forward_over_spdy_and_websocket() {
     .await;
     let page = fetch_spdy(&pf, 8080).await.unwrap();
     assert!(page.starts_with("HTTP/1.") && page.contains(PAGE), "{page}");
-    // Many connections at once on one session.
-    let pages = futures::future::join_all((0..16).map(|_| fetch_spdy(&pf, 8080))).await;
-    for page in pages {
-        assert!(page.unwrap().contains(PAGE));
-    }
+    one_session_many_connections(&pf).await;
     // IPv6 loopback, after 127.0.0.1 refused.
     eventually("httpd on ::1 answers", || async {
         fetch_spdy(&pf, 8086).await.is_ok()
     })
     .await;
     assert!(fetch_spdy(&pf, 8086).await.unwrap().contains(PAGE));
-    // A port nobody listens on: a clear message on the error stream, and
-    // the session goes on.
-    let refused = fetch_spdy(&pf, 9).await.unwrap_err();
-    assert!(
-        refused.contains("localhost:9") && refused.contains("refused"),
-        "{refused}"
-    );
     assert!(fetch_spdy(&pf, 8080).await.unwrap().contains(PAGE));
     pf.close();
 
@@ -214,7 +225,7 @@ async fn port_forward_over_spdy_and_websocket() {
     let pf = SpdyPortForward::connect_over_websocket(&url, &ClientConfig::default())
         .await
         .unwrap();
-    assert!(fetch_spdy(&pf, 8080).await.unwrap().contains(PAGE));
+    one_session_many_connections(&pf).await;
     assert!(fetch_spdy(&pf, 8086).await.unwrap().contains(PAGE));
     pf.close();
 }

@@ -679,6 +679,38 @@ async fn attach_to_stdin_and_tty_containers() {
         let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
         assert_eq!(s.exit_code, 0);
 
+        // stdin_once: the client closing its stdin closes the container's
+        // (EOF reaches the process), and what the process writes after
+        // that still reaches the client, until it exits.
+        let name = format!("after-{transport:?}").to_lowercase();
+        let script =
+            r#"read x; echo "got $x"; cat >/dev/null; echo "stdin closed"; sleep 1; echo after"#;
+        let id = running(
+            &mut env.c,
+            &pod,
+            &pc,
+            attachable(&name, script, false, true),
+        )
+        .await;
+        let url = attach_url(&mut env.c, &id, false).await;
+        let mut session = remote_command(&url, &none, &options(transport, false, true))
+            .await
+            .unwrap();
+        let mut stdin = session.stdin.take().unwrap();
+        stdin.write_all(b"line\n").await.unwrap();
+        let mut stdout = session.stdout.take().unwrap();
+        let first = read_until(&mut stdout, "got line\n").await;
+        stdin.shutdown().await.unwrap();
+        let rest = read_all(&mut stdout).await;
+        assert_eq!(
+            format!("{first}{rest}"),
+            "got line\nstdin closed\nafter\n",
+            "{transport:?}"
+        );
+        assert_eq!(session.status().await.unwrap(), 0, "{transport:?}");
+        let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+        assert_eq!(s.exit_code, 0);
+
         // A shell on a terminal: resize, two attaches one after the other,
         // detaching leaves it running; its output is in its CRI log.
         let name = format!("tty-{transport:?}").to_lowercase();

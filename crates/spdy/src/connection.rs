@@ -211,6 +211,19 @@ impl Connection {
         ))
     }
 
+    /// Frees the state that reads the peer's header blocks (zlib's, about
+    /// 40 KiB), for a session that takes no more streams: an exec or attach
+    /// once its streams are open. The peer's zlib stream spans the whole
+    /// connection, so a header block it sends later (a new stream) can't be
+    /// read: the connection ends with a protocol error.
+    pub fn release_header_decompressor(&self) {
+        self.shared
+            .inflate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .release();
+    }
+
     /// Sends a PING and waits for its echo.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let (tx, rx) = oneshot::channel();

@@ -12,7 +12,6 @@ use crate::frame::{
     ControlFrame, FLAG_FIN, FLAG_UNIDIRECTIONAL, FRAME_HEAD_LEN, FrameHead, GoAwayStatus,
     MAX_WINDOW, RstStatus, SETTINGS_INITIAL_WINDOW_SIZE, decode_control,
 };
-use crate::header_block::HeaderDecompressor;
 use crate::state::{CONTROL_QUEUE_LIMIT, Pending, Reply, Shared, Slot, State, wake};
 
 /// DATA is moved into stream buffers in pieces of at most this much.
@@ -21,7 +20,6 @@ const DATA_CHUNK: usize = 64 * 1024;
 pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
     let mut closed_rx = shared.closed_tx.subscribe();
     let mut reader = Reader {
-        inflate: HeaderDecompressor::new(shared.config.max_header_block),
         shared: shared.clone(),
         io: BufReader::with_capacity(8 * 1024, io),
     };
@@ -41,7 +39,6 @@ pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
 struct Reader<R> {
     shared: Arc<Shared>,
     io: BufReader<R>,
-    inflate: HeaderDecompressor,
 }
 
 /// Where the next piece of a DATA frame goes.
@@ -76,7 +73,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                     let mut payload = vec![0; len];
                     self.io.read_exact(&mut payload).await?;
-                    match decode_control(version, kind, flags, &payload, &mut self.inflate) {
+                    let decoded = {
+                        let mut inflate = self
+                            .shared
+                            .inflate
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        decode_control(version, kind, flags, &payload, &mut inflate)
+                    };
+                    match decoded {
                         Ok(Some(frame)) => self.apply_control(frame)?,
                         Ok(None) => {}
                         Err(FrameError::Stream { id, status, .. }) => self.stream_error(id, status),

@@ -14,7 +14,7 @@ use crate::connection::Config;
 use crate::error::Error;
 use crate::flow::{PeerFlowControl, RecvWindow, SendWindow};
 use crate::frame::{ControlFrame, DEFAULT_WINDOW, GoAwayStatus, RstStatus};
-use crate::header_block::Headers;
+use crate::header_block::{HeaderDecompressor, Headers};
 
 /// Reader-made control frames (RSTs, PING answers) that may wait for the
 /// writer; past this the reader stops reading, so a peer flooding PINGs
@@ -23,6 +23,10 @@ pub(crate) const CONTROL_QUEUE_LIMIT: usize = 256;
 
 pub(crate) struct Shared {
     pub state: Mutex<State>,
+    /// The peer's header blocks' zlib stream: the reader inflates with it,
+    /// [`Connection::release_header_decompressor`](crate::Connection::release_header_decompressor)
+    /// frees it. A lock of its own: never held with `state`'s.
+    pub inflate: Mutex<HeaderDecompressor>,
     pub config: Config,
     /// The writer task waits here for frames to send.
     pub writer_wake: Notify,
@@ -173,6 +177,7 @@ impl Shared {
         };
         Self {
             state: Mutex::new(state),
+            inflate: Mutex::new(HeaderDecompressor::new(config.max_header_block)),
             config,
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use berth_monitor_protocol::{Request, Response};
 use berth_stream::{AttachRequest, Io, RuntimeError, StdinReader, TerminalSize};
-use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tracing::Instrument;
 
@@ -222,10 +221,10 @@ fn resize_terminal(master: &Arc<OwnedFd>, size: TerminalSize) {
 
 /// Client stdin into the container's stdin pipe; at the client's EOF our
 /// dup is closed (the monitor's keeps the pipe open for later attaches).
-async fn pipe_input(mut client: StdinReader, pipe: OwnedFd) {
+async fn pipe_input(client: StdinReader, pipe: OwnedFd) {
     match fd_io::pipe_writer(pipe) {
         Ok(mut writer) => {
-            if let Err(e) = tokio::io::copy(&mut client, &mut writer).await {
+            if let Err(e) = fd_io::copy_stdin(client, &mut writer).await {
                 tracing::debug!(error = %e, "attach stdin");
             }
         }
@@ -238,13 +237,12 @@ async fn pipe_input(mut client: StdinReader, pipe: OwnedFd) {
 /// its own loop), so berthd neither reads it nor changes its flags: each
 /// chunk is written on the blocking pool; typing is a few bytes at a time.
 async fn terminal_input(mut client: StdinReader, master: Arc<OwnedFd>) {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = fd_io::CopyBuf::new();
     loop {
-        let n = match client.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let chunk = match buf.read_from(&mut client).await {
+            Ok([]) | Err(_) => return,
+            Ok(data) => data.to_vec(),
         };
-        let chunk = buf[..n].to_vec();
         let master = master.clone();
         let written = tokio::task::spawn_blocking(move || write_all_fd(&master, &chunk)).await;
         match written {

@@ -232,13 +232,7 @@ impl Connection {
             if let Some(err) = Shared::connection_error(&state) {
                 return Err(err);
             }
-            let id = state.next_ping_id;
-            // Keep the parity when wrapping at 31 bits.
-            state.next_ping_id = if id > MAX_STREAM_ID - 2 {
-                id % 2 + 2
-            } else {
-                id + 2
-            };
+            let id = state.take_ping_id();
             state.pings.insert(id, tx);
             self.shared
                 .queue_control(&mut state, ControlFrame::Ping { id });

@@ -17,6 +17,9 @@ use crate::state::{CONTROL_QUEUE_LIMIT, Pending, Reply, Shared, Slot, State, wak
 /// DATA is moved into stream buffers in pieces of at most this much.
 const DATA_CHUNK: usize = 64 * 1024;
 
+/// How long a stream may keep the socket unread before the peer is pinged.
+const STALLED_PING: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
     let mut closed_rx = shared.closed_tx.subscribe();
     let mut reader = Reader {
@@ -294,7 +297,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let mut remaining = len;
         while remaining > 0 {
             match self.sink_for(id, remaining) {
-                Sink::Wait => self.shared.reader_wake.notified().await,
+                Sink::Wait => {
+                    // A peer gone meanwhile is only seen by writing to it
+                    // (its FIN waits behind the DATA we don't read): ping it
+                    // while the stream keeps us waiting; a failed write
+                    // closes the connection.
+                    let wake = self.shared.reader_wake.notified();
+                    if tokio::time::timeout(STALLED_PING, wake).await.is_err() {
+                        self.ping_peer();
+                    }
+                }
                 Sink::Stream(n) => {
                     let mut chunk = vec![0; n];
                     self.io.read_exact(&mut chunk).await?;
@@ -320,6 +332,14 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
         }
         Ok(())
+    }
+
+    /// Queues a PING nobody waits for (its echo, if it comes, is ignored).
+    fn ping_peer(&self) {
+        let mut state = self.shared.lock();
+        let id = state.take_ping_id();
+        self.shared
+            .queue_control(&mut state, ControlFrame::Ping { id });
     }
 
     fn sink_for(&self, id: u32, remaining: usize) -> Sink {

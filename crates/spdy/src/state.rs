@@ -13,7 +13,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::connection::Config;
 use crate::error::Error;
 use crate::flow::{PeerFlowControl, RecvWindow, SendWindow};
-use crate::frame::{ControlFrame, DEFAULT_WINDOW, GoAwayStatus, RstStatus};
+use crate::frame::{ControlFrame, DEFAULT_WINDOW, GoAwayStatus, MAX_STREAM_ID, RstStatus};
 use crate::header_block::{HeaderDecompressor, Headers};
 
 /// Reader-made control frames (RSTs, PING answers) that may wait for the
@@ -103,6 +103,19 @@ pub(crate) enum Reply {
     NotExpected,
     Waiting(Option<Waker>),
     Received(Headers),
+}
+
+impl State {
+    /// The id of our next PING (ours keep their parity, wrapping at 31 bits).
+    pub fn take_ping_id(&mut self) -> u32 {
+        let id = self.next_ping_id;
+        self.next_ping_id = if id > MAX_STREAM_ID - 2 {
+            id % 2 + 2
+        } else {
+            id + 2
+        };
+        id
+    }
 }
 
 impl Slot {

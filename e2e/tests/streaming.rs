@@ -562,6 +562,16 @@ async fn exec_with_and_without_tty() {
     }
 }
 
+/// The pid of the pod's monitor (its command line holds the pod id's
+/// first 32 hex digits).
+fn monitor_of(pod: &str) -> u32 {
+    berth_e2e::procs::processes()
+        .into_iter()
+        .find(|p| p.cmdline.contains("berth-monitor") && p.cmdline.contains(&pod[..32]))
+        .map(|p| p.pid as u32)
+        .expect("the pod's monitor")
+}
+
 /// Processes whose command line holds `needle`.
 fn procs_with(needle: &str) -> usize {
     berth_e2e::procs::processes()
@@ -582,16 +592,21 @@ async fn client_gone_mid_stream_leaves_nothing() {
     )
     .await;
     let berthd = env.d.pid().unwrap();
+    let monitor = monitor_of(&pod);
     let none = ClientConfig::default();
-    // One exec first, so that lazily made things (connections, pools)
-    // exist before the baseline.
-    let url = exec_url(&mut env.c, &id, &["true"], false, false).await;
-    let cmd = remote_command(&url, &none, &options(Transport::Spdy, false, false))
-        .await
-        .unwrap();
-    assert_eq!(cmd.status().await.unwrap(), 0);
+    // An exec with and without a terminal first, so that lazily made
+    // things (connections, pools, the monitor's console socket) exist
+    // before the baseline.
+    for tty in [false, true] {
+        let url = exec_url(&mut env.c, &id, &["true"], tty, false).await;
+        let cmd = remote_command(&url, &none, &options(Transport::Spdy, tty, false))
+            .await
+            .unwrap();
+        assert_eq!(cmd.status().await.unwrap(), 0);
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let baseline = fd_count(berthd);
+    let monitor_baseline = fd_count(monitor);
     for (i, transport) in TRANSPORTS.into_iter().enumerate() {
         for tty in [false, true] {
             let marker = format!("{}", 4200 + i * 10 + tty as usize);
@@ -616,6 +631,53 @@ async fn client_gone_mid_stream_leaves_nothing() {
     eventually("berthd's fds back to the baseline", || async {
         fd_count(berthd) <= baseline
     })
+    .await;
+    // The monitor let go of the execs' stdio and terminals too.
+    eventually("the monitor's fds back to the baseline", || async {
+        fd_count(monitor) <= monitor_baseline
+    })
+    .await;
+
+    // A port-forward client gone in the middle of a transfer: berthd
+    // closes the pod connection and the session.
+    running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("zeros", BUSYBOX, "exec nc -ll -p 7000 -e cat /dev/zero"),
+    )
+    .await;
+    let url = port_forward_url(&mut env.c, &pod, &[]).await;
+    let pf = SpdyPortForward::connect(&url, &none).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // nc may not listen yet: a refused connection reads EOF at once.
+    let (mut stream, mut got) = loop {
+        let mut stream = pf.open(7000).unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.data.read(&mut buf))
+            .await
+            .expect("the pod's bytes or EOF")
+            .unwrap();
+        if n > 0 {
+            break (stream, n);
+        }
+        assert!(Instant::now() < deadline, "nc in the pod never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    while got < 1 << 20 {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.data.read(&mut buf))
+            .await
+            .expect("the pod's bytes flow")
+            .unwrap();
+        assert!(n > 0, "EOF after {got} bytes");
+        got += n;
+    }
+    drop(stream);
+    drop(pf);
+    eventually(
+        "berthd's fds back after the port-forward client left",
+        || async { fd_count(berthd) <= baseline },
+    )
     .await;
     // And the container still serves execs.
     let url = exec_url(&mut env.c, &id, &["sh", "-c", "exit 4"], false, false).await;

@@ -3,8 +3,10 @@
 //! that ignore windows, as spdystream does).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::time::Instant;
 
 use crate::error::{Error, FrameError};
 use crate::flow::PeerFlowControl;
@@ -18,7 +20,7 @@ use crate::state::{CONTROL_QUEUE_LIMIT, Pending, Reply, Shared, Slot, State, wak
 const DATA_CHUNK: usize = 64 * 1024;
 
 /// How long a stream may keep the socket unread before the peer is pinged.
-const STALLED_PING: std::time::Duration = std::time::Duration::from_secs(5);
+const STALLED_PING: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
     let mut closed_rx = shared.closed_tx.subscribe();
@@ -295,19 +297,25 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
         }
         let mut remaining = len;
+        let mut next_ping = None;
         while remaining > 0 {
             match self.sink_for(id, remaining) {
                 Sink::Wait => {
                     // A peer gone meanwhile is only seen by writing to it
                     // (its FIN waits behind the DATA we don't read): ping it
-                    // while the stream keeps us waiting; a failed write
-                    // closes the connection.
-                    let wake = self.shared.reader_wake.notified();
-                    if tokio::time::timeout(STALLED_PING, wake).await.is_err() {
-                        self.ping_peer();
+                    // every so often while the stream keeps us waiting; a
+                    // failed write closes the connection.
+                    let at = *next_ping.get_or_insert_with(|| Instant::now() + STALLED_PING);
+                    tokio::select! {
+                        _ = self.shared.reader_wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {
+                            self.ping_peer();
+                            next_ping = Some(Instant::now() + STALLED_PING);
+                        }
                     }
                 }
                 Sink::Stream(n) => {
+                    next_ping = None;
                     let mut chunk = vec![0; n];
                     self.io.read_exact(&mut chunk).await?;
                     remaining -= n;

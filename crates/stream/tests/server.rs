@@ -207,15 +207,17 @@ async fn client_killed_while_its_stdin_is_stalled_leaves_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         client.abort();
         let _ = client.await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(40);
-        while pid_alive(pid) {
+        // Pings every 5 s, the client's own close grace, ours: seconds, so
+        // a generous bound, not a timing goal.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while pid_alive(pid) || server.active_sessions() > 0 {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{transport:?}: the exec outlived its client by 40 s"
+                "{transport:?}: the exec or its session outlived its client by 60 s (exec alive: {})",
+                pid_alive(pid)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        eventually("session gone", || server.active_sessions() == 0).await;
     }
 }
 

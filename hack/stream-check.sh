@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks berthd's streaming with the upstream client, crictl, over SPDY and
 # WebSocket: `exec -i` with piped stdin, exit codes, `exec -it` driven
-# through tmux (resize included), `attach` to a stdin container and to a
-# terminal, `port-forward` + curl. Against a running berthd.
+# through tmux (resize included), `attach` to a stdin container (what it
+# writes after its stdin closed included) and to a terminal, `port-forward`
+# + curl (connections one after the other and at once through one
+# session). Against a running berthd.
 #
 #   hack/stream-check.sh
 #
@@ -134,6 +136,14 @@ for t in spdy websocket; do
     [[ $out == *"attached-$t"* && $state == CONTAINER_EXITED ]] && pass "attach -i stdin_once ($t)" \
         || fail "attach -i stdin_once ($t)" "out=$out state=$state"
 
+    # attach -i, stdin_once: what the container writes after its stdin
+    # closed still reaches the client, until it exits.
+    AFTER=$(run_container "after-$t" false true true \
+        'read x; echo "got $x"; cat >/dev/null; echo "stdin closed"; sleep 0.5; echo after')
+    out=$(printf 'line\n' | timeout 20 $CRICTL_CMD attach -i --transport "$t" "$AFTER" 2>&1)
+    [[ $out == *"got line"*"stdin closed"*"after"* ]] && pass "attach -i output after stdin closed ($t)" \
+        || fail "attach -i output after stdin closed ($t)" "out=$out"
+
     # attach -it to a terminal container, through tmux.
     TTY=$(run_container "tty-$t" true true false 'exec sh')
     s="berth-attach-$t"
@@ -159,9 +169,26 @@ for t in spdy websocket; do
         page=$(curl -s --max-time 5 "http://127.0.0.1:$port/index.html") && [[ -n $page ]] && break
         sleep 0.2
     done
+    # One session carries connection after connection, and many at once.
+    pages=""
+    for _ in 1 2 3; do
+        pages+=$(curl -s --max-time 5 "http://127.0.0.1:$port/index.html")
+    done
+    curls=()
+    for i in 1 2 3 4 5; do
+        curl -s --max-time 5 "http://127.0.0.1:$port/index.html" >"$WORK/pf-page-$i" &
+        curls+=($!)
+    done
+    wait "${curls[@]}"
+    concurrent=$(cat "$WORK"/pf-page-* | grep -c stream-check-page)
     kill "$PF_PID" 2>/dev/null; wait "$PF_PID" 2>/dev/null; PF_PID=""
     [[ $page == stream-check-page ]] && pass "port-forward + curl ($t)" \
         || fail "port-forward + curl ($t)" "page=$page log=$(tail -3 "$WORK/pf-$t.log")"
+    [[ $pages == "stream-check-page"*"stream-check-page"*"stream-check-page" && $concurrent == 5 ]] \
+        && pass "port-forward: one session, many connections ($t)" \
+        || fail "port-forward: one session, many connections ($t)" \
+            "sequential=$pages concurrent=$concurrent/5 log=$(tail -3 "$WORK/pf-$t.log")"
+    rm -f "$WORK"/pf-page-*
 done
 
 exit $FAILED

@@ -361,3 +361,78 @@ async fn pod_monitors_run_from_a_sealed_copy_of_their_binary() {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "berth-monitor");
 }
+
+/// On a cgroup v1 (or hybrid) host a container sees its own cgroups under
+/// /sys/fs/cgroup, read-only; and containers joining the pod's PID
+/// namespace start whatever pid they get there. (libcontainer's own v1
+/// setup looked that pid up in the host's /proc, so a pid the host had no
+/// process of failed the create with "failed to mount cgroup v1: procfs
+/// failed"; and it bound the hierarchies read-write.)
+#[tokio::test]
+async fn v1_cgroups_read_only_and_any_pid_in_a_shared_pid_namespace() {
+    if berth_cgroup::Layout::detect().is_none_or(|l| l.is_v2()) {
+        eprintln!("not a cgroup v1 host: skipped");
+        return;
+    }
+    let mut env = setup(&[BUSYBOX]).await;
+    let mut pc = pod_config(&env, "v1pid");
+    pod_namespaces(&mut pc).pid = NamespaceMode::Pod as i32;
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let log_dir = std::path::PathBuf::from(&pc.log_directory);
+    // Containers one after the other, until one got a pid in the pod that
+    // no host process has (the pod's pids count up from 1; hosts have gaps
+    // among their low pids).
+    let mut crossed = None;
+    for i in 0..40 {
+        let name = format!("c{i}");
+        let mut cfg = ctr_config(&name, BUSYBOX, "echo pid=$$; exec sleep 1000");
+        cfg.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options
+            .as_mut()
+            .unwrap()
+            .pid = NamespaceMode::Pod as i32;
+        let id = running(&mut env, &pod, &pc, cfg).await;
+        let log = log_dir.join(format!("{name}/0.log"));
+        let mut pid = None;
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            pid = text
+                .split("pid=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u32>().ok());
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let pid = pid.unwrap_or_else(|| panic!("{name} logged no pid"));
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            crossed = Some((id, pid));
+            break;
+        }
+    }
+    let Some((id, pid)) = crossed else {
+        panic!("none of 40 containers got a pid the host lacks: no gap to show");
+    };
+    eprintln!("container {id} runs as pid {pid} in the pod, a pid the host lacks");
+    let (out, code) = run(
+        &mut env,
+        &id,
+        "{ cat /sys/fs/cgroup/pids/pids.max; echo 5 > /sys/fs/cgroup/pids/pids.max; \
+         touch /sys/fs/cgroup/x; } 2>&1; true",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    // Its own cgroup (no limit set), unchanged.
+    assert!(out.starts_with("max"), "{out}");
+    assert!(out.contains("pids.max: Read-only file system"), "{out}");
+    assert!(
+        out.contains("/sys/fs/cgroup/x: Read-only file system"),
+        "{out}"
+    );
+}

@@ -11,8 +11,8 @@ use berth_e2e::daemon::BerthdConfig;
 use berth_e2e::pods::*;
 use berth_stream::TerminalSize;
 use berth_stream::client::{
-    ClientConfig, ClientError, RemoteCommand, RemoteCommandOptions, SpdyForwardStream,
-    SpdyPortForward, Transport, port_forward_websocket, remote_command,
+    ClientConfig, ClientError, RemoteCommand, RemoteCommandOptions, SpdyPortForward, Transport,
+    port_forward_websocket, remote_command,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::Code;
@@ -131,19 +131,41 @@ where
     }
 }
 
-/// Fetches the page over one SPDY port-forward connection; the error
-/// stream's message when forwarding failed.
+/// Fetches the page over one SPDY port-forward connection, ending it as
+/// client-go does (the data stream reset once the pod's side ended, then
+/// the error stream read to its end); the error stream's message when
+/// forwarding failed.
 async fn fetch_spdy(pf: &SpdyPortForward, port: u16) -> Result<String, String> {
-    let SpdyForwardStream {
-        data, mut error, ..
-    } = pf.open(port).unwrap();
-    let (page, message) =
-        tokio::join!(http_get(data), SpdyForwardStream::error_message(&mut error));
-    let message = message.unwrap();
+    let mut stream = pf.open(port).unwrap();
+    let page = http_get(&mut stream.data).await;
+    let message = tokio::time::timeout(Duration::from_secs(20), stream.finish())
+        .await
+        .expect("the error stream ends")
+        .unwrap();
     if message.is_empty() {
         Ok(page)
     } else {
         Err(message)
+    }
+}
+
+/// One session carries connection after connection, and many at once; a
+/// refused port is an error on its error stream and the session goes on.
+async fn one_session_many_connections(pf: &SpdyPortForward) {
+    for _ in 0..3 {
+        assert!(fetch_spdy(pf, 8080).await.unwrap().contains(PAGE));
+    }
+    let pages = futures::future::join_all((0..16).map(|_| fetch_spdy(pf, 8080))).await;
+    for page in pages {
+        assert!(page.unwrap().contains(PAGE));
+    }
+    let refused = fetch_spdy(pf, 9).await.unwrap_err();
+    assert!(
+        refused.contains("localhost:9") && refused.contains("refused"),
+        "{refused}"
+    );
+    for _ in 0..2 {
+        assert!(fetch_spdy(pf, 8080).await.unwrap().contains(PAGE));
     }
 }
 
@@ -175,24 +197,13 @@ async fn port_forward_over_spdy_and_websocket() {
     .await;
     let page = fetch_spdy(&pf, 8080).await.unwrap();
     assert!(page.starts_with("HTTP/1.") && page.contains(PAGE), "{page}");
-    // Many connections at once on one session.
-    let pages = futures::future::join_all((0..16).map(|_| fetch_spdy(&pf, 8080))).await;
-    for page in pages {
-        assert!(page.unwrap().contains(PAGE));
-    }
+    one_session_many_connections(&pf).await;
     // IPv6 loopback, after 127.0.0.1 refused.
     eventually("httpd on ::1 answers", || async {
         fetch_spdy(&pf, 8086).await.is_ok()
     })
     .await;
     assert!(fetch_spdy(&pf, 8086).await.unwrap().contains(PAGE));
-    // A port nobody listens on: a clear message on the error stream, and
-    // the session goes on.
-    let refused = fetch_spdy(&pf, 9).await.unwrap_err();
-    assert!(
-        refused.contains("localhost:9") && refused.contains("refused"),
-        "{refused}"
-    );
     assert!(fetch_spdy(&pf, 8080).await.unwrap().contains(PAGE));
     pf.close();
 
@@ -214,7 +225,7 @@ async fn port_forward_over_spdy_and_websocket() {
     let pf = SpdyPortForward::connect_over_websocket(&url, &ClientConfig::default())
         .await
         .unwrap();
-    assert!(fetch_spdy(&pf, 8080).await.unwrap().contains(PAGE));
+    one_session_many_connections(&pf).await;
     assert!(fetch_spdy(&pf, 8086).await.unwrap().contains(PAGE));
     pf.close();
 }
@@ -551,6 +562,16 @@ async fn exec_with_and_without_tty() {
     }
 }
 
+/// The pid of the pod's monitor (its command line holds the pod id's
+/// first 32 hex digits).
+fn monitor_of(pod: &str) -> u32 {
+    berth_e2e::procs::processes()
+        .into_iter()
+        .find(|p| p.cmdline.contains("berth-monitor") && p.cmdline.contains(&pod[..32]))
+        .map(|p| p.pid as u32)
+        .expect("the pod's monitor")
+}
+
 /// Processes whose command line holds `needle`.
 fn procs_with(needle: &str) -> usize {
     berth_e2e::procs::processes()
@@ -571,16 +592,21 @@ async fn client_gone_mid_stream_leaves_nothing() {
     )
     .await;
     let berthd = env.d.pid().unwrap();
+    let monitor = monitor_of(&pod);
     let none = ClientConfig::default();
-    // One exec first, so that lazily made things (connections, pools)
-    // exist before the baseline.
-    let url = exec_url(&mut env.c, &id, &["true"], false, false).await;
-    let cmd = remote_command(&url, &none, &options(Transport::Spdy, false, false))
-        .await
-        .unwrap();
-    assert_eq!(cmd.status().await.unwrap(), 0);
+    // An exec with and without a terminal first, so that lazily made
+    // things (connections, pools, the monitor's console socket) exist
+    // before the baseline.
+    for tty in [false, true] {
+        let url = exec_url(&mut env.c, &id, &["true"], tty, false).await;
+        let cmd = remote_command(&url, &none, &options(Transport::Spdy, tty, false))
+            .await
+            .unwrap();
+        assert_eq!(cmd.status().await.unwrap(), 0);
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let baseline = fd_count(berthd);
+    let monitor_baseline = fd_count(monitor);
     for (i, transport) in TRANSPORTS.into_iter().enumerate() {
         for tty in [false, true] {
             let marker = format!("{}", 4200 + i * 10 + tty as usize);
@@ -605,6 +631,53 @@ async fn client_gone_mid_stream_leaves_nothing() {
     eventually("berthd's fds back to the baseline", || async {
         fd_count(berthd) <= baseline
     })
+    .await;
+    // The monitor let go of the execs' stdio and terminals too.
+    eventually("the monitor's fds back to the baseline", || async {
+        fd_count(monitor) <= monitor_baseline
+    })
+    .await;
+
+    // A port-forward client gone in the middle of a transfer: berthd
+    // closes the pod connection and the session.
+    running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("zeros", BUSYBOX, "exec nc -ll -p 7000 -e cat /dev/zero"),
+    )
+    .await;
+    let url = port_forward_url(&mut env.c, &pod, &[]).await;
+    let pf = SpdyPortForward::connect(&url, &none).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // nc may not listen yet: a refused connection reads EOF at once.
+    let (mut stream, mut got) = loop {
+        let mut stream = pf.open(7000).unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.data.read(&mut buf))
+            .await
+            .expect("the pod's bytes or EOF")
+            .unwrap();
+        if n > 0 {
+            break (stream, n);
+        }
+        assert!(Instant::now() < deadline, "nc in the pod never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    while got < 1 << 20 {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.data.read(&mut buf))
+            .await
+            .expect("the pod's bytes flow")
+            .unwrap();
+        assert!(n > 0, "EOF after {got} bytes");
+        got += n;
+    }
+    drop(stream);
+    drop(pf);
+    eventually(
+        "berthd's fds back after the port-forward client left",
+        || async { fd_count(berthd) <= baseline },
+    )
     .await;
     // And the container still serves execs.
     let url = exec_url(&mut env.c, &id, &["sh", "-c", "exit 4"], false, false).await;
@@ -664,6 +737,38 @@ async fn attach_to_stdin_and_tty_containers() {
         stdin.write_all(b"hello attach\n").await.unwrap();
         read_until(session.stdout.as_mut().unwrap(), "hello attach\n").await;
         stdin.shutdown().await.unwrap();
+        assert_eq!(session.status().await.unwrap(), 0, "{transport:?}");
+        let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+        assert_eq!(s.exit_code, 0);
+
+        // stdin_once: the client closing its stdin closes the container's
+        // (EOF reaches the process), and what the process writes after
+        // that still reaches the client, until it exits.
+        let name = format!("after-{transport:?}").to_lowercase();
+        let script =
+            r#"read x; echo "got $x"; cat >/dev/null; echo "stdin closed"; sleep 1; echo after"#;
+        let id = running(
+            &mut env.c,
+            &pod,
+            &pc,
+            attachable(&name, script, false, true),
+        )
+        .await;
+        let url = attach_url(&mut env.c, &id, false).await;
+        let mut session = remote_command(&url, &none, &options(transport, false, true))
+            .await
+            .unwrap();
+        let mut stdin = session.stdin.take().unwrap();
+        stdin.write_all(b"line\n").await.unwrap();
+        let mut stdout = session.stdout.take().unwrap();
+        let first = read_until(&mut stdout, "got line\n").await;
+        stdin.shutdown().await.unwrap();
+        let rest = read_all(&mut stdout).await;
+        assert_eq!(
+            format!("{first}{rest}"),
+            "got line\nstdin closed\nafter\n",
+            "{transport:?}"
+        );
         assert_eq!(session.status().await.unwrap(), 0, "{transport:?}");
         let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
         assert_eq!(s.exit_code, 0);

@@ -22,6 +22,9 @@
 //!   typed [`ErrorCode`]s. Version 2 added streaming ([`Request::ExecStream`],
 //!   [`Request::Attach`]), answers carrying fds ([`fds`]) and containers with
 //!   a terminal or stdin; berthd asks for them only of version-2 monitors.
+//!   Version 3 added [`Request::CloseStdin`] (a `stdin_once` attach whose
+//!   client's stdin ended keeps its output until the container exits);
+//!   berthd tries it and, on `bad_request`, detaches as before.
 //! - berthd asks `hello` once of a monitor it did not spawn itself (found
 //!   running after a berthd restart) and learns its version
 //!   ([`version_from_hello`]: a version-0 monitor answers `bad_request`).

@@ -133,6 +133,15 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
+    /// Closes the container's stdin pipe: the process reads EOF (once no
+    /// attach holds a dup of its write end any more), and later attaches
+    /// get no stdin. berthd sends it when the client's stdin of an attach
+    /// to a `stdin_once` container ends, and keeps that attach's output
+    /// open until the container exits: what the process writes after its
+    /// stdin closed still reaches the client. Answered with
+    /// [`Response::Ok`](crate::Response::Ok), also for a stdin closed
+    /// already or a container without one. Since version 3.
+    CloseStdin { id: String },
     /// Applies `resources` (an OCI `LinuxResources` object) to the live
     /// cgroup of a container.
     Update {

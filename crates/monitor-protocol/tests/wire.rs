@@ -55,6 +55,10 @@ fn request_wire_names_are_stable() {
         serde_json::to_string(&Request::StartAndReport { id: "x".into() }).unwrap(),
         r#"{"op":"start_and_report","id":"x"}"#
     );
+    assert_eq!(
+        serde_json::to_string(&Request::CloseStdin { id: "x".into() }).unwrap(),
+        r#"{"op":"close_stdin","id":"x"}"#
+    );
     // Defaults of optional fields, as older berthds send them.
     let exec: Request = serde_json::from_str(r#"{"op":"exec","id":"x","args":["a"]}"#).unwrap();
     assert_eq!(

@@ -1146,6 +1146,44 @@ fn attach_to_a_container_with_stdin() {
     pod.wait_fd_count(baseline);
 }
 
+/// `close_stdin` (what berthd sends when a `stdin_once` attach's client
+/// ended its stdin): the process reads EOF while the attach stays, and
+/// what it writes afterwards reaches the attached client until it exits.
+#[test]
+fn close_stdin_while_attached() {
+    if !usable() {
+        return;
+    }
+    let mut pod = Pod::start("closein");
+    let script = r#"read x; echo "got $x"; cat >/dev/null; echo eof; sleep 0.2; echo after"#;
+    pod.run_with("c", script, false, true, true);
+    let (conn, _, stdin, mut fds) = attach(&pod, "c", true);
+    assert!(stdin);
+    write_all(&fds[0], b"hi\n");
+    assert_eq!(
+        read_until(fds[1].as_fd(), |b| b.ends_with(b"\n")),
+        b"got hi\n"
+    );
+    // The client's dup of the write end goes first, as berthd's does.
+    drop(fds.remove(0));
+    assert_eq!(
+        pod.call(Request::CloseStdin { id: "c".into() }),
+        Response::Ok
+    );
+    assert_eq!(read_to_end(fds[0].as_fd()), b"eof\nafter\n");
+    wait_conn_closed(&conn);
+    assert_eq!(pod.wait_exited("c").exit.unwrap().exit_code, 0);
+    // Closed already, or no such container.
+    assert_eq!(
+        pod.call(Request::CloseStdin { id: "c".into() }),
+        Response::Ok
+    );
+    match pod.call(Request::CloseStdin { id: "nope".into() }) {
+        Response::Error(ErrorReply { code, .. }) => assert_eq!(code, ErrorCode::NotFound),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn attach_to_a_terminal_container() {
     if !usable() {

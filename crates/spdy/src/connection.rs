@@ -211,6 +211,19 @@ impl Connection {
         ))
     }
 
+    /// Frees the state that reads the peer's header blocks (zlib's, about
+    /// 40 KiB), for a session that takes no more streams: an exec or attach
+    /// once its streams are open. The peer's zlib stream spans the whole
+    /// connection, so a header block it sends later (a new stream) can't be
+    /// read: the connection ends with a protocol error.
+    pub fn release_header_decompressor(&self) {
+        self.shared
+            .inflate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .release();
+    }
+
     /// Sends a PING and waits for its echo.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let (tx, rx) = oneshot::channel();
@@ -219,13 +232,7 @@ impl Connection {
             if let Some(err) = Shared::connection_error(&state) {
                 return Err(err);
             }
-            let id = state.next_ping_id;
-            // Keep the parity when wrapping at 31 bits.
-            state.next_ping_id = if id > MAX_STREAM_ID - 2 {
-                id % 2 + 2
-            } else {
-                id + 2
-            };
+            let id = state.take_ping_id();
             state.pings.insert(id, tx);
             self.shared
                 .queue_control(&mut state, ControlFrame::Ping { id });

@@ -266,27 +266,41 @@ const SYNC_MARKER: [u8; 5] = [0, 0, 0, 0xff, 0xff];
 
 /// The peer's zlib stream, with a bound on what one block may inflate to.
 pub struct HeaderDecompressor {
-    zlib: Decompress,
+    /// `None` once released: the session takes no more header blocks.
+    zlib: Option<Decompress>,
     max_block: usize,
 }
 
 impl HeaderDecompressor {
     pub fn new(max_block: usize) -> Self {
         Self {
-            zlib: Decompress::new(true),
+            zlib: Some(Decompress::new(true)),
             max_block,
         }
+    }
+
+    /// Frees the zlib state (about 40 KiB with its window). The zlib stream
+    /// spans the whole connection, so a header block that comes later can't
+    /// be read any more: [`Self::decompress`] fails, and the connection
+    /// with it.
+    pub fn release(&mut self) {
+        self.zlib = None;
     }
 
     /// Inflates one frame's compressed block. Going past `max_block` (a zlib
     /// bomb, or just too much) is an error, found before allocating more.
     pub fn decompress(&mut self, compressed: &[u8]) -> Result<Vec<u8>, Error> {
-        let start = self.zlib.total_in();
+        let Some(zlib) = self.zlib.as_mut() else {
+            return Err(Error::Protocol(
+                "a header block after the session stopped taking new streams".into(),
+            ));
+        };
+        let start = zlib.total_in();
         // One byte over the limit tells "exactly the limit" from "more".
         let cap = self.max_block + 1;
         let mut out = Vec::with_capacity((compressed.len() * 4).clamp(256, cap));
         loop {
-            let consumed = (self.zlib.total_in() - start) as usize;
+            let consumed = (zlib.total_in() - start) as usize;
             if out.len() == out.capacity() {
                 if out.len() >= cap {
                     return Err(Error::HeaderBlockTooLarge {
@@ -295,10 +309,7 @@ impl HeaderDecompressor {
                 }
                 out.reserve_exact((out.len()).clamp(256, cap - out.len()));
             }
-            match self
-                .zlib
-                .decompress_vec(&compressed[consumed..], &mut out, FlushDecompress::Sync)
-            {
+            match zlib.decompress_vec(&compressed[consumed..], &mut out, FlushDecompress::Sync) {
                 Ok(Status::StreamEnd) => {
                     return Err(Error::Compression(
                         "peer ended its header zlib stream".into(),
@@ -306,13 +317,12 @@ impl HeaderDecompressor {
                 }
                 Ok(_) => {}
                 Err(err) if err.needs_dictionary().is_some() => {
-                    self.zlib
-                        .set_dictionary(&DICTIONARY)
+                    zlib.set_dictionary(&DICTIONARY)
                         .map_err(|e| Error::Compression(format!("dictionary: {e}")))?;
                 }
                 Err(err) => return Err(Error::Compression(err.to_string())),
             }
-            let consumed = (self.zlib.total_in() - start) as usize;
+            let consumed = (zlib.total_in() - start) as usize;
             if consumed == compressed.len() && out.len() < out.capacity() {
                 if out.len() > self.max_block {
                     return Err(Error::HeaderBlockTooLarge {

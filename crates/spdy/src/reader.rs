@@ -3,8 +3,10 @@
 //! that ignore windows, as spdystream does).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::time::Instant;
 
 use crate::error::{Error, FrameError};
 use crate::flow::PeerFlowControl;
@@ -12,16 +14,17 @@ use crate::frame::{
     ControlFrame, FLAG_FIN, FLAG_UNIDIRECTIONAL, FRAME_HEAD_LEN, FrameHead, GoAwayStatus,
     MAX_WINDOW, RstStatus, SETTINGS_INITIAL_WINDOW_SIZE, decode_control,
 };
-use crate::header_block::HeaderDecompressor;
 use crate::state::{CONTROL_QUEUE_LIMIT, Pending, Reply, Shared, Slot, State, wake};
 
 /// DATA is moved into stream buffers in pieces of at most this much.
 const DATA_CHUNK: usize = 64 * 1024;
 
+/// How long a stream may keep the socket unread before the peer is pinged.
+const STALLED_PING: Duration = Duration::from_secs(5);
+
 pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
     let mut closed_rx = shared.closed_tx.subscribe();
     let mut reader = Reader {
-        inflate: HeaderDecompressor::new(shared.config.max_header_block),
         shared: shared.clone(),
         io: BufReader::with_capacity(8 * 1024, io),
     };
@@ -41,7 +44,6 @@ pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
 struct Reader<R> {
     shared: Arc<Shared>,
     io: BufReader<R>,
-    inflate: HeaderDecompressor,
 }
 
 /// Where the next piece of a DATA frame goes.
@@ -76,7 +78,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                     let mut payload = vec![0; len];
                     self.io.read_exact(&mut payload).await?;
-                    match decode_control(version, kind, flags, &payload, &mut self.inflate) {
+                    let decoded = {
+                        let mut inflate = self
+                            .shared
+                            .inflate
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        decode_control(version, kind, flags, &payload, &mut inflate)
+                    };
+                    match decoded {
                         Ok(Some(frame)) => self.apply_control(frame)?,
                         Ok(None) => {}
                         Err(FrameError::Stream { id, status, .. }) => self.stream_error(id, status),
@@ -287,10 +297,25 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
         }
         let mut remaining = len;
+        let mut next_ping = None;
         while remaining > 0 {
             match self.sink_for(id, remaining) {
-                Sink::Wait => self.shared.reader_wake.notified().await,
+                Sink::Wait => {
+                    // A peer gone meanwhile is only seen by writing to it
+                    // (its FIN waits behind the DATA we don't read): ping it
+                    // every so often while the stream keeps us waiting; a
+                    // failed write closes the connection.
+                    let at = *next_ping.get_or_insert_with(|| Instant::now() + STALLED_PING);
+                    tokio::select! {
+                        _ = self.shared.reader_wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {
+                            self.ping_peer();
+                            next_ping = Some(Instant::now() + STALLED_PING);
+                        }
+                    }
+                }
                 Sink::Stream(n) => {
+                    next_ping = None;
                     let mut chunk = vec![0; n];
                     self.io.read_exact(&mut chunk).await?;
                     remaining -= n;
@@ -315,6 +340,14 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             }
         }
         Ok(())
+    }
+
+    /// Queues a PING nobody waits for (its echo, if it comes, is ignored).
+    fn ping_peer(&self) {
+        let mut state = self.shared.lock();
+        let id = state.take_ping_id();
+        self.shared
+            .queue_control(&mut state, ControlFrame::Ping { id });
     }
 
     fn sink_for(&self, id: u32, remaining: usize) -> Sink {

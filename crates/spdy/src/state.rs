@@ -13,8 +13,8 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::connection::Config;
 use crate::error::Error;
 use crate::flow::{PeerFlowControl, RecvWindow, SendWindow};
-use crate::frame::{ControlFrame, DEFAULT_WINDOW, GoAwayStatus, RstStatus};
-use crate::header_block::Headers;
+use crate::frame::{ControlFrame, DEFAULT_WINDOW, GoAwayStatus, MAX_STREAM_ID, RstStatus};
+use crate::header_block::{HeaderDecompressor, Headers};
 
 /// Reader-made control frames (RSTs, PING answers) that may wait for the
 /// writer; past this the reader stops reading, so a peer flooding PINGs
@@ -23,6 +23,10 @@ pub(crate) const CONTROL_QUEUE_LIMIT: usize = 256;
 
 pub(crate) struct Shared {
     pub state: Mutex<State>,
+    /// The peer's header blocks' zlib stream: the reader inflates with it,
+    /// [`Connection::release_header_decompressor`](crate::Connection::release_header_decompressor)
+    /// frees it. A lock of its own: never held with `state`'s.
+    pub inflate: Mutex<HeaderDecompressor>,
     pub config: Config,
     /// The writer task waits here for frames to send.
     pub writer_wake: Notify,
@@ -101,6 +105,19 @@ pub(crate) enum Reply {
     Received(Headers),
 }
 
+impl State {
+    /// The id of our next PING (ours keep their parity, wrapping at 31 bits).
+    pub fn take_ping_id(&mut self) -> u32 {
+        let id = self.next_ping_id;
+        self.next_ping_id = if id > MAX_STREAM_ID - 2 {
+            id % 2 + 2
+        } else {
+            id + 2
+        };
+        id
+    }
+}
+
 impl Slot {
     pub fn new(local: bool, recv_window: u32, send_window: u32) -> Self {
         Self {
@@ -173,6 +190,7 @@ impl Shared {
         };
         Self {
             state: Mutex::new(state),
+            inflate: Mutex::new(HeaderDecompressor::new(config.max_header_block)),
             config,
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),

@@ -238,3 +238,37 @@ async fn go_away_stops_new_streams_only() {
     before.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "still here");
 }
+
+/// A server that released its header decompressor keeps moving data on the
+/// streams it has; a stream the client opens after that ends the
+/// connection with a protocol error, instead of being misread.
+#[tokio::test]
+async fn released_header_decompressor() {
+    let (client, server) = pair(Config::default());
+    let headers: Headers = [("name", "first".to_string())].into_iter().collect();
+    let mut stream = client.open_stream(headers).unwrap();
+    let incoming = timeout(Duration::from_secs(5), server.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut served = incoming.reply(Headers::new()).unwrap();
+    server.release_header_decompressor();
+    stream.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    served.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    served.write_all(b"pong").await.unwrap();
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+
+    let late: Headers = [("name", "late".to_string())].into_iter().collect();
+    let _late = client.open_stream(late).unwrap();
+    let reason = timeout(Duration::from_secs(5), server.closed())
+        .await
+        .expect("the server closes");
+    assert!(
+        reason.to_string().contains("stopped taking new streams"),
+        "{reason}"
+    );
+    assert!(server.accept().await.is_none());
+}

@@ -27,6 +27,11 @@ pub struct HostEnv {
     pub min_oom_score_adj: i32,
     /// The host's cgroup is v2 unified (not v1, not hybrid).
     pub cgroup_v2: bool,
+    /// On a v1 or hybrid host: the controller hierarchies (none on v2).
+    /// Containers see theirs under `/sys/fs/cgroup` through bind mounts
+    /// built here (see `mounts::cgroup_v1`); with none known the spec keeps
+    /// a `cgroup` mount for libcontainer to set up.
+    pub cgroup_v1_hierarchies: Vec<berth_cgroup::Hierarchy>,
     /// The hugetlb controller is available.
     pub hugetlb_controller: bool,
     /// Huge page sizes the host has, in CRI notation ("2MB", "1GB").
@@ -64,6 +69,7 @@ impl Default for HostEnv {
             seccomp_profile_root: None,
             min_oom_score_adj: 0,
             cgroup_v2: false,
+            cgroup_v1_hierarchies: Vec::new(),
             hugetlb_controller: false,
             hugepage_sizes: Vec::new(),
             swap_controller: false,
@@ -97,6 +103,7 @@ impl HostEnv {
         }
         if let Some(layout) = berth_cgroup::Layout::detect() {
             h.cgroup_v2 = layout.is_v2();
+            h.cgroup_v1_hierarchies = layout.hierarchies().to_vec();
             h.hugetlb_controller = layout.has_controller("hugetlb");
             h.swap_controller = layout.swap_accounting();
         }

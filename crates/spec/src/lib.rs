@@ -252,7 +252,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     root.set_path(input.rootfs.to_path_buf())
         .set_readonly(Some(readonly_rootfs));
     let ipc_host = input.namespaces.ipc == PodNamespace::Host;
-    let built = mounts::build(
+    let mut built = mounts::build(
         config,
         input.files,
         ipc_host,
@@ -260,6 +260,12 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         privileged,
         host,
     )?;
+    let v1_cgroups = input
+        .cgroups_path
+        .filter(|_| !host.cgroup_v2)
+        .and_then(|path| mounts::cgroup_v1(&host.cgroup_v1_hierarchies, path, privileged));
+    let v1_cgroups =
+        v1_cgroups.is_some_and(|v1| mounts::replace_cgroup_mount(&mut built.mounts, v1));
 
     // Linux.
     let devs = devices::build(config, privileged, &host.dev_dir)?;
@@ -272,7 +278,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         input.target_pid_ns,
         host.cgroup_v2 && !privileged,
     )?;
-    let (masked, readonly) = security::masked_and_readonly_paths(sc, privileged)?;
+    let (masked, mut readonly) = security::masked_and_readonly_paths(sc, privileged)?;
+    if v1_cgroups && !privileged {
+        // The tmpfs under the v1 cgroup binds (their dirs made by then).
+        readonly.push(mounts::CGROUP_ROOT.to_string());
+    }
     let seccomp = security::seccomp(sc, privileged, &bounding, host)?;
     let sysctl = sysctls(input.sandbox, input.namespaces)?;
 

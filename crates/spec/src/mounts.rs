@@ -98,6 +98,109 @@ pub fn default_mounts(privileged: bool) -> Vec<Mount> {
     ]
 }
 
+/// Controllers libcontainer's v1 cgroup manager puts a container in (its
+/// `CONTROLLERS`): only their hierarchies have the container's cgroup dir.
+const MANAGED_V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// The container's cgroups on a v1 (or hybrid) host, as runc shows them:
+/// a tmpfs at `/sys/fs/cgroup` and, per controller hierarchy, the
+/// container's own cgroup dir bound at `/sys/fs/cgroup/<hierarchy>` (and at
+/// each controller's name of a combined one, where runc makes symlinks),
+/// read-only unless `privileged` (the tmpfs is made read-only through
+/// `readonlyPaths`, see [`CGROUP_ROOT`]). `None`: no hierarchy known,
+/// libcontainer sets the `cgroup` mount up itself.
+///
+/// Why not leave it to libcontainer: its v1 setup reads the cgroups of the
+/// init's pid *in the container's PID namespace* from the host's /proc
+/// (`Process::new(getpid())` when the parent is outside), so a container
+/// joining a pod's PID namespace fails to start whenever the host has no
+/// process of that number ("failed to mount cgroup v1: procfs failed");
+/// and it binds the hierarchies read-write even for a read-only mount, so
+/// an unprivileged container could raise its own limits.
+pub fn cgroup_v1(
+    hierarchies: &[berth_cgroup::Hierarchy],
+    cgroups_path: &str,
+    privileged: bool,
+) -> Option<Vec<Mount>> {
+    let relative = cgroups_path.trim_start_matches('/');
+    let managed: Vec<&berth_cgroup::Hierarchy> = hierarchies
+        .iter()
+        .filter(|h| h.mount_point.starts_with(CGROUP_ROOT))
+        .filter(|h| {
+            h.controllers
+                .iter()
+                .any(|c| MANAGED_V1_CONTROLLERS.contains(&c.as_str()))
+        })
+        .collect();
+    if managed.is_empty() || relative.is_empty() || relative.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let mut mounts = vec![mount(
+        CGROUP_ROOT,
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+    )];
+    let names: Vec<String> = managed
+        .iter()
+        .filter_map(|h| h.mount_point.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    let mode = if privileged { "rw" } else { "ro" };
+    for (h, name) in managed.iter().zip(&names) {
+        let source = h.mount_point.join(relative);
+        let mut dests = vec![name.clone()];
+        // A combined hierarchy ("cpu,cpuacct") under each controller's name.
+        for c in &h.controllers {
+            if c != name && !names.contains(c) && !dests.contains(c) {
+                dests.push(c.clone());
+            }
+        }
+        for dest in dests {
+            let mut m = Mount::default();
+            m.set_destination(PathBuf::from(CGROUP_ROOT).join(dest))
+                .set_typ(Some("bind".into()))
+                .set_source(Some(source.clone()))
+                .set_options(Some(
+                    ["rbind", "nosuid", "noexec", "nodev", mode]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ));
+            mounts.push(m);
+        }
+    }
+    Some(mounts)
+}
+
+/// Where containers see their cgroups.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Puts `v1` in place of the default `cgroup` mount; false when there is
+/// none (a CRI mount took `/sys/fs/cgroup`).
+pub fn replace_cgroup_mount(mounts: &mut Vec<Mount>, v1: Vec<Mount>) -> bool {
+    let Some(i) = mounts.iter().position(|m| {
+        m.destination() == Path::new(CGROUP_ROOT) && m.typ().as_deref() == Some("cgroup")
+    }) else {
+        return false;
+    };
+    mounts.splice(i..=i, v1);
+    true
+}
+
 /// `filepath.Clean` for absolute container paths.
 pub(crate) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -445,6 +548,66 @@ mod tests {
             ["nosuid", "noexec", "nodev", "relatime", "ro"]
         );
         assert!(b.rootfs_propagation.is_none());
+    }
+
+    fn hierarchy(mount_point: &str, controllers: &[&str]) -> berth_cgroup::Hierarchy {
+        berth_cgroup::Hierarchy {
+            mount_point: mount_point.into(),
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn cgroup_v1_binds_the_containers_own_cgroups() {
+        let hierarchies = [
+            hierarchy("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
+            hierarchy("/sys/fs/cgroup/memory", &["memory"]),
+            // No controller libcontainer manages: no container dir in it.
+            hierarchy("/sys/fs/cgroup/rdma", &["rdma"]),
+            // Not under /sys/fs/cgroup.
+            hierarchy("/run/other", &["pids"]),
+        ];
+        let m = cgroup_v1(&hierarchies, "/berth/c1", false).unwrap();
+        assert_eq!(
+            dsts(&m),
+            [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/cpuacct",
+                "/sys/fs/cgroup/memory",
+            ]
+        );
+        assert_eq!(m[0].typ().as_deref(), Some("tmpfs"));
+        let sources: Vec<_> = m[1..].iter().map(|m| m.source().clone().unwrap()).collect();
+        assert_eq!(
+            sources,
+            [
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/c1"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/c1"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/c1"),
+                PathBuf::from("/sys/fs/cgroup/memory/berth/c1"),
+            ]
+        );
+        assert_eq!(
+            opts(&m, "/sys/fs/cgroup/memory"),
+            ["rbind", "nosuid", "noexec", "nodev", "ro"]
+        );
+        let privileged = cgroup_v1(&hierarchies, "/berth/c1", true).unwrap();
+        assert_eq!(
+            opts(&privileged, "/sys/fs/cgroup/memory").last().unwrap(),
+            "rw"
+        );
+        // Nothing to bind, or a path that climbs: libcontainer's mount stays.
+        assert!(cgroup_v1(&hierarchies[2..], "/berth/c1", false).is_none());
+        assert!(cgroup_v1(&hierarchies, "/berth/../c1", false).is_none());
+        assert!(cgroup_v1(&hierarchies, "/", false).is_none());
+
+        let mut mounts = default_mounts(false);
+        assert!(replace_cgroup_mount(&mut mounts, m.clone()));
+        assert_eq!(dsts(&mounts)[..6], DEFAULTS[..6]);
+        assert_eq!(dsts(&mounts)[6..], dsts(&m));
+        assert!(!replace_cgroup_mount(&mut mounts, m));
     }
 
     #[test]

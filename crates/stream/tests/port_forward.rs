@@ -117,6 +117,61 @@ async fn spdy_http_fetch_refused_port_and_the_session_goes_on() {
     assert!(fetch(&mut data).await.ends_with("hello from the pod\n"));
 }
 
+/// One connection as client-go makes it: the request, the pod's answer to
+/// its EOF, then the data stream reset and the error stream read to its end.
+async fn fetch_like_client_go(session: &SpdyPortForward, port: u16) -> (String, String) {
+    let mut stream = session.open(port).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), fetch(&mut stream.data))
+        .await
+        .expect("fetch");
+    let message = tokio::time::timeout(Duration::from_secs(5), stream.finish())
+        .await
+        .expect("the error stream ends")
+        .unwrap();
+    (response, message)
+}
+
+/// client-go resets each data stream (CANCEL) once it read the pod's EOF,
+/// and drops the whole session if the error stream then carries anything:
+/// the reset is no error, and one session carries connection after
+/// connection, one after the other and at once; a refused port is reported
+/// and the session goes on. Over SPDY and SPDY tunneled through WebSocket.
+#[tokio::test]
+async fn client_go_resets_and_the_session_carries_every_connection() {
+    let (server, _) = start(StreamingConfig::default()).await;
+    let web = http_server().await;
+    let closed = refused_port().await;
+    for tunneled in [false, true] {
+        let url = server.get_port_forward(request(vec![])).unwrap();
+        let session = if tunneled {
+            SpdyPortForward::connect_over_websocket(&url, &ClientConfig::default()).await
+        } else {
+            SpdyPortForward::connect(&url, &ClientConfig::default()).await
+        }
+        .unwrap();
+        for round in 0..3 {
+            let (response, message) = fetch_like_client_go(&session, web).await;
+            assert!(
+                response.ends_with("hello from the pod\n"),
+                "tunneled {tunneled}, round {round}: {response}"
+            );
+            assert_eq!(message, "", "tunneled {tunneled}, round {round}");
+        }
+        let all = futures::future::join_all((0..16).map(|_| fetch_like_client_go(&session, web)));
+        for (response, message) in all.await {
+            assert!(response.ends_with("hello from the pod\n"), "{response}");
+            assert_eq!(message, "", "tunneled {tunneled}, concurrent");
+        }
+        let (response, message) = fetch_like_client_go(&session, closed).await;
+        assert_eq!(response, "");
+        assert!(message.contains("failed to connect"), "{message}");
+        let (response, message) = fetch_like_client_go(&session, web).await;
+        assert!(response.ends_with("hello from the pod\n"), "{response}");
+        assert_eq!(message, "");
+        session.close();
+    }
+}
+
 #[tokio::test]
 async fn spdy_tunneled_through_websocket() {
     // client-go's SPDY-over-WebSocket dialer (crictl --transport websocket):

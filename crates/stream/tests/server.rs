@@ -169,6 +169,58 @@ async fn client_killed_mid_stream_leaves_nothing() {
     }
 }
 
+/// A client that vanishes while its stdin is stalled (the process never
+/// reads it, so the server stops reading the socket and never sees the
+/// client's close behind the unread data): the server pings it, the write
+/// fails, and the process is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_killed_while_its_stdin_is_stalled_leaves_nothing() {
+    let config = StreamingConfig {
+        disconnect_grace: Duration::from_secs(2),
+        ..StreamingConfig::default()
+    };
+    let (server, runtime) = start(config).await;
+    for transport in [Transport::Spdy, Transport::WebSocket] {
+        let url = server
+            .get_exec(exec(&["sleep", "60"], true, false))
+            .unwrap();
+        let opts = RemoteCommandOptions {
+            stdin: true,
+            ..RemoteCommandOptions::new(transport)
+        };
+        let client = tokio::spawn(async move {
+            let mut cmd = remote_command(&url, &ClientConfig::default(), &opts)
+                .await
+                .unwrap();
+            let mut stdin = cmd.stdin.take().unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            // Blocks once every buffer on the way is full.
+            while stdin.write_all(&chunk).await.is_ok() {}
+            std::future::pending::<()>().await;
+        });
+        eventually("the exec runs", || {
+            runtime.counters.live_execs.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let pid = *runtime.counters.pids.lock().unwrap().last().unwrap();
+        // Long enough for every buffer to fill.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        client.abort();
+        let _ = client.await;
+        // Pings every 5 s, the client's own close grace, ours: seconds, so
+        // a generous bound, not a timing goal.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while pid_alive(pid) || server.active_sessions() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{transport:?}: the exec or its session outlived its client by 60 s (exec alive: {})",
+                pid_alive(pid)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn oversized_websocket_message_ends_the_session() {
     let config = StreamingConfig {

@@ -257,7 +257,9 @@ pub fn deadline(req: &Request) -> Option<std::time::Duration> {
         | Request::Update { .. } => Duration::from_secs(60),
         // Answered from the monitor's memory: a monitor that takes longer
         // is stuck, and List is on the kubelet's PLEG path (every second).
-        Request::List | Request::State { .. } | Request::Hello => Duration::from_secs(5),
+        Request::List | Request::State { .. } | Request::Hello | Request::CloseStdin { .. } => {
+            Duration::from_secs(5)
+        }
         _ => Duration::from_secs(10),
     })
 }
@@ -297,6 +299,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::Exec { .. } => "exec",
         Request::ExecStream { .. } => "exec_stream",
         Request::Attach { .. } => "attach",
+        Request::CloseStdin { .. } => "close_stdin",
         Request::Update { .. } => "update",
         Request::Shutdown => "shutdown",
     }

@@ -3,20 +3,21 @@
 //! hands over a way in (a dup of the master or of stdin's write end) and
 //! fresh pipes carrying the container's output from now on. The session
 //! ends when the container exits (output EOF), the client goes away, or
-//! the client's stdin ends on a `stdin_once` container. Closing the
-//! monitor connection detaches; the container keeps running.
+//! the client's stdin ends on a `stdin_once` terminal container. Closing
+//! the monitor connection detaches; the container keeps running.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_monitor_protocol::{Request, Response};
 use berth_stream::{AttachRequest, Io, RuntimeError, StdinReader, TerminalSize};
-use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tracing::Instrument;
 
 use super::fd_io;
+use crate::container::monitor;
 use crate::daemon::Daemon;
 
 pub(super) async fn attach(
@@ -42,7 +43,9 @@ pub(super) async fn attach(
         };
         let fds = AttachFds::from_fds(fds, terminal, stdin)?;
         tracing::debug!(terminal, stdin, "attached");
-        relay(conn, fds, io, rec.stdin_once).await?;
+        let dir = daemon.containers().monitor_dir(&rec.pod_id);
+        let close_stdin = close_stdin(&dir, &rec.pod_id, &rec.id);
+        relay(conn, fds, io, rec.stdin_once, close_stdin).await?;
         tracing::debug!("detached");
         Ok(())
     }
@@ -87,22 +90,46 @@ fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> RuntimeError {
     move |e| RuntimeError::Other(format!("attach {what}: {e}"))
 }
 
-/// After the client's stdin ended on a `stdin_once` container: how long
-/// the output goes on being copied before detaching (which is what closes
-/// the container's stdin), so that the answer to the last input reaches
-/// the client.
+/// After the client's stdin ended on a `stdin_once` terminal container (or
+/// with a monitor older than `close_stdin`): how long the output goes on
+/// being copied before detaching (which is what closes the container's
+/// stdin then), so that the answer to the last input reaches the client.
 const STDIN_ONCE_LINGER: Duration = Duration::from_millis(500);
 /// After detaching, how long what the monitor already fed may take to be
 /// copied (the pipes reach EOF once the monitor dropped them).
 const DRAIN_AFTER_DETACH: Duration = Duration::from_secs(2);
 
-/// Copies until the container exits, the client goes, or (stdin_once)
-/// the client's stdin ended; dropping `conn` detaches.
+/// Asks the monitor to close the container's stdin (`close_stdin`); false
+/// when it did not (a monitor older than the op answers `bad_request`).
+async fn close_stdin(dir: &Path, pod: &str, id: &str) -> bool {
+    let request = Request::CloseStdin { id: id.to_string() };
+    match monitor::call(dir, pod, request).await {
+        Ok(Response::Ok) => true,
+        Ok(other) => {
+            tracing::debug!(answer = ?other, "close_stdin: unexpected answer");
+            false
+        }
+        Err(e) => {
+            if !e.is_bad_request() {
+                tracing::debug!(error = %e, "close_stdin");
+            }
+            false
+        }
+    }
+}
+
+/// Copies until the container exits or the client goes; dropping `conn`
+/// detaches. On a `stdin_once` container the client's stdin ending closes
+/// the container's stdin: without a terminal through `close_stdin` (the
+/// process reads EOF, and what it writes until it exits still reaches the
+/// client, as containerd does), with one (or an old monitor) by detaching
+/// a moment later.
 async fn relay(
     conn: UnixStream,
     fds: AttachFds,
     io: Io,
     stdin_once: bool,
+    close_stdin: impl Future<Output = bool>,
 ) -> Result<(), RuntimeError> {
     let Io {
         stdin,
@@ -129,6 +156,7 @@ async fn relay(
             None => fd_io::copy_output(out, stdout).await,
         }
     };
+    let terminal = fds.master.is_some();
     let input = async {
         match (stdin, &fds.master, fds.stdin) {
             (Some(client), Some(master), _) => terminal_input(client, master.clone()).await,
@@ -150,27 +178,34 @@ async fn relay(
     };
     let input = async {
         input.await;
-        // The client's stdin ended: a stdin_once container's attach ends
-        // with it (the monitor then closes the container's stdin).
+        // The client's stdin ended: only a stdin_once container's attach
+        // does something about it.
         if !stdin_once {
             futures::future::pending::<()>().await;
         }
     };
-    tokio::pin!(outputs);
+    tokio::pin!(outputs, resizes);
     tokio::select! {
         // The container exited (its output ended) or the client is gone.
         () = &mut outputs => return Ok(()),
         () = disconnected.wait() => return Ok(()),
-        () = resizes => return Ok(()),
+        () = &mut resizes => return Ok(()),
         () = input => {}
     }
-    // stdin_once: the output of the last input still comes, then detach
-    // closes the container's stdin, and what the monitor fed until then is
-    // copied. (The monitor closes stdin only on detach; output the process
-    // writes after its stdin closed is not seen by this attach.)
+    if !terminal && close_stdin.await {
+        tracing::debug!("the client's stdin ended: the container's stdin is closed");
+        tokio::select! {
+            () = &mut outputs => {}
+            () = disconnected.wait() => {}
+        }
+        return Ok(());
+    }
+    // The output of the last input still comes, then detaching closes the
+    // container's stdin, and what the monitor fed until then is copied.
     tokio::select! {
         () = &mut outputs => return Ok(()),
         () = disconnected.wait() => return Ok(()),
+        () = &mut resizes => return Ok(()),
         () = tokio::time::sleep(STDIN_ONCE_LINGER) => {}
     }
     drop(conn);
@@ -186,10 +221,10 @@ fn resize_terminal(master: &Arc<OwnedFd>, size: TerminalSize) {
 
 /// Client stdin into the container's stdin pipe; at the client's EOF our
 /// dup is closed (the monitor's keeps the pipe open for later attaches).
-async fn pipe_input(mut client: StdinReader, pipe: OwnedFd) {
+async fn pipe_input(client: StdinReader, pipe: OwnedFd) {
     match fd_io::pipe_writer(pipe) {
         Ok(mut writer) => {
-            if let Err(e) = tokio::io::copy(&mut client, &mut writer).await {
+            if let Err(e) = fd_io::copy_stdin(client, &mut writer).await {
                 tracing::debug!(error = %e, "attach stdin");
             }
         }
@@ -202,13 +237,12 @@ async fn pipe_input(mut client: StdinReader, pipe: OwnedFd) {
 /// its own loop), so berthd neither reads it nor changes its flags: each
 /// chunk is written on the blocking pool; typing is a few bytes at a time.
 async fn terminal_input(mut client: StdinReader, master: Arc<OwnedFd>) {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = fd_io::CopyBuf::new();
     loop {
-        let n = match client.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let chunk = match buf.read_from(&mut client).await {
+            Ok([]) | Err(_) => return,
+            Ok(data) => data.to_vec(),
         };
-        let chunk = buf[..n].to_vec();
         let master = master.clone();
         let written = tokio::task::spawn_blocking(move || write_all_fd(&master, &chunk)).await;
         match written {

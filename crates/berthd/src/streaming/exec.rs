@@ -232,7 +232,8 @@ async fn apply_resizes(resize: Option<mpsc::Receiver<TerminalSize>>, master: Pty
 
 /// The exit code from the monitor's `exec_exited` line.
 async fn wait_exit(conn: UnixStream) -> Result<i32, RuntimeError> {
-    let mut conn = BufReader::new(conn);
+    // One short line comes: no 8 KiB default buffer held by every session.
+    let mut conn = BufReader::with_capacity(256, conn);
     let mut line = String::new();
     let n = conn
         .read_line(&mut line)

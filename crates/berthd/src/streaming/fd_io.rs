@@ -141,18 +141,18 @@ pub fn eof_char(fd: &impl AsFd) -> u8 {
 /// is still read and dropped, so the process never blocks on a full pipe.
 pub async fn copy_output(mut from: impl AsyncRead + Unpin, to: Option<OutputWriter>) {
     let mut to = to;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = CopyBuf::new();
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
+        let data = match buf.read_from(&mut from).await {
+            Ok([]) => break,
+            Ok(data) => data,
             Err(e) => {
                 tracing::debug!(error = %e, "reading process output");
                 break;
             }
         };
         if let Some(w) = to.as_mut()
-            && w.write_all(&buf[..n]).await.is_err()
+            && w.write_all(data).await.is_err()
         {
             to = None;
         }
@@ -168,5 +168,50 @@ pub async fn copy_stdin(
     mut from: StdinReader,
     to: &mut (impl AsyncWrite + Unpin),
 ) -> io::Result<u64> {
-    tokio::io::copy(&mut from, to).await
+    let mut buf = CopyBuf::new();
+    let mut copied = 0;
+    loop {
+        let data = buf.read_from(&mut from).await?;
+        if data.is_empty() {
+            return Ok(copied);
+        }
+        to.write_all(data).await?;
+        copied += data.len() as u64;
+    }
+}
+
+/// What a copy loop reads into: small while the stream trickles (what an
+/// idle or interactive session holds: most sessions are), `CHUNK` once a
+/// read fills it, and small again after a short read. A few hundred idle
+/// sessions then cost a few KiB each in buffers, not 64.
+pub(super) struct CopyBuf(Vec<u8>);
+
+/// Bytes a trickling stream is read with.
+const SMALL_CHUNK: usize = 1024;
+
+impl CopyBuf {
+    pub(super) fn new() -> Self {
+        Self(vec![0; SMALL_CHUNK])
+    }
+
+    /// One read; an empty slice at EOF.
+    pub(super) async fn read_from(
+        &mut self,
+        from: &mut (impl AsyncRead + Unpin),
+    ) -> io::Result<&[u8]> {
+        let n = from.read(&mut self.0).await?;
+        let len = self.0.len();
+        if n == len && len < CHUNK {
+            // The stream flows: read it in large pieces from now on. The
+            // bytes read stay at the front.
+            self.0.resize(CHUNK, 0);
+        } else if n < SMALL_CHUNK && len > SMALL_CHUNK {
+            // It trickles again: give the large buffer back (after this
+            // chunk is used; its bytes fit the small one).
+            let mut small = vec![0; SMALL_CHUNK];
+            small[..n].copy_from_slice(&self.0[..n]);
+            self.0 = small;
+        }
+        Ok(&self.0[..n])
+    }
 }

@@ -169,6 +169,10 @@ impl Monitor {
                 self.start_exec_stream(conn, &id, &spec, io)
             }
             Request::Attach { id, stdin } => self.attach(conn, &id, stdin),
+            Request::CloseStdin { id } => {
+                self.get_mut(&id)?.close_stdin();
+                now(Response::Ok)
+            }
         }
     }
 }
@@ -189,6 +193,7 @@ fn op_name(req: &Request) -> String {
         Request::Exec { id, .. } => ("exec", id.as_str()),
         Request::ExecStream { id, .. } => ("exec_stream", id.as_str()),
         Request::Attach { id, .. } => ("attach", id.as_str()),
+        Request::CloseStdin { id } => ("close_stdin", id.as_str()),
         Request::Update { id, .. } => ("update", id.as_str()),
         Request::Shutdown => ("shutdown", ""),
     };

@@ -33,6 +33,16 @@ impl SpdyForwardStream {
         error.read_to_end(&mut message).await?;
         Ok(String::from_utf8_lossy(&message).into_owned())
     }
+
+    /// Ends the connection as client-go's port-forwarder does once it read
+    /// the pod's side to its end: resets the data stream (RST_STREAM
+    /// CANCEL, dropping what it has not sent), then reads the error stream
+    /// to its end; the server's message, "" when all went well.
+    pub async fn finish(self) -> std::io::Result<String> {
+        let Self { data, mut error } = self;
+        data.reset(berth_spdy::RstStatus::CANCEL);
+        Self::error_message(&mut error).await
+    }
 }
 
 impl SpdyPortForward {

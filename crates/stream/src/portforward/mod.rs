@@ -152,6 +152,12 @@ pub(crate) async fn forward<D, E>(
 /// direction is done the other gets `RELAY_LINGER` to finish (as
 /// containerd's port-forward does): a client that keeps its side open
 /// after the pod closed must not pin the pair forever.
+///
+/// Only a failure on the pod's side of the pod-to-client direction is an
+/// error (what containerd reports too). The client's side ending early is
+/// its own doing and no error: client-go resets the data stream (RST_STREAM
+/// CANCEL) as soon as it read our FIN, and an error written then makes it
+/// drop the whole session, every later connection with it.
 async fn relay<D, T>(data: D, target: T) -> std::io::Result<()>
 where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -161,15 +167,17 @@ where
     let (target_in, mut target_out) = tokio::io::split(target);
     let upstream = async {
         let mut from = BufReader::with_capacity(RELAY_BUFFER, data_in);
-        let copied = tokio::io::copy_buf(&mut from, &mut target_out).await;
+        if let Err(err) = tokio::io::copy_buf(&mut from, &mut target_out).await {
+            tracing::debug!("port-forward: client to pod: {err}");
+        }
         let _ = target_out.shutdown().await;
-        copied.map(drop)
+        Ok::<(), std::io::Error>(())
     };
     let downstream = async {
         let mut from = BufReader::with_capacity(RELAY_BUFFER, target_in);
-        let copied = tokio::io::copy_buf(&mut from, &mut data_out).await;
+        let copied = copy_to_client(&mut from, &mut data_out).await;
         let _ = data_out.shutdown().await;
-        copied.map(drop)
+        copied
     };
     tokio::pin!(upstream, downstream);
     let (first, rest) = tokio::select! {
@@ -179,4 +187,27 @@ where
     first?;
     // A direction cut short by the linger is not an error.
     rest.unwrap_or(Ok(()))
+}
+
+/// Copies the pod's bytes to the client until the pod's EOF. A read error
+/// (the pod's side) is returned; a write error means the client is done
+/// with the stream (reset it, or went away), and ends the copy quietly.
+async fn copy_to_client<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let chunk = from.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        if let Err(err) = to.write_all(chunk).await {
+            tracing::debug!("port-forward: pod to client: {err}");
+            return Ok(());
+        }
+        from.consume(n);
+    }
 }

@@ -75,6 +75,11 @@ pub(crate) async fn run(
         return;
     };
 
+    // The session has its streams; clients open no more. What reads their
+    // header blocks is the largest part of an idle session's memory: it
+    // goes (a stream opened now ends the connection with a protocol error).
+    conn.release_header_decompressor();
+
     // From here on the connection's end is the client's end.
     let (trigger, disconnected) = Disconnected::new();
     let watcher = {

@@ -227,6 +227,7 @@ where
         setup.idle_timeout,
         activity,
         trigger,
+        outbound.downgrade(),
     ));
     Channels {
         readers,
@@ -293,6 +294,46 @@ async fn write_loop<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A Close frame with status 1000 (normal closure).
+/// How long a channel's reader may keep the socket unread before the
+/// client is pinged (see [`deliver`]).
+const STALLED_PING: Duration = Duration::from_secs(5);
+
+enum Delivery {
+    Done,
+    ReaderGone,
+    ClientGone,
+}
+
+/// Hands a message's data to its channel's reader, which may take its time
+/// (a process reading its stdin slowly, or never). Meanwhile nothing else
+/// is read from the socket, so a client that went away is only seen by
+/// writing to it (its close waits behind the data we don't read): while
+/// the reader keeps us waiting, the client is pinged, and a write that
+/// failed (the writer task ended) means it is gone.
+async fn deliver(
+    sender: &mpsc::Sender<Bytes>,
+    data: Bytes,
+    outbound: &mpsc::WeakSender<Message>,
+) -> Delivery {
+    let send = sender.send(data);
+    tokio::pin!(send);
+    loop {
+        match tokio::time::timeout(STALLED_PING, &mut send).await {
+            Ok(Ok(())) => return Delivery::Done,
+            Ok(Err(_)) => return Delivery::ReaderGone,
+            Err(_) => {
+                let Some(outbound) = outbound.upgrade() else {
+                    return Delivery::ClientGone;
+                };
+                if outbound.is_closed() {
+                    return Delivery::ClientGone;
+                }
+                let _ = outbound.try_send(Message::Ping(Bytes::new()));
+            }
+        }
+    }
+}
+
 pub(crate) fn normal_close() -> Message {
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -309,6 +350,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     idle_timeout: Duration,
     activity: Arc<Activity>,
     trigger: DisconnectTrigger,
+    outbound: mpsc::WeakSender<Message>,
 ) {
     loop {
         let wait = idle_timeout.saturating_sub(activity.idle());
@@ -342,9 +384,14 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 if data.is_empty() {
                     continue;
                 }
-                if sender.send(data).await.is_err() {
+                match deliver(sender, data, &outbound).await {
+                    Delivery::Done => {}
                     // Its reader is gone: drop what comes later.
-                    senders[channel as usize] = None;
+                    Delivery::ReaderGone => senders[channel as usize] = None,
+                    Delivery::ClientGone => {
+                        tracing::debug!("websocket session: the client is gone");
+                        break;
+                    }
                 }
             }
             Inbound::Close(channel) => {

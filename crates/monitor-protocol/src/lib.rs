@@ -22,6 +22,9 @@
 //!   typed [`ErrorCode`]s. Version 2 added streaming ([`Request::ExecStream`],
 //!   [`Request::Attach`]), answers carrying fds ([`fds`]) and containers with
 //!   a terminal or stdin; berthd asks for them only of version-2 monitors.
+//!   Version 3 added [`Request::Subscribe`]: container events pushed on a
+//!   connection berthd holds per monitor; berthd polls (`list`, `state`)
+//!   only monitors older than that.
 //! - berthd asks `hello` once of a monitor it did not spawn itself (found
 //!   running after a berthd restart) and learns its version
 //!   ([`version_from_hello`]: a version-0 monitor answers `bad_request`).
@@ -51,9 +54,9 @@ mod version;
 pub use client::{Client, spawn};
 pub use error_code::ErrorCode;
 pub use request::{DEFAULT_MAX_OUTPUT, Request, TerminalSize};
-pub use response::{ErrorReply, Response};
+pub use response::{ErrorReply, EventKind, Response};
 pub use state::{ContainerState, ExitRecord, Status};
-pub use version::{PROTOCOL_VERSION, version_from_hello};
+pub use version::{EVENTS_VERSION, PROTOCOL_VERSION, version_from_hello};
 
 /// Name of the monitor's socket inside its state dir.
 pub const SOCKET_NAME: &str = "monitor.sock";

@@ -31,7 +31,8 @@ impl Containers {
             self.remove(&id).instrument(span).await?;
         }
         self.delete_unrecorded(pod_id).await;
-        // No container left: the monitor exits (if one runs).
+        // No container left: the monitor exits (if one runs), on purpose.
+        self.watches.stop(pod_id);
         let dir = self.monitor_dir(pod_id);
         if let Err(e) = monitor::call(&dir, pod_id, Request::Shutdown).await
             && !matches!(e, monitor::CallError::Unreachable { .. })

@@ -187,3 +187,72 @@ async fn an_unresponsive_monitor_is_marked_without_stalling_lists() {
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
 }
+
+/// The cgroup dirs of a container's `linux.cgroupsPath` (from its bundle)
+/// on this host's hierarchies that exist now.
+fn cgroup_dirs(env: &PodEnv, id: &str) -> Vec<std::path::PathBuf> {
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.d.config.state.join("containers").join(id).join("config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let path = spec["linux"]["cgroupsPath"].as_str().unwrap().to_string();
+    let path = path.trim_start_matches('/').to_string();
+    ["", "memory", "pids", "cpu", "unified"]
+        .iter()
+        .map(|h| std::path::Path::new("/sys/fs/cgroup").join(h).join(&path))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// StopPodSandbox lets the pod's monitor exit (the kubelet removes pods
+/// much later); what later calls need stays: the exit in ContainerStatus
+/// and the lists, RemoveContainer removing the cgroups, RemovePodSandbox.
+#[tokio::test]
+async fn a_stopped_pods_monitor_exits_and_later_calls_still_work() {
+    let mut env = setup_with("").await;
+    let (pod, pc) = run_pod(&mut env, "released").await;
+    let id = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("quitter", BUSYBOX, "exit 7"),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &id).await;
+    wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    let monitor = berth_e2e::procs::monitor_of(&pod).expect("the pod's monitor");
+    let cgroups = cgroup_dirs(&env, &id);
+    assert!(!cgroups.is_empty(), "no cgroup found for {id}");
+
+    stop_pod(&mut env.c, &pod).await;
+    let t0 = Instant::now();
+    while std::path::Path::new(&format!("/proc/{monitor}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the monitor stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = status(&mut env.c, &id).await.unwrap();
+    assert_eq!(
+        (s.state, s.exit_code, s.reason.as_str()),
+        (ContainerState::ContainerExited as i32, 7, "Error"),
+        "{s:?}"
+    );
+    let listed = list(&mut env.c).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, ContainerState::ContainerExited as i32);
+    // A retried stop is still a success.
+    stop_pod(&mut env.c, &pod).await;
+
+    env.c
+        .runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    remove_pod(&mut env.c, &pod).await;
+    assert!(list(&mut env.c).await.is_empty());
+}

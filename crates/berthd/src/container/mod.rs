@@ -236,6 +236,12 @@ impl Containers {
         Ok(())
     }
 
+    /// Makes every commit so far durable (one empty durable commit).
+    fn sync(&self) -> Result<(), ContainerError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
     /// Out of the records first (an event applied meanwhile finds nothing
     /// to update), then out of the store.
     fn delete_record(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {

@@ -337,7 +337,7 @@ impl Containers {
         Ok(())
     }
 
-    fn live_of_pod(&self, pod: &str) -> Vec<ContainerRecord> {
+    pub(super) fn live_of_pod(&self, pod: &str) -> Vec<ContainerRecord> {
         self.lock()
             .records
             .values()

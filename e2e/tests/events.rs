@@ -192,8 +192,15 @@ async fn an_unresponsive_monitor_is_marked_without_stalling_lists() {
 /// on this host's hierarchies that exist now.
 fn cgroup_dirs(env: &PodEnv, id: &str) -> Vec<std::path::PathBuf> {
     let spec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.d.config.state.join("containers").join(id).join("config.json"))
-            .unwrap(),
+        &std::fs::read(
+            env.d
+                .config
+                .state
+                .join("containers")
+                .join(id)
+                .join("config.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let path = spec["linux"]["cgroupsPath"].as_str().unwrap().to_string();

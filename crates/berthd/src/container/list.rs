@@ -17,7 +17,7 @@ impl Containers {
         let mut out = Vec::with_capacity(recs.len());
         for r in recs {
             let mode = modes.get(&r.pod_id).copied();
-            if let Some(r) = self.from_records(r.clone(), mode) {
+            if let Some(r) = super::watch::as_read(r.clone(), mode) {
                 out.push(r);
             } else {
                 pods.entry(r.pod_id.clone()).or_default().push(r);

@@ -13,7 +13,7 @@ impl Containers {
     pub async fn status(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let rec = self.must(id)?;
         let mode = self.watches.mode(&rec.pod_id);
-        match self.from_records(rec.clone(), mode) {
+        match super::watch::as_read(rec.clone(), mode) {
             Some(r) => Ok(r),
             None => self.refresh(rec).await,
         }

@@ -345,22 +345,18 @@ impl Containers {
             .cloned()
             .collect()
     }
+}
 
-    /// The record as reads report it given its pod's watch: `None` when the
-    /// monitor must be asked (not subscribed, or too old for events).
-    pub(super) fn from_records(
-        &self,
-        rec: ContainerRecord,
-        mode: Option<Mode>,
-    ) -> Option<ContainerRecord> {
-        if rec.state == State::Exited {
-            return Some(rec);
-        }
-        match mode {
-            Some(Mode::Live) => Some(rec),
-            Some(Mode::Unresponsive) => Some(unknown(rec)),
-            Some(Mode::Connecting | Mode::Polled) | None => None,
-        }
+/// The record as reads report it given its pod's watch: `None` when the
+/// monitor must be asked (not subscribed yet, or too old for events).
+pub(super) fn as_read(rec: ContainerRecord, mode: Option<Mode>) -> Option<ContainerRecord> {
+    if rec.state == State::Exited {
+        return Some(rec);
+    }
+    match mode {
+        Some(Mode::Live) => Some(rec),
+        Some(Mode::Unresponsive) => Some(unknown(rec)),
+        Some(Mode::Connecting | Mode::Polled) | None => None,
     }
 }
 

@@ -246,20 +246,9 @@ async fn kill9_loses_no_container_exit_or_log_line() {
     assert_clean(&env, "after kill -9");
 }
 
-/// The host pid of the pod's monitor (its command line names its state dir,
-/// which holds the first 32 hex digits of the pod id).
+/// The host pid of the pod's monitor.
 fn monitor_of(pod: &str) -> i32 {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd);
-            (cmd.contains("berth-monitor") && cmd.contains(&pod[..32])).then_some(pid)
-        })
-        .next()
-        .expect("the pod's monitor")
+    berth_e2e::procs::monitor_of(pod).expect("the pod's monitor")
 }
 
 #[tokio::test]
@@ -295,6 +284,34 @@ async fn a_monitor_that_died_while_berthd_was_down_is_noticed() {
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
     assert_clean(&env, "after a lost monitor");
+}
+
+/// A monitor killed while berthd runs: its subscription ends, its socket
+/// refuses connections, and its live container is marked lost with no
+/// ListContainers or ContainerStatus having to ask it.
+#[tokio::test]
+async fn a_monitor_that_dies_under_a_running_berthd_is_noticed() {
+    let mut env = net::setup(&[BUSYBOX], |_, _| {}).await;
+    let pc = env.pod_config("monitor-dies");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let id = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("c", BUSYBOX, "exec sleep 1000"),
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor_of(&pod)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 255, "{s:?}");
+    assert!(s.message.contains("lost"), "{s:?}");
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    assert_clean(&env, "after a monitor died under berthd");
 }
 
 #[tokio::test]

@@ -62,6 +62,9 @@ pub struct Config {
     /// Space (MiB) kept free on the root dir's filesystem: PullImage,
     /// RunPodSandbox and CreateContainer are refused below it.
     pub min_free_disk_mib: u64,
+    /// Seconds a pod monitor may go without answering before its live
+    /// containers are reported UNKNOWN (longer than its slowest request).
+    pub monitor_unresponsive_secs: u64,
     pub image: ImageConfig,
     pub network: NetworkConfig,
     pub streaming: StreamingConfig,
@@ -166,6 +169,7 @@ impl Default for Config {
             cgroup_favordynmods: true,
             registries_config: PathBuf::from("/etc/berth/registries.conf"),
             min_free_disk_mib: 128,
+            monitor_unresponsive_secs: 90,
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
@@ -291,6 +295,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "min_free_disk_mib",
                 message: format!("{} MiB is more than 1 TiB", self.min_free_disk_mib),
+            });
+        }
+        if !(1..=3600).contains(&self.monitor_unresponsive_secs) {
+            return Err(ConfigError::Invalid {
+                key: "monitor_unresponsive_secs",
+                message: format!(
+                    "{} is not between 1 and 3600",
+                    self.monitor_unresponsive_secs
+                ),
             });
         }
         if !(1..=600).contains(&self.network.plugin_timeout_secs) {

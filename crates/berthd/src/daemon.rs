@@ -36,7 +36,16 @@ impl Daemon {
             // Logs what it found or did; a failure only costs speed.
             let _ = berth_cgroup::enable_favordynmods(&config.state);
         }
-        let containers = Containers::open(store.db(), &config.root, &config.state, images.clone())?;
+        let watch_timing = crate::container::watch::Timing::new(std::time::Duration::from_secs(
+            config.monitor_unresponsive_secs,
+        ));
+        let containers = Containers::open(
+            store.db(),
+            &config.root,
+            &config.state,
+            images.clone(),
+            watch_timing,
+        )?;
         Ok(Daemon {
             config,
             store,

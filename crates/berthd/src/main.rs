@@ -204,6 +204,13 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
     });
     // Before serving: neither must race an RPC in flight.
     daemon.containers().reconcile_orphans().await;
+    // Records follow the pod monitors' events from now on; the first
+    // snapshot of each reconciles what happened while berthd was down.
+    if let Some(updates) = daemon.containers().take_updates() {
+        let d = daemon.clone();
+        tokio::spawn(async move { d.containers().apply_updates(updates).await });
+    }
+    daemon.containers().watch_live_pods();
     daemon.collect_network_garbage().await;
     let streaming = streaming::start(&daemon.config().streaming, daemon.clone())
         .await

@@ -25,6 +25,9 @@
 //!   Version 3 added [`Request::CloseStdin`] (a `stdin_once` attach whose
 //!   client's stdin ended keeps its output until the container exits);
 //!   berthd tries it and, on `bad_request`, detaches as before.
+//!   Version 4 added [`Request::Subscribe`]: container events pushed on a
+//!   connection berthd holds per monitor; berthd polls (`list`, `state`)
+//!   only monitors older than that.
 //! - berthd asks `hello` once of a monitor it did not spawn itself (found
 //!   running after a berthd restart) and learns its version
 //!   ([`version_from_hello`]: a version-0 monitor answers `bad_request`).
@@ -55,9 +58,9 @@ mod version;
 pub use client::{Client, spawn};
 pub use error_code::ErrorCode;
 pub use request::{DEFAULT_MAX_OUTPUT, Request, TerminalSize};
-pub use response::{ErrorReply, Response};
+pub use response::{ErrorReply, EventKind, Response};
 pub use state::{ContainerState, ExitRecord, Status};
-pub use version::{PROTOCOL_VERSION, version_from_hello};
+pub use version::{EVENTS_VERSION, PROTOCOL_VERSION, version_from_hello};
 
 /// Name of the monitor's socket inside its state dir.
 pub const SOCKET_NAME: &str = "monitor.sock";

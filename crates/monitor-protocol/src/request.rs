@@ -150,6 +150,15 @@ pub enum Request {
     },
     /// The monitor exits once no container is alive (created or running).
     Shutdown,
+    /// Turns the connection into an event stream (version 4 on): answered
+    /// with [`Response::List`](crate::Response::List), the state of every
+    /// container now, then one [`Response::Event`](crate::Response::Event)
+    /// line per change from then on (created, started, exited once its
+    /// record is on disk, deleted), so berthd keeps its records current
+    /// without asking. Lines the client sends afterwards are ignored. A
+    /// subscriber that does not keep reading is dropped (closed), not
+    /// waited for: it subscribes again and gets a fresh snapshot.
+    Subscribe,
 }
 
 /// A terminal's size in characters.

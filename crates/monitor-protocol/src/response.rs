@@ -4,6 +4,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContainerState, ErrorCode};
 
+/// What happened to a container, in a [`Response::Event`]. The CRI's
+/// container events (GetContainerEvents) have the same four kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Started,
+    /// The init was reaped and its exit record is on disk.
+    Exited,
+    Deleted,
+    /// A kind this build does not know (sent by a newer monitor).
+    #[serde(other)]
+    Unknown,
+}
+
 /// A response to one request. Tagged by `"result"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -46,6 +61,13 @@ pub enum Response {
     Attached {
         terminal: bool,
         stdin: bool,
+    },
+    /// A change of one container, pushed on a subscribed connection (see
+    /// [`Request::Subscribe`](crate::Request::Subscribe)): `container` is
+    /// its state after the change (for `deleted`, its last state).
+    Event {
+        kind: EventKind,
+        container: ContainerState,
     },
     /// `{"result":"error","code":"not_found","message":"..."}`; a version-0
     /// monitor's `{"result":"error","message":"..."}` reads with the code

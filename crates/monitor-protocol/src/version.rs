@@ -6,7 +6,11 @@ use crate::{ErrorCode, Response};
 /// `hello`, free-text errors); 1: `hello`, typed error codes; 2: streaming
 /// (`exec_stream`, `attach`, fds with answers, terminal/stdin containers);
 /// 3: `close_stdin`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: `subscribe` (container events pushed to berthd).
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The first version with [`Request::Subscribe`](crate::Request::Subscribe).
+pub const EVENTS_VERSION: u32 = 4;
 
 /// The monitor's version from its answer to [`Request::Hello`](crate::Request::Hello):
 /// a version-0 monitor does not know the op and answers `bad_request`. Any

@@ -163,6 +163,7 @@ impl Containers {
             .map_err(|e| internal(anyhow::anyhow!("monitor spawn task failed: {e}")))?
             .map_err(internal)?;
         laps.mark("monitor_ready");
+        self.watch(&pod.id);
         self.create_in_monitor(&pod.id, id, &dirs.bundle, logs.monitor, config, undo)
             .await?;
         laps.mark("monitor_create");

@@ -1,19 +1,23 @@
-//! ListContainers (each live container's state from its pod's monitor) and
-//! the records as last known, for the stats RPCs.
+//! ListContainers (the records, kept current by the pod monitors' events;
+//! a pod whose monitor is not subscribed is asked) and the records as last
+//! known, for the stats RPCs.
 
 use std::collections::BTreeMap;
 
-use super::{ContainerError, ContainerRecord, Containers, State, internal, monitor};
+use super::{ContainerError, ContainerRecord, Containers, internal, monitor};
 
 impl Containers {
-    /// Every record, refreshed with one monitor `list` per pod that has a
-    /// live container.
+    /// Every record: as it is for pods whose monitor is subscribed (no
+    /// round trip), refreshed with one monitor `list` per other pod that
+    /// has a live container (subscribing, or a monitor older than events).
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         let recs: Vec<ContainerRecord> = self.lock().records.values().cloned().collect();
+        let modes = self.watches.modes();
         let mut pods: BTreeMap<String, Vec<ContainerRecord>> = BTreeMap::new();
         let mut out = Vec::with_capacity(recs.len());
         for r in recs {
-            if r.state == State::Exited {
+            let mode = modes.get(&r.pod_id).copied();
+            if let Some(r) = super::watch::as_read(r.clone(), mode) {
                 out.push(r);
             } else {
                 pods.entry(r.pod_id.clone()).or_default().push(r);

@@ -23,6 +23,7 @@ mod remove;
 mod start;
 mod status;
 mod stop;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,10 @@ pub struct Containers {
     /// startup, whatever a crash left there).
     bundles_trash: PathBuf,
     layers_trash: PathBuf,
+    /// The subscriptions to the pod monitors' events.
+    watches: Arc<watch::Watches>,
+    /// Their updates, until the daemon takes them to apply.
+    updates: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<watch::Update>>>,
 }
 
 impl Containers {
@@ -85,6 +90,7 @@ impl Containers {
         root: &Path,
         state: &Path,
         images: ImageStore,
+        watch_timing: watch::Timing,
     ) -> Result<Containers, StoreError> {
         let txn = db.begin_write()?;
         let mut inner = Inner::default();
@@ -111,6 +117,7 @@ impl Containers {
             root.join("containers-trash"),
         );
         recover::empty_leftover_trash(&images, &bundles_trash, &layers_trash);
+        let (watches, updates) = watch::Watches::new(watch_timing);
         Ok(Containers {
             db,
             images,
@@ -124,6 +131,8 @@ impl Containers {
             flusher,
             bundles_trash,
             layers_trash,
+            watches,
+            updates: Mutex::new(Some(updates)),
         })
     }
 
@@ -172,13 +181,27 @@ impl Containers {
         self.write_record(rec, redb::Durability::Immediate)
     }
 
-    /// Like [`Self::put`] for what only caches the monitor's truth (started,
-    /// exited: a restarted berthd asks the monitor again): no fsync on the
-    /// request path; the flusher makes it durable a moment later.
-    fn put_cache(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
-        self.write_record(rec, redb::Durability::None)?;
-        self.flusher.mark();
-        Ok(())
+    /// Stores a state the monitor told (started, exited, lost) in a record
+    /// that may have moved on meanwhile, under the records lock so that
+    /// it neither brings back a record RemoveContainer just deleted nor
+    /// undoes a state further along (see [`State::rank`]); returns the
+    /// record as stored. With `Durability::None` (what only caches the
+    /// monitor's truth, which a restarted berthd is told again) there is no
+    /// fsync on the request path: the caller marks the flusher.
+    fn update_record(
+        &self,
+        rec: ContainerRecord,
+        durability: redb::Durability,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let mut inner = self.lock();
+        match inner.records.get(&rec.id) {
+            None => return Ok(rec),
+            Some(cur) if cur.state.rank() > rec.state.rank() => return Ok(cur.clone()),
+            Some(_) => {}
+        }
+        self.store_record(&rec, durability)?;
+        inner.records.insert(rec.id.clone(), rec.clone());
+        Ok(rec)
     }
 
     fn write_record(
@@ -186,6 +209,22 @@ impl Containers {
         rec: &ContainerRecord,
         durability: redb::Durability,
     ) -> Result<(), ContainerError> {
+        self.store_record(rec, durability)?;
+        self.lock().records.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn store_record(
+        &self,
+        rec: &ContainerRecord,
+        durability: redb::Durability,
+    ) -> Result<(), ContainerError> {
+        if rec.state == State::Unknown {
+            return Err(internal(anyhow::anyhow!(
+                "container {}: the UNKNOWN state is never stored",
+                rec.id
+            )));
+        }
         let json = serde_json::to_string(rec).map_err(db_err)?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(durability).map_err(db_err)?;
@@ -194,21 +233,44 @@ impl Containers {
             .insert(rec.id.as_str(), json.as_str())
             .map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        self.lock().records.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
 
-    fn delete_record(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+    /// Makes every commit so far durable (one empty durable commit).
+    fn sync(&self) -> Result<(), ContainerError> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        txn.open_table(CONTAINERS)
-            .map_err(db_err)?
-            .remove(rec.id.as_str())
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Out of the records first (an event applied meanwhile finds nothing
+    /// to update), then out of the store.
+    fn delete_record(&self, rec: &ContainerRecord) -> Result<(), ContainerError> {
+        let cached = {
+            let mut inner = self.lock();
+            inner.ops.remove(&rec.id);
+            inner.records.remove(&rec.id)
+        };
+        let removed = (|| {
+            let txn = self.db.begin_write().map_err(db_err)?;
+            txn.open_table(CONTAINERS)
+                .map_err(db_err)?
+                .remove(rec.id.as_str())
+                .map_err(db_err)?;
+            txn.commit().map_err(db_err)
+        })();
         let mut inner = self.lock();
-        inner.records.remove(&rec.id);
-        inner.names.remove(&rec.reservation_key());
-        inner.ops.remove(&rec.id);
-        Ok(())
+        match removed {
+            Ok(()) => {
+                inner.names.remove(&rec.reservation_key());
+                Ok(())
+            }
+            Err(e) => {
+                // Still stored: still listed, and RemoveContainer can retry.
+                if let Some(c) = cached {
+                    inner.records.insert(c.id.clone(), c);
+                }
+                Err(e)
+            }
+        }
     }
 }

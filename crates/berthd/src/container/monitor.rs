@@ -11,8 +11,8 @@ use std::sync::{LazyLock, Mutex};
 
 use anyhow::{Context, anyhow};
 use berth_monitor_protocol::{
-    ContainerState, ErrorCode, ErrorReply, PROTOCOL_VERSION, Request, Response, SOCKET_NAME,
-    version_from_hello,
+    ContainerState, EVENTS_VERSION, ErrorCode, ErrorReply, EventKind, PROTOCOL_VERSION, Request,
+    Response, SOCKET_NAME, version_from_hello,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -94,7 +94,7 @@ static IDLE: LazyLock<Mutex<HashMap<PathBuf, Vec<Conn>>>> = LazyLock::new(Defaul
 /// Idle connections kept per monitor.
 const MAX_IDLE: usize = 4;
 
-type Conn = BufReader<UnixStream>;
+pub type Conn = BufReader<UnixStream>;
 
 fn take_idle(dir: &Path) -> Option<Conn> {
     IDLE.lock()
@@ -257,9 +257,11 @@ pub fn deadline(req: &Request) -> Option<std::time::Duration> {
         | Request::Update { .. } => Duration::from_secs(60),
         // Answered from the monitor's memory: a monitor that takes longer
         // is stuck, and List is on the kubelet's PLEG path (every second).
-        Request::List | Request::State { .. } | Request::Hello | Request::CloseStdin { .. } => {
-            Duration::from_secs(5)
-        }
+        Request::List
+        | Request::State { .. }
+        | Request::Hello
+        | Request::CloseStdin { .. }
+        | Request::Subscribe => Duration::from_secs(5),
         _ => Duration::from_secs(10),
     })
 }
@@ -302,6 +304,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::CloseStdin { .. } => "close_stdin",
         Request::Update { .. } => "update",
         Request::Shutdown => "shutdown",
+        Request::Subscribe => "subscribe",
     }
 }
 
@@ -452,6 +455,56 @@ pub async fn state(pod_dir: &Path, pod: &str, id: &str) -> Result<ContainerState
         Response::State(s) => Ok(s),
         other => Err(CallError::Unexpected {
             op: "state",
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
+/// A connection subscribed to the monitor's container events and the
+/// snapshot it started with; `None`: the monitor is older than events.
+pub async fn subscribe(
+    dir: &Path,
+    pod: &str,
+) -> Result<Option<(Vec<ContainerState>, Conn)>, CallError> {
+    let mut conn = connect(dir, pod).await?;
+    if version(dir).is_some_and(|v| v < EVENTS_VERSION) {
+        return Ok(None);
+    }
+    match round_trip(&mut conn, pod, &Request::Subscribe).await? {
+        Response::List { containers } => Ok(Some((containers, conn))),
+        Response::Error(e) if e.code == ErrorCode::BadRequest => Ok(None),
+        Response::Error(e) => Err(CallError::Refused(e)),
+        other => Err(CallError::Unexpected {
+            op: "subscribe",
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
+/// The next event on a subscribed connection. Cancel-safe: a line read in
+/// part stays in `buf` for the next call.
+pub async fn read_event(
+    conn: &mut Conn,
+    pod: &str,
+    buf: &mut Vec<u8>,
+) -> Result<(EventKind, ContainerState), CallError> {
+    let io = |source| CallError::Io {
+        pod: pod.to_string(),
+        source,
+    };
+    conn.read_until(b'\n', buf).await.map_err(io)?;
+    if buf.last() != Some(&b'\n') {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "monitor closed the event subscription",
+        )));
+    }
+    let resp = serde_json::from_slice(buf).map_err(|e| io(std::io::Error::other(e)));
+    buf.clear();
+    match resp? {
+        Response::Event { kind, container } => Ok((kind, container)),
+        other => Err(CallError::Unexpected {
+            op: "subscribe",
             answer: format!("{other:?}"),
         }),
     }

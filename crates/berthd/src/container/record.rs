@@ -16,6 +16,9 @@ pub enum State {
     Created,
     Running,
     Exited,
+    /// Reads only, never stored: the pod's monitor does not answer, so
+    /// whether a live container still runs cannot be told.
+    Unknown,
 }
 
 impl State {
@@ -24,6 +27,19 @@ impl State {
             State::Created => ContainerState::ContainerCreated,
             State::Running => ContainerState::ContainerRunning,
             State::Exited => ContainerState::ContainerExited,
+            State::Unknown => ContainerState::ContainerUnknown,
+        }
+    }
+
+    /// Where in a container's life the state is: it only moves forward
+    /// (an exit seen first, by an event, is not undone by a start's answer
+    /// read later).
+    pub fn rank(self) -> u8 {
+        match self {
+            State::Created => 0,
+            State::Running => 1,
+            State::Exited => 2,
+            State::Unknown => 0,
         }
     }
 }

@@ -86,12 +86,7 @@ impl Containers {
                 }
             }
             // A monitor that is gone deleted nothing: the cgroups go here.
-            if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
-                let cg = cg.to_string();
-                if let Err(e) = blocking::run(move || Ok(berth_cgroup::remove(&cg)?)).await {
-                    tracing::warn!(container = %id, error = %e, "cannot remove the cgroups of a leftover container");
-                }
-            }
+            remove_cgroups(id, spec).await;
         }
         let (bt, lt, images) = (
             self.bundles_trash.clone(),
@@ -135,6 +130,17 @@ impl Containers {
             }
             tracing::warn!(pod = pod_id, container = %c.id, "monitor holds an unrecorded container: deleting it");
             self.discard(&c.id).await;
+        }
+    }
+}
+
+/// Removes the cgroups named by a container's spec (`config.json`), for
+/// when its monitor is gone and so cannot (it removes them on delete).
+pub(super) async fn remove_cgroups(id: &str, spec: &serde_json::Value) {
+    if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
+        let cg = cg.to_string();
+        if let Err(e) = blocking::run(move || Ok(berth_cgroup::remove(&cg)?)).await {
+            tracing::warn!(container = %id, error = %e, "cannot remove the cgroups of a container whose monitor is gone");
         }
     }
 }

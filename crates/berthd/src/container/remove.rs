@@ -39,7 +39,18 @@ impl Containers {
         };
         match monitor::call(&pod_dir, &rec.pod_id, req).await {
             Ok(_) => {}
-            Err(e) if matches!(e, monitor::CallError::Unreachable { .. }) || e.is_not_found() => {
+            // Gone (it exits once its pod is stopped and no container
+            // lives): the cgroups it would have removed go here.
+            Err(e @ monitor::CallError::Unreachable { .. }) => {
+                tracing::debug!(error = %e, "no monitor: removing the cgroups here");
+                let spec = std::fs::read(rec.bundle.join("config.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                if let Some(spec) = spec {
+                    recover::remove_cgroups(&rec.id, &spec).await;
+                }
+            }
+            Err(e) if e.is_not_found() => {
                 tracing::debug!(error = %e, "monitor has nothing to delete")
             }
             Err(e) => return Err(internal(e)),

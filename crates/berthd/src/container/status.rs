@@ -7,10 +7,16 @@ use super::{ContainerError, ContainerRecord, Containers, State, internal, monito
 use crate::ids::now_ns;
 
 impl Containers {
-    /// ContainerStatus's view: refreshed record.
+    /// ContainerStatus's view: the record, kept current by the pod
+    /// monitor's events; asked of the monitor only when it is not
+    /// subscribed (yet) or too old for events.
     pub async fn status(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let rec = self.must(id)?;
-        self.refresh(rec).await
+        let mode = self.watches.mode(&rec.pod_id);
+        match super::watch::as_read(rec.clone(), mode) {
+            Some(r) => Ok(r),
+            None => self.refresh(rec).await,
+        }
     }
 
     /// Brings the record up to date with the monitor (unless the exit is
@@ -24,12 +30,22 @@ impl Containers {
     }
 
     /// Merges what the monitor said (`Ok(None)`: it does not list the
-    /// container) into the record.
+    /// container) into the record. Answers and events travel on different
+    /// connections, so the record only moves forward: the stored one wins
+    /// when it is further along than `rec` (an exit an event brought in
+    /// meanwhile), and an exit once known is never replaced.
     pub(super) fn apply(
         &self,
-        mut rec: ContainerRecord,
+        rec: ContainerRecord,
         got: Result<Option<ContainerState>, monitor::CallError>,
     ) -> Result<ContainerRecord, ContainerError> {
+        let mut rec = match self.lock().records.get(&rec.id) {
+            Some(cur) if cur.state.rank() > rec.state.rank() => cur.clone(),
+            _ => rec,
+        };
+        if rec.state == State::Exited {
+            return Ok(rec);
+        }
         let before = (rec.state, rec.started_at);
         let mut lost = false;
         match got {
@@ -37,11 +53,14 @@ impl Containers {
                 if s.started_at != 0 {
                     rec.started_at = s.started_at;
                 }
-                rec.state = match s.status {
+                let said = match s.status {
                     MonStatus::Created => State::Created,
                     MonStatus::Running => State::Running,
                     MonStatus::Exited => State::Exited,
                 };
+                if said.rank() > rec.state.rank() {
+                    rec.state = said;
+                }
                 if let Some(exit) = s.exit {
                     rec.state = State::Exited;
                     rec.exit_code = exit.exit_code;
@@ -71,9 +90,12 @@ impl Containers {
         }
         if lost {
             // berthd's own conclusion, not the monitor's: durable now.
-            self.put(&rec)?;
-        } else if (rec.state, rec.started_at) != before {
-            self.put_cache(&rec)?;
+            return self.update_record(rec, redb::Durability::Immediate);
+        }
+        if (rec.state, rec.started_at) != before {
+            let rec = self.update_record(rec, redb::Durability::None)?;
+            self.flusher.mark();
+            return Ok(rec);
         }
         Ok(rec)
     }

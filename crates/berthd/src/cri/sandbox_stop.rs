@@ -22,8 +22,11 @@ pub async fn stop_pod_sandbox(
     };
     // Containers die with the pod; done even for a NOTREADY pod, so a
     // retried StopPodSandbox finishes a stop that failed midway.
-    daemon.containers().stop_pod(change.pod_id()).await?;
+    let pod_id = change.pod_id().to_string();
+    daemon.containers().stop_pod(&pod_id).await?;
     crate::failpoint::hit("sandbox-stop-containers-stopped");
     change.stop().await?;
+    // NOTREADY now: no container can be created in it, so its monitor goes.
+    daemon.containers().release_monitor(&pod_id).await;
     Ok(StopPodSandboxResponse {})
 }

@@ -37,12 +37,18 @@ pub(super) enum Mode {
     /// Handed over to an attach to this container: polled only to see it
     /// close (detach).
     Attached(String),
+    /// Subscribed to container events (`events`): polled only to see it
+    /// close.
+    Subscribed,
 }
 
 impl Mode {
     /// The connection belongs to a streaming session, not to requests.
     pub fn is_stream(&self) -> bool {
-        matches!(self, Mode::ExecStream(_) | Mode::Attached(_))
+        matches!(
+            self,
+            Mode::ExecStream(_) | Mode::Attached(_) | Mode::Subscribed
+        )
     }
 }
 
@@ -103,6 +109,20 @@ impl Connections {
             Mode::Attached(id) => Some((*n, id.as_str())),
             _ => None,
         })
+    }
+
+    /// Numbers of the connections subscribed to events.
+    pub fn subscribed(&self) -> Vec<u64> {
+        self.open
+            .iter()
+            .filter(|(_, c)| c.mode == Mode::Subscribed)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The connection's socket, while it is open.
+    pub fn stream(&self, n: u64) -> Option<&UnixStream> {
+        self.open.get(&n).map(|c| &c.stream)
     }
 
     pub fn len(&self) -> usize {

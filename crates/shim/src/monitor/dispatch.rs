@@ -9,7 +9,7 @@ use super::create::CreateStdin;
 use super::error::{Op, OpError};
 use super::exec_stream::StreamStdio;
 use crate::exec::ExecSpec;
-use berth_monitor_protocol::{PROTOCOL_VERSION, Request, Response};
+use berth_monitor_protocol::{EventKind, PROTOCOL_VERSION, Request, Response};
 
 /// How a request is answered.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,15 +80,20 @@ impl Monitor {
                 log_path,
                 stdin,
                 stdin_once,
-            } => now(Response::Created {
-                pid: self.create(&id, &bundle, &log_path, CreateStdin { stdin, stdin_once })?,
-            }),
+            } => {
+                let pid =
+                    self.create(&id, &bundle, &log_path, CreateStdin { stdin, stdin_once })?;
+                self.notify(EventKind::Created, &id);
+                now(Response::Created { pid })
+            }
             Request::Start { id } => {
                 self.start(&id)?;
+                self.notify(EventKind::Started, &id);
                 now(Response::Ok)
             }
             Request::StartAndReport { id } => {
                 self.start(&id)?;
+                self.notify(EventKind::Started, &id);
                 now(Response::State(self.get(&id)?.state(&id)))
             }
             Request::Stop {
@@ -112,12 +117,16 @@ impl Monitor {
             }
             Request::List => {
                 self.reap();
-                let mut containers: Vec<_> = self.ctrs.iter().map(|(id, c)| c.state(id)).collect();
-                containers.sort_by(|a, b| a.id.cmp(&b.id));
-                now(Response::List { containers })
+                now(Response::List {
+                    containers: self.states(),
+                })
             }
             Request::Delete { id, force } => {
+                let last = self.get(&id).map(|c| c.state(&id));
                 self.delete(&id, force)?;
+                if let Ok(last) = last {
+                    self.publish(EventKind::Deleted, last);
+                }
                 now(Response::Ok)
             }
             Request::ReopenLog { id } => {
@@ -173,6 +182,7 @@ impl Monitor {
                 self.get_mut(&id)?.close_stdin();
                 now(Response::Ok)
             }
+            Request::Subscribe => Ok(self.subscribe()),
         }
     }
 }
@@ -196,6 +206,7 @@ fn op_name(req: &Request) -> String {
         Request::CloseStdin { id } => ("close_stdin", id.as_str()),
         Request::Update { id, .. } => ("update", id.as_str()),
         Request::Shutdown => ("shutdown", ""),
+        Request::Subscribe => ("subscribe", ""),
     };
     format!("{op} {id}")
 }

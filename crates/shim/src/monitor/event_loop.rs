@@ -220,7 +220,7 @@ impl Monitor {
         match mode {
             Mode::ExecStream(pid) => self.exec_stream_closed(*pid),
             Mode::Attached(id) => self.detach(n, id, handed),
-            Mode::Requests | Mode::Waiting => {}
+            Mode::Requests | Mode::Waiting | Mode::Subscribed => {}
         }
     }
 

@@ -16,6 +16,7 @@
 //! - streaming, where the connection is handed over with the stdio fds and
 //!   stays open for the session: `exec_stream`, `attach`; `terminal`: the
 //!   console socket (pseudo-terminals of containers and execs).
+//! - `events`: container changes pushed to subscribed connections.
 //! - `reaper` (SIGCHLD, exit records, OOM kills), `stdio` (pipes into logs),
 //!   `trash` (deleted state, emptied when idle).
 //! - cgroups (update, removal, OOM kills): the `berth-cgroup` crate.
@@ -29,6 +30,7 @@ mod delete;
 mod dispatch;
 mod error;
 mod event_loop;
+mod events;
 mod exec_stream;
 mod exec_waiters;
 mod kill;

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use super::stdio::read_pipe;
 use super::{Monitor, cgroup_of, now_ns};
 use crate::exit_record;
-use berth_monitor_protocol::{ExitRecord, Status};
+use berth_monitor_protocol::{EventKind, ExitRecord, Status};
 
 impl Monitor {
     /// Collects every exited child without blocking. The monitor is the only
@@ -63,5 +63,7 @@ impl Monitor {
         // Without a PID namespace of its own, its execs may outlive it.
         let id = id.clone();
         self.kill_exec_streams(&id);
+        // Told once the record is on disk: what berthd learns survives it.
+        self.notify(EventKind::Exited, &id);
     }
 }

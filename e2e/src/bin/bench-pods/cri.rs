@@ -164,23 +164,29 @@ pub async fn remove_labelled(c: &mut CriClient) -> anyhow::Result<usize> {
 
 /// Pods and containers the runtime still lists.
 pub async fn listed(c: &mut CriClient) -> anyhow::Result<(usize, usize)> {
-    let pods = c
-        .runtime
+    Ok((listed_pods(c).await?, listed_containers(c).await?))
+}
+
+/// ListPodSandbox: how many pods.
+pub async fn listed_pods(c: &mut CriClient) -> anyhow::Result<usize> {
+    Ok(c.runtime
         .list_pod_sandbox(ListPodSandboxRequest::default())
         .await
         .map_err(|s| rpc("ListPodSandbox", s))?
         .into_inner()
         .items
-        .len();
-    let ctrs = c
-        .runtime
+        .len())
+}
+
+/// ListContainers: how many containers.
+pub async fn listed_containers(c: &mut CriClient) -> anyhow::Result<usize> {
+    Ok(c.runtime
         .list_containers(ListContainersRequest::default())
         .await
         .map_err(|s| rpc("ListContainers", s))?
         .into_inner()
         .containers
-        .len();
-    Ok((pods, ctrs))
+        .len())
 }
 
 /// The pod's IP from PodSandboxStatus ("" when it has none).

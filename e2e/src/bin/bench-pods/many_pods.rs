@@ -14,6 +14,7 @@ use crate::cli::Cli;
 use crate::cri;
 use crate::memory::{measure, mem_json, pod_process_count, print_mem};
 use crate::requests::Bench;
+use crate::stats::{Samples, timed};
 
 /// Runs both batches; puts `pods` (and `daemon_end`) into `out`.
 pub async fn run(
@@ -60,6 +61,7 @@ async fn batch(
     let (daemon, groups) = measure(cli);
     print_mem(batch, cli.pods, daemon, &groups);
     let mem = mem_json(cli.pods, daemon, &groups);
+    let lists = list_latency(c, cli.pods).await?;
 
     let t = Instant::now();
     for (pod, ctr) in &started {
@@ -88,8 +90,28 @@ async fn batch(
         );
     }
     Ok(
-        json!({"clients": clients, "pods": cli.pods, "wall_s": wall, "teardown_s": down, "memory": mem}),
+        json!({"clients": clients, "pods": cli.pods, "wall_s": wall, "teardown_s": down, "memory": mem, "lists": lists}),
     )
+}
+
+/// What the kubelet's PLEG relist (every second) and `crictl ps`/`pods` cost with `pods`
+/// pods running: ListContainers and ListPodSandbox, each timed LIST_CALLS times after one
+/// warm-up; both must list every pod's container.
+async fn list_latency(c: &mut CriClient, pods: usize) -> anyhow::Result<Value> {
+    const LIST_CALLS: usize = 50;
+    let mut samples = Samples::default();
+    for i in 0..=LIST_CALLS {
+        let (np, pods_ms) = timed(cri::listed_pods(c)).await?;
+        let (nc, ctrs_ms) = timed(cri::listed_containers(c)).await?;
+        if np < pods || nc < pods {
+            bail!("listed {np} pods and {nc} containers with {pods} running");
+        }
+        if i > 0 {
+            samples.add([("ListPodSandbox", pods_ms), ("ListContainers", ctrs_ms)]);
+        }
+    }
+    println!("  lists with {pods} pods running ({LIST_CALLS} calls each): median, p90 (ms)");
+    Ok(samples.table(&["ListContainers", "ListPodSandbox"]))
 }
 
 fn pod_name(bench: &Bench, batch: &str, i: usize) -> String {

@@ -758,6 +758,21 @@ impl Pod {
             .count()
     }
 
+    /// The monitor's fd count once it has stopped changing (100 ms alike):
+    /// a connection a test just dropped closes when the monitor's loop gets
+    /// to it, so a count taken at once may still hold it.
+    fn settled_fd_count(&self) -> usize {
+        let deadline = Instant::now() + WAIT;
+        let (mut last, mut same) = (self.fd_count(), 0);
+        while same < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.fd_count();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    }
+
     /// Waits until the monitor holds `n` fds again (it closes what a
     /// session held as its loop gets to it).
     fn wait_fd_count(&self, n: usize) {
@@ -887,7 +902,7 @@ fn exec_stream_with_pipes() {
     }
     let mut pod = Pod::start("xpipes");
     pod.run_with("c", "exec sleep 1000", false, false, false);
-    let baseline = pod.fd_count();
+    let baseline = pod.settled_fd_count();
 
     // stdin echoed back by cat; stdin's EOF ends it.
     let (conn, pid, fds) = pod.exec_stream("c", &["cat"], false, true, None);
@@ -960,7 +975,7 @@ fn exec_stream_with_a_terminal() {
     assert_eq!(exec_exited(&conn), 0);
     drop(fds);
     // The console socket is open now: the baseline from here.
-    let baseline = pod.fd_count();
+    let baseline = pod.settled_fd_count();
 
     // Input through the master; a resize seen by the process.
     let (conn, _, fds) = pod.exec_stream(
@@ -1011,7 +1026,7 @@ fn exec_stream_client_gone_kills_the_process() {
     let (conn, _, fds) = pod.exec_stream("c", &["true"], true, false, None);
     assert_eq!(exec_exited(&conn), 0);
     drop(fds);
-    let baseline = pod.fd_count();
+    let baseline = pod.settled_fd_count();
     for tty in [false, true] {
         let (conn, pid, fds) = pod.exec_stream("c", &["sleep", "1000"], tty, true, None);
         assert!(Path::new(&format!("/proc/{pid}")).exists());
@@ -1060,7 +1075,7 @@ fn attach_to_a_container_with_stdin() {
     }
     let mut pod = Pod::start("attach");
     pod.run_with("nostdin", "exec sleep 1000", false, false, false);
-    let baseline = pod.fd_count();
+    let baseline = pod.settled_fd_count();
     pod.run_with("cat", "exec cat", false, true, false);
     pod.run_with("once", "exec cat", false, true, true);
 
@@ -1194,7 +1209,7 @@ fn attach_to_a_terminal_container() {
     // A client gone and back (as after a berthd restart): the monitor
     // holds the terminal.
     drop(Client::connect(&pod.state_dir()).unwrap());
-    let baseline = pod.fd_count();
+    let baseline = pod.settled_fd_count();
     let (conn, terminal, stdin, fds) = attach(&pod, "t", true);
     assert_eq!((terminal, stdin, fds.len()), (true, true, 2));
     let [master, out] = <[OwnedFd; 2]>::try_from(fds).unwrap();

@@ -7,7 +7,7 @@
 
 pub mod digest;
 pub mod error;
-mod manifest;
+pub mod manifest;
 pub mod platform;
 mod pull;
 pub mod reference;

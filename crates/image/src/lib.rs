@@ -8,7 +8,7 @@
 pub mod digest;
 pub mod error;
 mod import;
-mod manifest;
+pub mod manifest;
 mod manifest_fetch;
 pub mod platform;
 mod pull;

@@ -35,6 +35,23 @@ pub struct Descriptor {
     pub platform: Option<IndexPlatform>,
 }
 
+impl Descriptor {
+    /// `(os, architecture, variant)` of an index entry for [`Platform::select`];
+    /// an entry without a platform matches no node.
+    ///
+    /// [`Platform::select`]: crate::Platform::select
+    pub fn platform_triple(&self) -> (&str, &str, Option<&str>) {
+        match &self.platform {
+            Some(pl) => (
+                pl.os.as_str(),
+                pl.architecture.as_str(),
+                pl.variant.as_deref(),
+            ),
+            None => ("", "", None),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct IndexPlatform {
     #[serde(default)]

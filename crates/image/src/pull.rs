@@ -340,14 +340,7 @@ async fn fetch_manifest(
         m @ Manifest::Image { .. } => (None, top.clone(), body, m),
         Manifest::Index { manifests } => {
             let p = &inner.opts.platform;
-            let pick = p.select(manifests.iter().map(|m| match &m.platform {
-                Some(pl) => (
-                    pl.os.as_str(),
-                    pl.architecture.as_str(),
-                    pl.variant.as_deref(),
-                ),
-                None => ("", "", None),
-            }));
+            let pick = p.select(manifests.iter().map(Descriptor::platform_triple));
             let Some(i) = pick else {
                 let have: Vec<String> = manifests
                     .iter()

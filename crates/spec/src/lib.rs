@@ -27,6 +27,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod resources;
+pub mod sandbox;
 pub mod seccomp_default;
 pub mod security;
 pub mod user;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use berth_api::v1::{NamespaceMode, PodSandboxConfig};
+use berth_api::v1::PodSandboxConfig;
 use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition};
 use tracing::Instrument;
@@ -424,114 +424,19 @@ fn unpin_and_remove(dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
 }
 
-/// Checks the request and turns it into what the pinning child must do.
+/// Checks the request (`berth_spec::sandbox::validate`, pure so that it can
+/// be fuzzed) and turns it into what the pinning child must do.
 fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest, SandboxError> {
-    let invalid = |m: String| Err(SandboxError::InvalidArgument(m));
-    let Some(md) = &config.metadata else {
-        return invalid("config.metadata is required".into());
-    };
-    for (field, v) in [
-        ("name", &md.name),
-        ("namespace", &md.namespace),
-        ("uid", &md.uid),
-    ] {
-        if v.is_empty() {
-            return invalid(format!("config.metadata.{field} is required"));
-        }
-    }
-    if !handler.is_empty() {
-        return invalid(format!(
-            "runtime handler {handler:?} is not configured: berth has only the default handler (\"\")"
-        ));
-    }
-    let linux = config.linux.clone().unwrap_or_default();
-    let ns = linux
-        .security_context
-        .and_then(|s| s.namespace_options)
-        .unwrap_or_default();
-    let node = NamespaceMode::Node as i32;
-    let host_net = ns.network == node;
-    let host_ipc = ns.ipc == node;
-    // The hostname and DNS entries are written as lines into the pod's
-    // hosts and resolv.conf: whitespace or a control character would add
-    // lines of the tenant's choosing (another nameserver, a hosts entry).
-    let one_word = |v: &str| !v.chars().any(|c| c.is_whitespace() || c.is_control());
-    if config.hostname.len() > 64 || !one_word(&config.hostname) {
-        return invalid(format!(
-            "hostname {:?} is not a valid host name",
-            config.hostname
-        ));
-    }
-    if let Some(dns) = &config.dns_config {
-        for (field, values) in [
-            ("servers", &dns.servers),
-            ("searches", &dns.searches),
-            ("options", &dns.options),
-        ] {
-            if let Some(bad) = values.iter().find(|v| !one_word(v)) {
-                return invalid(format!(
-                    "dns_config.{field}: {bad:?} must be one word without whitespace or control characters"
-                ));
-            }
-        }
-    }
-    let parent = linux.cgroup_parent.trim_end_matches('/');
-    if parent.contains('\0') || parent.split('/').any(|c| c == "..") {
-        return invalid(format!(
-            "cgroup_parent {:?} is not a cgroup path",
-            linux.cgroup_parent
-        ));
-    }
-    let last = parent.rsplit('/').next().unwrap_or("");
-    if last.ends_with(".slice") && berth_spec::expand_slice(last).is_none() {
-        return invalid(format!(
-            "cgroup_parent {:?} is not a valid systemd slice name (like kubepods-burstable-pod<uid>.slice)",
-            linux.cgroup_parent
-        ));
-    }
-    for (k, v) in &linux.sysctls {
-        let name = k.replace('/', ".");
-        if k.is_empty()
-            || k.split(['.', '/']).any(|c| c.is_empty() || c == "..")
-            || !k
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-            || v.contains('\n')
-        {
-            return invalid(format!("sysctl {k:?}={v:?} is malformed"));
-        }
-        let ipc = name.starts_with("kernel.shm")
-            || name.starts_with("kernel.msg")
-            || name == "kernel.sem"
-            || name.starts_with("fs.mqueue.");
-        let net = name.starts_with("net.");
-        let uts = name == "kernel.hostname" || name == "kernel.domainname";
-        if !(ipc || net || uts) {
-            return invalid(format!(
-                "sysctl {k:?} is not namespaced: only net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.hostname and kernel.domainname can be set for a pod"
-            ));
-        }
-        if (net || uts) && host_net {
-            return invalid(format!(
-                "sysctl {k:?} would change the host: the pod uses the host network"
-            ));
-        }
-        if ipc && host_ipc {
-            return invalid(format!(
-                "sysctl {k:?} would change the host: the pod uses the host IPC namespace"
-            ));
-        }
-    }
+    let plan =
+        berth_spec::sandbox::validate(config, handler).map_err(SandboxError::InvalidArgument)?;
     Ok(pin::PinRequest {
-        net: !host_net,
-        ipc: !host_ipc,
-        // A PID namespace shared by the pod's containers needs an init to hold it.
-        pid: ns.pid == NamespaceMode::Pod as i32,
+        net: plan.net,
+        ipc: plan.ipc,
+        pid: plan.pid,
         shm: None,
-        // As containerd: a host-network pod keeps the host's UTS namespace (node name).
-        uts: !host_net,
-        hostname: config.hostname.clone(),
-        sysctls: linux.sysctls.into_iter().collect(),
+        uts: plan.uts,
+        hostname: plan.hostname,
+        sysctls: plan.sysctls,
     })
 }
 

@@ -4,7 +4,7 @@
 #
 #   hack/conformance.sh [--runtime berth|containerd] [--suite cluster|node] [--fast]
 #                       [--focus REGEX] [--skip REGEX] [--procs N] [--timeout DURATION] [--keep]
-#                       [--name NAME]
+#                       [--name NAME] [--report-only]
 #
 #   --suite cluster  (default) test/e2e's [Conformance] specs on the single-node cluster of
 #                    hack/cluster.sh (brought up on --runtime when it is not up; taken down at
@@ -23,6 +23,8 @@
 #   --keep           leave up the cluster this script brought up
 #   --name NAME      report dir name (default SUITE-RUNTIME, fast-RUNTIME with --fast): for runs
 #                    split by --focus
+#   --report-only    run nothing: write the summary, failed.txt and skipped.txt again from the
+#                    report.json of an earlier run with the same options
 #
 # Output in ${BERTH_CONFORMANCE_DIR:-target/conformance}/SUITE-RUNTIME/: junit.xml and
 # report.json (Ginkgo), skipped.txt (each skipped spec with its reason), failed.txt, the
@@ -34,7 +36,8 @@
 # images are built by hack/conformance/images.sh and served from the cluster's registry for
 # registry.k8s.io.
 set -euo pipefail
-
+# The whole script is one block, read before it runs: editing it during a long run is safe.
+{
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 HERE=$REPO/hack/conformance
 cd "$REPO"
@@ -67,6 +70,7 @@ while (($#)); do
         --timeout) TIMEOUT=${2:?}; shift ;;
         --keep) KEEP=yes ;;
         --name) NAME=${2:?}; shift ;;
+        --report-only) REPORT_ONLY=yes ;;
         *) usage ;;
     esac
     shift
@@ -124,6 +128,7 @@ fi
 SKIP=$(skip_regex "$SKIP_FILE")
 [[ -n $EXTRA_SKIP ]] && SKIP="$SKIP|$EXTRA_SKIP"
 
+if [[ $REPORT_ONLY == no ]]; then
 rm -rf "$OUT"
 mkdir -p "$OUT"
 GINKGO=("${BIN[ginkgo]}" --procs="$PROCS" --timeout="$TIMEOUT" --focus="$SELECT" --skip="$SKIP"
@@ -169,7 +174,7 @@ fi
 # Pulled now, as upstream's jobs pre-pull: the specs' IfNotPresent pods then run what was just
 # built, not an older image of the same tag the node still has.
 while read -r image; do
-    "${BIN[crictl]}" --runtime-endpoint "$SOCKET" --image-endpoint "$SOCKET" pull "$image" >/dev/null ||
+    "${BIN[crictl]}" --config "$CLUSTER_DIR/crictl.yaml" pull "$image" >/dev/null ||
         die "cannot pull $image through $RUNTIME from the local registry"
 done <"$OUT/images.txt"
 log "images for registry.k8s.io pushed to $REGISTRY and pulled: $(wc -l <"$OUT/images.txt")"
@@ -231,9 +236,11 @@ EOF
         --v=4) >"$OUT/suite.log" 2>&1 || rc=$?
 fi
 run_secs=$(($(date +%s) - run_start))
+log "$NAME: cluster up ${up_secs}s, suite ${run_secs}s"
+fi
 
 # --- report ----------------------------------------------------------------------------------------
-[[ -f $OUT/report.json ]] || { tail -n 40 "$OUT/suite.log" >&2; die "no report.json (ginkgo exit $rc): see $OUT/suite.log"; }
+[[ -f $OUT/report.json ]] || { tail -n 40 "$OUT/suite.log" >&2; die "no report.json: see $OUT/suite.log"; }
 # Specs ("It" nodes) the selection picks; skipped = picked but not run (skip list or a
 # runtime skip), each with its reason.
 jq -r --arg sel "$SELECT" '
@@ -256,10 +263,12 @@ jq -r --rawfile skips "$SKIP_FILE" '
 } | sort >"$OUT/failed.txt"
 summary="$(jq '[.[] | select(.state == "passed")] | length' "$OUT/specs.json") passed, $(wc -l <"$OUT/failed.txt") failed, $(wc -l <"$OUT/skipped.txt") skipped"
 echo "$summary" >"$OUT/summary.txt"
-log "$NAME: cluster up ${up_secs}s, suite ${run_secs}s; junit $OUT/junit.xml, json $OUT/report.json"
+log "$NAME: junit $OUT/junit.xml, json $OUT/report.json"
 if [[ -s $OUT/failed.txt ]]; then
     log "failed specs ($OUT/failed.txt):"
     cut -f1 "$OUT/failed.txt" | sed 's/^/  /' >&2
 fi
 echo "$summary"
 [[ ! -s $OUT/failed.txt ]]
+exit
+}

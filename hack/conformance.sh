@@ -50,6 +50,8 @@ EXTRA_SKIP=
 PROCS=4
 TIMEOUT=2h
 KEEP=no
+REPORT_ONLY=no
+NAME=
 log() { echo "conformance: $*" >&2; }
 die() {
     echo "conformance: error: $*" >&2

@@ -179,7 +179,7 @@ EOF
     install -m 0755 "$X/usr/bin/dig" "$X/usr/bin/nslookup" "$R/usr/bin/"
     install -m 0755 "$X/bin/nc.openbsd" "$R/usr/bin/nc"
     install -m 0755 /usr/bin/curl /usr/bin/ss /usr/bin/ipcs "$R/usr/bin/"
-    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nc" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
+    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nslookup" "$R/usr/bin/nc" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
     # curl verifies TLS against the host's CA bundle.
     mkdir -p "$R/etc/ssl/certs"
     cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/" 2>/dev/null || true
@@ -189,8 +189,12 @@ EOF
     printf '%s\n' 'user-defined-in-image:x:1000:' 'group-defined-in-image:x:50000:user-defined-in-image' >>"$R/etc/group"
     mkdir -p "$R/home/user-defined-in-image"
     chown 1000:1000 "$R/home/user-defined-in-image"
-    chroot "$R" /usr/bin/dig -v >/dev/null 2>&1 || { echo "$0: dig does not run in the agnhost image" >&2; exit 1; }
-    chroot "$R" /usr/bin/curl --version >/dev/null || { echo "$0: curl does not run in the agnhost image" >&2; exit 1; }
+    # Each tool runs in the image (127: the loader found no library or no binary).
+    for tool in dig nslookup nc curl ss ipcs bash; do
+        rc=0
+        timeout 10 chroot "$R" /bin/sh -c "$tool --help" </dev/null >/dev/null 2>&1 || rc=$?
+        ((rc != 127)) || { echo "$0: $tool does not run in the agnhost image" >&2; exit 1; }
+    done
     umoci repack --image "$LN:agnhost" "$W/agnhost"
     umoci config --image "$LN:agnhost" --config.env "$PATHENV" --clear=config.cmd \
         --config.entrypoint /agnhost --config.cmd pause \

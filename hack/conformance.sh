@@ -254,8 +254,11 @@ jq -r --rawfile skips "$SKIP_FILE" '
     ($skips | split("\n") | map(select(length > 0 and (startswith("#") | not)) | split("\t"))) as $rules
     | .[] | select(.state == "skipped" or .state == "pending")
     | .text as $t
-    | ([$rules[] | select($t | test(.[0])) | .[1]] | first) as $why
-    | "\($t)\t\($why // (.msg | split("\n")[0]) // "skipped")"' "$OUT/specs.json" | sort >"$OUT/skipped.txt"
+    | ([$rules[] | select(.[0] as $re | $t | test($re)) | .[1]] | first) as $why
+    | ((.msg | split("\n")[0]) // "") as $msg
+    | "\($t)\t\($why // (if $msg != "" then $msg
+        else "not run: the suite ended before it (--timeout, or an interrupt)" end))"' "$OUT/specs.json" |
+    sort >"$OUT/skipped.txt"
 # Failed specs, and failed suite-level nodes (a failed BeforeSuite skips every spec).
 {
     jq -r '.[] | select(.state != "passed" and .state != "skipped" and .state != "pending")

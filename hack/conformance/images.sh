@@ -14,12 +14,14 @@
 #
 #   e2e-test-images/busybox:1.37.0-1  e2e-busybox: Berth's busybox (Debian's busybox-static) with
 #   e2e-test-images/busybox:1.36.1-1    bash as /bin/sh (busybox 1.35's ash drops environment
-#                                       variables like data-1 that upstream's 1.37 keeps) and an
-#                                       /etc/os-release; the base of all the images below
+#                                       variables like data-1 that upstream's 1.37 keeps), getent
+#                                       and an /etc/os-release; the base of all the images below
 #   e2e-test-images/agnhost:2.63.0    e2e-busybox + agnhost (test/images/agnhost) + curl, dig,
 #   e2e-test-images/agnhost:2.55        nc (OpenBSD), ss, ipcs, coredns, porter's certificate,
 #                                       /uploads, the users/groups its Dockerfile adds; 2.55 is
 #                                       the same with another config label (another image ID)
+#   e2e-test-images/glibc-dns-testing:2.0.0
+#                                     e2e-busybox + Debian's dig, nslookup (glibc) + coredns
 #   e2e-test-images/kitten:1.8        agnhost + its picture and data.json (test/images/kitten)
 #   e2e-test-images/nautilus:1.8      the same for nautilus
 #   e2e-test-images/nginx:1.15-4      the cluster's nginx (Debian's)
@@ -32,7 +34,7 @@
 #   etcd:3.6.8-0                      e2e-busybox + /usr/local/bin/etcd, etcdctl (build-tools' etcd)
 #
 # Not built (hack/conformance/README.md lists the specs that need them): the node-perf
-# workloads, perl, resource-consumer, ipc-utils, apparmor-loader, glibc-dns-testing,
+# workloads, perl, resource-consumer, ipc-utils, apparmor-loader,
 # regression-issue-74839, volume/nfs and volume/iscsi, the sig-storage CSI sidecars,
 # distroless-iptables, and the private gcr.io/k8s-authenticated-test/agnhost:2.6.
 #
@@ -56,6 +58,7 @@ IMAGES="agnhost	$E2E/agnhost:2.63.0
 agnhost-prev	$E2E/agnhost:2.55
 e2e-busybox	$E2E/busybox:1.37.0-1
 e2e-busybox	$E2E/busybox:1.36.1-1
+glibc-dns-testing	$E2E/glibc-dns-testing:2.0.0
 kitten	$E2E/kitten:1.8
 nautilus	$E2E/nautilus:1.8
 nginx	$E2E/nginx:1.15-4
@@ -111,7 +114,7 @@ for p in "${DEBS[@]}"; do
     fi
 done
 
-STAMP=$( (cat "$SELF" "$BASE/index.json" /usr/bin/curl /usr/bin/bash /usr/bin/ss /usr/bin/ipcs
+STAMP=$( (cat "$SELF" "$BASE/index.json" /usr/bin/curl /usr/bin/bash /usr/bin/ss /usr/bin/ipcs /usr/bin/getent
     for tool in "${TOOLS[@]}"; do cat "${BIN[$tool]}"; done
     find "$CACHE/debs" -name '*.deb' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
@@ -153,7 +156,10 @@ if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
     rm -f "$R/bin/sh" "$R/bin/bash"
     install -m 0755 /usr/bin/bash "$R/bin/bash"
     ln -s bash "$R/bin/sh"
-    with_libs "$R" "$R/bin/bash"
+    # getent (Alpine has it, busybox not): the DNS specs check /etc/hosts entries with it.
+    mkdir -p "$R/usr/bin"
+    install -m 0755 /usr/bin/getent "$R/usr/bin/getent"
+    with_libs "$R" "$R/bin/bash" "$R/usr/bin/getent"
     # Upstream's images are Alpine-based and the ImageVolume specs read an image's os-release
     # through the volume, expecting the name of that base.
     cat >"$R/etc/os-release" <<'EOF'
@@ -213,6 +219,18 @@ EOF
         umoci repack --image "$LN:$pet" "$W/$pet"
         umoci config --image "$LN:$pet" --clear=config.cmd --config.cmd test-webserver
     done
+
+    # glibc-dns-testing: Debian with dnsutils and coredns (its Dockerfile), the DNS specs' second
+    # querier: e2e-busybox + Debian's dig and nslookup (glibc) + the coredns binary.
+    derive glibc-dns-testing e2e-busybox
+    umoci unpack --image "$LN:glibc-dns-testing" "$W/glibc-dns"
+    R=$W/glibc-dns/rootfs
+    mkdir -p "$R/usr/bin"
+    rm -f "$R/bin/nslookup"
+    install -m 0755 "$X/usr/bin/dig" "$X/usr/bin/nslookup" "$R/usr/bin/"
+    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nslookup"
+    install -m 0755 "${BIN[coredns]}" "$R/coredns"
+    umoci repack --image "$LN:glibc-dns-testing" "$W/glibc-dns"
 
     derive nginx-new nginx
     umoci config --image "$LN:nginx-new" --config.label io.berth.e2e.tag=1.27-0

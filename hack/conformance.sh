@@ -4,7 +4,7 @@
 #
 #   hack/conformance.sh [--runtime berth|containerd] [--suite cluster|node] [--fast]
 #                       [--focus REGEX] [--skip REGEX] [--procs N] [--timeout DURATION] [--keep]
-#                       [--name NAME] [--report-only]
+#                       [--name NAME] [--report-only] [--seed N]
 #
 #   --suite cluster  (default) test/e2e's [Conformance] specs on the single-node cluster of
 #                    hack/cluster.sh (brought up on --runtime when it is not up; taken down at
@@ -23,6 +23,8 @@
 #   --keep           leave up the cluster this script brought up
 #   --name NAME      report dir name (default SUITE-RUNTIME, fast-RUNTIME with --fast): for runs
 #                    split by --focus
+#   --seed N         Ginkgo's random seed (the spec order): the seed of another run (suite.log's
+#                    "Random Seed") runs the specs in its order, e.g. on the other runtime
 #   --report-only    run nothing: write the summary, failed.txt and skipped.txt again from the
 #                    report.json of an earlier run with the same options
 #
@@ -52,6 +54,7 @@ TIMEOUT=2h
 KEEP=no
 REPORT_ONLY=no
 NAME=
+SEED=
 log() { echo "conformance: $*" >&2; }
 die() {
     echo "conformance: error: $*" >&2
@@ -73,6 +76,7 @@ while (($#)); do
         --keep) KEEP=yes ;;
         --name) NAME=${2:?}; shift ;;
         --report-only) REPORT_ONLY=yes ;;
+        --seed) SEED=${2:?}; shift ;;
         *) usage ;;
     esac
     shift
@@ -136,6 +140,7 @@ mkdir -p "$OUT"
 GINKGO=("${BIN[ginkgo]}" --procs="$PROCS" --timeout="$TIMEOUT" --focus="$SELECT" --skip="$SKIP"
     --output-dir="$OUT" --junit-report=junit.xml --json-report=report.json --no-color
     --silence-skips --poll-progress-after=10m)
+[[ -n $SEED ]] && GINKGO+=(--seed="$SEED")
 
 # --- the runtime and the cluster -------------------------------------------------------------------
 cluster() { "$REPO/hack/cluster.sh" "$@"; }

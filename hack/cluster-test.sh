@@ -123,4 +123,15 @@ else
     end "FAILED (left behind)"
     failed=1
 fi
+# Kubernetes' own conformance specs on the same cluster: a subset of a few minutes that covers
+# every area (hack/conformance.sh --fast; the full suites are hack/conformance.sh's, see
+# hack/conformance/README.md). BERTH_TEST_CONFORMANCE=0 leaves it out, and says so.
+if ((${#FILTERS[@]})); then
+    :
+elif [[ ${BERTH_TEST_CONFORMANCE:-1} == 0 ]]; then
+    echo "cluster-test: BERTH_TEST_CONFORMANCE=0: the conformance subset did NOT run" >&2
+else
+    begin "conformance (fast subset)"
+    if nice -n "$NICE" hack/conformance.sh --fast; then end ok; else end FAILED; failed=1; fi
+fi
 [[ $failed == 0 ]]

@@ -9,6 +9,10 @@
 #                                  and CoreDNS are Ready; --runtime containerd: the same node
 #                                  with Debian's containerd 1.6 as the kubelet's runtime instead
 #                                  of berthd (for side-by-side runs; default berth)
+#   hack/cluster.sh up --runtime-only [--runtime berth|containerd]
+#                                  only the registry (with the images) and the runtime, no
+#                                  control plane and no kubelet: for a kubelet of one's own (the
+#                                  node e2e suite of hack/conformance.sh); `down` stops them
 #   hack/cluster.sh down [--purge] delete every pod (API, then CRI), stop everything up started,
 #                                  undo its host changes; --purge also deletes the cluster dir
 #   hack/cluster.sh status         components, restarts, node and kube-system pods
@@ -64,6 +68,9 @@ CONTAINERD_STATE=$RUN_DIR/containerd
 CONTAINERD_SOCKET=$CONTAINERD_STATE/containerd.sock
 CNI_BIN_DIR=${BERTH_CLUSTER_CNI_BIN_DIR:-/usr/lib/cni}
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
+# Registries Kubernetes' test suites name to see a pull fail (an invalid host, a private one):
+# blocked for Berth, a path of the local registry that holds nothing for containerd.
+BLOCKED_REGISTRIES="invalid.registry.k8s.io gcr.io"
 # The runtime `up` started, kept in the run dir for down/status/env.
 RUNTIME_FILE=$RUN_DIR/runtime
 RUNTIME=berth
@@ -442,6 +449,11 @@ insecure = true
 prefix = "docker.io"
 blocked = true
 EOF
+    # The other hosts Kubernetes' test suites name (hack/conformance.sh): their specs expect
+    # these pulls to fail, and they must not go to the internet.
+    for host in $BLOCKED_REGISTRIES; do
+        printf '\n[[registry]]\nprefix = "%s"\nblocked = true\n' "$host" >>"$out.tmp"
+    done
     if cmp -s "$out.tmp" "$out"; then
         rm "$out.tmp"
         return 1
@@ -479,6 +491,15 @@ write_containerd_config() {
         cat >"$hosts/$host/hosts.toml" <<EOF
 server = "http://$reg$path"
 [host."http://$reg$path"]
+  capabilities = ["pull", "resolve"]
+  override_path = true
+EOF
+    done
+    for host in $BLOCKED_REGISTRIES; do
+        mkdir -p "$hosts/$host"
+        cat >"$hosts/$host/hosts.toml" <<EOF
+server = "http://$reg/v2/blocked/$host"
+[host."http://$reg/v2/blocked/$host"]
   capabilities = ["pull", "resolve"]
   override_path = true
 EOF
@@ -570,6 +591,12 @@ start_control_plane() {
         --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
         --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+        --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+        --requestheader-allowed-names front-proxy-client \
+        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+        --requestheader-extra-headers-prefix X-Remote-Extra- \
+        --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+        --proxy-client-key-file "$PKI/front-proxy-client.key" \
         --allow-privileged=true --profiling=false
     wait_ready kube-apiserver curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
         "$API_SERVER/readyz"
@@ -628,10 +655,11 @@ deploy_coredns() {
 }
 
 cmd_up() {
-    local tool changed=no running
+    local tool changed=no running runtime_only=no
     [[ $(id -u) == 0 ]] || die "run as root (network, mounts, cgroups)"
     while (($#)); do
         case $1 in
+            --runtime-only) runtime_only=yes ;;
             --runtime)
                 RUNTIME=${2:-}
                 shift
@@ -667,6 +695,11 @@ cmd_up() {
         start_berthd "$changed"
     else
         start_containerd
+    fi
+    if [[ $runtime_only == yes ]]; then
+        [[ -z $(pid_of kubelet supervisor) ]] || log "warning: --runtime-only, but the cluster's kubelet runs"
+        log "up (runtime only) on $RUNTIME: CRI socket $RUNTIME_SOCKET, registry $(registry_addr)"
+        return 0
     fi
     start_control_plane
     start_node

@@ -17,6 +17,8 @@
 #   kube-proxy.*                   CN=system:kube-proxy
 #   kubelet-client.*               CN=system:node:NODE_NAME, O=system:nodes
 #   kubelet-server.*               kubelet serving: NODE_NAME, 127.0.0.1, API_ADDR
+#   front-proxy-ca.{crt,key}       the aggregation layer's CA (requestheader client CA)
+#   front-proxy-client.*           apiserver -> extension apiservers, signed by front-proxy-ca
 #   sa.{key,pub}                   service-account token signing key pair
 set -euo pipefail
 
@@ -38,17 +40,24 @@ if [[ -f params && "$(cat params)" != "$PARAMS" ]]; then
 fi
 echo "$PARAMS" >params
 
-if [[ ! -f ca.crt || ! -f ca.key ]]; then
-    openssl genrsa -out ca.key 2048 2>/dev/null
-    openssl req -x509 -new -key ca.key -sha256 -days "$DAYS" -subj "/CN=berth-cluster-ca" \
+# ca NAME CN: a self-signed CA, NAME.crt and NAME.key.
+ca() {
+    local name=$1 cn=$2
+    [[ -f $name.crt && -f $name.key ]] && return 0
+    openssl genrsa -out "$name.key" 2048 2>/dev/null
+    openssl req -x509 -new -key "$name.key" -sha256 -days "$DAYS" -subj "/CN=$cn" \
         -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" -out ca.crt
-    echo "pki: made the cluster CA $DIR/ca.crt"
-fi
+        -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" -out "$name.crt"
+    echo "pki: made the CA $DIR/$name.crt"
+}
+ca ca berth-cluster-ca
+# The aggregation layer's own CA: the apiserver authenticates to extension apiservers with a
+# front-proxy-client certificate, which they check against this CA (requestheader).
+ca front-proxy-ca berth-front-proxy-ca
 
-# cert NAME SUBJECT USAGE [SAN]: NAME.key and NAME.crt signed by the CA.
+# cert NAME SUBJECT USAGE [SAN] [CA]: NAME.key and NAME.crt signed by CA (default: the cluster CA).
 cert() {
-    local name=$1 subject=$2 usage=$3 san=${4:-}
+    local name=$1 subject=$2 usage=$3 san=${4:-} signer=${5:-ca}
     [[ -f $name.crt && -f $name.key ]] && return 0
     openssl genrsa -out "$name.key" 2048 2>/dev/null
     openssl req -new -key "$name.key" -subj "$subject" -out "$name.csr"
@@ -58,7 +67,7 @@ cert() {
         echo "extendedKeyUsage=$usage"
         if [[ -n $san ]]; then echo "subjectAltName=$san"; fi
     } >"$name.ext"
-    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 \
+    openssl x509 -req -in "$name.csr" -CA "$signer.crt" -CAkey "$signer.key" -CAcreateserial -sha256 \
         -days "$DAYS" -extfile "$name.ext" -out "$name.crt" 2>/dev/null
     rm -f "$name.csr" "$name.ext"
     echo "pki: made $name.crt ($subject)"
@@ -73,6 +82,7 @@ cert scheduler "/CN=system:kube-scheduler" clientAuth
 cert kube-proxy "/CN=system:kube-proxy" clientAuth
 cert kubelet-client "/O=system:nodes/CN=system:node:$NODE" clientAuth
 cert kubelet-server "/CN=$NODE" serverAuth "DNS:$NODE,IP:127.0.0.1,IP:$API_ADDR"
+cert front-proxy-client "/CN=front-proxy-client" clientAuth "" front-proxy-ca
 
 if [[ ! -f sa.key || ! -f sa.pub ]]; then
     openssl genrsa -out sa.key 2048 2>/dev/null

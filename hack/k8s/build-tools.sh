@@ -16,9 +16,11 @@
 #   go/                     GOPATH; go/pkg/mod is GOMODCACHE (module downloads, shared by all)
 #   go-build/               GOCACHE (compiled packages, shared by all)
 #   k8s-<ver>/bin/          kubelet kube-apiserver kube-controller-manager kube-scheduler
-#                           kube-proxy kubectl
+#                           kube-proxy kubectl; the conformance suites e2e.test e2e_node.test;
+#                           test images' binaries agnhost nnp sample-apiserver
 #   etcd-<ver>/bin/         etcd etcdctl
-#   cri-tools-<ver>/bin/    crictl critest ginkgo (critest runs `ginkgo` from PATH for -parallel)
+#   cri-tools-<ver>/bin/    crictl critest ginkgo (critest runs `ginkgo` from PATH for -parallel;
+#                           hack/conformance.sh runs the e2e suites with it too)
 #   coredns-<ver>/bin/      coredns
 #   <component>/build/      the generated main module (go.mod, go.sum) the tools are built in
 #
@@ -100,6 +102,16 @@ add_tool kube-controller-manager k8s build k8s.io/kubernetes/cmd/kube-controller
 add_tool kube-scheduler k8s build k8s.io/kubernetes/cmd/kube-scheduler --version
 add_tool kube-proxy k8s build k8s.io/kubernetes/cmd/kube-proxy --version
 add_tool kubectl k8s build k8s.io/kubernetes/cmd/kubectl version --client
+# The conformance suites (hack/conformance.sh): Ginkgo suite binaries built with `go test -c` and
+# the same tags, as Kubernetes' `make WHAT=test/e2e/e2e.test` does. They run under the ginkgo
+# below (cri-tools'), checked by hack/conformance.sh to be the Ginkgo version Kubernetes requires.
+add_tool e2e.test k8s test k8s.io/kubernetes/test/e2e --version
+add_tool e2e_node.test k8s test k8s.io/kubernetes/test/e2e_node --help
+# Test images' binaries (hack/conformance/images.sh puts them into images): agnhost, the
+# nonewprivs image's nnp, and the aggregator spec's sample-apiserver (the module's release).
+add_tool agnhost k8s build k8s.io/kubernetes/test/images/agnhost --version
+add_tool nnp k8s build k8s.io/kubernetes/test/images/nonewprivs
+add_tool sample-apiserver k8s build k8s.io/sample-apiserver --help
 add_tool etcd etcd build go.etcd.io/etcd/server/v3 --version
 add_tool etcdctl etcd build go.etcd.io/etcd/etcdctl/v3 version
 add_tool crictl cri-tools build sigs.k8s.io/cri-tools/cmd/crictl --version
@@ -363,7 +375,8 @@ build_tool() {
     # -mod=mod: the first build fills the generated module's go.sum (checked against the
     # checksum database as any download is).
     local go_cmd=(build)
-    [[ ${tool_mode[$name]} == test ]] && go_cmd=(test -c)
+    # go test -c would also vet the package: not what a binary needs, and minutes here.
+    [[ ${tool_mode[$name]} == test ]] && go_cmd=(test -c -vet=off)
     (cd "$dir/build" && "$go_bin" "${go_cmd[@]}" -mod=mod "${args[@]}" "${tool_package[$name]}") ||
         die "$name: go ${go_cmd[*]} ${tool_package[$name]} failed (in $dir/build); nothing was installed"
     [[ -x $tmp_out ]] || die "$name: go produced no binary"

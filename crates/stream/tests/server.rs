@@ -180,7 +180,10 @@ async fn client_killed_while_its_stdin_is_stalled_leaves_nothing() {
         ..StreamingConfig::default()
     };
     let (server, runtime) = start(config).await;
-    for transport in [Transport::Spdy, Transport::WebSocket] {
+    for (round, transport) in [Transport::Spdy, Transport::WebSocket]
+        .into_iter()
+        .enumerate()
+    {
         let url = server
             .get_exec(exec(&["sleep", "60"], true, false))
             .unwrap();
@@ -198,11 +201,14 @@ async fn client_killed_while_its_stdin_is_stalled_leaves_nothing() {
             while stdin.write_all(&chunk).await.is_ok() {}
             std::future::pending::<()>().await;
         });
+        // The exec counts as live before its process is spawned: wait for
+        // this round's pid, not only for the count.
         eventually("the exec runs", || {
             runtime.counters.live_execs.load(Ordering::SeqCst) == 1
+                && runtime.counters.pids.lock().unwrap().len() == round + 1
         })
         .await;
-        let pid = *runtime.counters.pids.lock().unwrap().last().unwrap();
+        let pid = runtime.counters.pids.lock().unwrap()[round];
         // Long enough for every buffer to fill.
         tokio::time::sleep(Duration::from_secs(2)).await;
         client.abort();

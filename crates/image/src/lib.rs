@@ -295,6 +295,30 @@ impl ImageStore {
         Ok(self.dirs(&rec))
     }
 
+    /// [`Self::lease`] for a container that also mounts images as volumes:
+    /// one lease holds the layers of all of `images` (its rootfs image and
+    /// each image volume's), so the container's existing lease lifecycle
+    /// (dropped at removal, reconciled at startup) covers them all. Returns
+    /// each image's layer dirs, lowest first, in the order given.
+    pub fn lease_all(
+        &self,
+        container_id: &str,
+        images: &[&str],
+    ) -> Result<Vec<Vec<PathBuf>>, ImageError> {
+        let recs = images
+            .iter()
+            .map(|i| self.record(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut layers: Vec<String> = Vec::new();
+        for l in recs.iter().flat_map(|r| r.layers.iter()) {
+            if !layers.contains(l) {
+                layers.push(l.clone());
+            }
+        }
+        self.inner.meta.lease(container_id, &layers)?;
+        Ok(recs.iter().map(|r| self.dirs(r)).collect())
+    }
+
     /// Ids of the containers holding a lease (startup reconciliation).
     pub fn leases(&self) -> Result<Vec<String>, ImageError> {
         self.inner.meta.leases()
@@ -691,6 +715,28 @@ mod tests {
         assert!(t.layer_exists(10) && t.layer_exists(11));
         t.store.unlease("ctr1").unwrap();
         assert!(!t.layer_exists(10) && !t.layer_exists(11));
+    }
+
+    /// One lease holds the layers of a container's image and of the images
+    /// it mounts as volumes: all stay while it lives, and go together.
+    #[test]
+    fn one_lease_holds_several_images() {
+        let t = setup();
+        t.image(1, &[10, 11], &["docker.io/library/x:1"]);
+        t.image(2, &[11, 12], &["docker.io/library/y:1"]);
+        let dirs = t.store.lease_all("ctr1", &["x:1", "y:1"]).unwrap();
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(dirs[0].len(), 2);
+        assert_eq!(dirs[1].len(), 2);
+        assert_eq!(dirs[0][1], dirs[1][0], "the shared layer is one dir");
+        t.store.remove("x:1").unwrap();
+        t.store.remove("y:1").unwrap();
+        assert!(t.layer_exists(10) && t.layer_exists(11) && t.layer_exists(12));
+        t.store.unlease("ctr1").unwrap();
+        assert!(!t.layer_exists(10) && !t.layer_exists(11) && !t.layer_exists(12));
+        // An unknown image leases nothing.
+        assert!(t.store.lease_all("ctr2", &["nope:1"]).is_err());
+        assert!(t.store.leases().unwrap().is_empty());
     }
 
     #[test]

@@ -25,6 +25,16 @@ const MAX_SYMLINKS: usize = 40;
 /// `Ok(None)` when it does not exist. Errors for anything that is not a
 /// regular file or is larger than `max_len`.
 pub fn read_file(root: &Path, path: &str, max_len: u64) -> io::Result<Option<Vec<u8>>> {
+    match open_beneath(root, path)? {
+        Some((_, fd)) => read_regular(fd, path, max_len).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Opens `path` beneath `root` (for reading, never blocking, no symlink
+/// leading out); returns the root's fd and the file's, or `None` when it
+/// does not exist.
+fn open_beneath(root: &Path, path: &str) -> io::Result<Option<(OwnedFd, OwnedFd)>> {
     let root_fd = nix::fcntl::open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -39,7 +49,7 @@ pub fn read_file(root: &Path, path: &str, max_len: u64) -> io::Result<Option<Vec
         Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    read_regular(fd, path, max_len).map(Some)
+    Ok(Some((root_fd, fd)))
 }
 
 fn read_flags() -> OFlag {
@@ -190,10 +200,80 @@ pub fn mkdir_all(root: &Path, path: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The host path of `path` inside `root` (a dir or a regular file),
+/// resolved as in the container (`RESOLVE_IN_ROOT`): symlinks and `..` in
+/// an image never lead out of it. What an image volume's `subPath` binds.
+/// `Ok(None)` when it does not exist. Meant for read-only trees (an image
+/// volume): on a tree the container can change, the path could be swapped
+/// after it is returned.
+pub fn resolve(root: &Path, path: &str) -> io::Result<Option<std::path::PathBuf>> {
+    let Some((root_fd, fd)) = open_beneath(root, path)? else {
+        return Ok(None);
+    };
+    let st = nix::sys::stat::fstat(&fd)?;
+    if !is_type(&st, SFlag::S_IFDIR) && !is_type(&st, SFlag::S_IFREG) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path} in the image is neither a directory nor a regular file"),
+        ));
+    }
+    use std::os::fd::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let real_root = std::fs::read_link(format!("/proc/self/fd/{}", root_fd.as_raw_fd()))?;
+    // The fd was opened beneath the root: its path is too (unless the root
+    // itself was moved meanwhile, which the caller's own tree rules out).
+    if !real.starts_with(&real_root) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{path} resolved to {} outside {}",
+                real.display(),
+                real_root.display()
+            ),
+        ));
+    }
+    Ok(Some(real))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolve_stays_in_the_root() {
+        let (d, root) = layout();
+        std::fs::create_dir_all(root.join("usr/share")).unwrap();
+        symlink("../../..", root.join("usr/share/up")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        let real_root = std::fs::canonicalize(&root).unwrap();
+        assert_eq!(
+            resolve(&root, "etc").unwrap().unwrap(),
+            real_root.join("etc")
+        );
+        assert_eq!(
+            resolve(&root, "/usr/share/").unwrap().unwrap(),
+            real_root.join("usr/share")
+        );
+        // Above the root is the root; an absolute link restarts at it.
+        assert_eq!(resolve(&root, "../../..").unwrap().unwrap(), real_root);
+        assert_eq!(
+            resolve(&root, "usr/share/up/secret").unwrap().unwrap(),
+            real_root.join("secret")
+        );
+        assert_eq!(
+            resolve(&root, "abs").unwrap().unwrap(),
+            real_root.join("etc")
+        );
+        assert!(resolve(&root, "not-there").unwrap().is_none());
+        assert!(resolve(&root, "secret/x").unwrap().is_none());
+        assert_eq!(
+            std::fs::read_to_string(resolve(&root, "usr/share/up/secret").unwrap().unwrap())
+                .unwrap(),
+            "image file"
+        );
+        drop(d);
+    }
 
     fn root_fd(p: &Path) -> OwnedFd {
         nix::fcntl::open(

@@ -11,7 +11,8 @@ use berth_monitor_protocol::Request;
 use tracing::Instrument;
 
 use super::{
-    ContainerError, ContainerRecord, Containers, State, internal, monitor, record, rootfs,
+    ContainerError, ContainerRecord, Containers, State, image_volume, internal, monitor, record,
+    rootfs,
 };
 use crate::blocking;
 use crate::ids::{new_id, now_ns};
@@ -26,6 +27,8 @@ const DEFAULT_CGROUP_PARENT: &str = "/berth";
 struct Undo {
     leased: bool,
     mounted: Option<PathBuf>,
+    /// The bundle whose image volumes may be mounted.
+    image_volumes: Option<PathBuf>,
     dirs: Vec<PathBuf>,
     in_monitor: bool,
 }
@@ -47,6 +50,13 @@ struct SpecInput<'a> {
     config: &'a ContainerConfig,
     image: &'a berth_spec::ImageConfig,
     image_name: &'a str,
+}
+
+/// A new container's CRI mounts: as its OCI spec binds them (image volumes
+/// as binds of where they were mounted) and as its record keeps them.
+struct Mounts {
+    spec: Vec<berth_api::v1::Mount>,
+    records: Vec<record::MountRecord>,
 }
 
 /// Where the container's output goes.
@@ -144,13 +154,36 @@ impl Containers {
             image_name,
         };
         let stop_signal = super::stop::stop_signal(config, &image_config)?;
+        let volumes = image_volume::requested(&self.images, &config.mounts)?;
 
         // The pod's monitor (spawned on its first container) starts while
         // the rootfs and bundle are prepared.
         let monitor_ready = self.spawn_monitor(&pod.id);
-        let dirs = self.mount_rootfs(id, image, undo, &mut laps).await?;
+        let (dirs, volume_layers) = self
+            .mount_rootfs(id, image, &volumes, undo, &mut laps)
+            .await?;
+        let mounts = self
+            .mount_image_volumes(config, &dirs.bundle, &volumes, volume_layers, undo)
+            .await?;
+        if !volumes.is_empty() {
+            laps.mark("image_volumes");
+        }
         let pod_files = self.write_pod_files(pod, &pod_config).await?;
         laps.mark("pod_files");
+        // The spec binds each image volume from where it was mounted.
+        let bound;
+        let input = if volumes.is_empty() {
+            input
+        } else {
+            bound = ContainerConfig {
+                mounts: mounts.spec,
+                ..config.clone()
+            };
+            SpecInput {
+                config: &bound,
+                ..input
+            }
+        };
         let spec = self.build_spec(&input, &dirs.rootfs, &pod_files).await?;
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
         laps.mark("spec");
@@ -168,7 +201,15 @@ impl Containers {
             .await?;
         laps.mark("monitor_create");
 
-        let rec = new_record(&input, image, stop_signal, &spec, dirs, logs.cri);
+        let rec = new_record(
+            &input,
+            image,
+            stop_signal,
+            &spec,
+            dirs,
+            logs.cri,
+            mounts.records,
+        );
         self.put(&rec)?;
         laps.mark("record");
         tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, steps = %laps, "container created");
@@ -189,17 +230,29 @@ impl Containers {
         })
     }
 
-    /// Leases the image's layers and mounts them as the container's overlay rootfs.
+    /// Leases the layers of the image and of the image volumes' images and
+    /// mounts the image's as the container's overlay rootfs. Returns the
+    /// volumes' layer dirs, in the order of `volumes`.
     async fn mount_rootfs(
         &self,
         id: &str,
         image: &berth_image::Image,
+        volumes: &[image_volume::Requested],
         undo: &mut Undo,
         laps: &mut Laps,
-    ) -> Result<Dirs, ContainerError> {
-        let (images, cid, image_id) = (self.images.clone(), id.to_string(), image.id.clone());
-        let layers = blocking::run(move || Ok(images.lease(&cid, &image_id)?)).await?;
+    ) -> Result<(Dirs, Vec<Vec<PathBuf>>), ContainerError> {
+        let (images, cid) = (self.images.clone(), id.to_string());
+        let ids: Vec<String> = std::iter::once(&image.id)
+            .chain(volumes.iter().map(|v| &v.image.id))
+            .cloned()
+            .collect();
+        let mut leased = blocking::run(move || {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Ok(images.lease_all(&cid, &ids)?)
+        })
+        .await?;
         undo.leased = true;
+        let layers = leased.remove(0);
         laps.mark("lease");
         let bundle = self.bundles_dir.join(id);
         let layer_dir = self.layers_dir.join(id);
@@ -210,11 +263,51 @@ impl Containers {
         laps.mark("mount");
         crate::failpoint::hit("container-create-mounted");
         undo.mounted = Some(rootfs.clone());
-        Ok(Dirs {
-            bundle,
-            layer_dir,
-            rootfs,
-        })
+        Ok((
+            Dirs {
+                bundle,
+                layer_dir,
+                rootfs,
+            },
+            leased,
+        ))
+    }
+
+    /// Mounts each image volume under the bundle and finds what the
+    /// container binds (its sub path). Returns the mounts for the spec and
+    /// for the record.
+    async fn mount_image_volumes(
+        &self,
+        config: &ContainerConfig,
+        bundle: &Path,
+        volumes: &[image_volume::Requested],
+        layers: Vec<Vec<PathBuf>>,
+        undo: &mut Undo,
+    ) -> Result<Mounts, ContainerError> {
+        let mut spec = config.mounts.clone();
+        let mut records: Vec<record::MountRecord> = config
+            .mounts
+            .iter()
+            .map(record::MountRecord::from)
+            .collect();
+        if volumes.is_empty() {
+            return Ok(Mounts { spec, records });
+        }
+        undo.image_volumes = Some(bundle.to_path_buf());
+        for (v, layers) in volumes.iter().zip(layers) {
+            let m = &config.mounts[v.index];
+            let target = image_volume::dir(bundle, v.index);
+            let (t, sub, name) = (target.clone(), m.image_sub_path.clone(), v.image.id.clone());
+            let source = blocking::run(move || {
+                image_volume::mount(&layers, &t)?;
+                Ok(image_volume::bind_source(&t, &sub, &name))
+            })
+            .await??;
+            spec[v.index] = image_volume::as_bind(m, &source);
+            records[v.index] = image_volume::record(m, &v.image);
+            tracing::debug!(image = %v.image.id, source = %source.display(), container_path = %m.container_path, "image volume mounted");
+        }
+        Ok(Mounts { spec, records })
     }
 
     /// The pod's /etc files (written once per pod) and its /dev/shm.
@@ -328,6 +421,11 @@ impl Containers {
         {
             report("unmount", &format!("{e:#}"));
         }
+        if let Some(b) = undo.image_volumes
+            && let Err(e) = image_volume::unmount_all(&b)
+        {
+            report("unmount image volumes", &format!("{e:#}"));
+        }
         for d in undo.dirs {
             if let Err(e) = rootfs::remove_dir(&d) {
                 report("remove dir", &format!("{e:#}"));
@@ -438,6 +536,7 @@ fn new_record(
     spec: &berth_spec::oci_spec::runtime::Spec,
     dirs: Dirs,
     log_path: String,
+    mounts: Vec<record::MountRecord>,
 ) -> ContainerRecord {
     let config = input.config;
     let md = config.metadata.clone().unwrap_or_default();
@@ -468,11 +567,7 @@ fn new_record(
         layer_dir: dirs.layer_dir,
         // What ContainerStatus reports: the CRI mounts as given, the
         // resources and user as the spec set them.
-        mounts: config
-            .mounts
-            .iter()
-            .map(record::MountRecord::from)
-            .collect(),
+        mounts,
         resources: Some(record::ResourcesRecord::from_spec(spec)),
         user: record::UserRecord::from_spec(spec),
         tty: config.tty,

@@ -10,6 +10,7 @@
 //! operation is an `impl Containers` block in a file of its own.
 
 pub mod exec;
+pub mod image_volume;
 pub mod monitor;
 pub mod record;
 pub mod rootfs;

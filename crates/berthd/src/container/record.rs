@@ -143,6 +143,22 @@ pub struct MountRecord {
     /// 2 bidirectional).
     #[serde(default)]
     pub propagation: i32,
+    /// An image volume: the image mounted (as the CRI named it, and the id
+    /// it resolved to) and the path inside it. `host_path` stays as given
+    /// (empty).
+    #[serde(default)]
+    pub image: Option<ImageMountRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMountRecord {
+    pub image: String,
+    #[serde(default)]
+    pub user_specified_image: String,
+    /// The image's id, as PullImage answered it.
+    pub image_ref: String,
+    #[serde(default)]
+    pub sub_path: String,
 }
 
 impl From<&v1::Mount> for MountRecord {
@@ -154,6 +170,7 @@ impl From<&v1::Mount> for MountRecord {
             recursive_read_only: m.recursive_read_only,
             selinux_relabel: m.selinux_relabel,
             propagation: m.propagation,
+            image: None,
         }
     }
 }
@@ -167,6 +184,17 @@ impl MountRecord {
             recursive_read_only: self.recursive_read_only,
             selinux_relabel: self.selinux_relabel,
             propagation: self.propagation,
+            image: self.image.as_ref().map(|i| v1::ImageSpec {
+                image: i.image.clone(),
+                user_specified_image: i.user_specified_image.clone(),
+                image_ref: i.image_ref.clone(),
+                ..Default::default()
+            }),
+            image_sub_path: self
+                .image
+                .as_ref()
+                .map(|i| i.sub_path.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_monitor_protocol::Request;
 
-use super::{ContainerError, Containers, State, internal, monitor, recover, rootfs};
+use super::{ContainerError, Containers, State, image_volume, internal, monitor, recover, rootfs};
 use crate::blocking;
 use crate::laps::Laps;
 
@@ -71,6 +71,9 @@ impl Containers {
         );
         let held = blocking::run(move || {
             let held = rootfs::detach(&rootfs_dir)?;
+            // Image volumes live under the bundle: out of the mount table
+            // before it moves to the trash and is deleted.
+            image_volume::unmount_all(&bundle)?;
             rootfs::to_trash(&bundle, &bt, &cid)?;
             rootfs::to_trash(&layer_dir, &lt, &cid)?;
             Ok(held)

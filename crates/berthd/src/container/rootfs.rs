@@ -20,25 +20,10 @@ pub fn mount_overlay(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> any
     for d in [&upper, &work, &target.to_path_buf()] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let lower: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
-    // The mount data is limited to one page; many deep layers would need
-    // shorter paths (symlinks) — not needed for the images Berth runs yet.
-    if data.len() >= 4096 {
-        bail!(
-            "overlay options are {} bytes: too many layers for one mount",
-            data.len()
-        );
-    }
+    let data = overlay_options(
+        layers,
+        &format!(",upperdir={},workdir={}", upper.display(), work.display()),
+    )?;
     nix::mount::mount(
         Some("overlay"),
         target,
@@ -47,6 +32,26 @@ pub fn mount_overlay(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> any
         Some(data.as_str()),
     )
     .with_context(|| format!("cannot mount the overlay rootfs at {}", target.display()))
+}
+
+/// Overlay mount data: `lowerdir=` of `layers` (given lowest first,
+/// overlayfs wants the highest first), then `rest`. The mount data is
+/// limited to one page; many deep layers would need shorter paths
+/// (symlinks), not needed for the images Berth runs yet.
+pub fn overlay_options(layers: &[PathBuf], rest: &str) -> anyhow::Result<String> {
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let data = format!("lowerdir={}{rest}", lower.join(":"));
+    if data.len() >= 4096 {
+        bail!(
+            "overlay options are {} bytes: too many layers for one mount",
+            data.len()
+        );
+    }
+    Ok(data)
 }
 
 /// Unmounts `target` if it is mounted; not mounted (or missing) is success.

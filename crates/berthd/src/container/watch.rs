@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_monitor_protocol::{ContainerState, EventKind, Request};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::monitor::{self, CallError};
 use super::{ContainerRecord, Containers, State};
@@ -41,10 +41,14 @@ pub enum Mode {
 /// What a watch task tells the records.
 #[derive(Debug)]
 pub enum Update {
-    /// The monitor's containers on (re)subscription.
+    /// The monitor's containers on (re)subscription. `applied` is dropped
+    /// once the records hold them: only then is the pod `Live` (reads
+    /// answered from records that missed what happened while berthd was
+    /// down would go back in time).
     Snapshot {
         pod: String,
         containers: Vec<ContainerState>,
+        applied: oneshot::Sender<()>,
     },
     Event {
         pod: String,
@@ -182,10 +186,15 @@ impl Watches {
             let sub = tokio::time::timeout(t.unresponsive_after, monitor::subscribe(&dir, &pod));
             let mut conn = match sub.await {
                 Ok(Ok(Some((containers, conn)))) => {
+                    let (applied, is_applied) = oneshot::channel();
                     self.send(Update::Snapshot {
                         pod: pod.clone(),
                         containers,
+                        applied,
                     });
+                    // Ok or dropped (the update failed, and said so): either
+                    // way the applier is done with it.
+                    let _ = is_applied.await;
                     self.set(&pod, generation, Mode::Live);
                     conn
                 }
@@ -294,7 +303,11 @@ impl Containers {
 
     async fn apply_update(&self, u: Update) -> Result<(), super::ContainerError> {
         match u {
-            Update::Snapshot { pod, containers } => {
+            Update::Snapshot {
+                pod,
+                containers,
+                applied: _applied,
+            } => {
                 for rec in self.live_of_pod(&pod) {
                     match containers.iter().find(|s| s.id == rec.id) {
                         Some(s) => {
@@ -451,7 +464,10 @@ mod tests {
         let server = tokio::spawn(events_only(listener));
         let (w, mut rx) = Watches::new(timing());
         w.start("p", tmp.path().to_path_buf());
-        let Some(Update::Snapshot { pod, containers }) = rx.recv().await else {
+        let Some(Update::Snapshot {
+            pod, containers, ..
+        }) = rx.recv().await
+        else {
             panic!("no snapshot");
         };
         assert_eq!((pod.as_str(), containers.len()), ("p", 1));

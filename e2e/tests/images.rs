@@ -8,6 +8,8 @@ use berth_e2e::daemon::{Berthd, BerthdConfig};
 use berth_e2e::registry::Registry;
 use tonic::Code;
 
+use std::time::Duration;
+
 /// A daemon whose registries.conf sends `docker.io/berth-test/*` to the
 /// fixture registry and allows plain HTTP to it.
 async fn daemon_for(reg: &Registry) -> Berthd {
@@ -377,6 +379,72 @@ async fn errors_carry_the_right_code_and_name_the_image() {
     // Nothing was stored by any failed pull.
     assert!(list(&mut c).await.is_empty());
     assert!(list(&mut c2).await.is_empty());
+}
+
+/// A pull whose client deadline passes answers DEADLINE_EXCEEDED (what the
+/// kubelet and critest expect, not tonic's CANCELLED) and stores nothing;
+/// the daemon serves the next pull.
+#[tokio::test]
+async fn pull_past_its_deadline_is_deadline_exceeded_and_keeps_nothing() {
+    // A "registry" that accepts connections and never answers: the pull
+    // hangs until the deadline, whatever the machine's speed.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            conns.push(conn);
+        }
+    });
+    let reg = Registry::start().unwrap();
+    reg.push_test_images().unwrap();
+    let hp = reg.host_port();
+    let mut config = BerthdConfig::new().unwrap();
+    config.registries_conf = Some(format!(
+        "[[registry]]\nlocation = \"{hp}\"\ninsecure = true\n\n\
+         [[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"
+    ));
+    let d = Berthd::start_with(config).await.unwrap();
+    let mut c = d.client().await.unwrap();
+
+    // tonic's client keeps a timer of its own at the deadline: the server
+    // answers 1/16 earlier, long before it on loopback.
+    let deadline = Duration::from_millis(800);
+    let mut req = tonic::Request::new(PullImageRequest {
+        image: spec(&format!("127.0.0.1:{port}/hangs/forever:1")),
+        auth: None,
+        sandbox_config: None,
+    });
+    req.set_timeout(deadline);
+    let started = std::time::Instant::now();
+    let err = c.image.pull_image(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("deadline"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(list(&mut c).await.is_empty());
+    let tmp = d.config.root.join("images/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{tmp:?}");
+
+    // Within its deadline, a pull still works.
+    let mut req = tonic::Request::new(PullImageRequest {
+        image: spec(&reg.image("berth-test/layered:latest")),
+        auth: None,
+        sandbox_config: None,
+    });
+    req.set_timeout(Duration::from_secs(60));
+    let id = c
+        .image
+        .pull_image(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert_eq!(list(&mut c).await[0].id, id);
+    held.abort();
 }
 
 #[tokio::test]

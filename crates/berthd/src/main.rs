@@ -6,6 +6,7 @@ mod config;
 mod container;
 mod cri;
 mod daemon;
+mod deadline;
 mod error;
 mod failpoint;
 mod ids;

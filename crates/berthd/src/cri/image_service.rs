@@ -7,7 +7,7 @@ use berth_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, image_fs_info, image_list, image_pull, image_remove, image_status, unimplemented,
+    BoxStream, image_fs_info, image_list, image_pull, image_remove, image_status, list_stream,
 };
 use crate::daemon::Daemon;
 
@@ -50,9 +50,18 @@ impl ImageService for ImageSvc {
     #[tracing::instrument(skip_all)]
     async fn stream_images(
         &self,
-        _req: Request<StreamImagesRequest>,
+        req: Request<StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        unimplemented("StreamImages")
+        let list = ListImagesRequest {
+            filter: req.into_inner().filter,
+        };
+        let items = blocking(&self.daemon, move |d| image_list::list_images(d, list))
+            .await?
+            .into_inner()
+            .images;
+        Ok(Response::new(list_stream::chunked(items, |images| {
+            StreamImagesResponse { images }
+        })))
     }
 
     #[tracing::instrument(skip_all)]

@@ -21,6 +21,7 @@ mod image_pull;
 mod image_remove;
 mod image_service;
 mod image_status;
+mod list_stream;
 mod metrics;
 mod runtime_config;
 mod runtime_service;

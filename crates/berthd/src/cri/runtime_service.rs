@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status};
 use super::{
     BoxStream, container_attach, container_create, container_exec, container_exec_sync,
     container_list, container_remove, container_reopen_log, container_start, container_status,
-    container_stop, container_update_resources, runtime_config, sandbox_list, sandbox_port_forward,
-    sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unimplemented,
-    update_runtime_config, version,
+    container_stop, container_update_resources, list_stream, runtime_config, sandbox_list,
+    sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status,
+    unimplemented, update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
 use crate::daemon::Daemon;
@@ -95,9 +95,16 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn stream_pod_sandboxes(
         &self,
-        _req: Request<StreamPodSandboxesRequest>,
+        req: Request<StreamPodSandboxesRequest>,
     ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        unimplemented("StreamPodSandboxes")
+        let list = ListPodSandboxRequest {
+            filter: req.into_inner().filter,
+        };
+        let items = sandbox_list::list_pod_sandbox(&self.daemon, list)?.items;
+        Ok(Response::new(list_stream::chunked(
+            items,
+            |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes },
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -153,9 +160,17 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn stream_containers(
         &self,
-        _req: Request<StreamContainersRequest>,
+        req: Request<StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        unimplemented("StreamContainers")
+        let list = ListContainersRequest {
+            filter: req.into_inner().filter,
+        };
+        let items = container_list::list_containers(&self.daemon, list)
+            .await?
+            .containers;
+        Ok(Response::new(list_stream::chunked(items, |containers| {
+            StreamContainersResponse { containers }
+        })))
     }
 
     #[tracing::instrument(skip_all)]
@@ -248,9 +263,18 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn stream_container_stats(
         &self,
-        _req: Request<StreamContainerStatsRequest>,
+        req: Request<StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        unimplemented("StreamContainerStats")
+        let list = ListContainerStatsRequest {
+            filter: req.into_inner().filter,
+        };
+        let items = container_stats_list::list_container_stats(&self.daemon, list)
+            .await?
+            .stats;
+        Ok(Response::new(list_stream::chunked(
+            items,
+            |container_stats| StreamContainerStatsResponse { container_stats },
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -276,9 +300,18 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn stream_pod_sandbox_stats(
         &self,
-        _req: Request<StreamPodSandboxStatsRequest>,
+        req: Request<StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        unimplemented("StreamPodSandboxStats")
+        let list = ListPodSandboxStatsRequest {
+            filter: req.into_inner().filter,
+        };
+        let items = sandbox_stats_list::list_pod_sandbox_stats(&self.daemon, list)
+            .await?
+            .stats;
+        Ok(Response::new(list_stream::chunked(
+            items,
+            |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -339,7 +372,16 @@ impl RuntimeService for RuntimeSvc {
         &self,
         _req: Request<StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        unimplemented("StreamPodSandboxMetrics")
+        let items =
+            metrics::list_pod_sandbox_metrics(&self.daemon, ListPodSandboxMetricsRequest {})
+                .await?
+                .pod_metrics;
+        Ok(Response::new(list_stream::chunked(
+            items,
+            |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 
     #[tracing::instrument(skip_all)]

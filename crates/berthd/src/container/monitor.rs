@@ -310,27 +310,52 @@ fn op_name(req: &Request) -> &'static str {
 
 async fn call_unbounded(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
     let line = encode(&req, pod)?;
-    let mut conn = loop {
-        let Some(mut conn) = take_idle(dir) else {
+    // A monitor that exits (its pod stopped, its last container gone) with
+    // our request still unread resets the connection: it never saw the
+    // request, so it goes again, once, on a fresh connection, whose
+    // connect tells whether the monitor is gone (Unreachable) or answers.
+    let mut fresh = false;
+    loop {
+        let mut conn = send(dir, pod, &line, fresh).await?;
+        match read_response(&mut conn, pod).await {
+            Err(CallError::Io { source, .. })
+                if !fresh && source.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                tracing::debug!(pod = %pod, "monitor reset the connection with the request unread; trying a fresh one");
+                fresh = true;
+            }
+            Err(e) => return Err(e),
+            Ok(resp) => {
+                put_idle(dir, conn);
+                return match resp {
+                    Response::Error(e) => Err(CallError::Refused(e)),
+                    r => Ok(r),
+                };
+            }
+        }
+    }
+}
+
+/// Writes `line` on an idle connection (unless `fresh`) or a new one. An
+/// idle connection whose monitor went away fails on the write, before the
+/// monitor could have seen the request, and the next one is tried.
+async fn send(dir: &Path, pod: &str, line: &[u8], fresh: bool) -> Result<Conn, CallError> {
+    loop {
+        let idle = if fresh { None } else { take_idle(dir) };
+        let Some(mut conn) = idle else {
             let mut conn = connect(dir, pod).await?;
             conn.get_mut()
-                .write_all(&line)
+                .write_all(line)
                 .await
                 .map_err(|source| CallError::Io {
                     pod: pod.to_string(),
                     source,
                 })?;
-            break conn;
+            return Ok(conn);
         };
-        if conn.get_mut().write_all(&line).await.is_ok() {
-            break conn;
+        if conn.get_mut().write_all(line).await.is_ok() {
+            return Ok(conn);
         }
-    };
-    let resp = read_response(&mut conn, pod).await?;
-    put_idle(dir, conn);
-    match resp {
-        Response::Error(e) => Err(CallError::Refused(e)),
-        r => Ok(r),
     }
 }
 
@@ -656,6 +681,44 @@ mod tests {
             max_output: 1,
         };
         assert_eq!(deadline(&exec), None);
+    }
+
+    /// A monitor that closes a connection with the request unread (it was
+    /// exiting): the request goes again on a fresh connection, which finds
+    /// the monitor gone (Unreachable, what callers treat as "no monitor"),
+    /// or answered by one that still runs.
+    #[tokio::test]
+    async fn a_connection_reset_with_the_request_unread_is_retried_once() {
+        for still_there in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_path_buf();
+            set_version(&dir, 1);
+            let socket = dir.join(SOCKET_NAME);
+            let listener = UnixListener::bind(&socket).unwrap();
+            let server = tokio::spawn(async move {
+                let (first, _) = listener.accept().await.unwrap();
+                first.readable().await.unwrap();
+                drop(first);
+                if !still_there {
+                    drop(listener);
+                    std::fs::remove_file(&socket).unwrap();
+                    return;
+                }
+                let (second, _) = listener.accept().await.unwrap();
+                let mut conn = BufReader::new(second);
+                let mut line = String::new();
+                conn.read_line(&mut line).await.unwrap();
+                let ok = serde_json::to_string(&Response::Ok).unwrap() + "\n";
+                conn.get_mut().write_all(ok.as_bytes()).await.unwrap();
+            });
+            let got = call(&dir, "p", Request::Shutdown).await;
+            match still_there {
+                false => assert!(matches!(got, Err(CallError::Unreachable { .. })), "{got:?}"),
+                true => assert!(matches!(got, Ok(Response::Ok)), "{got:?}"),
+            }
+            server.await.unwrap();
+            forget(&dir);
+        }
     }
 
     #[tokio::test]

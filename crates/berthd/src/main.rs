@@ -12,6 +12,7 @@ mod failpoint;
 mod ids;
 mod laps;
 mod network;
+mod reload;
 mod sandbox;
 mod server;
 mod stats;
@@ -106,7 +107,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?.apply(Overrides {
+    let overrides = Overrides {
         root: cli.root,
         state: cli.state,
         listen: cli.listen,
@@ -120,7 +121,8 @@ fn run() -> anyhow::Result<()> {
                 .map(PathBuf::from)
                 .collect()
         }),
-    })?;
+    };
+    let config = Config::load(cli.config.as_deref())?.apply(overrides.clone())?;
     match cli.command {
         Some(Command::Config {
             action: ConfigAction::Default,
@@ -136,29 +138,55 @@ fn run() -> anyhow::Result<()> {
         }
         None => {}
     }
-    init_logging(&config);
+    let reloader = reload::Reloader {
+        config_path: cli.config,
+        overrides,
+        set_log_level: init_logging(&config),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(daemon_main(config))
+        .block_on(daemon_main(config, reloader))
 }
 
-fn init_logging(config: &Config) {
+/// Installs the log subscriber; answers the way to change its filter later
+/// (config reload).
+fn init_logging(config: &Config) -> reload::SetLogLevel {
+    use tracing_subscriber::EnvFilter;
     // validate() already checked that the filter parses.
-    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let filter = EnvFilter::new(&config.log_level);
     // Colour codes only for a person at a terminal, not in log files.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let parse = |level: &str| EnvFilter::try_new(level).map_err(|e| e.to_string());
     match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                // Last: its type names the writer and format above.
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level| handle.reload(parse(level)?).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                // Last: its type names the writer and format above.
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level| handle.reload(parse(level)?).map_err(|e| e.to_string()))
+        }
     }
 }
 
-async fn daemon_main(config: Config) -> anyhow::Result<()> {
+async fn daemon_main(config: Config, reloader: reload::Reloader) -> anyhow::Result<()> {
     for dir in [&config.root, &config.state] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -193,6 +221,7 @@ async fn daemon_main(config: Config) -> anyhow::Result<()> {
         "berthd starting"
     );
     let shutdown = shutdown_signal();
+    reloader.spawn(daemon.clone());
     // The sealed copy monitors run from (berth_monitor_protocol::sealed),
     // made now in the background rather than by the first pod's
     // CreateContainer (a 50 MB unstripped release binary takes ~0.2 s).

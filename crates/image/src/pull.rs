@@ -453,6 +453,12 @@ fn reg_error(
     let image = image.to_string();
     let registry = host.to_string();
     let mut detail = format!("fetching {what}: {}", e.detail);
+    if e.kind == RegErrKind::Unavailable && crate::registry::looks_like_plain_http(&e.detail) {
+        detail = format!(
+            "{detail} (registry {host} answers in plain HTTP, not HTTPS: if that is intended, \
+             add `insecure = true` to its [[registry]] entry in registries.conf)"
+        );
+    }
     if e.kind != RegErrKind::Unavailable && !mirrors_tried.is_empty() {
         detail = format!(
             "{detail} (mirrors tried first: {})",

@@ -177,7 +177,9 @@ impl From<OciDistributionError> for RegErr {
     fn from(e: OciDistributionError) -> Self {
         use OciDistributionError as E;
         use RegErrKind as K;
-        let detail = e.to_string();
+        // reqwest's own message stops at "error sending request": the
+        // cause (refused, TLS, DNS) is in its sources.
+        let detail = with_sources(&e);
         let kind = match &e {
             E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => K::Unauthenticated,
             E::RegistryError { envelope, .. } => {
@@ -222,6 +224,33 @@ impl From<OciDistributionError> for RegErr {
         };
         RegErr { kind, detail }
     }
+}
+
+/// An error and its chain of causes, ": "-separated, without repeats.
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Whether a failed HTTPS request looks like a TLS handshake answered in
+/// plain HTTP (rustls: "InvalidContentType"/"corrupt message"; OpenSSL:
+/// "wrong version number").
+pub(crate) fn looks_like_plain_http(detail: &str) -> bool {
+    [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|sign| detail.contains(sign))
 }
 
 /// Clients by (credentials, plain-HTTP hosts). Bounded: a kubelet sends few

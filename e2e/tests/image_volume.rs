@@ -198,3 +198,42 @@ async fn bad_image_volumes_are_refused_and_leave_nothing() {
     .unwrap();
     assert!(!id.is_empty());
 }
+
+/// What an image volume adds to CreateContainer + StartContainer: medians
+/// of 15 containers each way in one pod, printed (a figure for the note and
+/// the issue, not a timed assertion).
+#[tokio::test]
+async fn image_volume_cost_is_printed() {
+    let mut env = setup(&[BUSYBOX, USER_IMAGE]).await;
+    let (pod, pc) = run_pod(&mut env, "imgvol-cost").await;
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut plain = Vec::new();
+    let mut with_volume = Vec::new();
+    for i in 0..15 {
+        for volume in [false, true] {
+            let mut cfg = sleeper(&format!("c{i}-{volume}"), BUSYBOX, Default::default(), None);
+            if volume {
+                cfg.mounts = vec![image_mount("/vol", USER_IMAGE, "")];
+            }
+            let t = std::time::Instant::now();
+            let id = create(&mut env.c, &pod, &pc, cfg).await.unwrap();
+            start(&mut env.c, &id).await;
+            let took = t.elapsed();
+            if volume {
+                with_volume.push(took);
+            } else {
+                plain.push(took);
+            }
+            let (out, code) = run(&mut env, &id, "test -d /vol/etc || echo none").await;
+            assert_eq!((out.as_str(), code), (if volume { "" } else { "none" }, 0));
+        }
+    }
+    let (p, v) = (median(&mut plain), median(&mut with_volume));
+    println!(
+        "image volume cost: create+start median {p:?} without, {v:?} with one image volume ({:+.1} ms), 15 each",
+        (v.as_secs_f64() - p.as_secs_f64()) * 1000.0
+    );
+}

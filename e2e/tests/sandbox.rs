@@ -530,3 +530,70 @@ async fn sandboxes_survive_restart_and_lost_pins_are_notready() {
     assert!(list(&mut c, None).await.is_empty());
     assert!(mounts_under(&d.config.state.join("pods")).is_empty());
 }
+
+/// UpdatePodSandboxResources (in-place pod resize): the pod's stored config
+/// takes the new pod-level resources and overhead, a field left out keeps
+/// its value, an unknown pod is NotFound and an empty id InvalidArgument.
+#[tokio::test]
+async fn update_pod_sandbox_resources_updates_the_stored_config() {
+    use prost::Message;
+    let (_d, mut c, _g) = start().await;
+    let id = run(&mut c, pod_config("resize")).await.unwrap();
+    let stored = |info: &serde_json::Value| {
+        let pb = hex::decode(info["config_pb"].as_str().unwrap()).unwrap();
+        PodSandboxConfig::decode(pb.as_slice())
+            .unwrap()
+            .linux
+            .unwrap()
+    };
+    let resources = LinuxContainerResources {
+        cpu_shares: 512,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let update = |overhead, resources| UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: id.clone(),
+        overhead,
+        resources,
+    };
+    c.runtime
+        .update_pod_sandbox_resources(update(None, Some(resources.clone())))
+        .await
+        .unwrap();
+    let linux = stored(&status(&mut c, &id).await.unwrap().1);
+    assert_eq!(linux.resources.as_ref(), Some(&resources));
+    assert_eq!(linux.overhead, None);
+
+    let overhead = LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    };
+    c.runtime
+        .update_pod_sandbox_resources(update(Some(overhead.clone()), None))
+        .await
+        .unwrap();
+    let linux = stored(&status(&mut c, &id).await.unwrap().1);
+    assert_eq!(
+        (linux.resources.as_ref(), linux.overhead.as_ref()),
+        (Some(&resources), Some(&overhead))
+    );
+
+    let mut unknown = update(None, None);
+    unknown.pod_sandbox_id = "f".repeat(64);
+    let err = c
+        .runtime
+        .update_pod_sandbox_resources(unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut empty = update(None, None);
+    empty.pod_sandbox_id.clear();
+    let err = c
+        .runtime
+        .update_pod_sandbox_resources(empty)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}

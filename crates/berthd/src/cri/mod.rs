@@ -33,6 +33,7 @@ mod sandbox_stats;
 mod sandbox_stats_list;
 mod sandbox_status;
 mod sandbox_stop;
+mod sandbox_update_resources;
 mod status;
 mod update_runtime_config;
 mod version;

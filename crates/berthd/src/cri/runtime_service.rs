@@ -12,8 +12,8 @@ use super::{
     BoxStream, container_attach, container_create, container_exec, container_exec_sync,
     container_list, container_remove, container_reopen_log, container_start, container_status,
     container_stop, container_update_resources, list_stream, runtime_config, sandbox_list,
-    sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status,
-    unimplemented, update_runtime_config, version,
+    sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
+    sandbox_update_resources, status, unimplemented, update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
 use crate::daemon::Daemon;
@@ -395,8 +395,10 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn update_pod_sandbox_resources(
         &self,
-        _req: Request<UpdatePodSandboxResourcesRequest>,
+        req: Request<UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
-        unimplemented("UpdatePodSandboxResources")
+        sandbox_update_resources::update_pod_sandbox_resources(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -259,6 +259,36 @@ impl Sandboxes {
         Ok(rec)
     }
 
+    /// UpdatePodSandboxResources: the pod's stored `PodSandboxConfig` takes
+    /// the new pod-level overhead and resources (a field left out keeps its
+    /// value). The kubelet has already resized the pod cgroup it owns; what
+    /// is stored is what containers created later, and status, see.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        overhead: Option<berth_api::v1::LinuxContainerResources>,
+        resources: Option<berth_api::v1::LinuxContainerResources>,
+    ) -> Result<SandboxRecord, SandboxError> {
+        use prost::Message;
+        // Serialised with stop and remove: never a record they removed.
+        let _ops = self.ops.lock().await;
+        let mut rec = self
+            .resolve(id)
+            .ok_or_else(|| SandboxError::NotFound(format!("pod sandbox {id} not found")))?;
+        let mut config = rec.config().map_err(SandboxError::Internal)?;
+        let linux = config.linux.get_or_insert_with(Default::default);
+        if overhead.is_some() {
+            linux.overhead = overhead;
+        }
+        if resources.is_some() {
+            linux.resources = resources;
+        }
+        rec.config_pb = hex::encode(config.encode_to_vec());
+        self.put(&rec)?;
+        tracing::info!(pod = %rec.id, "pod sandbox resources updated");
+        Ok(rec)
+    }
+
     /// Starts a StopPodSandbox or RemovePodSandbox of `id` (an exact id
     /// or unique prefix): waits for any other in flight, then resolves it.
     /// None: no such pod, nothing to do (the CRI asks both to succeed then).

@@ -68,6 +68,16 @@ pub struct Config {
     pub image: ImageConfig,
     pub network: NetworkConfig,
     pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// berthd's own Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` serving `GET /metrics`; unset: no endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// The streaming server behind CRI Exec, Attach and PortForward URLs.
@@ -173,6 +183,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

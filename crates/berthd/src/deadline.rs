@@ -5,76 +5,44 @@
 //! CANCELLED ("Timeout expired"), which the kubelet and critest's "public
 //! image should timeout if requested" read as a client cancel. Its timeout
 //! layer wraps every layer a server adds, so its answer cannot be rewritten
-//! from here; instead this layer (inside it) gives up a little earlier.
+//! from here; instead berthd's own layer (`rpc_layer`, inside it) gives
+//! up a little earlier.
 //! tonic polls the inner future before its own timer, so even when both
 //! timers land on the same tick, this answer is the one sent. What the
 //! handler was doing is dropped exactly as tonic would drop it: pulls,
 //! creates and the rest are already safe to cancel at any await.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tonic::codegen::http;
-use tower::{Layer, Service};
 
-/// Adds [`Deadline`] around the CRI services.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DeadlineLayer;
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-
-    fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline { inner }
-    }
+/// The client's budget from a request's `grpc-timeout`, if it sent one.
+pub fn budget(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
 }
 
-#[derive(Clone, Debug)]
-pub struct Deadline<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Deadline<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let budget = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        let rpc = req.uri().path().to_owned();
-        let answer = self.inner.call(req);
-        Box::pin(async move {
-            let Some(budget) = budget else {
-                return answer.await;
-            };
-            match tokio::time::timeout(ahead_of_tonic(budget), answer).await {
-                Ok(answered) => answered,
-                Err(_) => {
-                    tracing::warn!(rpc = %rpc, deadline = ?budget, "client deadline passed; request dropped");
-                    Ok(tonic::Status::deadline_exceeded(format!(
-                        "{rpc}: the client's deadline ({budget:?}) passed before it finished; \
-                         it was stopped and left nothing behind (retry with a longer timeout)"
-                    ))
-                    .into_http())
-                }
-            }
-        })
+/// `answer` bounded by `budget`: past it, dropped and DEADLINE_EXCEEDED.
+pub async fn bounded<B: Default, E>(
+    rpc: &str,
+    budget: Option<Duration>,
+    answer: impl Future<Output = Result<http::Response<B>, E>>,
+) -> Result<http::Response<B>, E> {
+    let Some(budget) = budget else {
+        return answer.await;
+    };
+    match tokio::time::timeout(ahead_of_tonic(budget), answer).await {
+        Ok(answered) => answered,
+        Err(_) => {
+            tracing::warn!(rpc = %rpc, deadline = ?budget, "client deadline passed; request dropped");
+            Ok(tonic::Status::deadline_exceeded(format!(
+                "{rpc}: the client's deadline ({budget:?}) passed before it finished; \
+                 it was stopped and left nothing behind (retry with a longer timeout)"
+            ))
+            .into_http())
+        }
     }
 }
 
@@ -109,7 +77,10 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 mod tests {
     use std::convert::Infallible;
 
+    use tower::{Layer, Service};
+
     use super::*;
+    use crate::rpc_layer::RpcLayer;
 
     #[test]
     fn grpc_timeout_values() {
@@ -147,7 +118,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, Infallible>(http::Response::new("late".to_string()))
         });
-        let mut svc = DeadlineLayer.layer(slow);
+        let mut svc = RpcLayer.layer(slow);
         let started = std::time::Instant::now();
         let res = svc.call(request(Some("20m"))).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -160,7 +131,7 @@ mod tests {
         let fast = tower::service_fn(|_req: http::Request<()>| async {
             Ok::<_, Infallible>(http::Response::new("answer".to_string()))
         });
-        let mut svc = DeadlineLayer.layer(fast);
+        let mut svc = RpcLayer.layer(fast);
         for timeout in [Some("5S"), None, Some("garbage")] {
             let res = svc.call(request(timeout)).await.unwrap();
             assert_eq!((grpc_status(&res), res.body().as_str()), (None, "answer"));

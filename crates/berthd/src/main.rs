@@ -12,7 +12,9 @@ mod failpoint;
 mod ids;
 mod laps;
 mod network;
+mod prometheus;
 mod reload;
+mod rpc_layer;
 mod sandbox;
 mod server;
 mod stats;
@@ -242,6 +244,9 @@ async fn daemon_main(config: Config, reloader: reload::Reloader) -> anyhow::Resu
     }
     daemon.containers().watch_live_pods();
     daemon.collect_network_garbage().await;
+    if let Some(addr) = daemon.config().metrics.address {
+        prometheus::serve(addr, daemon.clone()).await?;
+    }
     let streaming = streaming::start(&daemon.config().streaming, daemon.clone())
         .await
         .context("cannot start the streaming server (setting [streaming])")?;

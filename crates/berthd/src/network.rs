@@ -85,9 +85,13 @@ impl PodNetwork {
         }
         let att = attachment(pod_id, netns, config, pod_cidr);
         let cni = self.cni.clone();
+        let started = std::time::Instant::now();
         let result = tokio::spawn(async move { cni.add(&att).await })
             .await
-            .map_err(|e| CniError::InvalidArgument(format!("CNI ADD task failed: {e}")))??;
+            .map_err(|e| CniError::InvalidArgument(format!("CNI ADD task failed: {e}")))
+            .and_then(|r| r);
+        crate::prometheus::global().cni("add", result.is_ok(), started.elapsed());
+        let result = result?;
         let ips = result.pod_ips();
         tracing::info!(pod = pod_id, ips = ?ips, "pod network attached");
         Ok(Some(ips))
@@ -102,9 +106,13 @@ impl PodNetwork {
     ) -> Result<(), CniError> {
         let att = attachment(pod_id, netns.unwrap_or(Path::new("")), config, "");
         let cni = self.cni.clone();
-        tokio::spawn(async move { cni.del(&att).await })
+        let started = std::time::Instant::now();
+        let result = tokio::spawn(async move { cni.del(&att).await })
             .await
-            .map_err(|e| CniError::InvalidArgument(format!("CNI DEL task failed: {e}")))??;
+            .map_err(|e| CniError::InvalidArgument(format!("CNI DEL task failed: {e}")))
+            .and_then(|r| r);
+        crate::prometheus::global().cni("del", result.is_ok(), started.elapsed());
+        result?;
         tracing::info!(pod = pod_id, "pod network detached");
         Ok(())
     }

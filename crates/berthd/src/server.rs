@@ -126,7 +126,7 @@ pub async fn serve(
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .trace_fn(|req| tracing::info_span!("cri", rpc = req.uri().path()))
-            .layer(crate::deadline::DeadlineLayer)
+            .layer(crate::rpc_layer::RpcLayer)
             .add_service(RuntimeServiceServer::new(runtime).max_decoding_message_size(16 << 20))
             .add_service(ImageServiceServer::new(image).max_decoding_message_size(16 << 20))
             // Berth's own admin API (berthctl) on the same socket.

@@ -55,3 +55,21 @@ impl Containers {
         self.lock().records.values().cloned().collect()
     }
 }
+
+impl Containers {
+    /// Pod monitors berthd follows, by how (`live`, `connecting`, `polled`,
+    /// `unresponsive`): the monitors alive, for the metrics endpoint.
+    pub fn monitors_by_mode(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for mode in self.watches.modes().into_values() {
+            let name = match mode {
+                super::watch::Mode::Live => "live",
+                super::watch::Mode::Connecting => "connecting",
+                super::watch::Mode::Polled => "polled",
+                super::watch::Mode::Unresponsive => "unresponsive",
+            };
+            *out.entry(name).or_insert(0) += 1;
+        }
+        out
+    }
+}

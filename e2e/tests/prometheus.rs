@@ -1,0 +1,91 @@
+//! berthd's own Prometheus endpoint (`[metrics] address`): RPCs counted by
+//! gRPC code and timed, pods, containers and pod monitors by state, as a
+//! scraper reads them. Needs root.
+
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+use berth_e2e::daemon::BerthdConfig;
+use berth_e2e::net::free_port;
+use berth_e2e::pods::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 GET; (status line, body).
+async fn get(port: u16, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
+    let port = free_port();
+    let mut config = BerthdConfig::new().unwrap();
+    config.config_toml = Some(format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+    let _reg = test_registry(&mut config);
+    let (d, mut c) = start_and_pull(config, &[BUSYBOX]).await;
+    let pc = pod_config_for(&d, "metrics");
+    let pod = run_pod_with(&mut c, &pc).await;
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        ctr_config("m", BUSYBOX, "exec sleep 300"),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &id).await;
+    let err = c
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: "f".repeat(64),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let wanted = [
+        r#"berth_cri_requests_total{rpc="/runtime.v1.RuntimeService/RunPodSandbox",code="OK"} 1"#,
+        r#"berth_cri_requests_total{rpc="/runtime.v1.RuntimeService/ContainerStatus",code="NotFound"} 1"#,
+        r#"berth_cri_requests_total{rpc="/runtime.v1.ImageService/PullImage",code="OK"} 1"#,
+        r#"berth_cri_request_duration_seconds_count{rpc="/runtime.v1.RuntimeService/CreateContainer"} 1"#,
+        r#"berth_pods{state="SANDBOX_READY"} 1"#,
+        r#"berth_pods{state="SANDBOX_NOTREADY"} 0"#,
+        r#"berth_containers{state="CONTAINER_RUNNING"} 1"#,
+        r#"berth_pod_monitors{watch="live"} 1"#,
+    ];
+    // The monitor's watch turns live moments after the first container.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(port, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        let missing: Vec<&&str> = wanted.iter().filter(|w| !body.contains(**w)).collect();
+        if missing.is_empty() {
+            assert!(body.ends_with("# EOF\n"), "not OpenMetrics: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing {missing:?} in:\n{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = get(port, "/other").await;
+    assert!(status.contains("404"), "{status}");
+
+    stop_pod(&mut c, &pod).await;
+    remove_pod(&mut c, &pod).await;
+    let (_, body) = get(port, "/metrics").await;
+    assert!(
+        body.contains(r#"berth_pods{state="SANDBOX_READY"} 0"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"berth_cri_requests_total{rpc="/runtime.v1.RuntimeService/RemovePodSandbox",code="OK"} 1"#),
+        "{body}"
+    );
+}

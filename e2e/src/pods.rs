@@ -311,3 +311,13 @@ pub fn pod_namespaces(pc: &mut PodSandboxConfig) -> &mut NamespaceOption {
         .namespace_options
         .get_or_insert_with(Default::default)
 }
+
+/// RemoveContainer; panics on error.
+pub async fn remove_container(c: &mut CriClient, id: &str) {
+    c.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}

@@ -16,6 +16,7 @@ pub mod record;
 pub mod rootfs;
 
 mod create;
+pub mod events;
 mod list;
 mod old_monitor;
 mod pod;
@@ -83,6 +84,8 @@ pub struct Containers {
     watches: Arc<watch::Watches>,
     /// Their updates, until the daemon takes them to apply.
     updates: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<watch::Update>>>,
+    /// Lifecycle events for GetContainerEvents ([`events`]).
+    events: tokio::sync::broadcast::Sender<events::ContainerEvent>,
 }
 
 impl Containers {
@@ -134,6 +137,7 @@ impl Containers {
             layers_trash,
             watches,
             updates: Mutex::new(Some(updates)),
+            events: events::channel(),
         })
     }
 
@@ -195,13 +199,18 @@ impl Containers {
         durability: redb::Durability,
     ) -> Result<ContainerRecord, ContainerError> {
         let mut inner = self.lock();
-        match inner.records.get(&rec.id) {
+        let before = match inner.records.get(&rec.id) {
             None => return Ok(rec),
             Some(cur) if cur.state.rank() > rec.state.rank() => return Ok(cur.clone()),
-            Some(_) => {}
-        }
+            Some(cur) => cur.state,
+        };
         self.store_record(&rec, durability)?;
         inner.records.insert(rec.id.clone(), rec.clone());
+        // Sent under the records lock: subscribers see one record's
+        // events in the order they were stored.
+        if let Some(kind) = events::kind_of(Some(before), rec.state) {
+            self.emit(&rec, kind);
+        }
         Ok(rec)
     }
 
@@ -211,7 +220,11 @@ impl Containers {
         durability: redb::Durability,
     ) -> Result<(), ContainerError> {
         self.store_record(rec, durability)?;
-        self.lock().records.insert(rec.id.clone(), rec.clone());
+        let mut inner = self.lock();
+        let before = inner.records.insert(rec.id.clone(), rec.clone());
+        if let Some(kind) = events::kind_of(before.map(|b| b.state), rec.state) {
+            self.emit(rec, kind);
+        }
         Ok(())
     }
 
@@ -263,6 +276,10 @@ impl Containers {
         match removed {
             Ok(()) => {
                 inner.names.remove(&rec.reservation_key());
+                self.emit(
+                    rec,
+                    berth_api::v1::ContainerEventType::ContainerDeletedEvent,
+                );
                 Ok(())
             }
             Err(e) => {

@@ -31,7 +31,7 @@ pub async fn container_status(
     })
 }
 
-fn to_status(rec: &ContainerRecord) -> ContainerStatus {
+pub(crate) fn to_status(rec: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
         id: rec.id.clone(),
         metadata: Some(rec.metadata()),

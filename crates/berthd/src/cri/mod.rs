@@ -3,6 +3,7 @@
 
 mod container_attach;
 mod container_create;
+mod container_events;
 mod container_exec;
 mod container_exec_sync;
 mod container_list;

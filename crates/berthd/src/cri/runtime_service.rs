@@ -9,10 +9,10 @@ use berth_stream::StreamingServer;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, container_attach, container_create, container_exec, container_exec_sync,
-    container_list, container_remove, container_reopen_log, container_start, container_status,
-    container_stop, container_update_resources, list_stream, runtime_config, sandbox_list,
-    sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
+    BoxStream, container_attach, container_create, container_events, container_exec,
+    container_exec_sync, container_list, container_remove, container_reopen_log, container_start,
+    container_status, container_stop, container_update_resources, list_stream, runtime_config,
+    sandbox_list, sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
     sandbox_update_resources, status, unimplemented, update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
@@ -344,7 +344,9 @@ impl RuntimeService for RuntimeSvc {
         &self,
         _req: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(container_events::get_container_events(
+            self.daemon.clone(),
+        )))
     }
 
     #[tracing::instrument(skip_all)]

@@ -21,6 +21,18 @@ pub async fn remove_pod_sandbox(
     };
     // The pod's containers and its monitor go before its dirs.
     daemon.containers().remove_pod(change.pod_id()).await?;
+    // The pod's last status goes with its deleted event: the record is gone
+    // by the time subscribers are sent it.
+    let last = daemon
+        .sandboxes()
+        .resolve(change.pod_id())
+        .map(|r| super::sandbox_status::to_status(&r));
     change.remove().await?;
+    if let Some(status) = last {
+        daemon.containers().emit_pod_event(
+            status,
+            berth_api::v1::ContainerEventType::ContainerDeletedEvent,
+        );
+    }
     Ok(RemovePodSandboxResponse {})
 }

@@ -1,6 +1,6 @@
 //! `RunPodSandbox`: a pod with pinned namespaces, no pause container.
 
-use berth_api::v1::{RunPodSandboxRequest, RunPodSandboxResponse};
+use berth_api::v1::{ContainerEventType, RunPodSandboxRequest, RunPodSandboxResponse};
 use tonic::Status;
 
 use crate::daemon::Daemon;
@@ -18,6 +18,13 @@ pub async fn run_pod_sandbox(
         .run(config, req.runtime_handler, &daemon.pod_cidr())
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "RunPodSandbox failed"))?;
+    let status = super::sandbox_status::to_status(&rec);
+    for kind in [
+        ContainerEventType::ContainerCreatedEvent,
+        ContainerEventType::ContainerStartedEvent,
+    ] {
+        daemon.containers().emit_pod_event(status.clone(), kind);
+    }
     Ok(RunPodSandboxResponse {
         pod_sandbox_id: rec.id,
     })

@@ -40,7 +40,7 @@ pub fn pod_sandbox_status(
     })
 }
 
-fn to_status(rec: &SandboxRecord) -> PodSandboxStatus {
+pub(crate) fn to_status(rec: &SandboxRecord) -> PodSandboxStatus {
     PodSandboxStatus {
         id: rec.id.clone(),
         metadata: Some(rec.metadata()),

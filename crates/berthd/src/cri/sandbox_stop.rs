@@ -26,6 +26,12 @@ pub async fn stop_pod_sandbox(
     daemon.containers().stop_pod(&pod_id).await?;
     crate::failpoint::hit("sandbox-stop-containers-stopped");
     change.stop().await?;
+    if let Some(rec) = daemon.sandboxes().resolve(&pod_id) {
+        daemon.containers().emit_pod_event(
+            super::sandbox_status::to_status(&rec),
+            berth_api::v1::ContainerEventType::ContainerStoppedEvent,
+        );
+    }
     // NOTREADY now: no container can be created in it, so its monitor goes.
     daemon.containers().release_monitor(&pod_id).await;
     Ok(StopPodSandboxResponse {})

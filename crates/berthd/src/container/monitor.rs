@@ -83,6 +83,13 @@ impl CallError {
     pub fn is_bad_request(&self) -> bool {
         self.code() == Some(ErrorCode::BadRequest)
     }
+
+    /// The monitor closed the connection without reading the request
+    /// (reset, broken pipe): safe to send again.
+    fn is_unread_by_monitor(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        matches!(self, CallError::Io { source, .. } if matches!(source.kind(), ConnectionReset | BrokenPipe))
+    }
 }
 
 /// Idle connections per monitor state dir, reused by the next call: a
@@ -310,22 +317,33 @@ fn op_name(req: &Request) -> &'static str {
 
 async fn call_unbounded(dir: &Path, pod: &str, req: Request) -> Result<Response, CallError> {
     let line = encode(&req, pod)?;
-    // A monitor that exits (its pod stopped, its last container gone) with
-    // our request still unread resets the connection: it never saw the
-    // request, so it goes again, once, on a fresh connection, whose
-    // connect tells whether the monitor is gone (Unreachable) or answers.
-    let mut fresh = false;
+    // A monitor that is exiting (its pod stopped, its last container gone)
+    // may still accept connections that it never reads: closing them resets
+    // them, with our request unread (a request read and then dropped would
+    // read as EOF, never as a reset). So a reset or a broken pipe means the
+    // monitor never saw the request, and it goes again on a fresh
+    // connection, until the monitor answers or its socket is gone
+    // (Unreachable, what callers treat as "no monitor").
+    const ATTEMPTS: u32 = 20;
+    let mut attempt = 0;
     loop {
-        let mut conn = send(dir, pod, &line, fresh).await?;
-        match read_response(&mut conn, pod).await {
-            Err(CallError::Io { source, .. })
-                if !fresh && source.kind() == std::io::ErrorKind::ConnectionReset =>
-            {
-                tracing::debug!(pod = %pod, "monitor reset the connection with the request unread; trying a fresh one");
-                fresh = true;
+        let fresh = attempt > 0;
+        let sent = match send(dir, pod, &line, fresh).await {
+            Ok(mut conn) => read_response(&mut conn, pod).await.map(|r| (conn, r)),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Err(e) if e.is_unread_by_monitor() && attempt + 1 < ATTEMPTS => {
+                tracing::debug!(pod = %pod, attempt, "monitor dropped the connection with the request unread; trying a fresh one");
+                if fresh {
+                    // The monitor is on its way out: give it time to close its socket.
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt)))
+                        .await;
+                }
+                attempt += 1;
             }
             Err(e) => return Err(e),
-            Ok(resp) => {
+            Ok((conn, resp)) => {
                 put_idle(dir, conn);
                 return match resp {
                     Response::Error(e) => Err(CallError::Refused(e)),
@@ -683,29 +701,32 @@ mod tests {
         assert_eq!(deadline(&exec), None);
     }
 
-    /// A monitor that closes a connection with the request unread (it was
-    /// exiting): the request goes again on a fresh connection, which finds
-    /// the monitor gone (Unreachable, what callers treat as "no monitor"),
-    /// or answered by one that still runs.
+    /// A monitor that closes connections with the request unread (it is
+    /// exiting, its socket still accepts): the request goes again on fresh
+    /// connections until the monitor is gone (Unreachable, what callers
+    /// treat as "no monitor") or one that still runs answers. This is what
+    /// RemovePodSandbox meets just after StopPodSandbox let the monitor go.
     #[tokio::test]
-    async fn a_connection_reset_with_the_request_unread_is_retried_once() {
-        for still_there in [false, true] {
+    async fn connections_reset_with_the_request_unread_are_retried() {
+        for (resets, still_there) in [(1, false), (1, true), (4, false), (4, true)] {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_path_buf();
             set_version(&dir, 1);
             let socket = dir.join(SOCKET_NAME);
             let listener = UnixListener::bind(&socket).unwrap();
             let server = tokio::spawn(async move {
-                let (first, _) = listener.accept().await.unwrap();
-                first.readable().await.unwrap();
-                drop(first);
+                for _ in 0..resets {
+                    let (conn, _) = listener.accept().await.unwrap();
+                    conn.readable().await.unwrap();
+                    drop(conn);
+                }
                 if !still_there {
                     drop(listener);
                     std::fs::remove_file(&socket).unwrap();
                     return;
                 }
-                let (second, _) = listener.accept().await.unwrap();
-                let mut conn = BufReader::new(second);
+                let (answered, _) = listener.accept().await.unwrap();
+                let mut conn = BufReader::new(answered);
                 let mut line = String::new();
                 conn.read_line(&mut line).await.unwrap();
                 let ok = serde_json::to_string(&Response::Ok).unwrap() + "\n";
@@ -713,8 +734,11 @@ mod tests {
             });
             let got = call(&dir, "p", Request::Shutdown).await;
             match still_there {
-                false => assert!(matches!(got, Err(CallError::Unreachable { .. })), "{got:?}"),
-                true => assert!(matches!(got, Ok(Response::Ok)), "{got:?}"),
+                false => assert!(
+                    matches!(got, Err(CallError::Unreachable { .. })),
+                    "{resets} resets: {got:?}"
+                ),
+                true => assert!(matches!(got, Ok(Response::Ok)), "{resets} resets: {got:?}"),
             }
             server.await.unwrap();
             forget(&dir);

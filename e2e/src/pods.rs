@@ -247,8 +247,14 @@ pub fn sh(script: &str) -> [&str; 3] {
     ["sh", "-c", script]
 }
 
-/// PodSandboxStatus; panics on error.
+/// PodSandboxStatus's status; panics on error.
 pub async fn pod_status(c: &mut CriClient, id: &str) -> PodSandboxStatus {
+    pod_status_response(c, id).await.status.unwrap()
+}
+
+/// PodSandboxStatus's whole answer (the containers' statuses, the time);
+/// panics on error.
+pub async fn pod_status_response(c: &mut CriClient, id: &str) -> PodSandboxStatusResponse {
     c.runtime
         .pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
@@ -257,8 +263,6 @@ pub async fn pod_status(c: &mut CriClient, id: &str) -> PodSandboxStatus {
         .await
         .unwrap()
         .into_inner()
-        .status
-        .unwrap()
 }
 
 /// The pod's IP ("" when it has none).
@@ -317,6 +321,17 @@ pub async fn remove_container(c: &mut CriClient, id: &str) {
     c.runtime
         .remove_container(RemoveContainerRequest {
             container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// StopContainer without a grace period; panics on error.
+pub async fn stop_container(c: &mut CriClient, id: &str) {
+    c.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.into(),
+            timeout: 0,
         })
         .await
         .unwrap();

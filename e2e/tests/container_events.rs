@@ -132,3 +132,62 @@ async fn subscribers_see_each_lifecycle_event_with_the_pod_statuses() {
         assert!(mine.next().is_none(), "{seen:?}");
     }
 }
+
+/// The Evented PLEG takes a pod's containers from PodSandboxStatus (its
+/// `containers_statuses`, ordered by its `timestamp`), not from
+/// ListContainers: an empty list there reads as "no containers" and the
+/// kubelet creates them again and again.
+#[tokio::test]
+async fn pod_status_carries_its_own_containers_and_when_they_were_read() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "with-ctrs").await;
+    let (other, other_pc) = run_pod(&mut env, "other").await;
+    let id = create(&mut env.c, &pod, &pc, ctr_config("c", BUSYBOX, "sleep 60"))
+        .await
+        .unwrap();
+    let stranger = create(
+        &mut env.c,
+        &other,
+        &other_pc,
+        ctr_config("s", BUSYBOX, "sleep 60"),
+    )
+    .await
+    .unwrap();
+    start(&mut env.c, &id).await;
+
+    let first = pod_status_response(&mut env.c, &pod).await;
+    let states: Vec<(&str, i32)> = first
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.as_str(), c.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(id.as_str(), ContainerState::ContainerRunning as i32)],
+        "only the pod's own container, as it is: {first:?}"
+    );
+    assert!(!states.iter().any(|(c, _)| *c == stranger));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!(
+        first.timestamp > 0 && first.timestamp <= now,
+        "{}",
+        first.timestamp
+    );
+
+    stop_container(&mut env.c, &id).await;
+    let second = pod_status_response(&mut env.c, &pod).await;
+    assert!(second.timestamp > first.timestamp);
+    assert_eq!(
+        second.containers_statuses[0].state,
+        ContainerState::ContainerExited as i32,
+        "{second:?}"
+    );
+
+    for p in [&pod, &other] {
+        stop_pod(&mut env.c, p).await;
+        remove_pod(&mut env.c, p).await;
+    }
+}

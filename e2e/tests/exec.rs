@@ -229,14 +229,7 @@ async fn reopen_log_and_update_resources() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // Neither works on an exited container.
-    env.c
-        .runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut env.c, &id).await;
     let e = env
         .c
         .runtime

@@ -228,14 +228,7 @@ async fn kill9_loses_no_container_exit_or_log_line() {
     assert_eq!(pod_ip(&mut env.c, &pod).await, ip, "the pod IP changed");
 
     // Stop, then the log: every tick once, in order, none missing.
-    env.c
-        .runtime
-        .stop_container(StopContainerRequest {
-            container_id: ticker.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop_container(&mut env.c, &ticker).await;
     let t = ticks(&log_dir.join("ticker/0.log"));
     assert!(t.len() > 40, "only {} ticks", t.len());
     let expected: Vec<u64> = (0..t.len() as u64).collect();

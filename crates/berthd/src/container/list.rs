@@ -12,6 +12,28 @@ impl Containers {
     /// has a live container (subscribing, or a monitor older than events).
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         let recs: Vec<ContainerRecord> = self.lock().records.values().cloned().collect();
+        self.current(recs).await
+    }
+
+    /// [`Self::list`] for one pod's containers: PodSandboxStatus's
+    /// container statuses (the Evented PLEG's view of the pod) and the
+    /// container events.
+    pub async fn list_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let recs: Vec<ContainerRecord> = self
+            .lock()
+            .records
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .cloned()
+            .collect();
+        self.current(recs).await
+    }
+
+    /// `recs` brought up to date, oldest first.
+    async fn current(
+        &self,
+        recs: Vec<ContainerRecord>,
+    ) -> Result<Vec<ContainerRecord>, ContainerError> {
         let modes = self.watches.modes();
         let mut pods: BTreeMap<String, Vec<ContainerRecord>> = BTreeMap::new();
         let mut out = Vec::with_capacity(recs.len());

@@ -57,10 +57,9 @@ async fn response(daemon: &Daemon, ev: ContainerEvent) -> ContainerEventResponse
             .resolve(&ev.pod_id)
             .map(|p| super::sandbox_status::to_status(&p)),
     };
-    let containers_statuses = match daemon.containers().list().await {
+    let containers_statuses = match daemon.containers().list_pod(&ev.pod_id).await {
         Ok(recs) => recs
             .iter()
-            .filter(|r| r.pod_id == ev.pod_id)
             .map(super::container_status::to_status)
             .collect(),
         Err(e) => {

@@ -81,7 +81,9 @@ impl RuntimeService for RuntimeSvc {
         &self,
         req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        sandbox_status::pod_sandbox_status(&self.daemon, req.into_inner()).map(Response::new)
+        sandbox_status::pod_sandbox_status(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

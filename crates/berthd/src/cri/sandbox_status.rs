@@ -1,4 +1,7 @@
-//! `PodSandboxStatus`: the record as CRI status; `verbose` adds it as JSON under "info".
+//! `PodSandboxStatus`: the record as CRI status, with the statuses of the
+//! pod's containers and the time they were read (the kubelet's Evented PLEG
+//! takes the pod's containers from these, not from ListContainers);
+//! `verbose` adds the record as JSON under "info".
 
 use berth_api::v1::{
     LinuxPodSandboxStatus, Namespace, PodIp, PodSandboxNetworkStatus, PodSandboxStatus,
@@ -10,7 +13,7 @@ use crate::daemon::Daemon;
 use crate::sandbox::SandboxRecord;
 
 #[tracing::instrument(skip_all, fields(pod = %req.pod_sandbox_id))]
-pub fn pod_sandbox_status(
+pub async fn pod_sandbox_status(
     daemon: &Daemon,
     req: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, Status> {
@@ -23,6 +26,18 @@ pub fn pod_sandbox_status(
         .ok_or_else(|| {
             Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
         })?;
+    // Read before the containers: a container event sent meanwhile then
+    // carries a later time, and the kubelet's cache keeps the newer view.
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let containers_statuses = daemon
+        .containers()
+        .list_pod(&rec.id)
+        .await?
+        .iter()
+        .map(super::container_status::to_status)
+        .collect();
     let mut info = std::collections::HashMap::new();
     if req.verbose {
         let json = serde_json::to_string(&rec)
@@ -32,11 +47,8 @@ pub fn pod_sandbox_status(
     Ok(PodSandboxStatusResponse {
         status: Some(to_status(&rec)),
         info,
-        containers_statuses: vec![],
-        // The evented PLEG orders statuses by this.
-        timestamp: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64),
+        containers_statuses,
+        timestamp,
     })
 }
 

@@ -34,6 +34,8 @@ RUN_DIR=${BERTH_CLUSTER_RUN_DIR:-/run/berth-cluster}
 NODE_NAME=${BERTH_NODE_NAME:-berth-node}
 # Kubelet feature gates, e.g. EventedPLEG=true,CRIListStreaming=true (empty: the release's).
 KUBELET_FEATURE_GATES=${BERTH_CLUSTER_KUBELET_FEATURE_GATES:-}
+# Kubelet log verbosity (6 logs the pod statuses the Evented PLEG builds from Berth's events).
+KUBELET_VERBOSITY=${BERTH_CLUSTER_KUBELET_VERBOSITY:-2}
 CNI_CONFLIST=${BERTH_CLUSTER_CNI_CONFLIST:-$REPO/hack/cni/10-berth.conflist}
 SERVICE_CIDR=${BERTH_CLUSTER_SERVICE_CIDR:-10.96.0.0/16}
 API_SERVICE_IP=${BERTH_CLUSTER_API_SERVICE_IP:-10.96.0.1}
@@ -630,7 +632,7 @@ start_node() {
     [[ -z $KUBELET_FEATURE_GATES ]] || gates=(--feature-gates "$KUBELET_FEATURE_GATES")
     start kubelet "${BIN[kubelet]}" --config "$CLUSTER_DIR/kubelet/config.yaml" \
         --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --hostname-override "$NODE_NAME" \
-        --node-ip "$NODE_IP" --root-dir "$CLUSTER_DIR/kubelet/root" --v=2 "${gates[@]}"
+        --node-ip "$NODE_IP" --root-dir "$CLUSTER_DIR/kubelet/root" --v="$KUBELET_VERBOSITY" "${gates[@]}"
     wait_ready kubelet curl -fsS "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
     wait_ready kubelet kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
     log "node $NODE_NAME is Ready"

@@ -8,7 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::layout::Layout;
-use crate::stats::{Sample, read_opt};
+use crate::stats::{Detail, Sample, read_opt};
 use crate::{parse, stats_v1, stats_v2};
 
 /// A cgroup's directories. Building one touches no file.
@@ -102,34 +102,52 @@ impl Cgroup {
         }
     }
 
+    /// The directory listing the cgroup's processes (v1: the first of the
+    /// hierarchies stats read; the pids one lists every task).
+    fn procs_dir(&self) -> Option<&Path> {
+        Self::STATS_V1.iter().find_map(|c| self.dir(c))
+    }
+
     /// A process of the cgroup, if any (the first of `cgroup.procs`).
     pub fn first_pid(&self) -> Option<i32> {
-        let dir = Self::STATS_V1.iter().find_map(|c| self.dir(c))?;
-        read_opt(&dir.join("cgroup.procs")).and_then(|t| parse::first_pid(&t))
+        read_opt(&self.procs_dir()?.join("cgroup.procs")).and_then(|t| parse::first_pid(&t))
+    }
+
+    /// The cgroup's processes (`cgroup.procs`); `None` when unreadable.
+    pub fn procs(&self) -> Option<Vec<i32>> {
+        read_opt(&self.procs_dir()?.join("cgroup.procs")).map(|t| parse::pids(&t))
     }
 
     /// What the CRI stats need: cpu usage, memory, swap, pids, PSI. Missing
     /// files leave their fields `None` (an exited container's cgroup may be
     /// gone).
     pub fn stats(&self) -> Sample {
-        self.read(false)
+        self.read(None)
     }
 
-    /// [`Cgroup::stats`] plus what only the metrics need: the cpu
-    /// user/system split and the OOM kill count.
-    pub fn full_stats(&self) -> Sample {
-        self.read(true)
+    /// What the metrics need: [`Cgroup::stats`] without the limits (the
+    /// metrics take them from the container's record: `memory.limit` and
+    /// swap `available` stay `None`), plus the cpu user/system split, the
+    /// OOM kill count, CFS throttling, memory detail, `pids.max`, I/O per
+    /// device and hugetlb usage, as `detail` asks.
+    pub fn metrics_sample(&self, detail: &Detail) -> Sample {
+        self.read(Some(detail))
     }
 
-    fn read(&self, extra: bool) -> Sample {
+    fn read(&self, detail: Option<&Detail>) -> Sample {
         match &self.dirs {
             Dirs::V1(_) => stats_v1::read(
-                self.dir("cpuacct"),
-                self.dir("memory"),
-                self.dir("pids"),
-                extra,
+                &stats_v1::Dirs {
+                    cpu: self.dir("cpu"),
+                    cpuacct: self.dir("cpuacct"),
+                    memory: self.dir("memory"),
+                    pids: self.dir("pids"),
+                    blkio: self.dir("blkio"),
+                    hugetlb: self.dir("hugetlb"),
+                },
+                detail,
             ),
-            Dirs::V2 { dir, .. } => stats_v2::read(dir, extra),
+            Dirs::V2 { dir, .. } => stats_v2::read(dir, detail),
         }
     }
 }
@@ -238,7 +256,10 @@ pub(crate) mod tests {
         assert!(c.exists());
         assert_eq!(c.stats().cpu.unwrap().usage_ns, 7000);
         assert_eq!(
-            (c.stats().oom_kills, c.full_stats().oom_kills),
+            (
+                c.stats().oom_kills,
+                c.metrics_sample(&Detail::default()).oom_kills
+            ),
             (None, Some(1))
         );
     }

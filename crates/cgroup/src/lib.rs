@@ -21,9 +21,9 @@
 //!   `/sys/fs/cgroup` and finds v1 mounts by directory name.
 //! - stats ([`Cgroup::stats`]): libcgroups' `stats()` is all-or-nothing
 //!   (one missing file fails the whole reading, as for an exited container),
-//!   reads some 40 files per cgroup where the CRI needs 6 to 9 (the kubelet
-//!   polls every container every ~10 s), and its PSI has no `total`, which
-//!   the CRI reports.
+//!   reads some 40 files per cgroup where the CRI stats need 6 to 9 and its
+//!   metrics ~15 (the kubelet polls every container every ~10 s), and its
+//!   PSI has no `total`, which the CRI reports.
 //! - removal ([`Cgroup::remove`]): the monitor's delete path computes the
 //!   hierarchies once ([`Layout::detect`]) instead of reading mountinfo per
 //!   controller as libcgroups' v1 manager does, and covers every hierarchy
@@ -54,7 +54,10 @@ pub use hugepages::{HUGEPAGES_DIR, hugepage_sizes, page_size_name};
 pub use layout::{Hierarchy, Layout};
 pub use parse::{Psi, PsiLine};
 pub use remove::remove;
-pub use stats::{CpuSample, MemorySample, Sample, SwapSample};
+pub use stats::{
+    CfsSample, CpuSample, Detail, HugetlbSample, IoDevice, MemoryDetail, MemorySample, Sample,
+    SwapSample,
+};
 pub use unified_key::check_unified_key;
 
 /// Where cgroup filesystems are mounted on every host Berth runs on (and

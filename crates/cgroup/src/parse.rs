@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::stats::IoDevice;
+
 /// A file holding one number (`memory.current`, `pids.current`, ...).
 /// `max` (cgroup v2's "no limit") is `None`, as is anything unparsable.
 pub fn single(text: &str) -> Option<u64> {
@@ -82,6 +84,97 @@ pub fn first_pid(text: &str) -> Option<i32> {
     text.lines().find_map(|l| l.trim().parse().ok())
 }
 
+/// Every pid of a `cgroup.procs` file.
+pub fn pids(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// `pids.max`: `Some(None)` for `max`, `None` when unparsable.
+pub fn max_or_value(text: &str) -> Option<Option<u64>> {
+    match text.trim() {
+        "max" => Some(None),
+        t => t.parse().ok().map(Some),
+    }
+}
+
+/// `MAJ:MIN` of a block device.
+fn device(text: &str) -> Option<(u64, u64)> {
+    let (maj, min) = text.split_once(':')?;
+    Some((maj.parse().ok()?, min.parse().ok()?))
+}
+
+/// The entry of `(major, minor)` in `devs`, added if new (files list a
+/// device's lines together, so the search is short).
+fn device_entry(devs: &mut Vec<IoDevice>, (major, minor): (u64, u64)) -> &mut IoDevice {
+    let i = match devs
+        .iter()
+        .rposition(|d| (d.major, d.minor) == (major, minor))
+    {
+        Some(i) => i,
+        None => {
+            devs.push(IoDevice {
+                major,
+                minor,
+                ..Default::default()
+            });
+            devs.len() - 1
+        }
+    };
+    &mut devs[i]
+}
+
+/// cgroup v1 `blkio.throttle.io_service_bytes` and `io_serviced`: `MAJ:MIN
+/// Op value` lines (and a device-less `Total` line, left out).
+pub fn blkio_v1(service_bytes: Option<&str>, serviced: Option<&str>) -> Vec<IoDevice> {
+    let mut devs = Vec::new();
+    for (text, bytes) in [(service_bytes, true), (serviced, false)] {
+        for l in text.unwrap_or_default().lines() {
+            let mut f = l.split_whitespace();
+            let (Some(dev), Some(op), Some(v), None) = (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let (Some(dev), Ok(v)) = (device(dev), v.parse()) else {
+                continue;
+            };
+            let d = device_entry(&mut devs, dev);
+            let ops = if bytes { &mut d.bytes } else { &mut d.ios };
+            ops.push((op.to_string(), v));
+        }
+    }
+    devs
+}
+
+/// cgroup v2 `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=..
+/// dios=..` per device; the operations named as v1 names them.
+pub fn io_stat_v2(text: &str) -> Vec<IoDevice> {
+    let mut devs = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some(dev) = f.next().and_then(device) else {
+            continue;
+        };
+        let d = device_entry(&mut devs, dev);
+        for kv in f {
+            let Some((k, Ok(v))) = kv.split_once('=').map(|(k, v)| (k, v.parse::<u64>())) else {
+                continue;
+            };
+            let (bytes, op) = match k {
+                "rbytes" => (true, "Read"),
+                "wbytes" => (true, "Write"),
+                "dbytes" => (true, "Discard"),
+                "rios" => (false, "Read"),
+                "wios" => (false, "Write"),
+                "dios" => (false, "Discard"),
+                _ => continue,
+            };
+            let ops = if bytes { &mut d.bytes } else { &mut d.ios };
+            ops.push((op.to_string(), v));
+        }
+    }
+    devs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +217,58 @@ mod tests {
     fn first_pid_of_procs() {
         assert_eq!(first_pid("4242\n4243\n"), Some(4242));
         assert_eq!(first_pid(""), None);
+        assert_eq!(pids("4242\n4243\nx\n"), vec![4242, 4243]);
+        assert!(pids("").is_empty());
+    }
+
+    #[test]
+    fn pids_max_values() {
+        assert_eq!(max_or_value("max\n"), Some(None));
+        assert_eq!(max_or_value("4096\n"), Some(Some(4096)));
+        assert_eq!(max_or_value(""), None);
+        assert_eq!(max_or_value("-1"), None);
+    }
+
+    #[test]
+    fn blkio_v1_per_device_and_operation() {
+        let bytes = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Async 12288\n\
+                     8:0 Discard 0\n8:0 Total 12288\n254:0 Read 512\n254:0 Write 0\n\
+                     254:0 Total 512\nTotal 12800\n";
+        let serviced = "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nbogus line here x\nTotal 3\n";
+        let d = blkio_v1(Some(bytes), Some(serviced));
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].major, d[0].minor), (8, 0));
+        assert_eq!(d[0].bytes.len(), 6);
+        assert_eq!(d[0].bytes_of("Read"), Some(4096));
+        assert_eq!(d[0].bytes_of("Write"), Some(8192));
+        assert_eq!(
+            (d[0].ios_of("Read"), d[0].ios_of("Write")),
+            (Some(1), Some(2))
+        );
+        assert_eq!((d[1].major, d[1].minor), (254, 0));
+        assert_eq!(d[1].bytes_of("Read"), Some(512));
+        assert!(d[1].ios.is_empty());
+        // No device lines (nothing done yet, or no file): no devices.
+        assert!(blkio_v1(Some("Total 0\n"), None).is_empty());
+        assert!(blkio_v1(None, None).is_empty());
+    }
+
+    #[test]
+    fn io_stat_v2_per_device() {
+        let t = "254:0 rbytes=1048576 wbytes=40960 rios=20 wios=10 dbytes=0 dios=0\n\
+                 7:1 rbytes=512 wbytes=0 rios=1 wios=0 dbytes=0 dios=0 cost.usage=3\n";
+        let d = io_stat_v2(t);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].major, d[0].minor), (254, 0));
+        assert_eq!(d[0].bytes_of("Read"), Some(1048576));
+        assert_eq!(d[0].bytes_of("Write"), Some(40960));
+        assert_eq!(d[0].bytes_of("Discard"), Some(0));
+        assert_eq!(
+            (d[0].ios_of("Read"), d[0].ios_of("Write")),
+            (Some(20), Some(10))
+        );
+        assert_eq!(d[1].bytes.len(), 3, "cost.* keys are not operations");
+        assert!(io_stat_v2("").is_empty());
+        assert!(io_stat_v2("garbage\n").is_empty());
     }
 }

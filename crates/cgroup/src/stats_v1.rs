@@ -1,4 +1,5 @@
-//! cgroup v1 readers: `cpuacct`, `memory` and `pids` hierarchies.
+//! cgroup v1 readers: `cpuacct`, `memory` and `pids` hierarchies, and for
+//! the metrics `cpu`, `blkio` and `hugetlb`.
 //!
 //! `memory.stat` is read through its `total_*` keys, which include
 //! descendants: a pod cgroup's figures cover its containers.
@@ -7,56 +8,125 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::parse;
-use crate::stats::{CpuSample, MemorySample, Sample, SwapSample, read_opt};
+use crate::stats::{
+    CfsSample, CgroupDir, CpuSample, Detail, HugetlbSample, MemoryDetail, MemorySample, Sample,
+    SwapSample,
+};
 
 /// `cpuacct.stat` counts in USER_HZ, which the kernel fixes at 100 for
 /// userspace on every architecture Berth runs on.
 const USER_HZ_NS: u64 = 1_000_000_000 / 100;
 
-pub fn read(
-    cpuacct: Option<&Path>,
-    memory: Option<&Path>,
-    pids: Option<&Path>,
-    extra: bool,
-) -> Sample {
+/// A cgroup's directory in each v1 hierarchy a reading uses (`None` where
+/// the controller is not mounted).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dirs<'a> {
+    pub cpu: Option<&'a Path>,
+    pub cpuacct: Option<&'a Path>,
+    pub memory: Option<&'a Path>,
+    pub pids: Option<&'a Path>,
+    pub blkio: Option<&'a Path>,
+    pub hugetlb: Option<&'a Path>,
+}
+
+/// A stats reading (`detail` `None`) or a metrics one. The metrics take
+/// the memory limits from the container's record, so their reading skips
+/// the limit files (no `limit`, no swap `available`).
+pub fn read(d: &Dirs, detail: Option<&Detail>) -> Sample {
     let mut s = Sample::default();
-    if let Some(d) = cpuacct
-        && let Some(usage) = read_opt(&d.join("cpuacct.usage"))
+    if let Some(dir) = d.cpuacct.map(CgroupDir::open)
+        && let Some(usage) = dir.read("cpuacct.usage")
     {
-        let stat = if extra {
-            read_opt(&d.join("cpuacct.stat"))
-        } else {
-            None
-        };
+        let stat = detail.and_then(|_| dir.read("cpuacct.stat"));
         s.cpu = cpu(&usage, stat.as_deref());
     }
-    if let Some(d) = memory
-        && let (Some(usage), Some(stat)) = (
-            read_opt(&d.join("memory.usage_in_bytes")),
-            read_opt(&d.join("memory.stat")),
-        )
+    if let Some(dir) = d.memory.map(CgroupDir::open)
+        && let (Some(usage), Some(stat)) =
+            (dir.read("memory.usage_in_bytes"), dir.read("memory.stat"))
     {
         let stat = parse::flat_keyed(&stat);
-        let limit = read_opt(&d.join("memory.limit_in_bytes"));
+        let limit = match detail {
+            None => dir.read("memory.limit_in_bytes"),
+            Some(_) => None,
+        };
         s.memory = memory_sample(&usage, limit.as_deref(), &stat);
-        // Each cgroup file costs an open and a read (~12 us here): the
-        // memsw limit only matters when there is a memory limit.
+        // Each cgroup file costs an open and a read (~5 us here): the memsw
+        // limit only matters when there is a memory limit.
         let memsw_limit = match s.memory.and_then(|m| m.limit) {
-            Some(_) if has_swap_accounting(&stat) => {
-                read_opt(&d.join("memory.memsw.limit_in_bytes"))
-            }
+            Some(_) if has_swap_accounting(&stat) => dir.read("memory.memsw.limit_in_bytes"),
             _ => None,
         };
         s.swap = swap(&stat, limit.as_deref(), memsw_limit.as_deref());
-        if extra {
-            s.oom_kills = read_opt(&d.join("memory.oom_control"))
+        if detail.is_some() {
+            s.oom_kills = dir
+                .read("memory.oom_control")
                 .and_then(|t| parse::flat_keyed(&t).get("oom_kill").copied());
+            let num = |f: &str| dir.read(f).and_then(|t| parse::single(&t));
+            s.memory_detail = Some(MemoryDetail {
+                failcnt: num("memory.failcnt"),
+                max_usage: num("memory.max_usage_in_bytes"),
+                kernel: num("memory.kmem.usage_in_bytes"),
+                ..memory_detail(&stat)
+            });
         }
     }
-    if let Some(d) = pids {
-        s.pids = read_opt(&d.join("pids.current")).and_then(|t| parse::single(&t));
+    if let Some(dir) = d.pids.map(CgroupDir::open) {
+        s.pids = dir.read("pids.current").and_then(|t| parse::single(&t));
+        if detail.is_some() {
+            s.pids_max = dir.read("pids.max").and_then(|t| parse::max_or_value(&t));
+        }
+    }
+    let Some(detail) = detail else {
+        return s;
+    };
+    if detail.cfs
+        && let Some(dir) = d.cpu.map(CgroupDir::open)
+    {
+        s.cfs = dir.read("cpu.stat").and_then(|t| cfs(&t));
+    }
+    if let Some(dir) = d.blkio.map(CgroupDir::open) {
+        // The throttle files count every I/O of the cgroup, whichever
+        // scheduler the device uses (the CFQ/BFQ ones only theirs).
+        s.io = parse::blkio_v1(
+            dir.read("blkio.throttle.io_service_bytes").as_deref(),
+            dir.read("blkio.throttle.io_serviced").as_deref(),
+        );
+    }
+    if !detail.hugepage_sizes.is_empty()
+        && let Some(dir) = d.hugetlb.map(CgroupDir::open)
+    {
+        s.hugetlb = detail
+            .hugepage_sizes
+            .iter()
+            .filter_map(|size| {
+                let file = |what: &str| {
+                    dir.read(&format!("hugetlb.{size}.{what}"))
+                        .and_then(|t| parse::single(&t))
+                };
+                Some(HugetlbSample {
+                    page_size: size.clone(),
+                    usage: file("usage_in_bytes")?,
+                    max_usage: file("max_usage_in_bytes"),
+                })
+            })
+            .collect();
     }
     s
+}
+
+/// The cpu controller's `cpu.stat` (`throttled_time` in ns).
+pub fn cfs(stat: &str) -> Option<CfsSample> {
+    CfsSample::from_cpu_stat(stat, "throttled_time", 1)
+}
+
+/// What `memory.stat` holds of [`MemoryDetail`].
+pub fn memory_detail(stat: &HashMap<&str, u64>) -> MemoryDetail {
+    MemoryDetail {
+        mapped_file: total(stat, "mapped_file"),
+        local_page_faults: stat.get("pgfault").copied(),
+        local_major_page_faults: stat.get("pgmajfault").copied(),
+        ..Default::default()
+    }
 }
 
 /// `cpuacct.usage` (ns) and, when given, `cpuacct.stat` (USER_HZ ticks).
@@ -122,6 +192,7 @@ pub fn swap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     const STAT: &str = "cache 4096\nrss 8192\ninactive_file 1000\npgfault 5\npgmajfault 1\n\
 total_cache 40960\ntotal_rss 81920\ntotal_swap 512\ntotal_pgfault 50\ntotal_pgmajfault 10\n\
@@ -173,31 +244,98 @@ total_inactive_file 10000\n";
     }
 
     #[test]
+    fn cfs_counters_of_cpu_stat() {
+        let c =
+            cfs("nr_periods 50\nnr_throttled 7\nthrottled_time 123456789\nnr_bursts 0\n").unwrap();
+        assert_eq!(
+            (c.periods, c.throttled_periods, c.throttled_ns),
+            (50, 7, 123456789)
+        );
+        assert!(cfs("nr_periods 1\n").is_none());
+    }
+
+    #[test]
+    fn memory_detail_from_stat() {
+        let stat = parse::flat_keyed(
+            "mapped_file 10\npgfault 5\npgmajfault 1\ntotal_mapped_file 100\ntotal_pgfault 50\n",
+        );
+        let d = memory_detail(&stat);
+        assert_eq!(d.mapped_file, Some(100), "hierarchical");
+        assert_eq!(
+            (d.local_page_faults, d.local_major_page_faults),
+            (Some(5), Some(1)),
+            "the cgroup's own"
+        );
+        assert_eq!((d.failcnt, d.max_usage, d.kernel), (None, None, None));
+    }
+
+    /// A fake v1 tree of `controllers` for cgroup `berth/c1`.
+    fn fake_dirs(root: &Path, controllers: &[&str]) -> Vec<PathBuf> {
+        controllers
+            .iter()
+            .map(|c| {
+                let d = root.join(c).join("berth/c1");
+                std::fs::create_dir_all(&d).unwrap();
+                d
+            })
+            .collect()
+    }
+
+    #[test]
     fn reads_v1_controller_directories() {
         let root = tempfile::tempdir().unwrap();
-        let dir = |c: &str| {
-            let d = root.path().join(c).join("berth/c1");
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        };
-        let (cpu_d, mem_d, pids_d) = (dir("cpuacct"), dir("memory"), dir("pids"));
-        std::fs::write(cpu_d.join("cpuacct.usage"), "5000000000\n").unwrap();
-        std::fs::write(cpu_d.join("cpuacct.stat"), "user 300\nsystem 100\n").unwrap();
-        std::fs::write(mem_d.join("memory.usage_in_bytes"), "200000\n").unwrap();
-        std::fs::write(mem_d.join("memory.limit_in_bytes"), "1048576\n").unwrap();
-        std::fs::write(mem_d.join("memory.stat"), STAT).unwrap();
-        std::fs::write(
-            mem_d.join("memory.oom_control"),
-            "under_oom 0\noom_kill 3\n",
-        )
-        .unwrap();
-        std::fs::write(pids_d.join("pids.current"), "4\n").unwrap();
-        let s = read(Some(&cpu_d), Some(&mem_d), Some(&pids_d), true);
-        let c = s.cpu.unwrap();
-        assert_eq!(
-            (c.usage_ns, c.user_ns),
-            (5_000_000_000, Some(3_000_000_000))
+        let d = fake_dirs(
+            root.path(),
+            &["cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"],
         );
+        let w = |i: usize, f: &str, t: &str| std::fs::write(d[i].join(f), t).unwrap();
+        let (cpu_d, acct_d, mem_d, pids_d, blkio_d, huge_d) = (0, 1, 2, 3, 4, 5);
+        w(
+            cpu_d,
+            "cpu.stat",
+            "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000000\n",
+        );
+        w(acct_d, "cpuacct.usage", "5000000000\n");
+        w(acct_d, "cpuacct.stat", "user 300\nsystem 100\n");
+        w(mem_d, "memory.usage_in_bytes", "200000\n");
+        w(mem_d, "memory.limit_in_bytes", "1048576\n");
+        w(mem_d, "memory.stat", STAT);
+        w(mem_d, "memory.oom_control", "under_oom 0\noom_kill 3\n");
+        w(mem_d, "memory.failcnt", "9\n");
+        w(mem_d, "memory.max_usage_in_bytes", "300000\n");
+        w(mem_d, "memory.kmem.usage_in_bytes", "65536\n");
+        w(pids_d, "pids.current", "4\n");
+        w(pids_d, "pids.max", "max\n");
+        w(
+            blkio_d,
+            "blkio.throttle.io_service_bytes",
+            "254:0 Read 4096\n254:0 Write 0\nTotal 4096\n",
+        );
+        w(
+            blkio_d,
+            "blkio.throttle.io_serviced",
+            "254:0 Read 2\n254:0 Write 0\nTotal 2\n",
+        );
+        w(huge_d, "hugetlb.2MB.usage_in_bytes", "2097152\n");
+        w(huge_d, "hugetlb.2MB.max_usage_in_bytes", "4194304\n");
+        let dirs = Dirs {
+            cpu: Some(&d[cpu_d]),
+            cpuacct: Some(&d[acct_d]),
+            memory: Some(&d[mem_d]),
+            pids: Some(&d[pids_d]),
+            blkio: Some(&d[blkio_d]),
+            hugetlb: Some(&d[huge_d]),
+        };
+        let sizes = ["2MB".to_string(), "1GB".to_string()];
+        let detail = Detail {
+            cfs: true,
+            hugepage_sizes: &sizes,
+        };
+
+        // Stats: limits, no metrics detail.
+        let s = read(&dirs, None);
+        let c = s.cpu.unwrap();
+        assert_eq!((c.usage_ns, c.user_ns), (5_000_000_000, None));
         let m = s.memory.unwrap();
         assert_eq!(
             (m.working_set(), m.available()),
@@ -206,19 +344,70 @@ total_inactive_file 10000\n";
         // STAT reports swap; the memsw limit file is missing: no available.
         assert_eq!(s.swap.unwrap().usage, 512);
         assert_eq!(s.swap.unwrap().available, None);
-        assert_eq!((s.pids, s.oom_kills), (Some(4), Some(3)));
+        assert_eq!((s.pids, s.oom_kills, s.pids_max), (Some(4), None, None));
+        assert!(s.cfs.is_none() && s.memory_detail.is_none());
+        assert!(s.io.is_empty() && s.hugetlb.is_empty());
         assert!(s.cpu_psi.is_none());
-        // Without `extra`: no user/system split, no oom counter.
-        let s = read(Some(&cpu_d), Some(&mem_d), None, false);
+
+        // Metrics: the detail, no limits.
+        let s = read(&dirs, Some(&detail));
+        assert_eq!(s.cpu.unwrap().user_ns, Some(3_000_000_000));
+        assert_eq!(s.memory.unwrap().limit, None);
+        assert_eq!(s.memory.unwrap().usage, 200000);
+        assert_eq!((s.pids, s.oom_kills), (Some(4), Some(3)));
+        assert_eq!(s.pids_max, Some(None), "max: no limit");
         assert_eq!(
-            (s.cpu.unwrap().user_ns, s.oom_kills, s.pids),
-            (None, None, None)
+            s.cfs,
+            Some(CfsSample {
+                periods: 10,
+                throttled_periods: 4,
+                throttled_ns: 2_000_000_000
+            })
         );
+        let md = s.memory_detail.unwrap();
+        assert_eq!(
+            (md.failcnt, md.max_usage, md.kernel),
+            (Some(9), Some(300000), Some(65536))
+        );
+        assert_eq!(s.io.len(), 1);
+        assert_eq!(
+            (
+                s.io[0].major,
+                s.io[0].bytes_of("Read"),
+                s.io[0].ios_of("Read")
+            ),
+            (254, Some(4096), Some(2))
+        );
+        // 1GB has no files: left out.
+        assert_eq!(
+            s.hugetlb,
+            vec![HugetlbSample {
+                page_size: "2MB".into(),
+                usage: 2097152,
+                max_usage: Some(4194304)
+            }]
+        );
+        // Without a quota the cpu.stat of the cpu controller is not read.
+        let no_cfs = Detail {
+            cfs: false,
+            ..detail
+        };
+        assert!(read(&dirs, Some(&no_cfs)).cfs.is_none());
+
         // Gone: nothing, no error.
         let gone = root.path().join("gone");
-        assert_eq!(
-            read(Some(&gone), Some(&gone), Some(&gone), true),
-            Sample::default()
-        );
+        let g = Some(gone.as_path());
+        let gone_dirs = Dirs {
+            cpu: g,
+            cpuacct: g,
+            memory: g,
+            pids: g,
+            blkio: g,
+            hugetlb: g,
+        };
+        assert_eq!(read(&gone_dirs, Some(&detail)), Sample::default());
+        assert_eq!(read(&gone_dirs, None), Sample::default());
+        // No controller mounted: nothing either.
+        assert_eq!(read(&Dirs::default(), Some(&detail)), Sample::default());
     }
 }

@@ -7,30 +7,88 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::parse;
-use crate::stats::{CpuSample, MemorySample, Sample, SwapSample, read_opt};
+use crate::stats::{
+    CfsSample, CgroupDir, CpuSample, Detail, HugetlbSample, MemoryDetail, MemorySample, Sample,
+    SwapSample,
+};
 
-pub fn read(dir: &Path, extra: bool) -> Sample {
-    let file = |name: &str| read_opt(&dir.join(name));
+/// A stats reading (`detail` `None`) or a metrics one, which skips the
+/// limit files as on v1 (see `stats_v1::read`).
+pub fn read(dir: &Path, detail: Option<&Detail>) -> Sample {
+    let dir = CgroupDir::open(dir);
+    let file = |name: &str| dir.read(name);
+    let cpu_stat = file("cpu.stat");
     let mut s = Sample {
-        cpu: file("cpu.stat").and_then(|t| cpu(&t)),
+        cpu: cpu_stat.as_deref().and_then(cpu),
         pids: file("pids.current").and_then(|t| parse::single(&t)),
         cpu_psi: file("cpu.pressure").map(|t| parse::psi(&t)),
         memory_psi: file("memory.pressure").map(|t| parse::psi(&t)),
         io_psi: file("io.pressure").map(|t| parse::psi(&t)),
         ..Default::default()
     };
-    if let (Some(current), Some(stat)) = (file("memory.current"), file("memory.stat")) {
-        let stat = parse::flat_keyed(&stat);
-        s.memory = memory_sample(&current, file("memory.max").as_deref(), &stat);
+    let limits = detail.is_none();
+    let stat_text = file("memory.stat");
+    let stat = stat_text.as_deref().map(parse::flat_keyed);
+    if let (Some(current), Some(stat)) = (file("memory.current"), &stat) {
+        let max = if limits { file("memory.max") } else { None };
+        s.memory = memory_sample(&current, max.as_deref(), stat);
     }
     if let Some(current) = file("memory.swap.current") {
-        s.swap = swap(&current, file("memory.swap.max").as_deref());
+        let max = if limits {
+            file("memory.swap.max")
+        } else {
+            None
+        };
+        s.swap = swap(&current, max.as_deref());
     }
-    if extra {
-        s.oom_kills =
-            file("memory.events").and_then(|t| parse::flat_keyed(&t).get("oom_kill").copied());
+    let Some(detail) = detail else {
+        return s;
+    };
+    let events = file("memory.events");
+    let events = events.as_deref().map(parse::flat_keyed).unwrap_or_default();
+    s.oom_kills = events.get("oom_kill").copied();
+    if let Some(stat) = &stat {
+        s.memory_detail = Some(MemoryDetail {
+            failcnt: events.get("max").copied(),
+            max_usage: file("memory.peak").and_then(|t| parse::single(&t)),
+            ..memory_detail(stat)
+        });
     }
+    s.cfs = cpu_stat.as_deref().and_then(cfs);
+    s.pids_max = file("pids.max").and_then(|t| parse::max_or_value(&t));
+    s.io = file("io.stat")
+        .map(|t| parse::io_stat_v2(&t))
+        .unwrap_or_default();
+    s.hugetlb = detail
+        .hugepage_sizes
+        .iter()
+        .filter_map(|size| {
+            Some(HugetlbSample {
+                page_size: size.clone(),
+                usage: file(&format!("hugetlb.{size}.current")).and_then(|t| parse::single(&t))?,
+                max_usage: None,
+            })
+        })
+        .collect();
     s
+}
+
+/// `cpu.stat`'s CFS counters (`throttled_usec`, turned into ns); absent
+/// without the cpu controller.
+pub fn cfs(stat: &str) -> Option<CfsSample> {
+    CfsSample::from_cpu_stat(stat, "throttled_usec", 1000)
+}
+
+/// What `memory.stat` holds of [`MemoryDetail`] (its counts are
+/// hierarchical: the "local" page faults are the same figures).
+pub fn memory_detail(stat: &HashMap<&str, u64>) -> MemoryDetail {
+    MemoryDetail {
+        kernel: stat.get("kernel").copied(),
+        mapped_file: stat.get("file_mapped").copied(),
+        local_page_faults: stat.get("pgfault").copied(),
+        local_major_page_faults: stat.get("pgmajfault").copied(),
+        ..Default::default()
+    }
 }
 
 /// `cpu.stat`: microseconds, turned into nanoseconds.
@@ -114,29 +172,86 @@ mod tests {
     }
 
     #[test]
+    fn cfs_counters_in_microseconds() {
+        let c = cfs("usage_usec 5\nnr_periods 50\nnr_throttled 7\nthrottled_usec 1500\n").unwrap();
+        assert_eq!(
+            (c.periods, c.throttled_periods, c.throttled_ns),
+            (50, 7, 1_500_000)
+        );
+        // Without the cpu controller cpu.stat has only the usage keys.
+        assert!(cfs("usage_usec 5\nuser_usec 3\nsystem_usec 2\n").is_none());
+    }
+
+    #[test]
     fn reads_a_v2_directory() {
         let d = tempfile::tempdir().unwrap();
         let w = |n: &str, t: &str| std::fs::write(d.path().join(n), t).unwrap();
-        w("cpu.stat", "usage_usec 10\nuser_usec 6\nsystem_usec 4\n");
+        w(
+            "cpu.stat",
+            "usage_usec 10\nuser_usec 6\nsystem_usec 4\nnr_periods 8\nnr_throttled 2\nthrottled_usec 300\n",
+        );
         w("memory.current", "1000\n");
-        w("memory.max", "max\n");
-        w("memory.stat", "anon 600\nfile 300\ninactive_file 100\n");
-        w("memory.events", "low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n");
+        w("memory.max", "4096\n");
+        w("memory.peak", "2000\n");
+        w(
+            "memory.stat",
+            "anon 600\nfile 300\ninactive_file 100\nkernel 64\nfile_mapped 32\npgfault 11\npgmajfault 2\n",
+        );
+        w("memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n");
         w("pids.current", "3\n");
+        w("pids.max", "100\n");
+        w(
+            "io.stat",
+            "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+        );
+        w("hugetlb.2MB.current", "0\n");
         w(
             "cpu.pressure",
             "some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n",
         );
-        let s = read(d.path(), true);
+        let sizes = ["2MB".to_string()];
+        let detail = Detail {
+            cfs: false,
+            hugepage_sizes: &sizes,
+        };
+
+        // Stats: the limit, none of the metrics' detail.
+        let s = read(d.path(), None);
         assert_eq!(s.cpu.unwrap().usage_ns, 10_000);
         assert_eq!(s.memory.unwrap().working_set(), 900);
+        assert_eq!(s.memory.unwrap().available(), Some(4096 - 900));
         assert_eq!(s.pids, Some(3));
-        assert_eq!(s.oom_kills, Some(1));
         assert_eq!(s.cpu_psi.unwrap().some.unwrap().total_us, 9);
         assert!(s.swap.is_none() && s.io_psi.is_none());
-        // Without `extra` the oom counter is not read.
-        assert_eq!(read(d.path(), false).oom_kills, None);
+        assert_eq!((s.oom_kills, s.pids_max, s.cfs), (None, None, None));
+        assert!(s.memory_detail.is_none() && s.io.is_empty());
+
+        // Metrics: cpu.stat gives the CFS counters whatever `cfs` says.
+        let s = read(d.path(), Some(&detail));
+        assert_eq!(s.memory.unwrap().limit, None, "limits are not read");
+        assert_eq!(s.oom_kills, Some(1));
+        assert_eq!(s.cfs.unwrap().throttled_ns, 300_000);
+        assert_eq!(s.cfs.unwrap().periods, 8);
+        assert_eq!(
+            s.memory_detail,
+            Some(MemoryDetail {
+                failcnt: Some(5),
+                max_usage: Some(2000),
+                kernel: Some(64),
+                mapped_file: Some(32),
+                local_page_faults: Some(11),
+                local_major_page_faults: Some(2),
+            })
+        );
+        assert_eq!(s.pids_max, Some(Some(100)));
+        assert_eq!(s.io[0].bytes_of("Write"), Some(8192));
+        assert_eq!(s.hugetlb.len(), 1);
+        assert_eq!(s.hugetlb[0].max_usage, None, "v2 keeps no peak");
+        assert_eq!(s.cpu_psi.unwrap().some.unwrap().total_us, 9);
+
         // A removed cgroup reads as nothing, without error.
-        assert_eq!(read(&d.path().join("gone"), true), Sample::default());
+        let gone = d.path().join("gone");
+        assert_eq!(read(&gone, Some(&detail)), Sample::default());
+        assert_eq!(read(&gone, None), Sample::default());
     }
 }

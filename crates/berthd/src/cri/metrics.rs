@@ -1,7 +1,9 @@
 //! `ListMetricDescriptors` and `ListPodSandboxMetrics`: cAdvisor-named
-//! metrics (cpu, memory, oom, processes per container; network per pod) for
-//! the kubelet's `/metrics/cadvisor` when it takes them from the runtime.
-//! See [`crate::stats::metrics`] for names and labels.
+//! metrics (cpu, memory, fs, I/O, processes, spec per container; network
+//! per pod) for the kubelet's `/metrics/cadvisor` when it takes them from
+//! the runtime. See [`crate::stats::metrics`] for names and labels.
+
+use std::collections::HashSet;
 
 use berth_api::v1::{
     ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
@@ -28,9 +30,15 @@ pub async fn list_pod_sandbox_metrics(
     _req: ListPodSandboxMetricsRequest,
 ) -> Result<ListPodSandboxMetricsResponse, Status> {
     let records = daemon.containers().records();
-    let mut targets: Vec<_> = daemon
-        .sandboxes()
-        .list()
+    let pods = daemon.sandboxes().list();
+    {
+        // The kubelet may scrape metrics without listing stats: forget the
+        // layer sizes and CPU samples of what is gone here too.
+        let live: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let pod_ids: HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+        stats::collector().prune(|c| live.contains(c), |p| pod_ids.contains(p));
+    }
+    let mut targets: Vec<_> = pods
         .into_iter()
         .filter(|p| p.state == SandboxState::Ready)
         .map(|p| {
@@ -43,7 +51,19 @@ pub async fn list_pod_sandbox_metrics(
         })
         .collect();
     targets.sort_by_key(|t| t.rec.created_at);
-    let pod_metrics =
-        stats::off_thread(move |c| targets.iter().map(|t| c.pod_metrics(t)).collect()).await?;
+    let containers: usize = targets.iter().map(|t| t.containers.len()).sum();
+    let started = std::time::Instant::now();
+    let pod_metrics = stats::off_threads(
+        targets,
+        |t| t.containers.len().max(1),
+        stats::Collector::pod_metrics,
+    )
+    .await?;
+    tracing::debug!(
+        pods = pod_metrics.len(),
+        containers,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "pod sandbox metrics collected"
+    );
     Ok(ListPodSandboxMetricsResponse { pod_metrics })
 }

@@ -10,13 +10,18 @@
 //! file I/O.
 
 mod cpu_rate;
+#[cfg(test)]
+mod critest_metrics;
+mod devices;
 pub mod metrics;
 mod network;
 mod parse;
+mod procs;
 pub mod targets;
 mod to_cri;
 mod writable_layer;
 
+use std::path::Path;
 use std::sync::LazyLock;
 
 use berth_api::v1::{
@@ -26,8 +31,9 @@ use berth_api::v1::{
 
 use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
-use berth_cgroup::{Cgroup, Layout, Sample};
+use berth_cgroup::{Cgroup, Detail, Layout, Sample};
 use cpu_rate::CpuRates;
+use devices::DeviceNames;
 use writable_layer::LayerCache;
 
 /// Why stats could not be collected at all (a reading that fails only
@@ -51,6 +57,39 @@ pub async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(collector()))
         .await
         .map_err(|e| StatsError::Task(e.to_string()))
+}
+
+/// Least work (in containers) worth a blocking thread of its own.
+const MIN_CHUNK: usize = 25;
+
+/// Runs `f` over `items` on up to one blocking thread per core, in
+/// contiguous chunks of about equal `weight`, and returns the results in
+/// `items`' order: a collection is file reads, each core does its share.
+pub async fn off_threads<T: Send + 'static, R: Send + 'static>(
+    items: Vec<T>,
+    weight: impl Fn(&T) -> usize,
+    f: fn(&Collector, &T) -> R,
+) -> Result<Vec<R>, StatsError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total: usize = items.iter().map(&weight).sum();
+    let per_chunk = total.div_ceil(cores).max(MIN_CHUNK);
+    let mut chunks: Vec<Vec<T>> = vec![];
+    let mut filled = per_chunk;
+    for item in items {
+        if filled >= per_chunk {
+            chunks.push(Vec::new());
+            filled = 0;
+        }
+        filled += weight(&item);
+        if let Some(c) = chunks.last_mut() {
+            c.push(item);
+        }
+    }
+    let tasks = chunks
+        .into_iter()
+        .map(|chunk| off_thread(move |c| chunk.iter().map(|t| f(c, t)).collect::<Vec<R>>()));
+    let done = futures::future::try_join_all(tasks).await?;
+    Ok(done.into_iter().flatten().collect())
 }
 
 /// A container to measure: its record and its cgroup (`linux.cgroupsPath`).
@@ -80,6 +119,10 @@ pub struct Collector {
     layout: Option<Layout>,
     rates: CpuRates,
     layers: LayerCache,
+    devices: DeviceNames,
+    /// The page sizes hugetlb usage is read for: none without the hugetlb
+    /// controller.
+    hugepage_sizes: Vec<String>,
 }
 
 static COLLECTOR: LazyLock<Collector> = LazyLock::new(Collector::new);
@@ -104,10 +147,18 @@ impl Collector {
             Some(l) => tracing::info!(layout = ?l, "cgroup layout for stats"),
             None => tracing::warn!("no cgroup filesystem found: stats carry no cpu or memory"),
         }
+        let hugepage_sizes = match &layout {
+            Some(l) if l.has_controller("hugetlb") => {
+                berth_cgroup::hugepage_sizes(Path::new(berth_cgroup::HUGEPAGES_DIR))
+            }
+            _ => Vec::new(),
+        };
         Collector {
             layout,
             rates: CpuRates::default(),
             layers: LayerCache::default(),
+            devices: DeviceNames::default(),
+            hugepage_sizes,
         }
     }
 
@@ -211,29 +262,98 @@ impl Collector {
     }
 
     /// ListPodSandboxMetrics for one pod: the pod's network series and each
-    /// container's cpu, memory, oom and process series.
+    /// container's (cgroup, its processes' fds, its writable layer).
     pub fn pod_metrics(&self, t: &PodTarget) -> PodSandboxMetrics {
-        let mut readings = Vec::with_capacity(t.containers.len());
-        let mut container_metrics = Vec::with_capacity(t.containers.len());
-        for c in &t.containers {
-            let cgroup = self.cgroup(c.cgroups_path.as_deref());
-            let sample = cgroup.as_ref().map(Cgroup::full_stats).unwrap_or_default();
-            container_metrics.push(ContainerMetrics {
-                container_id: c.rec.id.clone(),
-                metrics: metrics::container(&c.rec, &sample),
-            });
-            readings.push(Reading {
-                stats: ContainerStats::default(),
-                sample,
-                cgroup,
-            });
-        }
-        let network = self.pod_interfaces(t, &readings).unwrap_or_default();
+        let now_s = u64::try_from(crate::ids::now_ns() / 1_000_000_000).unwrap_or(0);
+        let mut first_pids = Vec::with_capacity(t.containers.len());
+        let container_metrics = t
+            .containers
+            .iter()
+            .map(|c| {
+                let (metrics, first_pid) = self.container_metrics(c, now_s);
+                first_pids.extend(first_pid);
+                ContainerMetrics {
+                    container_id: c.rec.id.clone(),
+                    metrics,
+                }
+            })
+            .collect();
+        let network = t
+            .rec
+            .pins
+            .net
+            .as_ref()
+            .and_then(|pin| network::pod_interfaces(pin, first_pids))
+            .unwrap_or_default();
         PodSandboxMetrics {
             pod_sandbox_id: t.rec.id.clone(),
             metrics: metrics::pod_network(&t.rec.id, &network),
             container_metrics,
         }
+    }
+
+    /// One container's series, and its first process (through which the
+    /// pod's network is read). What only a live cgroup has is read only
+    /// when the cgroup is there.
+    fn container_metrics(
+        &self,
+        c: &ContainerTarget,
+        now_s: u64,
+    ) -> (Vec<berth_api::v1::Metric>, Option<i32>) {
+        // An exited container's cgroup, if still there, is empty: nothing
+        // to read (see `metrics::seen`).
+        if c.rec.state == crate::container::State::Exited {
+            return (Vec::new(), None);
+        }
+        let Some(cgroup) = self.cgroup(c.cgroups_path.as_deref()) else {
+            return (Vec::new(), None);
+        };
+        let detail = Detail {
+            cfs: metrics::has_cpu_quota(&c.rec),
+            hugepage_sizes: &self.hugepage_sizes,
+        };
+        let sample = cgroup.metrics_sample(&detail);
+        if !metrics::seen(&sample) {
+            return (Vec::new(), None);
+        }
+        let pids = cgroup.procs();
+        let procs = pids.as_deref().map(procs::scan);
+        let fs = self.layer_fs(&c.rec);
+        let io_devices: Vec<String> = sample
+            .io
+            .iter()
+            .map(|d| self.devices.block(d.major, d.minor))
+            .collect();
+        let inputs = metrics::ContainerInputs {
+            sample: &sample,
+            procs: procs.as_ref(),
+            fs: fs.as_ref(),
+            io_devices: &io_devices,
+            now_s,
+            v2: self.layout.as_ref().is_some_and(Layout::is_v2),
+        };
+        let first_pid = pids.and_then(|p| p.first().copied());
+        (metrics::container(&c.rec, &inputs), first_pid)
+    }
+
+    /// The writable layer's usage (cached as for ListContainerStats) and
+    /// the size and inodes of the filesystem holding it.
+    fn layer_fs(&self, rec: &ContainerRecord) -> Option<metrics::FsStats> {
+        let u = match self.layers.usage(&rec.id, &rec.layer_dir) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(container = %rec.id, error = %e, "cannot measure the writable layer");
+                return None;
+            }
+        };
+        let vfs = nix::sys::statvfs::statvfs(&u.mountpoint).ok();
+        Some(metrics::FsStats {
+            device: self.devices.filesystem(u.fs_id, &u.mountpoint),
+            usage: u.used_bytes,
+            capacity: vfs.map(|v| v.blocks() * v.fragment_size()),
+            inodes: vfs.map(|v| v.files()),
+            inodes_free: vfs.map(|v| v.files_free()),
+        })
     }
 
     /// Drops what is kept for containers and pods that no longer exist.

@@ -1,6 +1,6 @@
-//! Parser of `/proc/<pid>/net/dev` (the cgroup files' parsers are in
-//! `berth-cgroup`). A pure function over the file's content, so the unit
-//! tests feed it samples.
+//! Parsers of `/proc/<pid>/net/dev` and `/proc/<pid>/limits` (the cgroup
+//! files' parsers are in `berth-cgroup`). Pure functions over the files'
+//! content, so the unit tests feed them samples.
 
 /// Counters of one interface in `/proc/<pid>/net/dev`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,9 +44,38 @@ pub fn net_dev(text: &str) -> Vec<IfaceCounters> {
         .collect()
 }
 
+/// The soft limit of `Max open files` in `/proc/<pid>/limits` (the one
+/// ulimit cAdvisor reports); `None` when unlimited or unparsable.
+pub fn nofile_soft(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nofile_soft_of_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 1048576              files     \n\
+Max processes             62756                62756                processes \n";
+        assert_eq!(nofile_soft(limits), Some(1024));
+        assert_eq!(
+            nofile_soft(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
+        assert_eq!(nofile_soft(""), None);
+        assert_eq!(nofile_soft("Max open files\n"), None);
+    }
 
     #[test]
     fn net_dev_parses_interfaces() {

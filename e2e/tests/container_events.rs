@@ -186,6 +186,27 @@ async fn pod_status_carries_its_own_containers_and_when_they_were_read() {
         "{second:?}"
     );
 
+    // The restart: newest first, as the kubelet takes the first status
+    // of a name for its latest attempt.
+    let mut again = ctr_config("c", BUSYBOX, "sleep 60");
+    again.metadata.as_mut().unwrap().attempt = 1;
+    let restarted = create(&mut env.c, &pod, &pc, again).await.unwrap();
+    start(&mut env.c, &restarted).await;
+    let third = pod_status_response(&mut env.c, &pod).await;
+    let order: Vec<(&str, i32)> = third
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.as_str(), c.state))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (restarted.as_str(), ContainerState::ContainerRunning as i32),
+            (id.as_str(), ContainerState::ContainerExited as i32)
+        ],
+        "the latest attempt first: {third:?}"
+    );
+
     for p in [&pod, &other] {
         stop_pod(&mut env.c, p).await;
         remove_pod(&mut env.c, p).await;

@@ -58,10 +58,7 @@ async fn response(daemon: &Daemon, ev: ContainerEvent) -> ContainerEventResponse
             .map(|p| super::sandbox_status::to_status(&p)),
     };
     let containers_statuses = match daemon.containers().list_pod(&ev.pod_id).await {
-        Ok(recs) => recs
-            .iter()
-            .map(super::container_status::to_status)
-            .collect(),
+        Ok(recs) => super::container_status::pod_statuses(recs),
         Err(e) => {
             tracing::warn!(pod = %ev.pod_id, error = %e, "container event sent without the pod's container statuses");
             vec![]

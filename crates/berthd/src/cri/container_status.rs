@@ -31,6 +31,16 @@ pub async fn container_status(
     })
 }
 
+/// A pod's containers as CRI statuses, newest first. The kubelet's Evented
+/// PLEG takes PodSandboxStatus' list as is (it sorts only event lists) and
+/// its `FindContainerStatusByName` takes the first match as the latest
+/// attempt: oldest first, it saw the dead attempt 0 beside a running
+/// attempt 1 and asked again and again for attempt 1.
+pub(crate) fn pod_statuses(mut recs: Vec<ContainerRecord>) -> Vec<ContainerStatus> {
+    recs.sort_by(|a, b| (b.created_at, b.attempt, &b.id).cmp(&(a.created_at, a.attempt, &a.id)));
+    recs.iter().map(to_status).collect()
+}
+
 pub(crate) fn to_status(rec: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
         id: rec.id.clone(),

@@ -31,13 +31,8 @@ pub async fn pod_sandbox_status(
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let containers_statuses = daemon
-        .containers()
-        .list_pod(&rec.id)
-        .await?
-        .iter()
-        .map(super::container_status::to_status)
-        .collect();
+    let containers_statuses =
+        super::container_status::pod_statuses(daemon.containers().list_pod(&rec.id).await?);
     let mut info = std::collections::HashMap::new();
     if req.verbose {
         let json = serde_json::to_string(&rec)

@@ -257,14 +257,29 @@ impl<'a> CgroupDir<'a> {
     }
 }
 
-/// Reads `fd` to its end.
+/// Reads a cgroup stat file to its end. Each of these (memory.stat,
+/// cpu.stat, io.stat, pids.current, ...) is one kernfs seq_file record: the
+/// kernel formats it whole and a read stops short only at its end, so a
+/// short read is the end and the second, empty read (one syscall of three
+/// per file) is saved. Not for list files (cgroup.procs), whose records
+/// a read may split at a page: those go through `read_opt`.
 fn read_all(fd: OwnedFd) -> std::io::Result<String> {
-    let mut file = std::fs::File::from(fd);
+    read_to_end(std::fs::File::from(fd), true)
+}
+
+/// `file`'s content, without the size probe (statx, lseek) of std's
+/// `read_to_string`: cgroup files all claim 4096 bytes. `one_record`: stop
+/// at a short read (see [`read_all`]).
+fn read_to_end(mut file: std::fs::File, one_record: bool) -> std::io::Result<String> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
+            Ok(n) if one_record && n < buf.len() => {
+                out.extend_from_slice(&buf[..n]);
+                break;
+            }
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -276,7 +291,7 @@ fn read_all(fd: OwnedFd) -> std::io::Result<String> {
 /// A cgroup file's content; `None` when missing or unreadable (an exited
 /// container's cgroup is removed with it: not an error worth more than debug).
 pub fn read_opt(path: &Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
+    match std::fs::File::open(path).and_then(|f| read_to_end(f, false)) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {

@@ -53,7 +53,6 @@ fn read_process(pid: i32, dir: &Path) -> Option<Process> {
     })
 }
 
-/// PSS and RSS (kB) of a process, from /proc/PID/smaps_rollup.
 /// The host pid of pod `pod`'s monitor: its command line names its state
 /// dir, which holds the first 32 hex digits of the pod id.
 pub fn monitor_of(pod: &str) -> Option<i32> {
@@ -64,6 +63,7 @@ pub fn monitor_of(pod: &str) -> Option<i32> {
         .map(|p| p.pid)
 }
 
+/// PSS and RSS (kB) of a process, from /proc/PID/smaps_rollup.
 pub fn pss_rss_kb(pid: i32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let field = |name: &str| {

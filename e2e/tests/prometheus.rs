@@ -60,6 +60,10 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
         r#"berth_pods{state="SANDBOX_NOTREADY"} 0"#,
         r#"berth_containers{state="CONTAINER_RUNNING"} 1"#,
         r#"berth_pod_monitors{watch="live"} 1"#,
+        r#"berth_image_pulls_total{result="OK"} 1"#,
+        r#"berth_image_pull_duration_seconds_count{result="OK"} 1"#,
+        r#"berth_pod_monitors_lost_total 0"#,
+        r#"berth_pod_monitors_unresponsive_total 0"#,
     ];
     // The monitor's watch turns live moments after the first container.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -76,6 +80,32 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
     }
     let (status, _) = get(port, "/other").await;
     assert!(status.contains("404"), "{status}");
+    // The busybox layer came from the registry once.
+    let (_, body) = get(port, "/metrics").await;
+    let layer_bytes = value_of(&body, "berth_image_pull_layer_bytes_total");
+    assert!(layer_bytes > 1000.0, "{body}");
+    // A pull that fails counts by its code; no layer bytes move.
+    let err = c
+        .image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: "berth-test/no-such:image".to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let (_, body) = get(port, "/metrics").await;
+    let code = format!("{:?}", err.code());
+    assert!(
+        body.contains(&format!(r#"berth_image_pulls_total{{result="{code}"}} 1"#)),
+        "{body}"
+    );
+    assert_eq!(
+        value_of(&body, "berth_image_pull_layer_bytes_total"),
+        layer_bytes
+    );
 
     stop_pod(&mut c, &pod).await;
     remove_pod(&mut c, &pod).await;
@@ -88,4 +118,46 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
         body.contains(r#"berth_cri_requests_total{rpc="/runtime.v1.RuntimeService/RemovePodSandbox",code="OK"} 1"#),
         "{body}"
     );
+
+    // A monitor killed under its running container: counted as lost.
+    let pc = pod_config_for(&d, "metrics-lost");
+    let pod = run_pod_with(&mut c, &pc).await;
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        ctr_config("m", BUSYBOX, "exec sleep 300"),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &id).await;
+    let monitor = berth_e2e::procs::monitor_of(&pod).expect("the pod's monitor");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get(port, "/metrics").await;
+        if body.contains("berth_pod_monitors_lost_total 1\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitor loss not counted:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = wait_state(&mut c, &id, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 255, "{s:?}");
+    stop_pod(&mut c, &pod).await;
+    remove_pod(&mut c, &pod).await;
+}
+
+/// The value of an unlabelled sample.
+fn value_of(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
 }

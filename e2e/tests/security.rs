@@ -313,18 +313,6 @@ async fn resources_visible_inside_and_oom_kill() {
     assert_eq!((s.reason.as_str(), s.exit_code), ("Error", 3), "{s:?}");
 }
 
-/// The pod's monitor pid: the process whose command line names the pod.
-fn monitor_pid(pod: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        args.windows(2)
-            .any(|w| w[0] == b"--pod-id" && w[1] == pod.as_bytes())
-            .then_some(pid)
-    })
-}
-
 /// CVE-2019-5736 class (issue 13 item 2): what a container's clones run
 /// until they exec (its init, every exec) is the pod monitor's executable,
 /// which berthd starts from a sealed in-memory copy, never from the
@@ -342,7 +330,7 @@ async fn pod_monitors_run_from_a_sealed_copy_of_their_binary() {
     )
     .await;
     assert_eq!(run(&mut env, &id, "echo ok").await, ("ok".into(), 0));
-    let pid = monitor_pid(&pod).expect("the pod's monitor");
+    let pid = berth_e2e::procs::monitor_of(&pod).expect("the pod's monitor");
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(
         exe.to_string_lossy().starts_with("/memfd:berth-monitor"),

@@ -12,8 +12,19 @@
 //! - `berth_pods{state}`, `berth_containers{state}`: records by CRI state,
 //!   read at scrape time.
 //! - `berth_pod_monitors{watch}`: pod monitors berthd follows, by how.
+//! - `berth_pod_monitors_unresponsive_total`: times a monitor stopped
+//!   answering past its deadline (its containers read UNKNOWN meanwhile).
+//! - `berth_pod_monitors_lost_total`: monitors gone while their containers
+//!   ran (those containers are stored exited, code 255). Berth never
+//!   restarts a monitor: it is its containers' parent, so a lost one is
+//!   the pod's end, and this counter is what an operator alerts on.
+//! - `berth_image_pulls_total{result}`, `berth_image_pull_duration_seconds
+//!   {result}`: `PullImage`s by gRPC code (`OK` on success).
+//! - `berth_image_pull_layer_bytes_total`: layer bytes received from
+//!   registries (failed downloads included; layers already stored cost 0).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +45,11 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+fn pull_latency() -> Histogram {
+    // 10 ms to ~5 min.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
@@ -42,6 +58,11 @@ pub struct Metrics {
     pods: Family<Labels, Gauge>,
     containers: Family<Labels, Gauge>,
     monitors: Family<Labels, Gauge>,
+    monitors_unresponsive: Counter,
+    monitors_lost: Counter,
+    pulls: Family<Labels, Counter>,
+    pull_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    pull_layer_bytes: Counter,
 }
 
 impl Metrics {
@@ -55,6 +76,12 @@ impl Metrics {
         let pods = Family::<Labels, Gauge>::default();
         let containers = Family::<Labels, Gauge>::default();
         let monitors = Family::<Labels, Gauge>::default();
+        let monitors_unresponsive = Counter::default();
+        let monitors_lost = Counter::default();
+        let pulls = Family::<Labels, Counter>::default();
+        let pull_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(pull_latency);
+        let pull_layer_bytes = Counter::default();
         registry.register(
             "cri_requests",
             "CRI and admin RPCs answered, by gRPC code",
@@ -77,6 +104,27 @@ impl Metrics {
             "Pod monitors berthd follows, by watch mode",
             monitors.clone(),
         );
+        registry.register(
+            "pod_monitors_unresponsive",
+            "Times a pod monitor stopped answering past its deadline",
+            monitors_unresponsive.clone(),
+        );
+        registry.register(
+            "pod_monitors_lost",
+            "Pod monitors gone while their containers ran (never restarted: the pod ends)",
+            monitors_lost.clone(),
+        );
+        registry.register("image_pulls", "PullImage by gRPC code", pulls.clone());
+        registry.register(
+            "image_pull_duration_seconds",
+            "PullImage time, by gRPC code",
+            pull_seconds.clone(),
+        );
+        registry.register(
+            "image_pull_layer_bytes",
+            "Layer bytes received from registries",
+            pull_layer_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -85,7 +133,31 @@ impl Metrics {
             pods,
             containers,
             monitors,
+            monitors_unresponsive,
+            monitors_lost,
+            pulls,
+            pull_seconds,
+            pull_layer_bytes,
         }
+    }
+
+    /// A pod monitor stopped answering past its deadline.
+    pub fn monitor_unresponsive(&self) {
+        self.monitors_unresponsive.inc();
+    }
+
+    /// A pod monitor went away while its containers ran.
+    pub fn monitor_lost(&self) {
+        self.monitors_lost.inc();
+    }
+
+    /// One `PullImage` answered: `code` is `OK` or the gRPC code's name.
+    pub fn pull(&self, code: &str, took: Duration) {
+        let labels = vec![("result", code.to_string())];
+        self.pulls.get_or_create(&labels).inc();
+        self.pull_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// One RPC answered: its gRPC code (`OK` when the answer carries no
@@ -166,6 +238,11 @@ impl Metrics {
                 .get_or_create(&vec![("watch", mode.to_string())])
                 .set(n as i64);
         }
+        // The image store counts; the counter takes its value (fetch_max:
+        // two scrapes at once cannot add it twice).
+        self.pull_layer_bytes
+            .inner()
+            .fetch_max(daemon.images().layer_bytes_fetched(), Ordering::Relaxed);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

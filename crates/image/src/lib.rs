@@ -21,6 +21,7 @@ pub mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::{BoxFuture, Shared};
@@ -135,6 +136,9 @@ pub(crate) struct Inner {
     clients: registry::Clients,
     opts: StoreOptions,
     state: Mutex<State>,
+    /// Layer bytes received from registries since the store opened
+    /// (failed and cancelled downloads included).
+    layer_bytes_fetched: AtomicU64,
 }
 
 /// The image store. Cheap to clone; all clones share state.
@@ -181,6 +185,7 @@ impl ImageStore {
                     ..opts
                 },
                 state: Mutex::new(State::default()),
+                layer_bytes_fetched: AtomicU64::new(0),
             }),
         };
         store.recover()?;
@@ -231,6 +236,12 @@ impl ImageStore {
         auth: Option<RegistryAuth>,
     ) -> Result<Image, ImageError> {
         pull::pull(self.inner.clone(), reference, auth.unwrap_or_default()).await
+    }
+
+    /// Layer bytes received from registries since the store opened, failed
+    /// and cancelled downloads included (for berthd's Prometheus counter).
+    pub fn layer_bytes_fetched(&self) -> u64 {
+        self.inner.layer_bytes_fetched.load(Ordering::Relaxed)
     }
 
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {

@@ -723,6 +723,9 @@ async fn download_and_unpack(
         match item {
             Ok(b) => {
                 sent += b.len() as u64;
+                inner
+                    .layer_bytes_fetched
+                    .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if tx.send(Ok(b.to_vec())).await.is_err() {
                     break; // the unpacker stopped; its result says why
                 }

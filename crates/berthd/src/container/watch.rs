@@ -162,6 +162,9 @@ impl Watches {
             && e.mode != mode
         {
             tracing::info!(pod = %pod, from = ?e.mode, to = ?mode, "pod monitor watch");
+            if mode == Mode::Unresponsive {
+                crate::prometheus::global().monitor_unresponsive();
+            }
             e.mode = mode;
         }
     }
@@ -338,7 +341,11 @@ impl Containers {
                 }
             }
             Update::Gone { pod, why } => {
-                for rec in self.live_of_pod(&pod) {
+                let live = self.live_of_pod(&pod);
+                if !live.is_empty() {
+                    crate::prometheus::global().monitor_lost();
+                }
+                for rec in live {
                     let e = CallError::Unreachable {
                         pod: pod.clone(),
                         source: std::io::Error::other(why.clone()),

@@ -23,8 +23,11 @@ pub async fn pull_image(
         .await
         .map_err(|e| {
             tracing::warn!(image = %reference, error = %e, "pull failed");
-            status_of(e)
+            let status = status_of(e);
+            crate::prometheus::global().pull(&format!("{:?}", status.code()), started.elapsed());
+            status
         })?;
+    crate::prometheus::global().pull("OK", started.elapsed());
     tracing::info!(image = %reference, id = %image.id, elapsed = ?started.elapsed(), "pulled");
     // Like containerd, the image reference returned is the image id.
     Ok(PullImageResponse {

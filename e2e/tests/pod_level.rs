@@ -2,7 +2,8 @@
 //! pod init is PID 1 there, reaps orphans, can't be used to reach the host,
 //! dies with StopPodSandbox and survives a berthd restart; and every pod's
 //! /dev/shm tmpfs, shared by its containers; systemd slice names as cgroup
-//! parents. Needs root.
+//! parents; an ephemeral container in the PID namespace of its target
+//! (PID mode TARGET, `kubectl debug --target`). Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,127 @@ fn pod_pid_ns(env: &PodEnv, pod: &str) -> u64 {
     let ns = pinned_pid_namespaces(&dir);
     assert_eq!(ns.len(), 1, "pid pin of {pod}: {ns:?}");
     ns[0]
+}
+
+/// A container of PID mode TARGET (the kubelet's ephemeral container of
+/// `kubectl debug --target`) in a pod of per-container PID namespaces:
+/// it sees and can signal its target's processes, and nobody else's; a
+/// target that is not running or not in the pod is refused, and the
+/// refusal leaves no container behind.
+#[tokio::test]
+async fn a_target_pid_container_joins_its_targets_namespace() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "debug").await;
+    let app = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("app", BUSYBOX, "sleep 1001 & exec sleep 1002"),
+    )
+    .await;
+    let other = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("other", BUSYBOX, "exec sleep 1003"),
+    )
+    .await;
+    let target = |name: &str, target_id: &str| {
+        let mut c = ctr_config(name, BUSYBOX, "exec sleep 1000");
+        let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        let ns = sc.namespace_options.as_mut().unwrap();
+        ns.pid = NamespaceMode::Target as i32;
+        ns.target_id = target_id.to_string();
+        c
+    };
+    let debug = running(&mut env.c, &pod, &pc, target("debug", &app)).await;
+
+    let ps = out(&mut env, &debug, "ps -o pid,args").await;
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps}"
+    );
+    assert!(
+        !ps.contains("sleep 1003"),
+        "another container's process: {ps}"
+    );
+    let ns_of = |s: &str| s.trim().to_string();
+    let app_ns = ns_of(&out(&mut env, &app, "readlink /proc/self/ns/pid").await);
+    let debug_ns = ns_of(&out(&mut env, &debug, "readlink /proc/self/ns/pid").await);
+    assert_eq!(app_ns, debug_ns);
+    // It signals the target's processes: the background sleep ends.
+    out(
+        &mut env,
+        &debug,
+        "kill $(ps -o pid,args | awk '$2 == \"sleep\" && $3 == 1001 {print $1}')",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out(&mut env, &app, "ps -o args")
+        .await
+        .contains("sleep 1001")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sleep 1001 survived the debug container's kill"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Refused: a target that has exited, one of another pod, none at all.
+    let done = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("done", BUSYBOX, "sleep 0.2"),
+    )
+    .await;
+    wait_exited(&mut env, &done).await;
+    let (pod2, pc2) = run_pod(&mut env, "debug-2").await;
+    let before = list_ids(&mut env).await;
+    let cases = [
+        (
+            &pod,
+            &pc,
+            target("d1", &done),
+            tonic::Code::FailedPrecondition,
+        ),
+        (&pod2, &pc2, target("d2", &other), tonic::Code::NotFound),
+        (&pod, &pc, target("d3", ""), tonic::Code::InvalidArgument),
+    ];
+    for (p, c, cfg, code) in cases {
+        let err = create(&mut env.c, p, c, cfg).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+    assert_eq!(list_ids(&mut env).await, before);
+    for p in [&pod, &pod2] {
+        stop_pod(&mut env.c, p).await;
+        remove_pod(&mut env.c, p).await;
+    }
+}
+
+async fn wait_exited(env: &mut PodEnv, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&mut env.c, id).await.unwrap().state != ContainerState::ContainerExited as i32 {
+        assert!(Instant::now() < deadline, "{id} never exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn list_ids(env: &mut PodEnv) -> Vec<String> {
+    let mut ids: Vec<String> = env
+        .c
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[tokio::test]

@@ -50,6 +50,8 @@ struct SpecInput<'a> {
     config: &'a ContainerConfig,
     image: &'a berth_spec::ImageConfig,
     image_name: &'a str,
+    /// PID mode TARGET: the target container's PID namespace.
+    target_pid_ns: Option<PathBuf>,
 }
 
 /// A new container's CRI mounts: as its OCI spec binds them (image volumes
@@ -145,6 +147,7 @@ impl Containers {
         let mut laps = Laps::new();
         let pod_config = pod.config().map_err(internal)?;
         let image_config = image.config().map_err(internal)?;
+        let target_pid_ns = self.target_pid_ns(pod, config).await?;
         let input = SpecInput {
             id,
             pod,
@@ -152,6 +155,7 @@ impl Containers {
             config,
             image: &berth_spec::ImageConfig::from(&image_config),
             image_name,
+            target_pid_ns,
         };
         let stop_signal = super::stop::stop_signal(config, &image_config)?;
         let volumes = image_volume::requested(&self.images, &config.mounts)?;
@@ -331,6 +335,59 @@ impl Containers {
         })
     }
 
+    /// PID mode TARGET (`kubectl debug --target`, an ephemeral container
+    /// in the PID namespace of another container of its pod): that
+    /// container's init's `/proc/<pid>/ns/pid`, as its monitor reports the
+    /// init now. The target must be in the same pod and running; its exit
+    /// between this and the create fails the create (the monitor cannot
+    /// join a namespace whose last process is gone). Other modes: `None`.
+    async fn target_pid_ns(
+        &self,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+    ) -> Result<Option<PathBuf>, ContainerError> {
+        let Some(opts) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+        else {
+            return Ok(None);
+        };
+        if opts.pid != berth_api::v1::NamespaceMode::Target as i32 {
+            return Ok(None);
+        }
+        if opts.target_id.is_empty() {
+            return Err(ContainerError::InvalidArgument(
+                "namespace_options.target_id is required when pid is TARGET".to_string(),
+            ));
+        }
+        let target = match self.resolve(&opts.target_id) {
+            Some(t) if t.pod_id == pod.id => t,
+            _ => {
+                return Err(ContainerError::NotFound(format!(
+                    "target container {} of PID mode TARGET is not a container of pod {}",
+                    opts.target_id, pod.id
+                )));
+            }
+        };
+        let state = monitor::state(&self.monitor_dir(&pod.id), &pod.id, &target.id)
+            .await
+            .map_err(|e| {
+                ContainerError::FailedPrecondition(format!(
+                    "cannot read the state of target container {}: {e}",
+                    target.id
+                ))
+            })?;
+        if state.status != berth_monitor_protocol::Status::Running || state.pid <= 0 {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "target container {} of PID mode TARGET is not running: its PID namespace cannot be joined",
+                target.id
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", state.pid))))
+    }
+
     /// The OCI spec of the container, and the working dir it names made in
     /// the rootfs.
     async fn build_spec(
@@ -350,7 +407,7 @@ impl Containers {
             image_name: input.image_name,
             rootfs,
             namespaces: &pod_namespaces(pod),
-            target_pid_ns: None,
+            target_pid_ns: input.target_pid_ns.as_deref(),
             files,
             cgroups_path: cgroups_path.as_deref(),
             host: &self.host,

@@ -42,6 +42,8 @@ set -euo pipefail
 {
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 HERE=$REPO/hack/conformance
+# shellcheck source-path=SCRIPTDIR/lib
+source "$REPO/hack/lib/ginkgo-report.sh"
 cd "$REPO"
 
 RUNTIME=berth
@@ -248,37 +250,7 @@ fi
 
 # --- report ----------------------------------------------------------------------------------------
 [[ -f $OUT/report.json ]] || { tail -n 40 "$OUT/suite.log" >&2; die "no report.json: see $OUT/suite.log"; }
-# Specs ("It" nodes) the selection picks; skipped = picked but not run (skip list or a
-# runtime skip), each with its reason.
-jq -r --arg sel "$SELECT" '
-    [.[].SpecReports[] | select(.LeafNodeType == "It")
-     | {text: ((.ContainerHierarchyTexts + [.LeafNodeText]) | join(" ")), state: .State,
-        msg: (.Failure.Message // "")}
-     | select(.text | test($sel))]' "$OUT/report.json" >"$OUT/specs.json"
-jq -r --rawfile skips "$SKIP_FILE" '
-    ($skips | split("\n") | map(select(length > 0 and (startswith("#") | not)) | split("\t"))) as $rules
-    | .[] | select(.state == "skipped" or .state == "pending")
-    | .text as $t
-    | ([$rules[] | select(.[0] as $re | $t | test($re)) | .[1]] | first) as $why
-    | ((.msg | split("\n")[0]) // "") as $msg
-    | "\($t)\t\($why // (if $msg != "" then $msg
-        else "not run: the suite ended before it (--timeout, or an interrupt)" end))"' "$OUT/specs.json" |
-    sort >"$OUT/skipped.txt"
-# Failed specs, and failed suite-level nodes (a failed BeforeSuite skips every spec).
-{
-    jq -r '.[] | select(.state != "passed" and .state != "skipped" and .state != "pending")
-        | "\(.text)\t\(.state): \(.msg | split("\n")[0])"' "$OUT/specs.json"
-    jq -r '.[].SpecReports[] | select(.LeafNodeType != "It" and .State != "passed" and .State != "skipped")
-        | "[\(.LeafNodeType)]\t\(.State): \(.Failure.Message // "" | split("\n")[0])"' "$OUT/report.json"
-} | sort >"$OUT/failed.txt"
-summary="$(jq '[.[] | select(.state == "passed")] | length' "$OUT/specs.json") passed, $(wc -l <"$OUT/failed.txt") failed, $(wc -l <"$OUT/skipped.txt") skipped"
-echo "$summary" >"$OUT/summary.txt"
 log "$NAME: junit $OUT/junit.xml, json $OUT/report.json"
-if [[ -s $OUT/failed.txt ]]; then
-    log "failed specs ($OUT/failed.txt):"
-    cut -f1 "$OUT/failed.txt" | sed 's/^/  /' >&2
-fi
-echo "$summary"
-[[ ! -s $OUT/failed.txt ]]
+ginkgo_report "$OUT" "$SELECT" "$SKIP_FILE" "$EXTRA_SKIP"
 exit
 }

@@ -22,6 +22,10 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@" 2>&1 | tee target/test.log
 # cargo's own summary lines are per test binary; add one total line.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
+# critest's fast subset (hack/critest.sh --fast: a berthd, registry and pod network of its own;
+# critest is built by hack/k8s/build-tools.sh when its cache lacks it). The whole suite is
+# hack/critest.sh without --fast.
+BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/critest.sh --fast 2>&1 | tee target/critest.log
 # The e2e tests against a real single-node Kubernetes cluster on Berth (hack/cluster-test.sh):
 # on the debug berthd/berth-monitor built above (no release build); the Kubernetes tools are
 # built by hack/k8s/build-tools.sh when its cache (~/.cache/berth) lacks them (about 15 min

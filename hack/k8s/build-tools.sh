@@ -19,8 +19,9 @@
 #                           kube-proxy kubectl; the conformance suites e2e.test e2e_node.test;
 #                           test images' binaries agnhost nnp sample-apiserver
 #   etcd-<ver>/bin/         etcd etcdctl
-#   cri-tools-<ver>/bin/    crictl critest ginkgo (critest runs `ginkgo` from PATH for -parallel;
-#                           hack/conformance.sh runs the e2e suites with it too)
+#   cri-tools-<ver>/bin/    crictl ginkgo (CRI_TOOLS_VERSION; hack/conformance.sh runs the e2e
+#                           suites with this ginkgo); critest ginkgo (CRITEST_VERSION: critest
+#                           runs `ginkgo` from PATH for -parallel, so its own ginkgo is beside it)
 #   coredns-<ver>/bin/      coredns
 #   <component>/build/      the generated main module (go.mod, go.sum) the tools are built in
 #
@@ -77,13 +78,16 @@ add_component etcd "etcd-$ETCD_VERSION" "$ETCD_VERSION" "" \
     "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
 add_component cri-tools "cri-tools-$CRI_TOOLS_VERSION" "$CRI_TOOLS_VERSION" "" \
     "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION"
+# critest is pinned apart from crictl (versions.env); the same dir when the two versions agree.
+add_component critest "cri-tools-$CRITEST_VERSION" "$CRITEST_VERSION" "" \
+    "sigs.k8s.io/cri-tools@$CRITEST_VERSION"
 add_component coredns "coredns-$COREDNS_VERSION" "$COREDNS_VERSION" "" \
     "github.com/coredns/coredns@$COREDNS_VERSION"
 
 # --- tools: NAME COMPONENT MODE(build|test) PACKAGE VERSION-COMMAND-ARGS...
 # MODE test builds a Ginkgo suite binary with `go test -c`, as cri-tools' Makefile does.
 
-declare -A tool_component tool_mode tool_package tool_version_args
+declare -A tool_component tool_mode tool_package tool_version_args tool_binary
 tool_names=()
 
 add_tool() {
@@ -115,11 +119,16 @@ add_tool sample-apiserver k8s build k8s.io/sample-apiserver --help
 add_tool etcd etcd build go.etcd.io/etcd/server/v3 --version
 add_tool etcdctl etcd build go.etcd.io/etcd/etcdctl/v3 version
 add_tool crictl cri-tools build sigs.k8s.io/cri-tools/cmd/crictl --version
-add_tool critest cri-tools test sigs.k8s.io/cri-tools/cmd/critest -version
 add_tool ginkgo cri-tools build github.com/onsi/ginkgo/v2/ginkgo version
+add_tool critest critest test sigs.k8s.io/cri-tools/cmd/critest -version
+# The ginkgo CLI of critest's Ginkgo, installed as `ginkgo` beside critest (PATH for -parallel).
+add_tool critest-ginkgo critest build github.com/onsi/ginkgo/v2/ginkgo version
+tool_binary[critest-ginkgo]=ginkgo
 add_tool coredns coredns build github.com/coredns/coredns -version
 
 bin_dir_of() { echo "${component_dir[${tool_component[$1]}]}/bin"; }
+# binary_of NAME: the file name of a tool's binary (its name, unless tool_binary says otherwise).
+binary_of() { echo "${tool_binary[$1]:-$1}"; }
 
 # --- ldflags per component (beyond -s -w), as each project's own build sets them
 
@@ -152,6 +161,11 @@ ldflags_etcd() { :; } # etcd's version is a constant; only its Git SHA comes fro
 ldflags_cri-tools() {
     # cri-tools' Makefile: VERSION is `git describe` without the v.
     printf -- "-X 'sigs.k8s.io/cri-tools/pkg/version.Version=%s' " "${CRI_TOOLS_VERSION#v}"
+}
+
+# shellcheck disable=SC2317 # called indirectly
+ldflags_critest() {
+    printf -- "-X 'sigs.k8s.io/cri-tools/pkg/version.Version=%s' " "${CRITEST_VERSION#v}"
 }
 
 # shellcheck disable=SC2317 # called indirectly
@@ -200,7 +214,7 @@ parse_args() {
     case $action in
     list)
         for name in "${tool_names[@]}"; do
-            printf '%-24s %s\n' "$name" "$(bin_dir_of "$name")/$name"
+            printf '%-24s %s\n' "$name" "$(bin_dir_of "$name")/$(binary_of "$name")"
         done
         exit 0
         ;;
@@ -365,8 +379,10 @@ build_tool() {
     local name=$1 comp=${tool_component[$1]}
     prepare_component "$comp"
     local dir=${component_dir[$comp]}
-    local out=$dir/bin/$name tmp_out=$dir/bin/.$name.tmp.$$
-    rm -f "$dir/bin/.$name.tmp."* # left by a run that was killed (runs hold the lock)
+    local bin
+    bin=$(binary_of "$name")
+    local out=$dir/bin/$bin tmp_out=$dir/bin/.$bin.tmp.$$
+    rm -f "$dir/bin/.$bin.tmp."* # left by a run that was killed (runs hold the lock)
     tmp_outputs+=("$tmp_out")
     local ldflags
     ldflags="$("ldflags_$comp" "${component_build_date[$comp]}")-s -w"
@@ -397,7 +413,7 @@ build_selected() {
     total_start=$(date +%s.%N)
     built=0
     for name in "${selected[@]}"; do
-        out=$(bin_dir_of "$name")/$name
+        out=$(bin_dir_of "$name")/$(binary_of "$name")
         stamp=$(bin_dir_of "$name")/.$name.recipe
         start=$(date +%s.%N)
         if ! $force && [[ -x $out && -f $stamp && $(cat "$stamp") == "$(recipe_of "$name")" ]]; then
@@ -415,7 +431,7 @@ build_selected() {
 
     if $verify; then
         for name in "${selected[@]}"; do
-            out=$(bin_dir_of "$name")/$name
+            out=$(bin_dir_of "$name")/$(binary_of "$name")
             # shellcheck disable=SC2086 # the version arguments are words
             version=$("$out" ${tool_version_args[$name]} 2>&1) ||
                 die "$name: '$out ${tool_version_args[$name]}' failed: $version"

@@ -187,3 +187,66 @@ async fn requests_and_limits_in_cgroups() {
         assert!(!procs.is_empty(), "{name}: no process in {container_dir}");
     }
 }
+
+/// In-place resize (`kubectl patch --subresource resize`, InPlacePodVerticalScaling): the
+/// kubelet calls UpdateContainerResources; the new CPU and memory limits land in the running
+/// container's cgroup, the pod status reports them from ContainerStatus, and the container is
+/// not restarted.
+#[tokio::test]
+async fn in_place_resize_changes_the_live_cgroup() {
+    let ns = TestNs::new("resize").await;
+    let mi = 1024 * 1024;
+    let mut app = busybox("app", "sleep 3600");
+    app["resources"] = json!({
+        "requests": { "cpu": "100m", "memory": "32Mi" },
+        "limits": { "cpu": "200m", "memory": "64Mi" },
+    });
+    ns.create::<Pod>(pod("resize", "Always", vec![app], json!({})))
+        .await;
+    let before = ns
+        .wait_pod("resize", "Ready", Duration::from_secs(60), pod_ready)
+        .await;
+    let uid = before.metadata.uid.clone().unwrap();
+    let dir = format!(
+        "kubepods/burstable/pod{uid}/{}",
+        container_id(&before, "app")
+    );
+    assert_eq!(limits_of(&dir), expected(Some(64 * mi), Some(200), 100));
+
+    let patch = json!({ "spec": { "containers": [{ "name": "app", "resources": {
+        "requests": { "cpu": "150m", "memory": "32Mi" },
+        "limits": { "cpu": "300m", "memory": "96Mi" },
+    }}]}})
+    .to_string();
+    let out = kubectl_timeout(
+        &[
+            "patch",
+            "pod",
+            "resize",
+            "-n",
+            &ns.name,
+            "--subresource",
+            "resize",
+            "--patch",
+            &patch,
+        ],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "kubectl patch: {}", text(&out.stderr));
+    let after = ns
+        .wait_pod("resize", "resized", Duration::from_secs(60), |p| {
+            let limits = has_container_status(p, "app")
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|r| r.limits.as_ref());
+            limits.is_some_and(|l| {
+                l.get("cpu").is_some_and(|q| q.0 == "300m")
+                    && l.get("memory").is_some_and(|q| q.0 == "96Mi")
+            })
+        })
+        .await;
+    assert_eq!(limits_of(&dir), expected(Some(96 * mi), Some(300), 150));
+    assert_eq!(restart_count(&after, "app"), 0);
+    assert_eq!(container_id(&after, "app"), container_id(&before, "app"));
+}

@@ -1,5 +1,6 @@
 //! Security settings of a pod spec, as the container sees them: readOnlyRootFilesystem,
 //! runAsUser/runAsGroup, capabilities, seccomp RuntimeDefault, shareProcessNamespace,
+//! `kubectl debug --target` (an ephemeral container in its target's PID namespace),
 //! hostNetwork, hostPort.
 
 use std::io::{Read, Write};
@@ -136,6 +137,84 @@ async fn share_process_namespace() {
         !logs.contains("sleep 4242"),
         "PID 1 is a container's process:\n{logs}"
     );
+}
+
+/// `kubectl debug --target=app`: the kubelet creates an ephemeral container with PID mode
+/// TARGET; it sees the target's processes (its PID 1 is the target's init) and can signal
+/// them.
+#[tokio::test]
+async fn kubectl_debug_target_joins_the_target_pid_namespace() {
+    let ns = TestNs::new("debug").await;
+    ns.create::<Pod>(pod(
+        "debugme",
+        "Never",
+        vec![busybox("app", "sleep 4343 & exec sleep 4444")],
+        json!({}),
+    ))
+    .await;
+    ns.wait_pod("debugme", "running", Duration::from_secs(60), |p| {
+        has_container_status(p, "app")
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await;
+    // The debug container names PID 1, then ends the target's background sleep.
+    let script = "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); \
+        for p in /proc/[0-9]*; do [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = 'sleep 4343 ' ] && \
+        kill ${p#/proc/} && echo killed=yes; done";
+    let out = kubectl_timeout(
+        &[
+            "debug",
+            "-n",
+            &ns.name,
+            "debugme",
+            "--image",
+            BUSYBOX,
+            "--image-pull-policy",
+            "IfNotPresent",
+            "--target",
+            "app",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "kubectl debug: {}", text(&out.stderr));
+    ns.wait_pod("debugme", "dbg done", Duration::from_secs(60), |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.ephemeral_container_statuses.as_ref())
+            .and_then(|v| v.iter().find(|c| c.name == "dbg"))
+            .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+    })
+    .await;
+    let logs = ns.logs("debugme", Some("dbg")).await;
+    assert!(
+        logs.contains("pid1=sleep 4444"),
+        "PID 1 is not the target's:\n{logs}"
+    );
+    assert!(
+        logs.contains("killed=yes"),
+        "the target's process was not found:\n{logs}"
+    );
+    // Killing the background sleep left the target's init running.
+    let p = ns
+        .wait_pod(
+            "debugme",
+            "app still running",
+            Duration::from_secs(10),
+            |p| {
+                has_container_status(p, "app")
+                    .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            },
+        )
+        .await;
+    assert_eq!(restart_count(&p, "app"), 0);
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 hack/install-deps.sh
 # Lints first: they are the cheapest failures to find.
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# The cluster tests are behind the e2e crate's `cluster` feature: linted too.
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # The Helm chart: lint, render, check against the Kubernetes API types (Helm is built once
 # from its Go module and cached in ~/.cache/berth).
 hack/chart-check.sh

@@ -1,5 +1,6 @@
 //! Volumes the kubelet prepares and Berth mounts: emptyDir (disk, memory), configMap, secret,
-//! projected service-account token, hostPath, subPath.
+//! projected service-account token, hostPath, subPath; an image volume (the kubelet pulls the
+//! image, Berth mounts it read-only, whole or by subPath).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,5 +130,48 @@ echo done=yes
     assert_eq!(
         reader, "nested=sub\n",
         "the subPath write is not in the emptyDir"
+    );
+}
+
+/// An image volume (`volumes[].image`, GA in 1.36): the kubelet pulls the image through the
+/// CRI and passes it as `Mount.image`; Berth mounts its layers read-only, the whole image and a
+/// subPath of it.
+#[tokio::test]
+async fn image_volume_mounted_read_only_whole_and_by_sub_path() {
+    let ns = TestNs::new("imagevol").await;
+    let script = r#"
+echo whole=$(test -f /vol/etc/nginx/nginx.conf && echo yes)
+echo sub=$(test -f /conf/nginx.conf && echo yes)
+echo sub-same=$(cmp -s /conf/nginx.conf /vol/etc/nginx/nginx.conf && echo yes)
+echo sub-only=$(test -e /conf/etc && echo no || echo yes)
+echo write=$(touch /vol/x 2>/dev/null && echo allowed || echo refused)
+echo ro=$(awk '$2 == "/vol" {print $4}' /proc/mounts | tr , '\n' | grep -qx ro && echo yes)
+"#;
+    let mut c = busybox("app", script);
+    c["volumeMounts"] = json!([
+        { "name": "img", "mountPath": "/vol" },
+        { "name": "img", "mountPath": "/conf", "subPath": "etc/nginx" },
+    ]);
+    let volumes = json!({ "volumes": [
+        { "name": "img", "image": { "reference": NGINX, "pullPolicy": "IfNotPresent" } },
+    ] });
+    let (_, logs) = ns
+        .run_to_success(
+            pod("imagevol", "Never", vec![c], volumes),
+            Duration::from_secs(90),
+        )
+        .await;
+    let got = parse(&logs);
+    for key in ["whole", "sub", "sub-same", "sub-only", "ro"] {
+        assert_eq!(
+            got.get(key).map(String::as_str),
+            Some("yes"),
+            "{key}; the pod printed:\n{logs}"
+        );
+    }
+    assert_eq!(
+        got.get("write").map(String::as_str),
+        Some("refused"),
+        "{logs}"
     );
 }

@@ -5,12 +5,17 @@
 #   memory   with the pods Ready (and SETTLE s later): RSS and PSS (/proc/PID/smaps_rollup) of
 #            berthd + every berth-monitor, vs containerd + every containerd-shim-runc-v2 (and,
 #            apart, the pause processes, which Berth has no counterpart of)
+#   cpu      with --poll-cpu SECS: CPU time (user + system, reaped children included) of those
+#            same processes over SECS seconds with the pods Ready and nothing else happening:
+#            what the kubelet's polling (PLEG relist every second, status, stats) costs each
+#            runtime at its default rates
 #   delete   time from `kubectl delete` of the Deployment to its last pod gone from the API
 # and prints a side-by-side table (median of the runs, and each run), plus what the kubelet
 # logged as failed calls to each runtime. As root; the cluster is brought down before and
 # after each runtime (it must not run already).
 #
 #   hack/bench-cluster.sh [--runs N] [--replicas N] [--runtimes "berth containerd"] [--no-build]
+#                         [--poll-cpu SECS]
 #
 # berthd and berth-monitor are release builds (cargo build --release, unless --no-build or
 # BERTH_BIN_DIR names others); containerd is Debian 12's package (1.6.20, runc 1.1.5). Both
@@ -28,12 +33,14 @@ RUNTIMES="berth containerd"
 BUILD=yes
 SETTLE=${BERTH_BENCH_SETTLE:-5}
 TIMEOUT=${BERTH_BENCH_TIMEOUT:-300}
+POLL_CPU=0
 while (($#)); do
     case $1 in
         --runs) RUNS=$2; shift ;;
         --replicas) REPLICAS=$2; shift ;;
         --runtimes) RUNTIMES=$2; shift ;;
         --no-build) BUILD=no ;;
+        --poll-cpu) POLL_CPU=$2; shift ;;
         *)
             sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
             exit 2
@@ -121,10 +128,30 @@ memory() {
         END { printf "%d %d %d %d %d\n", r, p, n, pr, pp }'
 }
 
+# cpu_ticks: the CPU clock ticks (utime stime cutime cstime) of the "KIND PID" lines on stdin,
+# summed (fields counted after the `)` that ends the command name, which may hold spaces).
+cpu_ticks() {
+    local kind pid
+    while read -r kind pid; do
+        [[ $kind == pause ]] && continue
+        sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null || true
+    done | awk '{ t += $12 + $13 + $14 + $15 } END { print t + 0 }'
+}
+
+# poll_cpu RUNTIME SECS: CPU seconds the runtime's processes used over SECS seconds.
+poll_cpu() {
+    local procs t0 t1
+    procs=$(pids "$1")
+    t0=$(cpu_ticks <<<"$procs")
+    sleep "$2"
+    t1=$(cpu_ticks <<<"$procs")
+    awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }'
+}
+
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 bench_runtime() {
-    local rt=$1 i t0 ready del mem kubelet_from
+    local rt=$1 i t0 ready del mem cpu kubelet_from
     log "=== $rt: up"
     hack/cluster.sh up --runtime "$rt" >"$OUT/$rt-up.log" 2>&1 || { tail -n 30 "$OUT/$rt-up.log" >&2; return 1; }
     eval "$(hack/cluster.sh env)"
@@ -145,6 +172,11 @@ bench_runtime() {
         ready=$(since "$t0")
         sleep "$SETTLE"
         mem=$(memory "$rt")
+        cpu=0
+        if ((POLL_CPU > 0)); then
+            log "$rt run $i: CPU over ${POLL_CPU}s with $REPLICAS pods Ready"
+            cpu=$(poll_cpu "$rt" "$POLL_CPU")
+        fi
         t0=$(now)
         kubectl -n bench delete deployment web --wait=false >/dev/null
         # Pods the ReplicaSet's deletion has not reached yet are still listed: wait for none.
@@ -156,8 +188,8 @@ bench_runtime() {
             sleep 0.2
         done
         del=$(since "$t0")
-        echo "$rt $i $ready $del $mem" >>"$OUT/results"
-        log "$rt run $i: ready ${ready}s, delete ${del}s, memory (RSS PSS kB, per-pod procs, pause RSS PSS kB) $mem"
+        echo "$rt $i $ready $del $mem $cpu" >>"$OUT/results"
+        log "$rt run $i: ready ${ready}s, delete ${del}s, memory (RSS PSS kB, per-pod procs, pause RSS PSS kB) $mem, CPU ${cpu}s"
     done
     kubectl delete namespace bench --wait=true --timeout=120s >/dev/null || true
     hack/cluster/kubelet-errors.sh "$CLUSTER_DIR/logs/kubelet.log" "$kubelet_from" >"$OUT/$rt-kubelet-errors.txt"
@@ -205,6 +237,7 @@ row() {
     row "  per-pod processes" 7 none
     row "  + pause RSS (MiB, containerd)" 8 mib
     row "  + pause PSS (MiB, containerd)" 9 mib
+    ((POLL_CPU > 0)) && row "runtime CPU over ${POLL_CPU}s (s)" 10 none
     echo
     echo "runtime = berth: berthd + berth-monitor (one per pod); containerd: containerd +"
     echo "containerd-shim-runc-v2 (one per pod); pause = containerd's sandbox processes (Berth has none)."

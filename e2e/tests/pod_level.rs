@@ -113,14 +113,17 @@ async fn a_target_pid_container_joins_its_targets_namespace() {
     }
 
     // Refused: a target that has exited, one of another pod, none at all.
-    let done = running(
+    // Started, not waited for RUNNING: it may exit before anyone looks.
+    let done = create(
         &mut env.c,
         &pod,
         &pc,
         ctr_config("done", BUSYBOX, "sleep 0.2"),
     )
-    .await;
-    wait_exited(&mut env, &done).await;
+    .await
+    .unwrap();
+    start(&mut env.c, &done).await;
+    wait_state(&mut env.c, &done, ContainerState::ContainerExited).await;
     let (pod2, pc2) = run_pod(&mut env, "debug-2").await;
     let before = list_ids(&mut env).await;
     let cases = [
@@ -141,14 +144,6 @@ async fn a_target_pid_container_joins_its_targets_namespace() {
     for p in [&pod, &pod2] {
         stop_pod(&mut env.c, p).await;
         remove_pod(&mut env.c, p).await;
-    }
-}
-
-async fn wait_exited(env: &mut PodEnv, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&mut env.c, id).await.unwrap().state != ContainerState::ContainerExited as i32 {
-        assert!(Instant::now() < deadline, "{id} never exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -122,15 +122,13 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
     // A monitor killed under its running container: counted as lost.
     let pc = pod_config_for(&d, "metrics-lost");
     let pod = run_pod_with(&mut c, &pc).await;
-    let id = create(
+    let id = running(
         &mut c,
         &pod,
         &pc,
         ctr_config("m", BUSYBOX, "exec sleep 300"),
     )
-    .await
-    .unwrap();
-    start(&mut c, &id).await;
+    .await;
     let monitor = berth_e2e::procs::monitor_of(&pod).expect("the pod's monitor");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),

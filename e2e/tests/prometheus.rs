@@ -62,7 +62,7 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
         r#"berth_pod_monitors{watch="live"} 1"#,
         r#"berth_image_pulls_total{result="OK"} 1"#,
         r#"berth_image_pull_duration_seconds_count{result="OK"} 1"#,
-        r#"berth_pod_monitors_lost_total 0"#,
+        r#"berth_containers_lost_total 0"#,
         r#"berth_pod_monitors_unresponsive_total 0"#,
     ];
     // The monitor's watch turns live moments after the first container.
@@ -119,7 +119,9 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
         "{body}"
     );
 
-    // A monitor killed under its running container: counted as lost.
+    // A monitor killed under its running container: the container is lost,
+    // counted once whichever path finds it (this loop's scrapes ask the
+    // monitor once the watch has ended).
     let pc = pod_config_for(&d, "metrics-lost");
     let pod = run_pod_with(&mut c, &pc).await;
     let id = running(
@@ -138,12 +140,12 @@ async fn metrics_endpoint_counts_rpcs_and_reports_pods_and_containers() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, body) = get(port, "/metrics").await;
-        if body.contains("berth_pod_monitors_lost_total 1\n") {
+        if body.contains("berth_containers_lost_total 1\n") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "monitor loss not counted:\n{body}"
+            "container loss not counted:\n{body}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

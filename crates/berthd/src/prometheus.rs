@@ -14,10 +14,11 @@
 //! - `berth_pod_monitors{watch}`: pod monitors berthd follows, by how.
 //! - `berth_pod_monitors_unresponsive_total`: times a monitor stopped
 //!   answering past its deadline (its containers read UNKNOWN meanwhile).
-//! - `berth_pod_monitors_lost_total`: monitors gone while their containers
-//!   ran (those containers are stored exited, code 255). Berth never
+//! - `berth_containers_lost_total`: containers whose exit can never be
+//!   known, stored exited with code 255: their monitor vanished under them
+//!   (killed, crashed) or no longer has them (a host reboot). Berth never
 //!   restarts a monitor: it is its containers' parent, so a lost one is
-//!   the pod's end, and this counter is what an operator alerts on.
+//!   its pod's end, and this counter is what an operator alerts on.
 //! - `berth_image_pulls_total{result}`, `berth_image_pull_duration_seconds
 //!   {result}`: `PullImage`s by gRPC code (`OK` on success).
 //! - `berth_image_pull_layer_bytes_total`: layer bytes received from
@@ -59,7 +60,7 @@ pub struct Metrics {
     containers: Family<Labels, Gauge>,
     monitors: Family<Labels, Gauge>,
     monitors_unresponsive: Counter,
-    monitors_lost: Counter,
+    containers_lost: Counter,
     pulls: Family<Labels, Counter>,
     pull_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     pull_layer_bytes: Counter,
@@ -77,7 +78,7 @@ impl Metrics {
         let containers = Family::<Labels, Gauge>::default();
         let monitors = Family::<Labels, Gauge>::default();
         let monitors_unresponsive = Counter::default();
-        let monitors_lost = Counter::default();
+        let containers_lost = Counter::default();
         let pulls = Family::<Labels, Counter>::default();
         let pull_seconds =
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(pull_latency);
@@ -110,9 +111,9 @@ impl Metrics {
             monitors_unresponsive.clone(),
         );
         registry.register(
-            "pod_monitors_lost",
-            "Pod monitors gone while their containers ran (never restarted: the pod ends)",
-            monitors_lost.clone(),
+            "containers_lost",
+            "Containers whose exit can never be known: their monitor vanished or forgot them (stored exited, code 255)",
+            containers_lost.clone(),
         );
         registry.register("image_pulls", "PullImage by gRPC code", pulls.clone());
         registry.register(
@@ -134,7 +135,7 @@ impl Metrics {
             containers,
             monitors,
             monitors_unresponsive,
-            monitors_lost,
+            containers_lost,
             pulls,
             pull_seconds,
             pull_layer_bytes,
@@ -146,9 +147,9 @@ impl Metrics {
         self.monitors_unresponsive.inc();
     }
 
-    /// A pod monitor went away while its containers ran.
-    pub fn monitor_lost(&self) {
-        self.monitors_lost.inc();
+    /// A container was found lost (stored exited, code 255).
+    pub fn container_lost(&self) {
+        self.containers_lost.inc();
     }
 
     /// One `PullImage` answered: `code` is `OK` or the gRPC code's name.

@@ -198,10 +198,21 @@ impl Containers {
         rec: ContainerRecord,
         durability: redb::Durability,
     ) -> Result<ContainerRecord, ContainerError> {
+        Ok(self.update_record_from(rec, durability)?.0)
+    }
+
+    /// [`Self::update_record`], also telling the state the stored record
+    /// had when this one replaced it (`None`: not stored, the stored one
+    /// was further along or is gone).
+    fn update_record_from(
+        &self,
+        rec: ContainerRecord,
+        durability: redb::Durability,
+    ) -> Result<(ContainerRecord, Option<State>), ContainerError> {
         let mut inner = self.lock();
         let before = match inner.records.get(&rec.id) {
-            None => return Ok(rec),
-            Some(cur) if cur.state.rank() > rec.state.rank() => return Ok(cur.clone()),
+            None => return Ok((rec, None)),
+            Some(cur) if cur.state.rank() > rec.state.rank() => return Ok((cur.clone(), None)),
             Some(cur) => cur.state,
         };
         self.store_record(&rec, durability)?;
@@ -211,7 +222,7 @@ impl Containers {
         if let Some(kind) = events::kind_of(Some(before), rec.state) {
             self.emit(&rec, kind);
         }
-        Ok(rec)
+        Ok((rec, Some(before)))
     }
 
     fn write_record(

@@ -90,7 +90,14 @@ impl Containers {
         }
         if lost {
             // berthd's own conclusion, not the monitor's: durable now.
-            return self.update_record(rec, redb::Durability::Immediate);
+            // Counted here, where every path that finds a container lost
+            // (a read asking the monitor, the watch's end) stores it, and
+            // only by the one that moved it to exited.
+            let (rec, from) = self.update_record_from(rec, redb::Durability::Immediate)?;
+            if from.is_some_and(|s| s != State::Exited) {
+                crate::prometheus::global().container_lost();
+            }
+            return Ok(rec);
         }
         if (rec.state, rec.started_at) != before {
             let rec = self.update_record(rec, redb::Durability::None)?;

@@ -341,11 +341,7 @@ impl Containers {
                 }
             }
             Update::Gone { pod, why } => {
-                let live = self.live_of_pod(&pod);
-                if !live.is_empty() {
-                    crate::prometheus::global().monitor_lost();
-                }
-                for rec in live {
+                for rec in self.live_of_pod(&pod) {
                     let e = CallError::Unreachable {
                         pod: pod.clone(),
                         source: std::io::Error::other(why.clone()),

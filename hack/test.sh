@@ -9,6 +9,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
+# Rust builds are cached outside the clone, as the Go builds are (~/.cache/berth): a clean
+# clone (CI) then compiles the workspace's own crates, not its ~400 dependencies again. One
+# run at a time holds the cache (a lock); a run beside it builds in ./target and says so.
+# CARGO_TARGET_DIR set by the caller wins; BERTH_CARGO_CACHE=0 builds in ./target.
+if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/berth/cargo-target
+    mkdir -p "$cache"
+    exec {cache_lock}>"$cache.lock"
+    if flock -n "$cache_lock"; then
+        # cargo never removes stale artifacts: a cache grown past 40 GiB starts again.
+        if (($(du -s --block-size=1G "$cache" | cut -f1) > 40)); then
+            rm -rf "$cache" && mkdir -p "$cache"
+        fi
+        export CARGO_TARGET_DIR=$cache
+        echo "hack/test.sh: Rust builds in $cache (cached between runs)" >&2
+    else
+        echo "hack/test.sh: $cache is in use by another run: building in ./target" >&2
+    fi
+fi
+# Logs and the test images stay in the clone's target/.
+mkdir -p target
 # Lints first: they are the cheapest failures to find.
 cargo fmt --all -- --check
 # The cluster tests are behind the e2e crate's `cluster` feature: linted too.

@@ -220,11 +220,7 @@ impl Drop for TestNet {
         let opts = self.opts.clone();
         // DEL whatever is left (a failed test), on a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            block_on(async {
                 let cni = Cni::new(opts);
                 for id in ids {
                     if let Err(e) = cni.del(&Attachment::new(id, "")).await {
@@ -238,6 +234,16 @@ impl Drop for TestNet {
             .args(["link", "del", &self.bridge])
             .output();
     }
+}
+
+/// Runs `f` to its end on a runtime of its own, on this thread (so the
+/// plugins it spawns inherit this thread's network namespace).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn iptables_nat() -> String {
@@ -478,6 +484,115 @@ async fn a_failing_real_plugin_is_reported_and_undone() {
     assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
     assert!(cni.cached_attachments().await.unwrap().is_empty());
     net.added.lock().unwrap().clear();
+}
+
+/// Runs `args` with its network namespace set to `ns`'s.
+fn run_in(ns: &Netns, args: &[&str]) -> String {
+    let net = format!("--net={}", ns.path.display());
+    let mut all = vec![net.as_str()];
+    all.extend_from_slice(args);
+    run("nsenter", &all)
+}
+
+/// A node as a Docker engine leaves it: FORWARD policy DROP and bridged
+/// traffic passed to iptables (br_netfilter). The node is a network
+/// namespace of the test's own (its policy and its bridge die with it), so
+/// the host's firewall is never touched. Pod-to-pod traffic on the bridge
+/// crosses FORWARD there: the shipped network must let it through (its
+/// `firewall` plugin accepts each pod's traffic), and must leave no rule of
+/// a pod behind after DEL.
+#[test]
+fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
+    if !usable() {
+        return;
+    }
+    let net = TestNet::new();
+    let node = net.netns("node");
+    run_in(&node, &["ip", "link", "set", "lo", "up"]);
+    run_in(&node, &["iptables", "-P", "FORWARD", "DROP"]);
+    // Per network namespace since Linux 5.3; set here as Docker sets it on the host.
+    run_in(
+        &node,
+        &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+    );
+    assert!(run_in(&node, &["iptables", "-S", "FORWARD"]).starts_with("-P FORWARD DROP"));
+
+    let ns_a = net.netns("a");
+    let ns_b = net.netns("b");
+    let (id_a, id_b) = (format!("sda{}", tag()), format!("sdb{}", tag()));
+    let att_a = Attachment::for_pod(&id_a, &ns_a.path, &pod("a"));
+    let att_b = Attachment::for_pod(&id_b, &ns_b.path, &pod("b"));
+    // The plugins run in the namespace of the thread that spawns them: the
+    // CNI calls go on a runtime of their own, on a thread inside the node.
+    let (opts, a, b) = (net.opts.clone(), att_a.clone(), att_b.clone());
+    let (res_a, res_b) = node
+        .spawn(move || {
+            block_on(async {
+                let cni = Cni::new(opts);
+                (cni.add(&a).await.unwrap(), cni.add(&b).await.unwrap())
+            })
+        })
+        .join()
+        .unwrap();
+    net.added
+        .lock()
+        .unwrap()
+        .extend([id_a.clone(), id_b.clone()]);
+    let (ip_a, ip_b) = (res_a.pod_ips()[0], res_b.pod_ips()[0]);
+    let server = ns_a.spawn(|| {
+        let l = TcpListener::bind("0.0.0.0:8080").unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"hello across DROP\n").unwrap();
+    });
+    let addr_a = SocketAddr::new(ip_a, 8080);
+    let got = ns_b
+        .spawn(move || {
+            // The listener may not be bound yet: try for a few seconds.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match greet(addr_a) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    got => return got,
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    assert_eq!(
+        got.unwrap_or_else(|e| panic!("pod b -> pod a ({addr_a}) under FORWARD DROP: {e}")),
+        "hello across DROP\n"
+    );
+    server.join().unwrap();
+    let filter = run_in(&node, &["iptables-save", "-t", "filter"]);
+    assert!(
+        filter.contains(&format!("-s {ip_a}/32")) && filter.contains(&format!("-s {ip_b}/32")),
+        "no FORWARD rules for the pods:\n{filter}"
+    );
+
+    let opts = net.opts.clone();
+    node.spawn(move || {
+        block_on(async {
+            let cni = Cni::new(opts);
+            cni.del(&Attachment::new(&id_a, "")).await.unwrap();
+            cni.del(&Attachment::new(&id_b, "")).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    net.added.lock().unwrap().clear();
+    let filter = run_in(&node, &["iptables-save", "-t", "filter"]);
+    for ip in [ip_a, ip_b] {
+        assert!(
+            !filter.contains(&format!("{ip}/32")),
+            "rules of {ip} left:\n{filter}"
+        );
+    }
+    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
 }
 
 fn median(v: &mut [Duration]) -> Duration {

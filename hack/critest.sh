@@ -144,6 +144,9 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 WORK=$(mktemp -d /var/tmp/berth-critest.XXXXXX)
 STATE=$(mktemp -d /run/berth-critest.XXXXXX)
+# Searchable by others, as /var/lib and /run are: a hostUsers: false pod's containers reach their
+# bundle and pod files as an unprivileged host user (the UserNamespaces specs).
+chmod 0711 "$WORK" "$STATE"
 SOCK=$STATE/berth.sock
 BRIDGE=berthcrit0
 REG_PID=
@@ -278,32 +281,13 @@ prefix = "quay.io"
 blocked = true
 EOF
 mkdir -p "$WORK/cni" "$WORK/root"
-cat >"$WORK/cni/10-berth-critest.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "berth-critest",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$BRIDGE",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{ "subnet": "10.87.0.0/16" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }],
-        "dataDir": "$WORK/cni-ipam"
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": { "portMappings": true },
-      "snat": true
-    }
-  ]
-}
-EOF
+# The shipped network (hack/cni/10-berth.conflist) with a bridge, range and IPAM store of its own.
+jq --arg br "$BRIDGE" --arg ipam "$WORK/cni-ipam" '
+    .name = "berth-critest"
+    | .plugins[0].bridge = $br
+    | .plugins[0].ipam.ranges = [[{subnet: "10.87.0.0/16"}]]
+    | .plugins[0].ipam.dataDir = $ipam' \
+    "$REPO/hack/cni/10-berth.conflist" >"$WORK/cni/10-berth-critest.conflist"
 cat >"$WORK/config.toml" <<EOF
 # Written by hack/critest.sh: a berthd apart from any other (own root, state, socket, network).
 root = "$WORK/root"

@@ -82,6 +82,13 @@ impl BerthdConfig {
     pub fn new() -> anyhow::Result<BerthdConfig> {
         // Under /tmp, not the cwd: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
+        // Searchable by others, as a node's /var/lib and /run are: the
+        // containers of a hostUsers: false pod reach their bundle and the
+        // pod's files as an unprivileged host user.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let base = dir.path().to_path_buf();
         Ok(BerthdConfig {
             root: base.join("root"),

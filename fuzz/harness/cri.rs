@@ -169,6 +169,7 @@ pub fn run(data: &[u8]) {
         ipc: pinned(plan.ipc, "ipc"),
         uts: pinned(plan.uts, "uts"),
         pid: plan.pid.then(|| PathBuf::from("/proc/1/ns/pid")),
+        user: plan.userns.map(|m| (PathBuf::from("/proc/1/ns/user"), m)),
     };
     let image = ImageConfig {
         user: "www".into(),

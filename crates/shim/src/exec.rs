@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::oci_spec::runtime::{LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -55,15 +55,23 @@ pub(crate) enum ExecStdio<'a> {
 pub(crate) struct ExecBase {
     process: Process,
     seccomp: Option<LinuxSeccomp>,
+    /// The container joined a user namespace (a `hostUsers: false` pod).
+    in_userns: bool,
 }
 
 impl ExecBase {
     pub fn load(id: &str, bundle: &Path) -> Result<ExecBase, OpError> {
         let cfg = Spec::load(bundle.join("config.json"))
             .map_err(|e| Op::Exec.failed(id, format!("load config.json: {e}")))?;
+        let in_userns = cfg
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
         Ok(ExecBase {
             process: cfg.process().clone().unwrap_or_default(),
             seccomp: cfg.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            in_userns,
         })
     }
 }
@@ -80,6 +88,16 @@ pub(crate) fn spawn(
 ) -> Result<i32, OpError> {
     if spec.args.is_empty() {
         return Err(Op::Exec.invalid_argument(id, "empty command"));
+    }
+    // libcontainer 0.7's tenant builder joins the container's namespaces
+    // but not its user namespace: the process would be the host's root in
+    // the container's mount and PID namespaces. Refused until Berth joins
+    // the user namespace itself.
+    if base.in_userns {
+        return Err(Op::Exec.invalid_state(
+            id,
+            "exec into a container in its own user namespace is not supported (it would not join the user namespace)",
+        ));
     }
     let mut process = base.process.clone();
     process.set_args(Some(spec.args.to_vec()));

@@ -31,6 +31,7 @@ pub mod sandbox;
 pub mod seccomp_default;
 pub mod security;
 pub mod user;
+pub mod userns;
 
 pub use error::{Result, SpecError};
 pub use host::HostEnv;
@@ -227,6 +228,9 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     )?;
     let cri_resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());
 
+    if let Some((_, maps)) = &input.namespaces.user {
+        userns::check_user_is_mapped(maps, resolved.uid, resolved.gid, &resolved.additional_gids)?;
+    }
     let mut user = User::default();
     user.set_uid(resolved.uid)
         .set_gid(resolved.gid)

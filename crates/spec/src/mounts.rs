@@ -371,7 +371,7 @@ fn validate_cri_mount(i: usize, m: &v1::Mount) -> Result<Bind> {
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(SpecError::unsupported(
             format!("{field}.uidMappings"),
-            "id-mapped mounts need user namespaces, which Berth does not support",
+            "idmapped mounts are staged by berthd as plain binds before the spec is built (a pod with hostUsers: false); none may reach the spec",
         ));
     }
     // containerd's checks for the CRI's recursive_read_only rules.

@@ -31,6 +31,9 @@ pub struct PodNamespaces {
     /// The PID namespace shared by the pod (`/proc/<pod init>/ns/pid`), when
     /// the pod's PID mode is POD; `None` otherwise.
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`): its pin and maps. The
+    /// pod's other namespaces belong to it, so every container joins it.
+    pub user: Option<(PathBuf, crate::userns::UsernsMaps)>,
 }
 
 const NS: &str = "linux.security_context.namespace_options";
@@ -58,14 +61,7 @@ pub fn build(
     cgroup_ns: bool,
 ) -> Result<Vec<LinuxNamespace>> {
     let opts = sc.and_then(|s| s.namespace_options.as_ref());
-    if let Some(u) = opts.and_then(|o| o.userns_options.as_ref())
-        && u.mode != v1::NamespaceMode::Node as i32
-    {
-        return Err(SpecError::unsupported(
-            format!("{NS}.userns_options"),
-            "user namespaces are not supported; use mode NODE (hostUsers: true)",
-        ));
-    }
+    check_userns(opts, pod)?;
     let pid_mode = opts.map_or(v1::NamespaceMode::Pod as i32, |o| o.pid);
     let pid_mode = v1::NamespaceMode::try_from(pid_mode)
         .map_err(|_| SpecError::invalid(format!("{NS}.pid"), format!("unknown mode {pid_mode}")))?;
@@ -105,11 +101,46 @@ pub fn build(
     join(LinuxNamespaceType::Network, &pod.network, &mut out);
     join(LinuxNamespaceType::Ipc, &pod.ipc, &mut out);
     join(LinuxNamespaceType::Uts, &pod.uts, &mut out);
+    if let Some((pin, _)) = &pod.user {
+        // Joined first by libcontainer, whatever the order here.
+        out.push(ns(LinuxNamespaceType::User, Some(pin)));
+    }
     out.push(ns(LinuxNamespaceType::Mount, None));
     if cgroup_ns {
         out.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     Ok(out)
+}
+
+/// A container lives in its pod's user namespace: it may say so (mode POD,
+/// as the kubelet does), or say nothing; it cannot ask for another.
+fn check_userns(opts: Option<&v1::NamespaceOption>, pod: &PodNamespaces) -> Result<()> {
+    let Some(u) = opts.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(());
+    };
+    let field = format!("{NS}.userns_options");
+    match (v1::NamespaceMode::try_from(u.mode), &pod.user) {
+        (Ok(v1::NamespaceMode::Pod), Some(_)) | (Ok(v1::NamespaceMode::Node), None) => Ok(()),
+        (Ok(v1::NamespaceMode::Pod), None) => Err(SpecError::invalid(
+            field,
+            "mode POD, but the pod has no user namespace (it was run with hostUsers: true)",
+        )),
+        (Ok(v1::NamespaceMode::Node), Some(_)) => Err(SpecError::invalid(
+            field,
+            "mode NODE, but the pod runs in a user namespace of its own: its containers share it",
+        )),
+        (Ok(m), _) => Err(SpecError::unsupported(
+            field,
+            format!(
+                "mode {} is not supported for user namespaces: only POD and NODE",
+                m.as_str_name()
+            ),
+        )),
+        (Err(_), _) => Err(SpecError::invalid(
+            field,
+            format!("unknown mode {}", u.mode),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +153,7 @@ mod tests {
             ipc: PodNamespace::Pinned("/run/berth/ns/ipc/p1".into()),
             uts: PodNamespace::Pinned("/run/berth/ns/uts/p1".into()),
             pid: Some("/proc/4242/ns/pid".into()),
+            user: None,
         }
     }
 
@@ -231,28 +263,67 @@ mod tests {
             ipc: PodNamespace::Host,
             uts: PodNamespace::Host,
             pid: None,
+            user: None,
         };
         let got = build(Some(&sc(v1::NamespaceMode::Node, "")), &p, None, true).unwrap();
         assert_eq!(summary(&got), vec![e("mnt", None), e("cgroup", None)]);
     }
 
     #[test]
-    fn user_namespaces_are_refused_clearly() {
-        let mut s = sc(v1::NamespaceMode::Container, "");
-        s.namespace_options.as_mut().unwrap().userns_options = Some(v1::UserNamespace {
-            mode: v1::NamespaceMode::Pod as i32,
-            ..Default::default()
-        });
-        let err = build(Some(&s), &pod(), None, false).unwrap_err();
-        assert_eq!(
-            err.field(),
-            "linux.security_context.namespace_options.userns_options"
-        );
+    fn a_pods_user_namespace_is_joined_and_only_its_own() {
+        let userns = |mode: v1::NamespaceMode| {
+            let mut s = sc(v1::NamespaceMode::Container, "");
+            s.namespace_options.as_mut().unwrap().userns_options = Some(v1::UserNamespace {
+                mode: mode as i32,
+                ..Default::default()
+            });
+            s
+        };
+        let range = crate::userns::IdRange {
+            host_id: 65536,
+            length: 65536,
+        };
+        let mut in_userns = pod();
+        in_userns.user = Some((
+            "/run/berth/ns/user/p1".into(),
+            crate::userns::UsernsMaps {
+                uid: range,
+                gid: range,
+            },
+        ));
+        // The pod's user namespace is joined, whether the container names it or not.
+        for s in [
+            userns(v1::NamespaceMode::Pod),
+            sc(v1::NamespaceMode::Container, ""),
+        ] {
+            let got = build(Some(&s), &in_userns, None, false).unwrap();
+            assert!(
+                summary(&got).contains(&e("user", Some("/run/berth/ns/user/p1"))),
+                "{got:?}"
+            );
+        }
+        // Mode POD in a pod without one, NODE in a pod with one, CONTAINER: refused.
+        let field = "linux.security_context.namespace_options.userns_options";
+        let err = build(Some(&userns(v1::NamespaceMode::Pod)), &pod(), None, false).unwrap_err();
+        assert_eq!(err.field(), field);
+        let err = build(
+            Some(&userns(v1::NamespaceMode::Node)),
+            &in_userns,
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), field);
+        let err = build(
+            Some(&userns(v1::NamespaceMode::Container)),
+            &in_userns,
+            None,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, SpecError::Unsupported { .. }));
-        s.namespace_options.as_mut().unwrap().userns_options = Some(v1::UserNamespace {
-            mode: v1::NamespaceMode::Node as i32,
-            ..Default::default()
-        });
-        assert!(build(Some(&s), &pod(), None, false).is_ok());
+        // NODE in a pod without one: the host's, nothing joined.
+        let got = build(Some(&userns(v1::NamespaceMode::Node)), &pod(), None, false).unwrap();
+        assert!(!summary(&got).iter().any(|(t, _)| t == "user"), "{got:?}");
     }
 }

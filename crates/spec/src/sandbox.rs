@@ -18,6 +18,9 @@ pub struct PodPlan {
     pub pid: bool,
     pub hostname: String,
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's own user namespace (`hostUsers: false`), made first: the
+    /// other namespaces are made inside it.
+    pub userns: Option<crate::userns::UsernsMaps>,
 }
 
 /// Checks a RunPodSandbox request; the error is the message of an
@@ -46,6 +49,7 @@ pub fn validate(config: &PodSandboxConfig, handler: &str) -> Result<PodPlan, Str
         .security_context
         .and_then(|s| s.namespace_options)
         .unwrap_or_default();
+    let userns = crate::userns::from_options(Some(&ns))?;
     let node = NamespaceMode::Node as i32;
     let host_net = ns.network == node;
     let host_ipc = ns.ipc == node;
@@ -128,5 +132,6 @@ pub fn validate(config: &PodSandboxConfig, handler: &str) -> Result<PodPlan, Str
         uts: !host_net,
         hostname: config.hostname.clone(),
         sysctls: linux.sysctls.into_iter().collect(),
+        userns,
     })
 }

@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
         ipc: PodNamespace::Pinned("/run/berth/ns/ipc/pod1".into()),
         uts: PodNamespace::Pinned("/run/berth/ns/uts/pod1".into()),
         pid: None,
+        user: None,
     };
     let host = HostEnv {
         node_hostname: "node-1".into(),

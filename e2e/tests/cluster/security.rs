@@ -285,3 +285,65 @@ fn http_get(addr: &str) -> std::io::Result<String> {
     stream.read_to_string(&mut body)?;
     Ok(body)
 }
+
+/// `hostUsers: false`: the kubelet gives the pod a user namespace with a range of its own
+/// (65536 IDs at a multiple of 65536); root in the pod is that range's first ID on the node;
+/// the image's files and an emptyDir (idmapped, as the kubelet asks) read as root's.
+#[tokio::test]
+async fn host_users_false_makes_the_pods_root_unprivileged_on_the_node() {
+    let ns = TestNs::new("userns").await;
+    let mut c = busybox(
+        "app",
+        "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox; \
+         echo hi > /data/f && stat -c %u /data/f; echo hi > /rootfs-f && echo rootfs=writable; \
+         exec sleep 3607",
+    );
+    c["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    let _: Pod = ns
+        .create(pod(
+            "userns",
+            "Never",
+            vec![c],
+            json!({ "hostUsers": false, "volumes": [{ "name": "data", "emptyDir": {} }] }),
+        ))
+        .await;
+    ns.wait_pod("userns", "running", Duration::from_secs(60), |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let logs = wait_for(
+        "the pod's checks in its log",
+        Duration::from_secs(30),
+        || async {
+            let logs = ns.logs("userns", None).await;
+            logs.contains("rootfs=writable").then_some(logs)
+        },
+    )
+    .await;
+    let words: Vec<&str> = logs.split_whitespace().collect();
+    let [zero, host, len, uid, image_owner, data_owner, _] = words[..] else {
+        panic!("unexpected log:\n{logs}");
+    };
+    let host: u32 = host.parse().unwrap();
+    assert_eq!((zero, len), ("0", "65536"), "{logs}");
+    assert!(host >= 65536 && host.is_multiple_of(65536), "{logs}");
+    assert_eq!((uid, image_owner, data_owner), ("0", "0", "0"), "{logs}");
+
+    // On the node, the container's process is the range's first ID, not root.
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x003607\x00")
+        })
+        .expect("the pod's sleep on the node");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status_field(&status, "Uid").unwrap();
+    let host = host.to_string();
+    assert_eq!(
+        uids.split_whitespace().collect::<Vec<_>>(),
+        [host.as_str(); 4],
+        "{status}"
+    );
+}

@@ -29,6 +29,8 @@ struct Undo {
     mounted: Option<PathBuf>,
     /// The bundle whose image volumes may be mounted.
     image_volumes: Option<PathBuf>,
+    /// The bundle whose idmapped volumes may be staged.
+    idmapped: Option<PathBuf>,
     dirs: Vec<PathBuf>,
     in_monitor: bool,
 }
@@ -46,6 +48,8 @@ struct Dirs {
 struct SpecInput<'a> {
     id: &'a str,
     pod: &'a SandboxRecord,
+    /// The pod's user namespace (`hostUsers: false`).
+    userns: Option<&'a super::PodUserns>,
     pod_config: &'a berth_api::v1::PodSandboxConfig,
     config: &'a ContainerConfig,
     image: &'a berth_spec::ImageConfig,
@@ -148,9 +152,11 @@ impl Containers {
         let pod_config = pod.config().map_err(internal)?;
         let image_config = image.config().map_err(internal)?;
         let target_pid_ns = self.target_pid_ns(pod, config).await?;
+        let userns = super::PodUserns::of(pod, &pod_config)?;
         let input = SpecInput {
             id,
             pod,
+            userns: userns.as_ref(),
             pod_config: &pod_config,
             config,
             image: &berth_spec::ImageConfig::from(&image_config),
@@ -164,19 +170,31 @@ impl Containers {
         // the rootfs and bundle are prepared.
         let monitor_ready = self.spawn_monitor(&pod.id);
         let (dirs, volume_layers) = self
-            .mount_rootfs(id, image, &volumes, undo, &mut laps)
+            .mount_rootfs(id, image, &volumes, input.userns, undo, &mut laps)
             .await?;
-        let mounts = self
+        let mut mounts = self
             .mount_image_volumes(config, &dirs.bundle, &volumes, volume_layers, undo)
             .await?;
         if !volumes.is_empty() {
             laps.mark("image_volumes");
         }
+        undo.idmapped = Some(dirs.bundle.clone());
+        let (mut spec_mounts, b, u) = (mounts.spec, dirs.bundle.clone(), input.userns.cloned());
+        let (spec_mounts, idmapped) = blocking::run(move || {
+            let staged = super::idmap::stage_volumes(&mut spec_mounts, &b, u.as_ref());
+            Ok((spec_mounts, staged))
+        })
+        .await?;
+        let idmapped = idmapped?;
+        mounts.spec = spec_mounts;
+        if idmapped {
+            laps.mark("idmapped_volumes");
+        }
         let pod_files = self.write_pod_files(pod, &pod_config).await?;
         laps.mark("pod_files");
         // The spec binds each image volume from where it was mounted.
         let bound;
-        let input = if volumes.is_empty() {
+        let input = if volumes.is_empty() && !idmapped {
             input
         } else {
             bound = ContainerConfig {
@@ -242,6 +260,7 @@ impl Containers {
         id: &str,
         image: &berth_image::Image,
         volumes: &[image_volume::Requested],
+        userns: Option<&super::PodUserns>,
         undo: &mut Undo,
         laps: &mut Laps,
     ) -> Result<(Dirs, Vec<Vec<PathBuf>>), ContainerError> {
@@ -263,7 +282,8 @@ impl Containers {
         undo.dirs = vec![bundle.clone(), layer_dir.clone()];
         let rootfs = bundle.join("rootfs");
         let (l, b, r) = (layers, layer_dir.clone(), rootfs.clone());
-        blocking::run(move || rootfs::mount_overlay(&l, &b, &r)).await?;
+        let u = userns.cloned();
+        blocking::run(move || rootfs::mount_overlay(&l, &b, &r, u.as_ref())).await?;
         laps.mark("mount");
         crate::failpoint::hit("container-create-mounted");
         undo.mounted = Some(rootfs.clone());
@@ -406,7 +426,7 @@ impl Containers {
             image: input.image,
             image_name: input.image_name,
             rootfs,
-            namespaces: &pod_namespaces(pod),
+            namespaces: &pod_namespaces(pod, input.userns),
             target_pid_ns: input.target_pid_ns.as_deref(),
             files,
             cgroups_path: cgroups_path.as_deref(),
@@ -483,6 +503,11 @@ impl Containers {
         {
             report("unmount image volumes", &format!("{e:#}"));
         }
+        if let Some(b) = undo.idmapped
+            && let Err(e) = super::idmap::unmount_all(&b)
+        {
+            report("unmount idmapped volumes", &format!("{e:#}"));
+        }
         for d in undo.dirs {
             if let Err(e) = rootfs::remove_dir(&d) {
                 report("remove dir", &format!("{e:#}"));
@@ -509,7 +534,10 @@ impl Containers {
 }
 
 /// The pod's namespaces the container joins.
-fn pod_namespaces(pod: &SandboxRecord) -> berth_spec::PodNamespaces {
+fn pod_namespaces(
+    pod: &SandboxRecord,
+    userns: Option<&super::PodUserns>,
+) -> berth_spec::PodNamespaces {
     let pin = |p: &Option<PathBuf>| match p {
         Some(p) => berth_spec::PodNamespace::Pinned(p.clone()),
         None => berth_spec::PodNamespace::Host,
@@ -520,6 +548,7 @@ fn pod_namespaces(pod: &SandboxRecord) -> berth_spec::PodNamespaces {
         uts: pin(&pod.pins.uts),
         // Pinned by the pod's init (None unless the pod's PID mode is POD).
         pid: pod.pins.pid.clone(),
+        user: userns.map(|u| (u.pin.clone(), u.maps)),
     }
 }
 

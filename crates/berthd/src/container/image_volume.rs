@@ -167,24 +167,7 @@ pub fn record(m: &v1::Mount, image: &berth_image::Image) -> MountRecord {
 /// (none, or a bundle already gone, is success). Detached: a process of a
 /// dying container may still hold one; nothing is written through them.
 pub fn unmount_all(bundle: &Path) -> anyhow::Result<()> {
-    let root = bundle.join(DIR);
-    let entries = match std::fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", root.display())),
-    };
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list {}", root.display()))?
-            .path();
-        match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot unmount {}", path.display()));
-            }
-        }
-    }
-    Ok(())
+    super::rootfs::unmount_entries(&bundle.join(DIR))
 }
 
 #[cfg(test)]

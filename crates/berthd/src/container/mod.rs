@@ -17,6 +17,7 @@ pub mod rootfs;
 
 mod create;
 pub mod events;
+mod idmap;
 mod list;
 mod old_monitor;
 mod pod;
@@ -45,6 +46,41 @@ const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers
 
 fn internal(e: impl Into<anyhow::Error>) -> ContainerError {
     ContainerError::Internal(e.into())
+}
+
+/// The user namespace of a `hostUsers: false` pod: its pin (what the
+/// containers join, and what idmapped mounts map through) and its maps.
+#[derive(Clone, Debug)]
+pub struct PodUserns {
+    pub pin: PathBuf,
+    pub maps: berth_spec::userns::UsernsMaps,
+}
+
+impl PodUserns {
+    /// The pod's, if it has one: its config asks for one (checked at
+    /// RunPodSandbox) and RunPodSandbox pinned it.
+    pub fn of(
+        pod: &crate::sandbox::SandboxRecord,
+        config: &berth_api::v1::PodSandboxConfig,
+    ) -> Result<Option<PodUserns>, ContainerError> {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref());
+        let Some(maps) =
+            berth_spec::userns::from_options(opts).map_err(ContainerError::InvalidArgument)?
+        else {
+            return Ok(None);
+        };
+        let pin = pod.pins.user.clone().ok_or_else(|| {
+            internal(anyhow::anyhow!(
+                "pod {} asks for a user namespace but none is pinned",
+                pod.id
+            ))
+        })?;
+        Ok(Some(PodUserns { pin, maps }))
+    }
 }
 
 #[derive(Default)]

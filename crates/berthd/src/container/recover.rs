@@ -98,6 +98,7 @@ impl Containers {
         let done = blocking::run(move || {
             let held = rootfs::detach(&bundle.join("rootfs"))?;
             super::image_volume::unmount_all(&bundle)?;
+            super::idmap::unmount_all(&bundle)?;
             rootfs::to_trash(&bundle, &bt, &cid)?;
             rootfs::to_trash(&layer_dir, &lt, &cid)?;
             empty_trash(&images, &bt, &lt, &cid, held);

@@ -74,6 +74,7 @@ impl Containers {
             // Image volumes live under the bundle: out of the mount table
             // before it moves to the trash and is deleted.
             image_volume::unmount_all(&bundle)?;
+            super::idmap::unmount_all(&bundle)?;
             rootfs::to_trash(&bundle, &bt, &cid)?;
             rootfs::to_trash(&layer_dir, &lt, &cid)?;
             Ok(held)

@@ -11,7 +11,19 @@ use nix::mount::{MntFlags, MsFlags};
 
 /// Mounts the overlay at `target`; `layers` are lowest first (as the image
 /// store returns them), overlayfs wants the highest first.
-pub fn mount_overlay(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> anyhow::Result<()> {
+///
+/// For a pod in its own user namespace (`userns`) the lower dirs are
+/// idmapped clones of the shared layer dirs (staged under `layer_dir/m`,
+/// detached once the overlay holds them: overlayfs keeps its own private
+/// clones), and the upper dir belongs to the pod's root, so the container
+/// sees the image's owners and may write its root dir. The kernel refuses
+/// to idmap the overlay mount itself, not its layers.
+pub fn mount_overlay(
+    layers: &[PathBuf],
+    layer_dir: &Path,
+    target: &Path,
+    userns: Option<&super::PodUserns>,
+) -> anyhow::Result<()> {
     if layers.is_empty() {
         bail!("the image has no layers");
     }
@@ -20,16 +32,41 @@ pub fn mount_overlay(layers: &[PathBuf], layer_dir: &Path, target: &Path) -> any
     for d in [&upper, &work, &target.to_path_buf()] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let data = overlay_options(
-        layers,
-        &format!(",upperdir={},workdir={}", upper.display(), work.display()),
-    )?;
+    let rest = format!(",upperdir={},workdir={}", upper.display(), work.display());
+    let Some(userns) = userns else {
+        return overlay(&overlay_options(layers, &rest)?, target);
+    };
+    std::os::unix::fs::chown(
+        &upper,
+        Some(userns.maps.uid.host_id),
+        Some(userns.maps.gid.host_id),
+    )
+    .with_context(|| format!("cannot give {} to the pod's root", upper.display()))?;
+    let ns = super::idmap::open_userns(&userns.pin)?;
+    let staged: Vec<PathBuf> = (0..layers.len())
+        .map(|i| layer_dir.join("m").join(i.to_string()))
+        .collect();
+    let mounted = (|| {
+        for (layer, at) in layers.iter().zip(&staged) {
+            std::fs::create_dir_all(at)
+                .with_context(|| format!("cannot create {}", at.display()))?;
+            super::idmap::bind(layer, at, &ns)?;
+        }
+        overlay(&overlay_options(&staged, &rest)?, target)
+    })();
+    for at in &staged {
+        let _ = nix::mount::umount2(at, MntFlags::MNT_DETACH);
+    }
+    mounted
+}
+
+fn overlay(data: &str, target: &Path) -> anyhow::Result<()> {
     nix::mount::mount(
         Some("overlay"),
         target,
         Some("overlay"),
         MsFlags::empty(),
-        Some(data.as_str()),
+        Some(data),
     )
     .with_context(|| format!("cannot mount the overlay rootfs at {}", target.display()))
 }
@@ -64,6 +101,27 @@ pub fn unmount(target: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot unmount {}", target.display())),
         Err(e) => Err(e).with_context(|| format!("cannot unmount {}", target.display())),
     }
+}
+
+/// Unmounts (detached) every entry of `dir`: the mounts Berth staged under
+/// a bundle (image volumes, idmapped volumes). A missing dir, or an entry
+/// not mounted, is success; a dying container may still hold one.
+pub fn unmount_entries(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot unmount {}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// Removes a container's dir, its writable layer included: whatever tree

@@ -50,8 +50,10 @@ fn runtime_handlers() -> Vec<RuntimeHandler> {
         name: String::new(),
         features: Some(RuntimeHandlerFeatures {
             recursive_read_only_mounts: rro_supported(),
-            // Pods with their own user namespace are not supported.
-            user_namespaces: false,
+            // Pods with their own user namespace (`hostUsers: false`) map
+            // the image layers and volumes with idmapped mounts, which
+            // need mount_setattr(2) as well.
+            user_namespaces: rro_supported(),
         }),
     }]
 }
@@ -117,7 +119,7 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].name, "");
         let f = h[0].features.unwrap();
-        assert!(!f.user_namespaces);
+        assert_eq!(f.user_namespaces, f.recursive_read_only_mounts);
         // Every kernel Berth's CI runs on is newer than 5.12.
         let (major, minor) = kernel_version();
         assert_eq!(f.recursive_read_only_mounts, (major, minor) >= (5, 12));

@@ -187,6 +187,9 @@ impl Sandboxes {
         if plan.ipc {
             plan.shm = Some(dir.join("shm"));
         }
+        if plan.userns.is_some() {
+            searchable_by_others(&self.pods_dir)?;
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
             SandboxError::Internal(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
         })?;
@@ -454,6 +457,27 @@ fn unpin_and_remove(dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", dir.display()))
 }
 
+/// The containers of a `hostUsers: false` pod reach their bundle and the
+/// pod's files as an unprivileged host user: every dir above `dir` must let
+/// others search it (as containerd's and CRI-O's state dirs do), or
+/// libcontainer fails deep inside with a bare EACCES.
+fn searchable_by_others(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(d) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(SandboxError::FailedPrecondition(format!(
+                "{} is not searchable by others, which the containers of a pod with its own user namespace (hostUsers: false) need to reach their files: chmod o+x {}",
+                d.display(),
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the request (`berth_spec::sandbox::validate`, pure so that it can
 /// be fuzzed) and turns it into what the pinning child must do.
 fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest, SandboxError> {
@@ -467,6 +491,7 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
         uts: plan.uts,
         hostname: plan.hostname,
         sysctls: plan.sysctls,
+        userns: plan.userns,
     })
 }
 

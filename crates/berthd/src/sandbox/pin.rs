@@ -25,6 +25,8 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
+use berth_spec::userns::{IdRange, UsernsMaps};
+
 use super::record::{Pins, PodInit};
 
 /// Size of a pod's /dev/shm tmpfs (what the kubelet's pause container and
@@ -46,6 +48,9 @@ pub struct PinRequest {
     pub shm: Option<PathBuf>,
     pub hostname: String,
     pub sysctls: BTreeMap<String, String>,
+    /// Make a user namespace with these maps first, and the other
+    /// namespaces inside it (`hostUsers: false`).
+    pub userns: Option<UsernsMaps>,
 }
 
 /// What the child made.
@@ -80,6 +85,12 @@ pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
     }
     for (k, v) in &req.sysctls {
         cmd.arg("--sysctl").arg(format!("{k}={v}"));
+    }
+    if let Some(m) = &req.userns {
+        cmd.arg("--userns").arg(format!(
+            "{}:{}:{}:{}",
+            m.uid.host_id, m.uid.length, m.gid.host_id, m.gid.length
+        ));
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -117,6 +128,7 @@ pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
             ipc: at(req.ipc, "ipc"),
             uts: at(req.uts, "uts"),
             pid: at(req.pid, "pid"),
+            user: at(req.userns.is_some(), "user"),
         },
         init,
         shm: req.shm.clone(),
@@ -197,7 +209,7 @@ pub fn unpin(ns_dir: &Path, shm: Option<&Path>) -> anyhow::Result<()> {
     if let Some(shm) = shm {
         detach(shm)?;
     }
-    for name in ["net", "ipc", "uts", "pid"] {
+    for name in ["net", "ipc", "uts", "pid", "user"] {
         let p = ns_dir.join(name);
         detach(&p)?;
         match std::fs::remove_file(&p) {
@@ -254,11 +266,180 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
                 let (k, v) = kv.split_once('=').context("--sysctl needs key=value")?;
                 req.sysctls.insert(k.to_string(), v.to_string());
             }
+            Some("--userns") => req.userns = Some(parse_userns(&value()?)?),
             _ => bail!("unknown argument {a:?}"),
         }
     }
     let dir = dir.context("--dir is required")?;
+    match req.userns {
+        None => pin_here(&dir, &req),
+        Some(maps) => pin_in_userns(&dir, &req, maps),
+    }
+}
 
+/// `--userns UIDHOST:UIDLEN:GIDHOST:GIDLEN`.
+fn parse_userns(v: &std::ffi::OsStr) -> anyhow::Result<UsernsMaps> {
+    let v = v.to_string_lossy();
+    let n: Vec<u32> = v
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--userns {v:?}: not four numbers"))?;
+    let [uh, ul, gh, gl] = n[..] else {
+        bail!("--userns {v:?}: not four numbers");
+    };
+    Ok(UsernsMaps {
+        uid: IdRange {
+            host_id: uh,
+            length: ul,
+        },
+        gid: IdRange {
+            host_id: gh,
+            length: gl,
+        },
+    })
+}
+
+/// Makes the namespaces in this process (they belong to the host's user
+/// namespace) and pins them.
+fn pin_here(dir: &Path, req: &PinRequest) -> anyhow::Result<()> {
+    enter_namespaces(req)?;
+    pin_dir(dir)?;
+    for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+        if on {
+            pin_ns(dir, name, "self")?;
+        }
+    }
+    if let Some(shm) = &req.shm {
+        mount_shm(shm, None)?;
+    }
+    if req.pid {
+        let root = init_root(dir)?;
+        let init = fork_pod_init(&root)?;
+        finish_pod_init(&dir.join("pid"), init)?;
+    }
+    Ok(())
+}
+
+/// The namespaces of a `hostUsers: false` pod. A user namespace's maps can
+/// only be written from outside it, and the namespaces made inside it can
+/// only be pinned (bind-mounted on the host) from outside it: so a child
+/// unshares the user namespace, this process writes its maps, the child
+/// becomes the pod's root and makes the other namespaces (and the pod
+/// init), and this process pins them from /proc/<child>/ns before letting
+/// the child exit.
+fn pin_in_userns(dir: &Path, req: &PinRequest, maps: UsernsMaps) -> anyhow::Result<()> {
+    use nix::unistd::{ForkResult, fork};
+    let root = if req.pid { Some(init_root(dir)?) } else { None };
+    let (from_child, child_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
+    let (child_r, to_child) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
+    // SAFETY: this process is single-threaded (the subcommand runs before
+    // any runtime starts), so the child may run arbitrary code.
+    let child = match unsafe { fork() }.context("cannot fork the user namespace's first process")? {
+        ForkResult::Child => {
+            drop((from_child, to_child));
+            userns_child(req, root.as_deref(), child_r, child_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((child_r, child_w));
+    let made = (|| {
+        let mut from_child = std::io::BufReader::new(std::fs::File::from(from_child));
+        let mut line = String::new();
+        use std::io::BufRead;
+        from_child
+            .read_line(&mut line)
+            .context("reading the user namespace child")?;
+        if line.trim() != "unshared" {
+            bail!("cannot make the user namespace: {}", line.trim());
+        }
+        for (file, range) in [("uid_map", maps.uid), ("gid_map", maps.gid)] {
+            let path = format!("/proc/{child}/{file}");
+            std::fs::write(&path, range.map_line())
+                .with_context(|| format!("cannot write {path} ({})", range.map_line()))?;
+        }
+        nix::unistd::write(&to_child, b"m").context("telling the child its maps are written")?;
+        line.clear();
+        from_child
+            .read_line(&mut line)
+            .context("reading the user namespace child")?;
+        let init: i32 = match line.trim().strip_prefix("made ") {
+            Some(pid) => pid.parse().context("the child's pod init pid")?,
+            None => bail!("{}", line.trim()),
+        };
+        pin_dir(dir)?;
+        let proc = child.as_raw().to_string();
+        pin_ns(dir, "user", &proc)?;
+        for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+            if on {
+                pin_ns(dir, name, &proc)?;
+            }
+        }
+        if let Some(shm) = &req.shm {
+            mount_shm(shm, Some(maps))?;
+        }
+        if req.pid {
+            finish_pod_init(&dir.join("pid"), nix::unistd::Pid::from_raw(init))?;
+        }
+        Ok(())
+    })();
+    // The child exits when its pipe closes; the pins hold what it made.
+    drop(to_child);
+    let _ = nix::sys::wait::waitpid(child, None);
+    made
+}
+
+/// The user namespace's first process: unshares it, waits for its maps,
+/// becomes the pod's root, makes the pod's namespaces and reports
+/// "made <pod init pid or 0>" (or the error), then waits for the parent's
+/// pins before exiting.
+fn userns_child(
+    req: &PinRequest,
+    init_root: Option<&Path>,
+    from_parent: std::os::fd::OwnedFd,
+    to_parent: std::os::fd::OwnedFd,
+) -> ! {
+    let mut out = std::fs::File::from(to_parent);
+    let mut report = |line: String| {
+        use std::io::Write;
+        let _ = out.write_all(format!("{line}\n").as_bytes());
+    };
+    let wait_parent = || {
+        let mut b = [0u8; 1];
+        nix::unistd::read(&from_parent, &mut b)
+    };
+    let made = (|| -> anyhow::Result<i32> {
+        unshare(CloneFlags::CLONE_NEWUSER).context("unshare(CLONE_NEWUSER)")?;
+        report("unshared".into());
+        if wait_parent().context("waiting for the maps")? != 1 {
+            bail!("the parent did not write the maps");
+        }
+        let root_u = nix::unistd::Uid::from_raw(0);
+        let root_g = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g).context("setresgid to the pod's root")?;
+        nix::unistd::setgroups(&[]).context("setgroups")?;
+        nix::unistd::setresuid(root_u, root_u, root_u).context("setresuid to the pod's root")?;
+        enter_namespaces(req)?;
+        match init_root {
+            Some(root) => Ok(fork_pod_init(root)?.as_raw()),
+            None => Ok(0),
+        }
+    })();
+    match made {
+        Ok(init) => report(format!("made {init}")),
+        // The parent reads it in place of "unshared" or of "made".
+        Err(e) => report(format!("{e:#}").replace('\n', " ")),
+    }
+    // Until the parent has pinned the namespaces (it closes the pipe).
+    let _ = wait_parent();
+    // SAFETY: _exit in a forked child: no destructors, no atexit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+/// Unshares the pod's network, IPC and UTS namespaces in this process and
+/// sets them up (hostname, `lo`, sysctls).
+fn enter_namespaces(req: &PinRequest) -> anyhow::Result<()> {
     let mut flags = CloneFlags::empty();
     flags.set(CloneFlags::CLONE_NEWNET, req.net);
     flags.set(CloneFlags::CLONE_NEWIPC, req.ipc);
@@ -275,110 +456,117 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
         let path = Path::new("/proc/sys").join(sysctl_path(k));
         std::fs::write(&path, v).with_context(|| format!("cannot set sysctl {k}={v}"))?;
     }
+    Ok(())
+}
 
-    // The pin dir becomes its own unbindable mount (as CRI-O's pinns does): the nsfs
-    // binds under it neither propagate to peer mounts nor get copied by a later
-    // recursive bind (a container bind-mounting the state dir).
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    mount(
-        Some(&dir),
-        &dir,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .with_context(|| format!("cannot bind {} onto itself", dir.display()))?;
+/// The pin dir becomes its own unbindable mount (as CRI-O's pinns does): the nsfs
+/// binds under it neither propagate to peer mounts nor get copied by a later
+/// recursive bind (a container bind-mounting the state dir).
+fn pin_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("cannot bind {} onto itself", dir.display()))?;
     mount(
         None::<&str>,
-        &dir,
+        dir,
         None::<&str>,
         MsFlags::MS_UNBINDABLE,
         None::<&str>,
     )
-    .with_context(|| format!("cannot make {} unbindable", dir.display()))?;
-    for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
-        if !on {
-            continue;
-        }
-        let pin = dir.join(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&pin)
-            .with_context(|| format!("cannot create {}", pin.display()))?;
-        let src = format!("/proc/self/ns/{name}");
-        mount(
-            Some(src.as_str()),
-            &pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("cannot bind {src} onto {}", pin.display()))?;
+    .with_context(|| format!("cannot make {} unbindable", dir.display()))
+}
+
+/// Pins namespace `name` of process `proc` ("self" or a pid) at `dir/name`.
+fn pin_ns(dir: &Path, name: &str, proc: &str) -> anyhow::Result<()> {
+    let pin = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&pin)
+        .with_context(|| format!("cannot create {}", pin.display()))?;
+    let src = format!("/proc/{proc}/ns/{name}");
+    mount(
+        Some(src.as_str()),
+        &pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {src} onto {}", pin.display()))
+}
+
+/// The pod's /dev/shm tmpfs; in a user namespace its root is the pod's root's.
+fn mount_shm(shm: &Path, userns: Option<UsernsMaps>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(shm).with_context(|| format!("cannot create {}", shm.display()))?;
+    let mut opts = format!("mode=1777,{SHM_SIZE}");
+    if let Some(m) = userns {
+        opts.push_str(&format!(",uid={},gid={}", m.uid.host_id, m.gid.host_id));
     }
-    if let Some(shm) = &req.shm {
-        std::fs::create_dir_all(shm).with_context(|| format!("cannot create {}", shm.display()))?;
-        mount(
-            Some("shm"),
-            shm,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(format!("mode=1777,{SHM_SIZE}").as_str()),
-        )
-        .with_context(|| format!("cannot mount the pod's /dev/shm tmpfs on {}", shm.display()))?;
-    }
-    if req.pid {
-        start_pod_init(&dir.join("pid"))?;
-    }
-    Ok(())
+    mount(
+        Some("shm"),
+        shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(opts.as_str()),
+    )
+    .with_context(|| format!("cannot mount the pod's /dev/shm tmpfs on {}", shm.display()))
+}
+
+/// The pod init's empty root dir (its cwd and chroot).
+fn init_root(dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = dir.join("init-root");
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    Ok(root)
 }
 
 /// argv\[0\] under which berthd runs as a pod init; `main()` dispatches on it.
 pub const POD_INIT_ARGV0: &str = "berth-pod-init";
 
-/// Unshares a PID namespace, forks the pod init into it as PID 1, pins the
-/// namespace at `pin` and prints "<pid> <start time>" for berthd.
+/// Unshares a PID namespace and forks the pod init into it as PID 1; returns
+/// once it has executed (or the exec failed).
 ///
 /// The child re-executes berthd as [`POD_INIT_ARGV0`] ([`pod_init_main`]):
 /// a fresh image (no heap or mappings of this helper, and a command line
 /// that shows no host paths to the pod's containers, which see it as PID 1).
-fn start_pod_init(pin: &Path) -> anyhow::Result<()> {
+fn fork_pod_init(root: &Path) -> anyhow::Result<nix::unistd::Pid> {
     use nix::unistd::{ForkResult, fork};
-    let root = pin.with_file_name("init-root");
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     // Reports an exec failure; closed (EOF) by a successful exec.
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
     // SAFETY: this process is single-threaded (the subcommand runs before
     // any runtime starts), so the child may run arbitrary code.
     let child = match unsafe { fork() }.context("cannot fork the pod init")? {
-        ForkResult::Child => exec_pod_init(&root, wr),
+        ForkResult::Child => exec_pod_init(root, wr),
         ForkResult::Parent { child } => child,
     };
     drop(wr);
-    let pinned = (|| {
-        let mut err = [0u8; 4];
-        let n = nix::unistd::read(&rd, &mut err).context("reading the pod init's exec status")?;
-        if n > 0 {
-            bail!(
-                "cannot execute the pod init: {}",
-                Errno::from_raw(i32::from_ne_bytes(err))
-            );
+    let mut err = [0u8; 4];
+    let read = nix::unistd::read(&rd, &mut err).context("reading the pod init's exec status");
+    match read {
+        Ok(0) => Ok(child),
+        other => {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match other {
+                Ok(_) => bail!(
+                    "cannot execute the pod init: {}",
+                    Errno::from_raw(i32::from_ne_bytes(err))
+                ),
+                Err(e) => Err(e),
+            }
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(pin)
-            .with_context(|| format!("cannot create {}", pin.display()))?;
-        let src = format!("/proc/{child}/ns/pid");
-        mount(
-            Some(src.as_str()),
-            pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("cannot bind {src} onto {}", pin.display()))?;
+    }
+}
+
+/// Pins the pod init's PID namespace at `pin` and prints "<pid> <start
+/// time>" for berthd; kills the init on failure.
+fn finish_pod_init(pin: &Path, child: nix::unistd::Pid) -> anyhow::Result<()> {
+    let pinned = (|| {
+        pin_ns(
+            pin.parent().context("pid pin has no dir")?,
+            "pid",
+            &child.as_raw().to_string(),
+        )?;
         start_time(child.as_raw()).context("the pod init died at once")
     })();
     match pinned {
@@ -388,7 +576,8 @@ fn start_pod_init(pin: &Path) -> anyhow::Result<()> {
         }
         Err(e) => {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
+            // Our child in the host flow; the user namespace child's otherwise.
+            let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
             Err(e)
         }
     }

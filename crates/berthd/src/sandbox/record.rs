@@ -70,11 +70,14 @@ pub struct Pins {
     /// The pod's shared PID namespace (PID mode POD), held by [`PodInit`].
     #[serde(default)]
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`), which owns the others.
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 impl Pins {
     pub fn iter(&self) -> impl Iterator<Item = &PathBuf> {
-        [&self.net, &self.ipc, &self.uts, &self.pid]
+        [&self.net, &self.ipc, &self.uts, &self.pid, &self.user]
             .into_iter()
             .flatten()
     }

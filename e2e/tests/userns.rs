@@ -1,0 +1,356 @@
+//! Pods in a user namespace of their own (`hostUsers: false`): the pod's
+//! root is an unprivileged host user; the image's files keep their owners
+//! through idmapped layers; a volume the kubelet asks to idmap shows its
+//! host owners as the pod's; what containerd and CRI-O refuse is refused
+//! and leaves nothing. Needs root.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use berth_api::v1::*;
+use berth_e2e::pods::*;
+
+/// Far above any ID this host uses; the kubelet hands out ranges of 65536.
+const HOST_ID: u32 = 3_014_656;
+const LENGTH: u32 = 65536;
+
+fn pod_maps() -> Vec<IdMapping> {
+    vec![IdMapping {
+        host_id: HOST_ID,
+        container_id: 0,
+        length: LENGTH,
+    }]
+}
+
+fn userns(ns: &mut NamespaceOption) {
+    ns.userns_options = Some(UserNamespace {
+        mode: NamespaceMode::Pod as i32,
+        uids: pod_maps(),
+        gids: pod_maps(),
+    });
+}
+
+fn userns_pod(env: &PodEnv, name: &str) -> PodSandboxConfig {
+    let mut pc = pod_config(env, name);
+    userns(pod_namespaces(&mut pc));
+    pc
+}
+
+fn userns_ctr(name: &str, script: &str) -> ContainerConfig {
+    let mut c = ctr_config(name, BUSYBOX, script);
+    let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    userns(sc.namespace_options.as_mut().unwrap());
+    c
+}
+
+/// Runs `script` in a container of the pod (with `mounts` and `caps`
+/// added) to its end; returns its exit code and output, from its CRI log.
+async fn run_to_end(
+    env: &mut PodEnv,
+    pod: &str,
+    pc: &PodSandboxConfig,
+    name: &str,
+    script: &str,
+    mounts: Vec<Mount>,
+    caps: &[&str],
+) -> (i32, String) {
+    let mut c = userns_ctr(name, script);
+    c.mounts = mounts;
+    if !caps.is_empty() {
+        let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        sc.capabilities = Some(Capability {
+            add_capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        });
+    }
+    let id = create(&mut env.c, pod, pc, c).await.unwrap();
+    start(&mut env.c, &id).await;
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    let log = std::fs::read_to_string(&s.log_path).unwrap_or_default();
+    // CRI log lines: "<time> <stream> <tag> <text>".
+    let text: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect();
+    (s.exit_code, text.join("\n"))
+}
+
+/// The host's view of the first process whose command line is `cmdline`.
+fn host_uid_of(cmdline: &str) -> u32 {
+    let p = berth_e2e::procs::processes()
+        .into_iter()
+        .find(|p| p.cmdline.trim_end() == cmdline)
+        .unwrap_or_else(|| panic!("no process {cmdline:?}"));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap();
+    uid.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_pods_root_is_an_unprivileged_host_user() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let pc = userns_pod(&env, "userns");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+
+    // Two host dirs: one bound as it is (world-writable, as a hostPath a
+    // tenant can write), one the kubelet's way, idmapped with the pod's maps
+    // (owned by the host's root, with a file of the host's root in it).
+    let base = env.d.config.dir.path().to_path_buf();
+    let plain = base.join("plain");
+    let mapped = base.join("mapped");
+    for d in [&plain, &mapped] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(mapped.join("host-root-file"), "x").unwrap();
+    let volumes = vec![
+        Mount {
+            container_path: "/plain".into(),
+            host_path: plain.display().to_string(),
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/mapped".into(),
+            host_path: mapped.display().to_string(),
+            uid_mappings: pod_maps(),
+            gid_mappings: pod_maps(),
+            ..Default::default()
+        },
+    ];
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; \
+        stat -c '%u:%g' /bin/busybox /; echo hi > /made-in-rootfs && stat -c %u /made-in-rootfs; \
+        touch /plain/by-pod-root && stat -c %u /plain/by-pod-root; \
+        stat -c %u /mapped /mapped/host-root-file; touch /mapped/new && stat -c %u /mapped/new";
+    let (rc, got) = run_to_end(&mut env, &pod, &pc, "app", script, volumes, &[]).await;
+    assert_eq!(rc, 0, "{got}");
+    let (h, l) = (HOST_ID.to_string(), LENGTH.to_string());
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        [
+            // Root inside, with the pod's maps.
+            "0", &h, &l, "0", &h, &l, "0", "0",
+            // The image's files keep their owners (idmapped layers), and
+            // root may write its own root dir (the upper dir is its).
+            "0:0", "0:0", "0", // A plain bind: made by the pod's root...
+            "0",
+            // The idmapped volume: the host root's dir and file read as
+            // the pod's root's, and so does what it makes there.
+            "0", "0", "0",
+        ],
+        "{got}"
+    );
+    // ... and the unprivileged HOST_ID's on the host.
+    assert_eq!(
+        std::fs::metadata(plain.join("by-pod-root")).unwrap().uid(),
+        HOST_ID
+    );
+    // Through the idmapped volume it is stored as the host's root's, as the
+    // volume's other files (what the kubelet's emptyDir and secrets need).
+    assert_eq!(std::fs::metadata(mapped.join("new")).unwrap().uid(), 0);
+
+    // A running process of the pod: root inside, HOST_ID on the host. Exec
+    // is refused (libcontainer would not join the user namespace).
+    let sleeper = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        userns_ctr("sleeper", "exec sleep 7301"),
+    )
+    .await;
+    assert_eq!(host_uid_of("sleep 7301"), HOST_ID);
+    let e = env
+        .c
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["id".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("user namespace"), "{}", e.message());
+
+    // Root in the pod holds nothing on the host: even granted CAP_SYS_ADMIN
+    // and CAP_DAC_OVERRIDE it cannot mount a filesystem only the host's
+    // root may (debugfs), nor read a host root's private file.
+    let secret = base.join("secret");
+    std::fs::write(&secret, "host only").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mounts = vec![Mount {
+        container_path: "/secret".into(),
+        host_path: secret.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let script = "mkdir -p /d; mount -t debugfs none /d && echo MOUNTED; cat /secret && echo READ; echo done";
+    let (rc, got) = run_to_end(
+        &mut env,
+        &pod,
+        &pc,
+        "admin",
+        script,
+        mounts,
+        &["SYS_ADMIN", "DAC_OVERRIDE"],
+    )
+    .await;
+    assert_eq!(rc, 0, "{got}");
+    assert!(got.contains("done"), "{got}");
+    assert!(
+        !got.contains("MOUNTED"),
+        "debugfs mounted in a user namespace: {got}"
+    );
+    assert!(
+        !got.contains("READ"),
+        "a host root's file read from a user namespace: {got}"
+    );
+    assert!(got.contains("Permission denied"), "{got}");
+
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    // Nothing stays mounted: the staged volume and the pins are gone.
+    let left = berth_e2e::cleanup::mounts_under(&env.d.config.state);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.
+#[tokio::test]
+async fn unsupported_user_namespace_options_are_refused() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let cases: Vec<(&str, UserNamespace, &str)> = vec![
+        (
+            "two",
+            UserNamespace {
+                mode: NamespaceMode::Pod as i32,
+                uids: [pod_maps(), pod_maps()].concat(),
+                gids: pod_maps(),
+            },
+            "exactly one mapping",
+        ),
+        (
+            "notroot",
+            UserNamespace {
+                mode: NamespaceMode::Pod as i32,
+                uids: vec![IdMapping {
+                    host_id: HOST_ID,
+                    container_id: 1,
+                    length: LENGTH,
+                }],
+                gids: pod_maps(),
+            },
+            "container ID 0",
+        ),
+        (
+            "container",
+            UserNamespace {
+                mode: NamespaceMode::Container as i32,
+                ..Default::default()
+            },
+            "mode CONTAINER",
+        ),
+        (
+            "target",
+            UserNamespace {
+                mode: NamespaceMode::Target as i32,
+                ..Default::default()
+            },
+            "mode TARGET",
+        ),
+    ];
+    for (name, u, want) in cases {
+        let mut pc = pod_config(&env, name);
+        pod_namespaces(&mut pc).userns_options = Some(u);
+        let e = env
+            .c
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        assert!(e.message().contains(want), "{name}: {}", e.message());
+    }
+    let pods = env
+        .c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+
+    // A pod without a user namespace: its containers cannot ask for one,
+    // nor idmap a mount.
+    let (pod, pc) = run_pod(&mut env, "hostusers").await;
+    let e = create(&mut env.c, &pod, &pc, userns_ctr("c", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("no user namespace"), "{}", e.message());
+    let mut c = ctr_config("m", BUSYBOX, "true");
+    c.mounts = vec![Mount {
+        container_path: "/m".into(),
+        host_path: env.d.config.dir.path().display().to_string(),
+        uid_mappings: pod_maps(),
+        gid_mappings: pod_maps(),
+        ..Default::default()
+    }];
+    let e = create(&mut env.c, &pod, &pc, c).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("hostUsers: false"), "{}", e.message());
+}
+
+/// The cost of a user namespace: RunPodSandbox, and create + start of one
+/// container, medians of 15, a normal pod beside a `hostUsers: false` one.
+/// `cargo test -p berth-e2e --test userns -- --ignored --nocapture cost`
+#[tokio::test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn cost_of_a_user_namespace_pod() {
+    use std::time::{Duration, Instant};
+    let mut env = setup(&[BUSYBOX]).await;
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    for with_userns in [false, true, false, true] {
+        let (mut runp, mut start_ctr) = (Vec::new(), Vec::new());
+        for i in 0..15 {
+            let name = format!("cost-{with_userns}-{i}");
+            let pc = if with_userns {
+                userns_pod(&env, &name)
+            } else {
+                pod_config(&env, &name)
+            };
+            let c = if with_userns {
+                userns_ctr("c", "exec sleep 600")
+            } else {
+                ctr_config("c", BUSYBOX, "exec sleep 600")
+            };
+            let t = Instant::now();
+            let pod = run_pod_with(&mut env.c, &pc).await;
+            runp.push(t.elapsed());
+            let t = Instant::now();
+            let id = create(&mut env.c, &pod, &pc, c).await.unwrap();
+            start(&mut env.c, &id).await;
+            start_ctr.push(t.elapsed());
+            stop_pod(&mut env.c, &pod).await;
+            remove_pod(&mut env.c, &pod).await;
+        }
+        println!(
+            "{}: RunPodSandbox median {:.1} ms, create+start median {:.1} ms (n=15)",
+            if with_userns {
+                "hostUsers: false"
+            } else {
+                "hostUsers: true "
+            },
+            median(&mut runp),
+            median(&mut start_ctr)
+        );
+    }
+}

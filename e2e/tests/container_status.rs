@@ -392,8 +392,8 @@ async fn status_lists_the_default_handler_and_features() {
         .map(|n| n.parse::<u32>().unwrap());
     let kernel = (v.next().unwrap(), v.next().unwrap());
     assert_eq!(f.recursive_read_only_mounts, kernel >= (5, 12), "{release}");
-    // hostUsers: false pods, with idmapped mounts (mount_setattr, 5.12).
-    assert_eq!(f.user_namespaces, kernel >= (5, 12), "{release}");
+    // hostUsers: false pods, with idmapped overlay lower dirs and tmpfs (6.3).
+    assert_eq!(f.user_namespaces, kernel >= (6, 3), "{release}");
     let features = r.features.unwrap();
     assert!(features.supplemental_groups_policy);
     assert!(!features.user_namespaces_host_network);

@@ -180,13 +180,26 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
     let secret = base.join("secret");
     std::fs::write(&secret, "host only").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mounts = vec![Mount {
-        container_path: "/secret".into(),
-        host_path: secret.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
-    let script = "mkdir -p /d; mount -t debugfs none /d && echo MOUNTED; cat /secret && echo READ; echo done";
+    // A read-only idmapped volume stays read-only: the flag is set before the
+    // pod's mount namespace copies the mount, so the kernel locks it.
+    let mounts = vec![
+        Mount {
+            container_path: "/secret".into(),
+            host_path: secret.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/ro".into(),
+            host_path: mapped.display().to_string(),
+            readonly: true,
+            uid_mappings: pod_maps(),
+            gid_mappings: pod_maps(),
+            ..Default::default()
+        },
+    ];
+    let script = "mkdir -p /d; mount -t debugfs none /d && echo MOUNTED; cat /secret && echo READ; \
+        mount -o remount,bind,rw /ro && echo REMOUNTED; touch /ro/x && echo WROTE; echo done";
     let (rc, got) = run_to_end(
         &mut env,
         &pod,
@@ -208,12 +221,20 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
         "a host root's file read from a user namespace: {got}"
     );
     assert!(got.contains("Permission denied"), "{got}");
+    assert!(
+        !got.contains("REMOUNTED") && !got.contains("WROTE"),
+        "read-only volume made writable: {got}"
+    );
+    assert!(!mapped.join("x").exists());
 
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
-    // Nothing stays mounted: the staged volume and the pins are gone.
-    let left = berth_e2e::cleanup::mounts_under(&env.d.config.state);
-    assert!(left.is_empty(), "{left:?}");
+    // Nothing of the pod stays mounted: the staged volume and the pins are
+    // gone (the daemon's own mounts under its state dir are not the pod's).
+    for dir in ["pods", "containers"] {
+        let left = berth_e2e::cleanup::mounts_under(&env.d.config.state.join(dir));
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
 
 /// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.

@@ -23,10 +23,20 @@ pub fn open_userns(pin: &Path) -> anyhow::Result<std::fs::File> {
 /// Mounts a clone of `src` (recursively: what is mounted below it too),
 /// idmapped through `userns`, at `dst` (an existing dir, or file for a file
 /// `src`).
-pub fn bind(src: &Path, dst: &Path, userns: &std::fs::File) -> anyhow::Result<()> {
+///
+/// `readonly`: read-only (and nosuid, nodev) in the same call, before any
+/// container's mount namespace copies it: the kernel then locks the flag,
+/// so a pod's root with CAP_SYS_ADMIN in its own user namespace cannot
+/// remount it read-write.
+pub fn bind(src: &Path, dst: &Path, userns: &std::fs::File, readonly: bool) -> anyhow::Result<()> {
     let tree = open_tree(src)?;
+    let ro = if readonly {
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV
+    } else {
+        0
+    };
     let mut attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_set: libc::MOUNT_ATTR_IDMAP | ro,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -152,7 +162,8 @@ pub fn stage_volumes(
             ns = Some(open_userns(&userns.pin).map_err(super::internal)?);
         }
         let ns = ns.as_ref().expect("opened above");
-        bind(source, &at, ns).map_err(|e| InvalidArgument(format!("{field}: {e:#}")))?;
+        bind(source, &at, ns, m.readonly)
+            .map_err(|e| InvalidArgument(format!("{field}: {e:#}")))?;
         m.host_path = at.display().to_string();
         m.uid_mappings.clear();
         m.gid_mappings.clear();

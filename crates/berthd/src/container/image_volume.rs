@@ -144,6 +144,10 @@ pub fn as_bind(m: &v1::Mount, source: &Path) -> v1::Mount {
         readonly: true,
         image: None,
         image_sub_path: String::new(),
+        // The kernel does not idmap an overlay: in a hostUsers: false pod
+        // the image's files read as the overflow ID (not mapped yet).
+        uid_mappings: Vec::new(),
+        gid_mappings: Vec::new(),
         ..m.clone()
     }
 }

@@ -50,7 +50,7 @@ pub fn mount_overlay(
         for (layer, at) in layers.iter().zip(&staged) {
             std::fs::create_dir_all(at)
                 .with_context(|| format!("cannot create {}", at.display()))?;
-            super::idmap::bind(layer, at, &ns)?;
+            super::idmap::bind(layer, at, &ns, true)?;
         }
         overlay(&overlay_options(&staged, &rest)?, target)
     })();

@@ -51,11 +51,21 @@ fn runtime_handlers() -> Vec<RuntimeHandler> {
         features: Some(RuntimeHandlerFeatures {
             recursive_read_only_mounts: rro_supported(),
             // Pods with their own user namespace (`hostUsers: false`) map
-            // the image layers and volumes with idmapped mounts, which
-            // need mount_setattr(2) as well.
-            user_namespaces: rro_supported(),
+            // the image layers (overlay lower dirs: 5.19) and volumes (the
+            // kubelet's secrets are tmpfs: idmapped since 6.3).
+            user_namespaces: idmap_supported(),
         }),
     }]
+}
+
+/// Whether idmapped mounts work on everything a `hostUsers: false` pod
+/// maps: overlay lower dirs (Linux 5.19) and tmpfs (6.3).
+fn idmap_supported() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 3) && rro_supported()
 }
 
 /// Whether the kernel has `mount_setattr(2)` (Linux 5.12), which
@@ -119,7 +129,7 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].name, "");
         let f = h[0].features.unwrap();
-        assert_eq!(f.user_namespaces, f.recursive_read_only_mounts);
+        assert_eq!(f.user_namespaces, kernel_version() >= (6, 3));
         // Every kernel Berth's CI runs on is newer than 5.12.
         let (major, minor) = kernel_version();
         assert_eq!(f.recursive_read_only_mounts, (major, minor) >= (5, 12));

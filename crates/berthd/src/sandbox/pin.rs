@@ -368,6 +368,32 @@ fn pin_in_userns(dir: &Path, req: &PinRequest, maps: UsernsMaps) -> anyhow::Resu
             Some(pid) => pid.parse().context("the child's pod init pid")?,
             None => bail!("{}", line.trim()),
         };
+        let pinned = pin_userns_made(dir, req, maps, child, init);
+        if pinned.is_err() && init > 0 {
+            // Its PID namespace is pinned by nothing yet: nobody else would end it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pinned
+    })();
+    // The child exits when its pipe closes; the pins hold what it made.
+    drop(to_child);
+    let _ = nix::sys::wait::waitpid(child, None);
+    made
+}
+
+/// The parent's half once the child made the namespaces: pins them from
+/// /proc/<child>/ns, mounts /dev/shm, pins the pod init's PID namespace.
+fn pin_userns_made(
+    dir: &Path,
+    req: &PinRequest,
+    maps: UsernsMaps,
+    child: nix::unistd::Pid,
+    init: i32,
+) -> anyhow::Result<()> {
+    {
         pin_dir(dir)?;
         let proc = child.as_raw().to_string();
         pin_ns(dir, "user", &proc)?;
@@ -383,11 +409,7 @@ fn pin_in_userns(dir: &Path, req: &PinRequest, maps: UsernsMaps) -> anyhow::Resu
             finish_pod_init(&dir.join("pid"), nix::unistd::Pid::from_raw(init))?;
         }
         Ok(())
-    })();
-    // The child exits when its pipe closes; the pins hold what it made.
-    drop(to_child);
-    let _ = nix::sys::wait::waitpid(child, None);
-    made
+    }
 }
 
 /// The user namespace's first process: unshares it, waits for its maps,
@@ -587,7 +609,18 @@ fn finish_pod_init(pin: &Path, child: nix::unistd::Pid) -> anyhow::Result<()> {
 fn exec_pod_init(root: &Path, status: std::os::fd::OwnedFd) -> ! {
     use std::os::fd::AsRawFd;
     let _ = nix::unistd::setsid();
-    let _ = nix::unistd::chdir(root);
+    if let Err(e) = nix::unistd::chdir(root) {
+        // Never an init rooted at the host's / (its chroot(".") follows).
+        // SAFETY: write and _exit in a forked child.
+        unsafe {
+            libc::write(
+                status.as_raw_fd(),
+                (e as i32).to_ne_bytes().as_ptr().cast(),
+                4,
+            );
+            libc::_exit(127)
+        }
+    }
     // SAFETY: plain syscalls on fds this process owns, then exec or _exit;
     // nothing else runs in this process.
     unsafe {

@@ -25,6 +25,7 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
         export CARGO_TARGET_DIR=$cache
         echo "hack/test.sh: Rust builds in $cache (cached between runs)" >&2
     else
+        exec {cache_lock}>&-
         echo "hack/test.sh: $cache is in use by another run: building in ./target" >&2
     fi
 fi

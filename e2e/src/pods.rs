@@ -135,6 +135,27 @@ pub async fn run_pod_with(c: &mut CriClient, config: &PodSandboxConfig) -> Strin
 }
 
 /// StopPodSandbox; panics on error.
+/// RunPodSandbox of `config`, which must fail: its error.
+pub async fn run_pod_err(c: &mut CriClient, config: PodSandboxConfig) -> tonic::Status {
+    c.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("RunPodSandbox succeeded")
+}
+
+/// Every pod sandbox ListPodSandbox answers (no filter).
+pub async fn list_pods(c: &mut CriClient) -> Vec<PodSandbox> {
+    c.runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
 pub async fn stop_pod(c: &mut CriClient, id: &str) {
     c.runtime
         .stop_pod_sandbox(StopPodSandboxRequest {

@@ -206,14 +206,7 @@ struct Made {
 /// what the RPCs' answers promise, within [`SETTLE`] for what goes after
 /// them (monitors exiting, the trash emptied in the background).
 async fn assert_nothing_left(env: &mut NetEnv, what: &str, made: &[Made]) {
-    let pods = env
-        .c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut env.c).await;
     assert!(pods.is_empty(), "{what}: pods still listed: {pods:#?}");
     let ctrs = env
         .c
@@ -443,14 +436,7 @@ async fn pod_life(
 /// While all pods of a round are up: each is listed READY with its own IP
 /// in the test subnet, each container RUNNING, one monitor per pod.
 async fn check_all_up(env: &mut NetEnv, round: usize) {
-    let pods = env
-        .c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut env.c).await;
     let ready = pods
         .iter()
         .filter(|p| p.state == PodSandboxState::SandboxReady as i32)

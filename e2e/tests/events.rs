@@ -160,14 +160,7 @@ async fn an_unresponsive_monitor_is_marked_without_stalling_lists() {
     let state = loop {
         let t = Instant::now();
         let listed = list(&mut env.c).await;
-        let pods = env
-            .c
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let pods = list_pods(&mut env.c).await;
         let s = status(&mut env.c, &id).await.unwrap();
         assert!(t.elapsed() < quick, "lists waited {:?}", t.elapsed());
         assert_eq!(pods.len(), 1);

@@ -561,15 +561,7 @@ async fn hanging_plugin_times_out_and_leaves_nothing() {
     .await;
     let pc = env.pod_config("net-hang");
     let t = Instant::now();
-    let e = env
-        .c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pc),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let e = run_pod_err(&mut env.c, pc).await;
     let took = t.elapsed();
     println!("RunPodSandbox with a hanging plugin failed after {took:?}: {e:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");

@@ -284,26 +284,11 @@ async fn unsupported_user_namespace_options_are_refused() {
     for (name, u, want) in cases {
         let mut pc = pod_config(&env, name);
         pod_namespaces(&mut pc).userns_options = Some(u);
-        let e = env
-            .c
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pc),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let e = run_pod_err(&mut env.c, pc).await;
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
         assert!(e.message().contains(want), "{name}: {}", e.message());
     }
-    let pods = env
-        .c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut env.c).await;
     assert!(pods.is_empty(), "{pods:?}");
 
     // A pod without a user namespace: its containers cannot ask for one,

@@ -178,16 +178,15 @@ impl Containers {
         if !volumes.is_empty() {
             laps.mark("image_volumes");
         }
-        undo.idmapped = Some(dirs.bundle.clone());
-        let (mut spec_mounts, b, u) = (mounts.spec, dirs.bundle.clone(), input.userns.cloned());
-        let (spec_mounts, idmapped) = blocking::run(move || {
-            let staged = super::idmap::stage_volumes(&mut spec_mounts, &b, u.as_ref());
-            Ok((spec_mounts, staged))
-        })
-        .await?;
-        let idmapped = idmapped?;
-        mounts.spec = spec_mounts;
+        // Only a mount that asks for an idmapping costs a blocking task.
+        let idmapped = mounts.spec.iter().any(super::idmap::asks_idmap);
         if idmapped {
+            undo.idmapped = Some(dirs.bundle.clone());
+            let (mut spec, b, u) = (mounts.spec, dirs.bundle.clone(), input.userns.cloned());
+            mounts.spec = blocking::run(move || {
+                Ok(super::idmap::stage_volumes(&mut spec, &b, u.as_ref()).map(|()| spec))
+            })
+            .await??;
             laps.mark("idmapped_volumes");
         }
         let pod_files = self.write_pod_files(pod, &pod_config).await?;

@@ -111,6 +111,11 @@ fn path_cstr(p: &Path) -> anyhow::Result<std::ffi::CString> {
         .with_context(|| format!("path {} holds a NUL byte", p.display()))
 }
 
+/// Whether a CRI mount asks for an idmapping.
+pub fn asks_idmap(m: &berth_api::v1::Mount) -> bool {
+    !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()
+}
+
 /// Where the container's idmapped volumes are staged, under its bundle.
 const DIR: &str = "idmapped";
 
@@ -123,12 +128,11 @@ pub fn stage_volumes(
     mounts: &mut [berth_api::v1::Mount],
     bundle: &Path,
     userns: Option<&super::PodUserns>,
-) -> Result<bool, super::ContainerError> {
+) -> Result<(), super::ContainerError> {
     use super::ContainerError::InvalidArgument;
-    let mut staged = false;
     let mut ns = None;
     for (i, m) in mounts.iter_mut().enumerate() {
-        if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+        if !asks_idmap(m) {
             continue;
         }
         let field = format!("mounts[{i}] ({})", m.container_path);
@@ -167,9 +171,8 @@ pub fn stage_volumes(
         m.host_path = at.display().to_string();
         m.uid_mappings.clear();
         m.gid_mappings.clear();
-        staged = true;
     }
-    Ok(staged)
+    Ok(())
 }
 
 /// Unmounts the container's staged idmapped volumes (none, or a bundle

@@ -304,21 +304,48 @@ fn parse_userns(v: &std::ffi::OsStr) -> anyhow::Result<UsernsMaps> {
 /// namespace) and pins them.
 fn pin_here(dir: &Path, req: &PinRequest) -> anyhow::Result<()> {
     enter_namespaces(req)?;
-    pin_dir(dir)?;
-    for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
-        if on {
-            pin_ns(dir, name, "self")?;
+    let init = match req.pid {
+        true => Some(fork_pod_init(&init_root(dir)?)?),
+        false => None,
+    };
+    pin_made(dir, req, "self", None, init)
+}
+
+/// Pins the namespaces process `proc` ("self" or a pid) made (its user
+/// namespace too when `userns`), mounts the pod's /dev/shm and pins the pod
+/// init's PID namespace. On failure the init is killed: nothing pins its
+/// namespace yet, so nothing else would end it.
+fn pin_made(
+    dir: &Path,
+    req: &PinRequest,
+    proc: &str,
+    userns: Option<UsernsMaps>,
+    init: Option<nix::unistd::Pid>,
+) -> anyhow::Result<()> {
+    let pinned = (|| {
+        pin_dir(dir)?;
+        if userns.is_some() {
+            pin_ns(dir, "user", proc)?;
         }
+        for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+            if on {
+                pin_ns(dir, name, proc)?;
+            }
+        }
+        if let Some(shm) = &req.shm {
+            mount_shm(shm, userns)?;
+        }
+        match init {
+            Some(init) => finish_pod_init(&dir.join("pid"), init),
+            None => Ok(()),
+        }
+    })();
+    if pinned.is_err()
+        && let Some(init) = init
+    {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
     }
-    if let Some(shm) = &req.shm {
-        mount_shm(shm, None)?;
-    }
-    if req.pid {
-        let root = init_root(dir)?;
-        let init = fork_pod_init(&root)?;
-        finish_pod_init(&dir.join("pid"), init)?;
-    }
-    Ok(())
+    pinned
 }
 
 /// The namespaces of a `hostUsers: false` pod. A user namespace's maps can
@@ -368,48 +395,13 @@ fn pin_in_userns(dir: &Path, req: &PinRequest, maps: UsernsMaps) -> anyhow::Resu
             Some(pid) => pid.parse().context("the child's pod init pid")?,
             None => bail!("{}", line.trim()),
         };
-        let pinned = pin_userns_made(dir, req, maps, child, init);
-        if pinned.is_err() && init > 0 {
-            // Its PID namespace is pinned by nothing yet: nobody else would end it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(init),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        pinned
+        let init = (init > 0).then(|| nix::unistd::Pid::from_raw(init));
+        pin_made(dir, req, &child.as_raw().to_string(), Some(maps), init)
     })();
     // The child exits when its pipe closes; the pins hold what it made.
     drop(to_child);
     let _ = nix::sys::wait::waitpid(child, None);
     made
-}
-
-/// The parent's half once the child made the namespaces: pins them from
-/// /proc/<child>/ns, mounts /dev/shm, pins the pod init's PID namespace.
-fn pin_userns_made(
-    dir: &Path,
-    req: &PinRequest,
-    maps: UsernsMaps,
-    child: nix::unistd::Pid,
-    init: i32,
-) -> anyhow::Result<()> {
-    {
-        pin_dir(dir)?;
-        let proc = child.as_raw().to_string();
-        pin_ns(dir, "user", &proc)?;
-        for (on, name) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
-            if on {
-                pin_ns(dir, name, &proc)?;
-            }
-        }
-        if let Some(shm) = &req.shm {
-            mount_shm(shm, Some(maps))?;
-        }
-        if req.pid {
-            finish_pod_init(&dir.join("pid"), nix::unistd::Pid::from_raw(init))?;
-        }
-        Ok(())
-    }
 }
 
 /// The user namespace's first process: unshares it, waits for its maps,

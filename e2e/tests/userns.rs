@@ -1,8 +1,8 @@
 //! Pods in a user namespace of their own (`hostUsers: false`): the pod's
 //! root is an unprivileged host user; the image's files keep their owners
 //! through idmapped layers; a volume the kubelet asks to idmap shows its
-//! host owners as the pod's; what containerd and CRI-O refuse is refused
-//! and leaves nothing. Needs root.
+//! host owners as the pod's; an exec joins the pod's user namespace; what
+//! containerd and CRI-O refuse is refused and leaves nothing. Needs root.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -151,28 +151,65 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
     // volume's other files (what the kubelet's emptyDir and secrets need).
     assert_eq!(std::fs::metadata(mapped.join("new")).unwrap().uid(), 0);
 
-    // A running process of the pod: root inside, HOST_ID on the host. Exec
-    // is refused (libcontainer would not join the user namespace).
-    let sleeper = running(
-        &mut env.c,
-        &pod,
-        &pc,
-        userns_ctr("sleeper", "exec sleep 7301"),
-    )
-    .await;
+    // A running process of the pod: root inside, HOST_ID on the host.
+    let mut sleeper_cfg = userns_ctr("sleeper", "exec sleep 7301");
+    sleeper_cfg.mounts = vec![Mount {
+        container_path: "/plain".into(),
+        host_path: plain.display().to_string(),
+        ..Default::default()
+    }];
+    let sleeper = running(&mut env.c, &pod, &pc, sleeper_cfg).await;
     assert_eq!(host_uid_of("sleep 7301"), HOST_ID);
-    let e = env
+
+    // An exec joins the pod's user namespace too (libcontainer's tenant
+    // builder alone would not): root inside with the pod's maps, in the
+    // container's PID namespace, and what it makes is HOST_ID's.
+    let exec = |cmd: &str| ExecSyncRequest {
+        container_id: sleeper.clone(),
+        cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+        timeout: 20,
+    };
+    let out = env
         .c
         .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: sleeper.clone(),
-            cmd: vec!["id".into()],
-            timeout: 10,
-        })
+        .exec_sync(exec(
+            "cat /proc/self/uid_map; id -u; cat /proc/1/cmdline | tr '\\0' ' '; \
+             touch /plain/by-exec && stat -c %u /plain/by-exec",
+        ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("user namespace"), "{}", e.message());
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["0", &h, &l, "0", "sleep", "7301", "0"],
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(plain.join("by-exec")).unwrap().uid(),
+        HOST_ID
+    );
+    // While it runs, the exec'd process is HOST_ID on the host, as the
+    // container's own.
+    let mut runtime = env.c.runtime.clone();
+    let req = exec("exec sleep 7302");
+    let long = tokio::spawn(async move { runtime.exec_sync(req).await });
+    let t = std::time::Instant::now();
+    while !berth_e2e::procs::processes()
+        .iter()
+        .any(|p| p.cmdline.trim_end() == "sleep 7302")
+    {
+        assert!(t.elapsed().as_secs() < 10, "exec'd sleep never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(host_uid_of("sleep 7302"), HOST_ID);
+    long.abort();
 
     // Root in the pod holds nothing on the host: even granted CAP_SYS_ADMIN
     // and CAP_DAC_OVERRIDE it cannot mount a filesystem only the host's
@@ -235,6 +272,66 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
         let left = berth_e2e::cleanup::mounts_under(&env.d.config.state.join(dir));
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+/// `kubectl exec -it` into a `hostUsers: false` pod: a terminal exec, over
+/// SPDY and WebSocket, runs as the pod's root in the pod's user namespace.
+#[tokio::test]
+async fn a_terminal_exec_joins_the_user_namespace() {
+    use berth_stream::client::{ClientConfig, RemoteCommandOptions, Transport, remote_command};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut env = setup(&[BUSYBOX]).await;
+    let pc = userns_pod(&env, "tty");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let id = running(&mut env.c, &pod, &pc, userns_ctr("c", "exec sleep 600")).await;
+    for transport in [Transport::Spdy, Transport::WebSocket] {
+        let url = env
+            .c
+            .runtime
+            .exec(ExecRequest {
+                container_id: id.clone(),
+                cmd: vec!["sh".into()],
+                tty: true,
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let options = RemoteCommandOptions {
+            stdin: true,
+            tty: true,
+            stderr: false,
+            ..RemoteCommandOptions::new(transport)
+        };
+        let mut cmd = remote_command(&url, &ClientConfig::default(), &options)
+            .await
+            .unwrap();
+        let mut stdin = cmd.stdin.take().unwrap();
+        stdin
+            .write_all(b"echo \"map=$(cat /proc/self/uid_map) uid=$(id -u)\"; exit 7\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            cmd.stdout.as_mut().unwrap().read_to_end(&mut out),
+        )
+        .await
+        .expect("the terminal did not end within 20 s")
+        .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        let want = format!("map=         0    {HOST_ID}      {LENGTH} uid=0");
+        let got = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        let want = want.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(got.contains(&want), "{transport:?}: {out:?}");
+        assert_eq!(cmd.status().await.unwrap(), 7, "{transport:?}");
+    }
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
 }
 
 /// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.
@@ -312,8 +409,8 @@ async fn unsupported_user_namespace_options_are_refused() {
     assert!(e.message().contains("hostUsers: false"), "{}", e.message());
 }
 
-/// The cost of a user namespace: RunPodSandbox, and create + start of one
-/// container, medians of 15, a normal pod beside a `hostUsers: false` one.
+/// The cost of a user namespace: RunPodSandbox, create + start of one
+/// container, and an ExecSync in it, medians of 15, a normal pod beside a `hostUsers: false` one.
 /// `cargo test -p berth-e2e --test userns -- --ignored --nocapture cost`
 #[tokio::test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -325,7 +422,7 @@ async fn cost_of_a_user_namespace_pod() {
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     for with_userns in [false, true, false, true] {
-        let (mut runp, mut start_ctr) = (Vec::new(), Vec::new());
+        let (mut runp, mut start_ctr, mut exec) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..15 {
             let name = format!("cost-{with_userns}-{i}");
             let pc = if with_userns {
@@ -345,18 +442,33 @@ async fn cost_of_a_user_namespace_pod() {
             let id = create(&mut env.c, &pod, &pc, c).await.unwrap();
             start(&mut env.c, &id).await;
             start_ctr.push(t.elapsed());
+            let t = Instant::now();
+            let out = env
+                .c
+                .runtime
+                .exec_sync(ExecSyncRequest {
+                    container_id: id.clone(),
+                    cmd: vec!["true".into()],
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            exec.push(t.elapsed());
+            assert_eq!(out.exit_code, 0);
             stop_pod(&mut env.c, &pod).await;
             remove_pod(&mut env.c, &pod).await;
         }
         println!(
-            "{}: RunPodSandbox median {:.1} ms, create+start median {:.1} ms (n=15)",
+            "{}: RunPodSandbox median {:.1} ms, create+start median {:.1} ms, ExecSync `true` median {:.1} ms (n=15)",
             if with_userns {
                 "hostUsers: false"
             } else {
                 "hostUsers: true "
             },
             median(&mut runp),
-            median(&mut start_ctr)
+            median(&mut start_ctr),
+            median(&mut exec)
         );
     }
 }

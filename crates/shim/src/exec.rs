@@ -5,7 +5,9 @@
 //! process spec (user, groups, capabilities, no_new_privs, rlimits,
 //! AppArmor) with only args/env/cwd replaced. The tenant builder drops the
 //! spec's `linux.seccomp`, so a small executor installs the container's
-//! seccomp filter itself right before exec.
+//! seccomp filter itself right before exec. In a pod with its own user
+//! namespace the builder runs in a helper that joined it first
+//! (`exec_userns`).
 //!
 //! `build()` returns once the process exec'd; from then on the monitor's
 //! poll loop reads its stdout/stderr pipes, the SIGCHLD reaper records its
@@ -14,7 +16,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
@@ -55,23 +57,32 @@ pub(crate) enum ExecStdio<'a> {
 pub(crate) struct ExecBase {
     process: Process,
     seccomp: Option<LinuxSeccomp>,
-    /// The container joined a user namespace (a `hostUsers: false` pod).
-    in_userns: bool,
+    /// The pinned user namespace the container joined (a `hostUsers:
+    /// false` pod): an exec joins it too.
+    userns: Option<PathBuf>,
 }
 
 impl ExecBase {
     pub fn load(id: &str, bundle: &Path) -> Result<ExecBase, OpError> {
         let cfg = Spec::load(bundle.join("config.json"))
             .map_err(|e| Op::Exec.failed(id, format!("load config.json: {e}")))?;
-        let in_userns = cfg
+        let userns = cfg
             .linux()
             .as_ref()
             .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+            .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::User))
+            .map(|n| {
+                // Berth's containers join their pod's pinned namespace; one
+                // made for the container alone could not be named here.
+                n.path()
+                    .clone()
+                    .ok_or_else(|| Op::Exec.failed(id, "its user namespace has no path to join"))
+            })
+            .transpose()?;
         Ok(ExecBase {
             process: cfg.process().clone().unwrap_or_default(),
             seccomp: cfg.linux().as_ref().and_then(|l| l.seccomp().clone()),
-            in_userns,
+            userns,
         })
     }
 }
@@ -88,16 +99,6 @@ pub(crate) fn spawn(
 ) -> Result<i32, OpError> {
     if spec.args.is_empty() {
         return Err(Op::Exec.invalid_argument(id, "empty command"));
-    }
-    // libcontainer 0.7's tenant builder joins the container's namespaces
-    // but not its user namespace: the process would be the host's root in
-    // the container's mount and PID namespaces. Refused until Berth joins
-    // the user namespace itself.
-    if base.in_userns {
-        return Err(Op::Exec.invalid_state(
-            id,
-            "exec into a container in its own user namespace is not supported (it would not join the user namespace)",
-        ));
     }
     let mut process = base.process.clone();
     process.set_args(Some(spec.args.to_vec()));
@@ -117,10 +118,29 @@ pub(crate) fn spawn(
     let memfd = process_memfd(&process)
         .map_err(|e| Op::Exec.failed(id, format!("write process spec: {e}")))?;
     let proc_path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+    let start = || build_tenant(root, id, base, &proc_path, nnp, stdio);
+    let started = match &base.userns {
+        Some(ns) => crate::exec_userns::start_in_user_namespace(ns, process.oom_score_adj(), start),
+        None => start(),
+    };
+    drop(memfd);
+    started.map_err(|why| Op::Exec.failed(id, why))
+}
+
+/// Runs libcontainer's tenant builder for the process spec at `proc_path`;
+/// returns the exec'd process's host pid.
+fn build_tenant(
+    root: &Path,
+    id: &str,
+    base: &ExecBase,
+    proc_path: &str,
+    nnp: bool,
+    stdio: ExecStdio<'_>,
+) -> Result<i32, String> {
     let mut winsize = None;
     let builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map_err(|e| Op::Exec.failed(id, e))?;
+        .map_err(|e| e.to_string())?;
     let builder = match stdio {
         ExecStdio::Fds {
             stdin,
@@ -130,7 +150,7 @@ pub(crate) fn spawn(
             let stdin = match stdin {
                 Some(fd) => fd,
                 None => File::open("/dev/null")
-                    .map_err(|e| Op::Exec.failed(id, format!("open /dev/null: {e}")))?
+                    .map_err(|e| format!("open /dev/null: {e}"))?
                     .into(),
             };
             builder
@@ -147,21 +167,18 @@ pub(crate) fn spawn(
             builder.with_console_socket(Some(console_socket))
         }
     };
-    let built = builder
+    builder
         .with_executor(SeccompExecutor {
             seccomp: base.seccomp.clone(),
             nnp,
             winsize,
         })
         .as_tenant()
-        .with_process(Some(&proc_path))
+        .with_process(Some(proc_path))
         .with_detach(true)
-        .build();
-    drop(memfd);
-    match built {
-        Ok(pid) => Ok(pid.as_raw()),
-        Err(e) => Err(Op::Exec.failed(id, chain(&e))),
-    }
+        .build()
+        .map(|pid| pid.as_raw())
+        .map_err(|e| chain(&e))
 }
 
 /// The process spec as JSON in a close-on-exec memfd.

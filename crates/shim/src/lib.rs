@@ -8,6 +8,7 @@
 pub mod cri_log;
 pub mod daemon;
 pub(crate) mod exec;
+pub(crate) mod exec_userns;
 pub mod exit_record;
 pub mod log;
 pub mod monitor;

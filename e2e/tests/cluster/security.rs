@@ -288,7 +288,8 @@ fn http_get(addr: &str) -> std::io::Result<String> {
 
 /// `hostUsers: false`: the kubelet gives the pod a user namespace with a range of its own
 /// (65536 IDs at a multiple of 65536); root in the pod is that range's first ID on the node;
-/// the image's files and an emptyDir (idmapped, as the kubelet asks) read as root's.
+/// the image's files and an emptyDir (idmapped, as the kubelet asks) read as root's; an exec
+/// probe and `kubectl exec` run in the pod's user namespace.
 #[tokio::test]
 async fn host_users_false_makes_the_pods_root_unprivileged_on_the_node() {
     let ns = TestNs::new("userns").await;
@@ -299,6 +300,10 @@ async fn host_users_false_makes_the_pods_root_unprivileged_on_the_node() {
          exec sleep 3607",
     );
     c["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    // An exec probe: the kubelet's ExecSync joins the pod's user namespace too.
+    c["readinessProbe"] = json!({
+        "exec": { "command": ["cat", "/data/f"] }, "periodSeconds": 1
+    });
     let _: Pod = ns
         .create(pod(
             "userns",
@@ -307,10 +312,8 @@ async fn host_users_false_makes_the_pods_root_unprivileged_on_the_node() {
             json!({ "hostUsers": false, "volumes": [{ "name": "data", "emptyDir": {} }] }),
         ))
         .await;
-    ns.wait_pod("userns", "running", Duration::from_secs(60), |p| {
-        phase(p) == "Running"
-    })
-    .await;
+    ns.wait_pod("userns", "Ready", Duration::from_secs(60), pod_ready)
+        .await;
     let logs = wait_for(
         "the pod's checks in its log",
         Duration::from_secs(30),
@@ -328,6 +331,30 @@ async fn host_users_false_makes_the_pods_root_unprivileged_on_the_node() {
     assert_eq!((zero, len), ("0", "65536"), "{logs}");
     assert!(host >= 65536 && host.is_multiple_of(65536), "{logs}");
     assert_eq!((uid, image_owner, data_owner), ("0", "0", "0"), "{logs}");
+
+    // kubectl exec (streaming, through the kubelet): root inside, with the pod's map.
+    let out = kubectl(&[
+        "exec",
+        "-n",
+        &ns.name,
+        "userns",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u",
+    ]);
+    assert!(out.status.success(), "kubectl exec: {}", text(&out.stderr));
+    let exec_words: Vec<String> = text(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let want = [
+        "0".to_string(),
+        host.to_string(),
+        len.to_string(),
+        "0".to_string(),
+    ];
+    assert_eq!(exec_words, want, "{}", text(&out.stdout));
 
     // On the node, the container's process is the range's first ID, not root.
     let pid = std::fs::read_dir("/proc")

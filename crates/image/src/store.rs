@@ -156,41 +156,13 @@ impl Layout {
     }
 }
 
+/// Removes a file or a whole tree (a layer, a pull's leftovers) without
+/// recursion and with a fixed number of fds (`berth_rmtree`): an image
+/// decides a layer's depth (up to PATH_MAX, 2047 levels), and a remover
+/// holding an fd per level fails on it under a small fd limit, which
+/// would also fail every later open of the store (it empties tmp/).
 pub(crate) fn remove_any(p: &Path) -> Result<(), ImageError> {
-    let r = match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => remove_dir_all_robust(p),
-        Ok(_) => fs::remove_file(p),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    r.ctx(|| format!("removing {}", p.display()))
-}
-
-/// remove_dir_all that first makes read-only dirs writable (layers may
-/// contain mode 0555 dirs; root is exempt from that but not from chattr-less
-/// quirks of other callers).
-fn remove_dir_all_robust(p: &Path) -> std::io::Result<()> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => {
-            use std::os::unix::fs::PermissionsExt;
-            fn walk(p: &Path) {
-                if let Ok(m) = fs::symlink_metadata(p)
-                    && m.is_dir()
-                {
-                    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                    if let Ok(rd) = fs::read_dir(p) {
-                        for e in rd.flatten() {
-                            walk(&e.path());
-                        }
-                    }
-                }
-            }
-            walk(p);
-            fs::remove_dir_all(p).map_err(|_| e)
-        }
-    }
+    berth_rmtree::remove_tree(p).ctx(|| format!("removing {}", p.display()))
 }
 
 pub(crate) fn fsync_dir(p: &Path) -> Result<(), ImageError> {

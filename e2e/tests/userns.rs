@@ -334,6 +334,84 @@ async fn a_terminal_exec_joins_the_user_namespace() {
     remove_pod(&mut env.c, &pod).await;
 }
 
+/// An idmapped volume keeps the propagation the kubelet asks for: from a
+/// shared host dir, HostToContainer shows what the host mounts below it
+/// later, and a missing host dir is created as for a plain bind.
+#[tokio::test]
+async fn idmapped_volumes_keep_propagation_and_missing_dirs_are_made() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let mut env = setup(&[BUSYBOX]).await;
+    let pc = userns_pod(&env, "prop");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let base = env.d.config.dir.path().to_path_buf();
+    let shared = base.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for (src, flags) in [
+        (Some(&shared), MsFlags::MS_BIND | MsFlags::MS_REC),
+        (None, MsFlags::MS_SHARED | MsFlags::MS_REC),
+    ] {
+        mount(src, &shared, None::<&str>, flags, None::<&str>).unwrap();
+    }
+    let missing = base.join("not/yet");
+    let mut c = userns_ctr("c", "exec sleep 600");
+    c.mounts = vec![
+        Mount {
+            container_path: "/shared".into(),
+            host_path: shared.display().to_string(),
+            propagation: MountPropagation::PropagationHostToContainer as i32,
+            uid_mappings: pod_maps(),
+            gid_mappings: pod_maps(),
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/made".into(),
+            host_path: missing.display().to_string(),
+            uid_mappings: pod_maps(),
+            gid_mappings: pod_maps(),
+            ..Default::default()
+        },
+    ];
+    let id = running(&mut env.c, &pod, &pc, c).await;
+    assert!(missing.is_dir());
+    let later = shared.join("later");
+    std::fs::create_dir(&later).unwrap();
+    mount(
+        Some("tmpfs"),
+        &later,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    std::fs::write(later.join("seen"), "propagated\n").unwrap();
+    let out = env
+        .c
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /shared/later/seen; stat -c %u /made".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = umount2(&later, MntFlags::MNT_DETACH);
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    let _ = umount2(&shared, MntFlags::MNT_DETACH);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["propagated", "0"],
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.
 #[tokio::test]
 async fn unsupported_user_namespace_options_are_refused() {

@@ -28,6 +28,11 @@ pub fn open_userns(pin: &Path) -> anyhow::Result<std::fs::File> {
 /// container's mount namespace copies it: the kernel then locks the flag,
 /// so a pod's root with CAP_SYS_ADMIN in its own user namespace cannot
 /// remount it read-write.
+///
+/// Propagation is left as the clone has it: a clone of a shared mount is a
+/// peer of it, so a `HostToContainer` or `Bidirectional` volume (which the
+/// spec binds rslave/rshared from the clone) receives what the host mounts
+/// below the source later (e2e `userns.rs`).
 pub fn bind(src: &Path, dst: &Path, userns: &std::fs::File, readonly: bool) -> anyhow::Result<()> {
     let tree = open_tree(src)?;
     let ro = if readonly {
@@ -149,9 +154,20 @@ pub fn stage_volumes(
             )));
         }
         let source = Path::new(&m.host_path);
-        let meta = std::fs::metadata(source).map_err(|e| {
-            InvalidArgument(format!("{field}: host path {}: {e}", source.display()))
-        })?;
+        // A missing source is made a directory, as for a plain bind
+        // (`berth_spec::mounts`; the kubelet relies on it for hostPath
+        // volumes without a type).
+        let meta = std::fs::metadata(source)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .create(source)
+                    .and_then(|()| std::fs::metadata(source)),
+                _ => Err(e),
+            })
+            .map_err(|e| {
+                InvalidArgument(format!("{field}: host path {}: {e}", source.display()))
+            })?;
         let at = bundle.join(DIR).join(i.to_string());
         let made = (|| {
             std::fs::create_dir_all(bundle.join(DIR))?;

@@ -412,6 +412,53 @@ async fn idmapped_volumes_keep_propagation_and_missing_dirs_are_made() {
     );
 }
 
+/// Image volumes in a `hostUsers: false` pod keep the image's owners: a
+/// one-layer image (an idmapped clone of its layer) and a three-layer one
+/// (an overlay of idmapped clones, whiteouts applied).
+#[tokio::test]
+async fn image_volumes_keep_the_images_owners() {
+    const LAYERED: &str = "berth-test/layered:latest";
+    let mut env = setup(&[BUSYBOX, LAYERED]).await;
+    let pc = userns_pod(&env, "imgvol");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let image_mount = |path: &str, image: &str| Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(ImageSpec {
+            image: image.into(),
+            user_specified_image: image.into(),
+            ..Default::default()
+        }),
+        // As the kubelet sends them for every volume of such a pod.
+        uid_mappings: pod_maps(),
+        gid_mappings: pod_maps(),
+        ..Default::default()
+    };
+    let script = "stat -c %u:%g /one/bin/busybox /many/bin/busybox /many/data/keep.txt; \
+        cat /many/data/replace.txt; ls /many/data; echo x > /many/w || echo read-only";
+    let (rc, got) = run_to_end(
+        &mut env,
+        &pod,
+        &pc,
+        "vols",
+        script,
+        vec![image_mount("/one", BUSYBOX), image_mount("/many", LAYERED)],
+        &[],
+    )
+    .await;
+    assert_eq!(rc, 0, "{got}");
+    let words: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(words[..4], ["0:0", "0:0", "0:0", "new"], "{got}");
+    assert!(!got.contains("gone.txt"), "{got}");
+    assert!(got.contains("read-only"), "{got}");
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    for dir in ["pods", "containers"] {
+        let left = berth_e2e::cleanup::mounts_under(&env.d.config.state.join(dir));
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
 /// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.
 #[tokio::test]
 async fn unsupported_user_namespace_options_are_refused() {

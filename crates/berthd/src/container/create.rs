@@ -173,7 +173,14 @@ impl Containers {
             .mount_rootfs(id, image, &volumes, input.userns, undo, &mut laps)
             .await?;
         let mut mounts = self
-            .mount_image_volumes(config, &dirs.bundle, &volumes, volume_layers, undo)
+            .mount_image_volumes(
+                config,
+                &dirs.bundle,
+                &volumes,
+                volume_layers,
+                input.userns,
+                undo,
+            )
             .await?;
         if !volumes.is_empty() {
             laps.mark("image_volumes");
@@ -305,6 +312,7 @@ impl Containers {
         bundle: &Path,
         volumes: &[image_volume::Requested],
         layers: Vec<Vec<PathBuf>>,
+        userns: Option<&super::PodUserns>,
         undo: &mut Undo,
     ) -> Result<Mounts, ContainerError> {
         let mut spec = config.mounts.clone();
@@ -321,8 +329,9 @@ impl Containers {
             let m = &config.mounts[v.index];
             let target = image_volume::dir(bundle, v.index);
             let (t, sub, name) = (target.clone(), m.image_sub_path.clone(), v.image.id.clone());
+            let u = userns.cloned();
             let source = blocking::run(move || {
-                image_volume::mount(&layers, &t)?;
+                image_volume::mount(&layers, &t, u.as_ref())?;
                 Ok(image_volume::bind_source(&t, &sub, &name))
             })
             .await??;

@@ -10,7 +10,7 @@
 //! in a spec (`MountIdmapUnsupported`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -114,6 +114,32 @@ fn path_cstr(p: &Path) -> anyhow::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(p.as_os_str().as_bytes())
         .with_context(|| format!("path {} holds a NUL byte", p.display()))
+}
+
+/// Runs `stack` (which mounts an overlay) over read-only idmapped clones
+/// of `layers`, staged at `dir/<i>` and detached after it returns:
+/// overlayfs keeps its own private clones of its lower dirs, so the shared
+/// layer dirs are never copied or chowned per pod. The kernel refuses to
+/// idmap an overlay mount itself, not its lower dirs.
+pub fn with_idmapped_layers<T>(
+    layers: &[PathBuf],
+    dir: &Path,
+    userns: &std::fs::File,
+    stack: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let staged: Vec<PathBuf> = (0..layers.len()).map(|i| dir.join(i.to_string())).collect();
+    let stacked = (|| {
+        for (layer, at) in layers.iter().zip(&staged) {
+            std::fs::create_dir_all(at)
+                .with_context(|| format!("cannot create {}", at.display()))?;
+            bind(layer, at, userns, true)?;
+        }
+        stack(&staged)
+    })();
+    for at in &staged {
+        let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+    }
+    stacked
 }
 
 /// Whether a CRI mount asks for an idmapping.

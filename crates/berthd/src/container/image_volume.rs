@@ -75,10 +75,41 @@ pub fn dir(bundle: &Path, index: usize) -> PathBuf {
 
 /// Mounts `layers` (lowest first) read-only at `target`. Set-uid bits and
 /// device nodes of the image do nothing there; its programs may run (as
-/// the CRI's image volume tests expect).
-pub fn mount(layers: &[PathBuf], target: &Path) -> anyhow::Result<()> {
+/// the CRI's image volume tests expect). In a pod with its own user
+/// namespace the layers are idmapped through it (a one-layer image is its
+/// idmapped clone; several are stacked from clones staged at
+/// `<target>.m/`), so the image's files keep their owners there.
+pub fn mount(
+    layers: &[PathBuf],
+    target: &Path,
+    userns: Option<&super::PodUserns>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
+    if layers.is_empty() {
+        bail!("the image has no layers");
+    }
+    let Some(userns) = userns else {
+        return mount_layers(layers, target);
+    };
+    let ns = super::idmap::open_userns(&userns.pin)?;
+    if let [only] = layers {
+        return super::idmap::bind(only, target, &ns, true);
+    }
+    let staging = target.with_extension("m");
+    let mounted = super::idmap::with_idmapped_layers(layers, &staging, &ns, |staged| {
+        mount_layers(staged, target)
+    });
+    // Empty dirs now (never a recursive removal: a clone that failed to
+    // detach is a layer).
+    for i in 0..layers.len() {
+        let _ = std::fs::remove_dir(staging.join(i.to_string()));
+    }
+    let _ = std::fs::remove_dir(&staging);
+    mounted
+}
+
+fn mount_layers(layers: &[PathBuf], target: &Path) -> anyhow::Result<()> {
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match layers {
         [] => bail!("the image has no layers"),
@@ -144,8 +175,8 @@ pub fn as_bind(m: &v1::Mount, source: &Path) -> v1::Mount {
         readonly: true,
         image: None,
         image_sub_path: String::new(),
-        // The kernel does not idmap an overlay: in a hostUsers: false pod
-        // the image's files read as the overflow ID (not mapped yet).
+        // The kubelet's mappings were applied to the image's layers
+        // (`mount`); the mounted image itself is bound as it is.
         uid_mappings: Vec::new(),
         gid_mappings: Vec::new(),
         ..m.clone()
@@ -217,7 +248,7 @@ mod tests {
             .enumerate()
         {
             let t = dir(&bundle, i);
-            mount(layers, &t).unwrap();
+            mount(layers, &t, None).unwrap();
             assert_eq!(
                 std::fs::read_to_string(t.join("etc/passwd")).unwrap(),
                 "root\n"

@@ -43,21 +43,9 @@ pub fn mount_overlay(
     )
     .with_context(|| format!("cannot give {} to the pod's root", upper.display()))?;
     let ns = super::idmap::open_userns(&userns.pin)?;
-    let staged: Vec<PathBuf> = (0..layers.len())
-        .map(|i| layer_dir.join("m").join(i.to_string()))
-        .collect();
-    let mounted = (|| {
-        for (layer, at) in layers.iter().zip(&staged) {
-            std::fs::create_dir_all(at)
-                .with_context(|| format!("cannot create {}", at.display()))?;
-            super::idmap::bind(layer, at, &ns, true)?;
-        }
-        overlay(&overlay_options(&staged, &rest)?, target)
-    })();
-    for at in &staged {
-        let _ = nix::mount::umount2(at, MntFlags::MNT_DETACH);
-    }
-    mounted
+    super::idmap::with_idmapped_layers(layers, &layer_dir.join("m"), &ns, |staged| {
+        overlay(&overlay_options(staged, &rest)?, target)
+    })
 }
 
 fn overlay(data: &str, target: &Path) -> anyhow::Result<()> {

@@ -357,3 +357,18 @@ pub async fn stop_container(c: &mut CriClient, id: &str) {
         .await
         .unwrap();
 }
+
+/// A read-only CRI image volume of `image` (`sub_path` inside it, or all).
+pub fn image_mount(path: &str, image: &str, sub_path: &str) -> Mount {
+    Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(ImageSpec {
+            image: image.into(),
+            user_specified_image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}

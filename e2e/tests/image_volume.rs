@@ -32,20 +32,6 @@ async fn image_id(env: &mut PodEnv, image: &str) -> String {
         .id
 }
 
-fn image_mount(path: &str, image: &str, sub_path: &str) -> Mount {
-    Mount {
-        container_path: path.into(),
-        readonly: true,
-        image: Some(ImageSpec {
-            image: image.into(),
-            user_specified_image: image.into(),
-            ..Default::default()
-        }),
-        image_sub_path: sub_path.into(),
-        ..Default::default()
-    }
-}
-
 async fn run(env: &mut PodEnv, id: &str, script: &str) -> (String, i32) {
     let r = exec(&mut env.c, id, &sh(script), 10).await.unwrap();
     let mut out = String::from_utf8_lossy(&r.stdout).trim().to_string();

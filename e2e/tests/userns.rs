@@ -421,18 +421,11 @@ async fn image_volumes_keep_the_images_owners() {
     let mut env = setup(&[BUSYBOX, LAYERED]).await;
     let pc = userns_pod(&env, "imgvol");
     let pod = run_pod_with(&mut env.c, &pc).await;
+    // With the mappings the kubelet sends for every volume of such a pod.
     let image_mount = |path: &str, image: &str| Mount {
-        container_path: path.into(),
-        readonly: true,
-        image: Some(ImageSpec {
-            image: image.into(),
-            user_specified_image: image.into(),
-            ..Default::default()
-        }),
-        // As the kubelet sends them for every volume of such a pod.
         uid_mappings: pod_maps(),
         gid_mappings: pod_maps(),
-        ..Default::default()
+        ..image_mount(path, image, "")
     };
     let script = "stat -c %u:%g /one/bin/busybox /many/bin/busybox /many/data/keep.txt; \
         cat /many/data/replace.txt; ls /many/data; echo x > /many/w || echo read-only";

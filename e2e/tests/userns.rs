@@ -452,6 +452,62 @@ async fn image_volumes_keep_the_images_owners() {
     }
 }
 
+/// What a crash can leave between staging idmapped layer clones and
+/// detaching them (under the layer dir, `m/<i>`, and beside an image
+/// volume, `<i>.m/<j>`) is unmounted when the container is removed.
+#[tokio::test]
+async fn staged_layer_clones_a_crash_left_are_unmounted_at_remove() {
+    use nix::mount::{MsFlags, mount};
+    let mut env = setup(&[BUSYBOX]).await;
+    let pc = userns_pod(&env, "staged");
+    let pod = run_pod_with(&mut env.c, &pc).await;
+    let id = create(&mut env.c, &pod, &pc, userns_ctr("c", "true"))
+        .await
+        .unwrap();
+    let source = env.d.config.dir.path().join("layer-like");
+    std::fs::create_dir(&source).unwrap();
+    let staged = [
+        env.d.config.root.join("containers").join(&id).join("m/0"),
+        env.d
+            .config
+            .state
+            .join("containers")
+            .join(&id)
+            .join("image-volumes/0.m/1"),
+    ];
+    for at in &staged {
+        std::fs::create_dir_all(at).unwrap();
+        mount(
+            Some(&source),
+            at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+    }
+    let before = berth_e2e::cleanup::mounts_under(env.d.config.dir.path());
+    for at in &staged {
+        assert!(before.contains(at), "{at:?} not in {before:?}");
+    }
+    env.c
+        .runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    // Neither at its place nor moved along into the trash.
+    let left = berth_e2e::cleanup::mounts_under(env.d.config.dir.path());
+    let of_it: Vec<_> = left
+        .iter()
+        .filter(|m| m.to_string_lossy().contains(&id))
+        .collect();
+    assert!(of_it.is_empty(), "{of_it:?}");
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+}
+
 /// What containerd and CRI-O refuse: refused at RunPodSandbox, nothing left.
 #[tokio::test]
 async fn unsupported_user_namespace_options_are_refused() {

@@ -202,7 +202,16 @@ pub fn record(m: &v1::Mount, image: &berth_image::Image) -> MountRecord {
 /// (none, or a bundle already gone, is success). Detached: a process of a
 /// dying container may still hold one; nothing is written through them.
 pub fn unmount_all(bundle: &Path) -> anyhow::Result<()> {
-    super::rootfs::unmount_entries(&bundle.join(DIR))
+    let dir = bundle.join(DIR);
+    // Idmapped layer clones a crash left staged (`<i>.m/<j>`) first.
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "m") {
+                super::rootfs::unmount_entries(&e.path())?;
+            }
+        }
+    }
+    super::rootfs::unmount_entries(&dir)
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ impl Containers {
             super::image_volume::unmount_all(&bundle)?;
             super::idmap::unmount_all(&bundle)?;
             rootfs::to_trash(&bundle, &bt, &cid)?;
+            rootfs::unmount_staged_layers(&layer_dir)?;
             rootfs::to_trash(&layer_dir, &lt, &cid)?;
             empty_trash(&images, &bt, &lt, &cid, held);
             Ok(())

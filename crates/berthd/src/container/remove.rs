@@ -76,6 +76,7 @@ impl Containers {
             image_volume::unmount_all(&bundle)?;
             super::idmap::unmount_all(&bundle)?;
             rootfs::to_trash(&bundle, &bt, &cid)?;
+            rootfs::unmount_staged_layers(&layer_dir)?;
             rootfs::to_trash(&layer_dir, &lt, &cid)?;
             Ok(held)
         })

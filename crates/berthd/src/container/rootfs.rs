@@ -112,6 +112,12 @@ pub fn unmount_entries(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unmounts the idmapped layer clones a crash left staged under a
+/// container's layer dir (`m/<i>`, see [`mount_overlay`]).
+pub fn unmount_staged_layers(layer_dir: &Path) -> anyhow::Result<()> {
+    unmount_entries(&layer_dir.join("m"))
+}
+
 /// Removes a container's dir, its writable layer included: whatever tree
 /// the container made there (any depth) goes without recursion.
 pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {

@@ -490,13 +490,7 @@ async fn staged_layer_clones_a_crash_left_are_unmounted_at_remove() {
     for at in &staged {
         assert!(before.contains(at), "{at:?} not in {before:?}");
     }
-    env.c
-        .runtime
-        .remove_container(RemoveContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    remove_container(&mut env.c, &id).await;
     // Neither at its place nor moved along into the trash.
     let left = berth_e2e::cleanup::mounts_under(env.d.config.dir.path());
     let of_it: Vec<_> = left

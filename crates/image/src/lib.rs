@@ -5,6 +5,7 @@
 //! dirs a container rootfs is stacked from. See `store.rs` for the on-disk
 //! layout and the crash-safety rules.
 
+mod blob_fetch;
 pub mod digest;
 pub mod error;
 mod import;
@@ -15,7 +16,9 @@ mod pull;
 pub mod reference;
 pub mod registries_conf;
 pub mod registry;
+mod session;
 mod store;
+mod token;
 pub mod tree_usage;
 pub mod unpack;
 
@@ -176,7 +179,7 @@ impl ImageStore {
         let meta = Meta::open(db)?;
         let store = ImageStore {
             inner: Arc::new(Inner {
-                clients: registry::Clients::new(opts.platform.clone()),
+                clients: registry::Clients::new(),
                 layout,
                 meta,
                 registries: RwLock::new(registries),

@@ -115,33 +115,6 @@ fn variant_num(v: &str) -> Option<u32> {
     v.strip_prefix('v')?.split('.').next()?.parse().ok()
 }
 
-/// The resolver given to oci-client's `ClientConfig` (we resolve indexes
-/// ourselves from the raw manifest, but never leave its default, which
-/// would be "first entry of the build host").
-pub(crate) fn oci_resolver(
-    p: Platform,
-) -> impl Fn(&[oci_client::manifest::ImageIndexEntry]) -> Option<String> + Send + Sync + 'static {
-    move |entries| {
-        let triples: Vec<(String, String, Option<String>)> = entries
-            .iter()
-            .map(|e| match &e.platform {
-                Some(pl) => (
-                    pl.os.to_string(),
-                    pl.architecture.to_string(),
-                    pl.variant.clone(),
-                ),
-                None => (String::new(), String::new(), None),
-            })
-            .collect();
-        p.select(
-            triples
-                .iter()
-                .map(|(o, a, v)| (o.as_str(), a.as_str(), v.as_deref())),
-        )
-        .map(|i| entries[i].digest.clone())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

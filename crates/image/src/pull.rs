@@ -13,13 +13,15 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info};
 
+use crate::blob_fetch::{fetch_small_blob, open_blob};
 use crate::digest::Digest;
 use crate::error::{ImageError, IoContext};
 use crate::manifest::{self, Descriptor, Manifest};
-use crate::manifest_fetch::ManifestGet;
+use crate::manifest_fetch::get_manifest;
 use crate::reference::ImageRef;
 use crate::registries_conf::{Endpoint, PullSources};
-use crate::registry::{RegErr, RegErrKind, RegistryAuth, oci_descriptor};
+use crate::registry::{RegErr, RegErrKind, RegistryAuth};
+use crate::session::Session;
 use crate::store::{self, ImageRecord, LayerRecord};
 use crate::unpack::UnpackError;
 use crate::unpack::{Compression, unpack_layer};
@@ -28,6 +30,8 @@ use crate::{Image, ImageStore, Inner};
 /// What the manifest resolution found, and where.
 struct Resolved {
     endpoint: Endpoint,
+    /// Authorized for the endpoint's repository: the config and layers come from there too.
+    session: Session,
     /// Digest of what the reference names (index or manifest).
     top_digest: Digest,
     index: Option<(Digest, Vec<u8>)>,
@@ -68,10 +72,8 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
         }
         PullSources::Endpoints(v) => v,
     };
-    let client = inner.clients.get(&auth, &endpoints);
-    let res = resolve(&inner, &client, &auth, &endpoints, &name).await?;
+    let res = resolve(&inner, &auth, &endpoints, &name).await?;
     let host = res.endpoint.host().to_string();
-    let oci_ref = res.endpoint.reference.to_oci();
     debug!(registry = %host, manifest = %res.manifest_digest, "manifest resolved");
 
     // Config: small, read into memory, verified.
@@ -94,7 +96,7 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
             ),
         });
     }
-    let config_body = fetch_small_blob(&client, &oci_ref, &res.config)
+    let config_body = fetch_small_blob(&res.session, &res.config)
         .await
         .map_err(|e| reg_error(e, &name, &host, "config", vec![]))?;
     if sha256(&config_body) != config_digest {
@@ -158,10 +160,8 @@ async fn pull_ref(inner: Arc<Inner>, r: ImageRef, auth: RegistryAuth) -> Result<
             diff_id: diff_id.clone(),
             blob_digest,
             size: desc.size as u64,
-            media_type: desc.media_type.clone(),
             compression,
-            client: client.clone(),
-            oci_ref: oci_ref.clone(),
+            session: res.session.clone(),
             host: host.clone(),
         });
     }
@@ -285,7 +285,6 @@ pub(crate) fn layer_compression(media_type: &str, has_urls: bool) -> Result<Comp
 /// Tries each endpoint in order until one serves the manifest.
 async fn resolve(
     inner: &Inner,
-    client: &oci_client::Client,
     auth: &RegistryAuth,
     endpoints: &[Endpoint],
     name: &str,
@@ -293,14 +292,15 @@ async fn resolve(
     let mut tried = Vec::new();
     let mut last = None;
     for ep in endpoints {
-        let oauth = auth
-            .for_host(ep.host())
+        let session = inner
+            .clients
+            .session(auth, ep)
             .map_err(|e| ImageError::Unauthenticated {
                 image: name.to_string(),
                 registry: ep.host().to_string(),
                 detail: format!("bad credentials in the request: {e}"),
             })?;
-        match fetch_manifest(inner, client, &oauth, ep).await {
+        match fetch_manifest(inner, session, ep).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 debug!(endpoint = %ep.reference, error = %e.detail, "manifest fetch failed");
@@ -318,14 +318,12 @@ async fn resolve(
 
 async fn fetch_manifest(
     inner: &Inner,
-    client: &oci_client::Client,
-    oauth: &oci_client::secrets::RegistryAuth,
+    session: Session,
     ep: &Endpoint,
 ) -> Result<Resolved, RegErr> {
     let reference = &ep.reference;
     let top_ref = reference.to_oci();
-    let get = ManifestGet::new(&inner.clients.http, client, &top_ref, oauth, ep.insecure).await?;
-    let body = get.get(&top_ref, manifest::ACCEPT).await?;
+    let body = get_manifest(&session, &top_ref, manifest::ACCEPT).await?;
     let top = sha256(&body);
     if let Some(want) = &reference.digest
         && *want != top
@@ -370,7 +368,7 @@ async fn fetch_manifest(
                 digest: Some(child.clone()),
                 ..reference.clone()
             };
-            let cb = get.get(&child_ref.to_oci(), manifest::ACCEPT).await?;
+            let cb = get_manifest(&session, &child_ref.to_oci(), manifest::ACCEPT).await?;
             if sha256(&cb) != child {
                 return Err(RegErr::new(
                     RegErrKind::Digest,
@@ -392,6 +390,7 @@ async fn fetch_manifest(
     };
     Ok(Resolved {
         endpoint: ep.clone(),
+        session,
         top_digest: top,
         index,
         manifest_digest,
@@ -399,47 +398,6 @@ async fn fetch_manifest(
         config,
         layers,
     })
-}
-
-async fn fetch_small_blob(
-    client: &oci_client::Client,
-    oci_ref: &oci_client::Reference,
-    desc: &Descriptor,
-) -> Result<Vec<u8>, RegErr> {
-    let d = oci_descriptor(&desc.media_type, &desc.digest, desc.size);
-    let size = desc.size as usize;
-    let mut s = client.pull_blob_stream(oci_ref, &d).await?;
-    let mut buf = Vec::with_capacity(size.min(1 << 20));
-    while let Some(chunk) = s.next().await {
-        // oci-client's digest check fails as the last item of a complete stream.
-        let kind = if buf.len() == size {
-            RegErrKind::Digest
-        } else {
-            RegErrKind::Unavailable
-        };
-        let chunk = chunk.map_err(|e| RegErr::new(kind, e.to_string()))?;
-        if buf.len() + chunk.len() > size {
-            return Err(RegErr::new(
-                RegErrKind::Digest,
-                format!(
-                    "blob {} is larger than its descriptor's {} bytes",
-                    desc.digest, size
-                ),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    if buf.len() != size {
-        return Err(RegErr::new(
-            RegErrKind::Digest,
-            format!(
-                "blob {} has {} bytes, its descriptor says {size}",
-                desc.digest,
-                buf.len()
-            ),
-        ));
-    }
-    Ok(buf)
 }
 
 /// Attaches the image (and registry) to a registry failure.
@@ -506,10 +464,8 @@ struct LayerJob {
     diff_id: Digest,
     blob_digest: Digest,
     size: u64,
-    media_type: String,
     compression: Compression,
-    client: oci_client::Client,
-    oci_ref: oci_client::Reference,
+    session: Session,
     host: String,
 }
 
@@ -685,21 +641,9 @@ async fn download_and_unpack(
             vec![],
         )
     };
-    let d = oci_descriptor(&job.media_type, job.blob_digest.as_ref(), job.size as i64);
-    let mut stream = job
-        .client
-        .pull_blob_stream(&job.oci_ref, &d)
+    let mut res = open_blob(&job.session, job.blob_digest.as_ref(), job.size)
         .await
-        .map_err(|e| layer_err(e.into()))?;
-    if let Some(len) = stream.content_length
-        && len != job.size
-    {
-        return Err(ImageError::Verification {
-            image: job.image.clone(),
-            what: format!("layer {}", job.layer_name),
-            detail: format!("registry sends {len} bytes, the manifest says {}", job.size),
-        });
-    }
+        .map_err(layer_err)?;
     // Bounded: the network never runs more than a few MB ahead of the disk.
     let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(64);
     let compression = job.compression;
@@ -717,12 +661,11 @@ async fn download_and_unpack(
         };
         unpack_layer(reader, compression, &blob_digest, &diff_id, &tmp, &limits)
     });
-    let mut sent = 0u64;
     let mut net_err = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(b) => {
-                sent += b.len() as u64;
+    loop {
+        match res.chunk().await {
+            Ok(None) => break,
+            Ok(Some(b)) => {
                 inner
                     .layer_bytes_fetched
                     .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -731,7 +674,7 @@ async fn download_and_unpack(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = crate::registry::with_sources(&e);
                 let _ = tx.send(Err(io::Error::other(msg.clone()))).await;
                 net_err = Some(msg);
                 break;
@@ -743,12 +686,6 @@ async fn download_and_unpack(
         .await
         .map_err(|e| ImageError::Store(format!("unpack task failed: {e}")))?;
     match (net_err, res) {
-        // oci-client's own digest check fails at the very end of the stream.
-        (Some(msg), _) if sent == job.size => Err(ImageError::Verification {
-            image: job.image.clone(),
-            what: format!("layer {}", job.layer_name),
-            detail: msg,
-        }),
         (Some(msg), _) => Err(layer_err(RegErr::new(RegErrKind::Unavailable, msg))),
         // A write that failed on this node says nothing of the layer.
         (None, Err(e @ (UnpackError::Io { .. } | UnpackError::DiskFull { .. }))) => {

@@ -1,18 +1,16 @@
-//! Registry access through `oci-client`: credentials, one client per
-//! (credentials, plain-HTTP hosts) so its bearer-token cache is reused across
-//! pulls, and the mapping of its errors onto ours.
+//! Registry access: credentials, the client every pull shares (sessions,
+//! `session.rs`, do the requests) and the mapping of registry errors onto
+//! ours (oci-client's error type, which Berth's requests report too).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
 use sha2::{Digest as _, Sha256};
 
-use crate::platform::{Platform, oci_resolver};
 use crate::registries_conf::Endpoint;
+use crate::session::Session;
+use crate::token::TokenCache;
 
 /// Credentials from the CRI `AuthConfig`. Tried in this order:
 /// `registry_token` (a bearer token), `identity_token`, `username`/`password`,
@@ -253,22 +251,19 @@ pub(crate) fn looks_like_plain_http(detail: &str) -> bool {
     .any(|sign| detail.contains(sign))
 }
 
-/// Clients by (credentials, plain-HTTP hosts). Bounded: a kubelet sends few
-/// distinct credentials; the map is simply cleared when it grows past that.
+/// What every pull shares: one HTTP client (its connection pool) and the
+/// authorizations still valid.
 pub(crate) struct Clients {
-    platform: Platform,
-    map: Mutex<HashMap<String, oci_client::Client>>,
-    /// For manifest GETs (`manifest_fetch`): oci-client's settings.
-    pub http: reqwest::Client,
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
 }
 
-const MAX_CLIENTS: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
 impl Clients {
-    pub fn new(platform: Platform) -> Self {
+    pub fn new() -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -276,57 +271,21 @@ impl Clients {
             .build()
             .unwrap_or_default();
         Clients {
-            platform,
-            map: Mutex::new(HashMap::new()),
             http,
+            tokens: Arc::default(),
         }
     }
 
-    pub fn get(&self, auth: &RegistryAuth, endpoints: &[Endpoint]) -> oci_client::Client {
-        let mut insecure: Vec<String> = endpoints
-            .iter()
-            .filter(|e| e.insecure)
-            .flat_map(|e| {
-                let h = e.host().to_string();
-                // oci-client calls docker.io "index.docker.io".
-                if h == "docker.io" {
-                    vec![h, "index.docker.io".to_string()]
-                } else {
-                    vec![h]
-                }
-            })
-            .collect();
-        insecure.sort();
-        insecure.dedup();
-        let key = format!("{}|{}", auth.cache_key(), insecure.join(","));
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&key) {
-            return c.clone();
-        }
-        if map.len() >= MAX_CLIENTS {
-            map.clear();
-        }
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
-            platform_resolver: Some(Box::new(oci_resolver(self.platform.clone()))),
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: USER_AGENT,
-            ..Default::default()
-        };
-        let c = oci_client::Client::new(config);
-        map.insert(key, c.clone());
-        c
-    }
-}
-
-/// A descriptor for oci-client's blob calls.
-pub(crate) fn oci_descriptor(media_type: &str, digest: &str, size: i64) -> OciDescriptor {
-    OciDescriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size,
-        ..Default::default()
+    /// A session for `ep`'s repository with `auth` (as sent to `ep`'s host).
+    pub fn session(&self, auth: &RegistryAuth, ep: &Endpoint) -> Result<Session, String> {
+        let creds = auth.for_host(ep.host())?;
+        Ok(Session::new(
+            self.http.clone(),
+            self.tokens.clone(),
+            ep,
+            creds,
+            &auth.cache_key(),
+        ))
     }
 }
 

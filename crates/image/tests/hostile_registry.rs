@@ -41,7 +41,15 @@ struct Fake {
     /// spaces), with or without a Content-Length, and how many bytes the
     /// client took before it hung up.
     floods: Arc<Mutex<HashMap<String, Flood>>>,
+    /// Paths answered with this status and a body of `ENDLESS` bytes, no
+    /// Content-Length, written lazily in chunks (never built in memory).
+    endless: Arc<Mutex<HashMap<String, u16>>>,
+    /// Requests to `/token` so far.
+    token_requests: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// "Endless": more than any client may keep, sent until it hangs up.
+const ENDLESS: usize = 1 << 30;
 
 #[derive(Clone)]
 struct Flood {
@@ -64,6 +72,8 @@ impl Fake {
             routes,
             bearer: Arc::default(),
             floods: Arc::default(),
+            endless: Arc::default(),
+            token_requests: Arc::default(),
         };
         let f2 = f.clone();
         std::thread::spawn(move || {
@@ -126,6 +136,25 @@ fn serve(conn: std::net::TcpStream, f: &Fake) -> std::io::Result<()> {
             .next()
             .unwrap_or("")
             .to_string();
+        if path == "/token" {
+            f.token_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let endless = f.endless.lock().unwrap().get(&path).copied();
+        if let Some(status) = endless {
+            write!(
+                w,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+            )?;
+            let chunk = vec![b' '; 64 << 10];
+            let mut left = ENDLESS;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                w.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            return Ok(());
+        }
         let bearer = f.bearer.lock().unwrap().clone();
         let (status, extra, body) = match &bearer {
             // base64("u:p") = "dTpw"
@@ -646,6 +675,33 @@ async fn bearer_token_flow() {
     n2.store.pull(&name, Some(auth)).await.unwrap();
 }
 
+/// A token serves every later pull of the repository with the same
+/// credentials; when the registry stops taking it (rotated, or expired
+/// before its `expires_in`), the 401 gets a fresh one and the pull goes on.
+/// Other credentials never get it.
+#[tokio::test]
+async fn tokens_are_reused_and_renewed_when_refused() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = Fake::start();
+    *f.bearer.lock().unwrap() = Some("tok1".into());
+    let img = Img::new("t/img");
+    let m = img.publish_blobs(&f);
+    img.serve_manifest(&f, &m);
+    let name = format!("{}/t/img:latest", f.host);
+    let creds = || Some(berth_image::RegistryAuth::basic("u", "p"));
+    let n = node(&f);
+    n.store.pull(&name, creds()).await.unwrap();
+    assert_eq!(f.token_requests.load(Relaxed), 1);
+    n.store.pull(&name, creds()).await.unwrap();
+    assert_eq!(f.token_requests.load(Relaxed), 1, "the token was reused");
+    *f.bearer.lock().unwrap() = Some("tok2".into());
+    n.store.pull(&name, creds()).await.unwrap();
+    assert_eq!(f.token_requests.load(Relaxed), 2, "a new token after a 401");
+    let e = n.store.pull(&name, None).await.unwrap_err();
+    assert_eq!(e.kind(), ImageErrorKind::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("token server"), "{e}");
+}
+
 /// A registry that sends a manifest far over the 4 MiB limit, announced or
 /// not (chunked to the end, or a length it lies about): the pull fails with
 /// a message naming the limit, nothing is stored, and the client stopped
@@ -678,4 +734,148 @@ async fn huge_or_endless_manifests_are_cut_off() {
             "{repo}: the client read {taken} of {total} bytes"
         );
     }
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb << 10
+}
+
+/// Runs `pull` while sampling the RSS; returns its result, the peak RSS
+/// growth and the time it took.
+async fn measured<T>(pull: impl std::future::Future<Output = T>) -> (T, u64, std::time::Duration) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let before = rss();
+    let peak = Arc::new(AtomicU64::new(before));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let r = pull.await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grew = peak.load(Ordering::Relaxed).saturating_sub(before);
+    (r, grew, took)
+}
+
+/// Answers with an endless body where oci-client 0.18 read whole bodies:
+/// the token of the Docker token flow (200 and refusal) and error answers
+/// to manifest, config and layer requests. Each pull fails quickly with a
+/// clear error and memory stays flat. One test, run in sequence, so that
+/// the RSS measured is this pull's alone.
+#[tokio::test]
+async fn endless_token_and_error_bodies_are_cut_off() {
+    const MAX_GROWTH: u64 = 64 << 20;
+    let f = Fake::start();
+    let img = Img::new("e/img");
+    let m = img.publish_blobs(&f);
+    img.serve_manifest(&f, &m);
+    let cfg_path = format!(
+        "/v2/e/img/blobs/{}",
+        m["config"]["digest"].as_str().unwrap()
+    );
+    let creds = || Some(berth_image::RegistryAuth::basic("u", "p"));
+    let cases: Vec<(&str, String, u16, bool, ImageErrorKind, &str)> = vec![
+        // The token endpoint grants, with an endless token.
+        (
+            "token 200",
+            "/token".into(),
+            200,
+            true,
+            ImageErrorKind::Unavailable,
+            "token",
+        ),
+        // The token endpoint refuses, with an endless reason.
+        (
+            "token 401",
+            "/token".into(),
+            401,
+            true,
+            ImageErrorKind::Unauthenticated,
+            "token",
+        ),
+        // Errors with endless bodies.
+        (
+            "manifest 500",
+            "/v2/e/img/manifests/latest".into(),
+            500,
+            false,
+            ImageErrorKind::Unavailable,
+            "manifest",
+        ),
+        (
+            "config 500",
+            cfg_path.clone(),
+            500,
+            false,
+            ImageErrorKind::Unavailable,
+            "config",
+        ),
+        (
+            "config 404",
+            cfg_path,
+            404,
+            false,
+            ImageErrorKind::NotFound,
+            "config",
+        ),
+        (
+            "layer 503",
+            img.layer_path(),
+            503,
+            false,
+            ImageErrorKind::Unavailable,
+            "layer sha256:",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, path, status, bearer, kind, needle) in cases {
+        *f.bearer.lock().unwrap() = bearer.then(|| "tok".to_string());
+        f.endless.lock().unwrap().clear();
+        f.endless.lock().unwrap().insert(path, status);
+        let n = node(&f);
+        let name = format!("{}/e/img:latest", f.host);
+        let (r, grew, took) = measured(n.store.pull(&name, creds())).await;
+        let Err(e) = r else {
+            failures.push(format!("{what}: the pull succeeded"));
+            continue;
+        };
+        let msg = e.to_string();
+        // Shortened: before the fix the message held the whole body.
+        let short: String = msg.chars().take(300).collect();
+        eprintln!("{what}: {short} (RSS +{} KiB, {took:?})", grew >> 10);
+        if e.kind() != kind {
+            failures.push(format!(
+                "{what}: kind {:?}, not {kind:?}: {short}",
+                e.kind()
+            ));
+        }
+        if !msg.contains(&name) || !msg.contains(needle) {
+            failures.push(format!(
+                "{what}: error lacks the image or {needle:?}: {msg}"
+            ));
+        }
+        if grew >= MAX_GROWTH {
+            failures.push(format!(
+                "{what}: RSS grew by {} MiB during the pull",
+                grew >> 20
+            ));
+        }
+        if took >= std::time::Duration::from_secs(20) {
+            failures.push(format!("{what}: took {took:?}"));
+        }
+        assert!(n.store.list().unwrap().is_empty());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -32,16 +32,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PROFILE=release
-DO_BUILD=1
-ARGS=()
-
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
-    exit 2
-}
+# ROOT, TARGET, PROFILE, DO_BUILD, ARGS, usage and run_e2e_bin.
+# shellcheck source=lib/e2e-bin.sh
+. "$HERE/lib/e2e-bin.sh"
 while (($#)); do
     case $1 in
         --minutes | --workers | --kill-every | --dwell-ms | --registry | --keep-log)
@@ -59,23 +52,4 @@ for tool in docker-registry skopeo ip iptables-save; do
     command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
 done
 
-# anyhow errors without the environment's backtraces: the message says what failed.
-export RUST_LIB_BACKTRACE=0
-
-if ((DO_BUILD)); then
-    flags=(--quiet -p berthd -p berth-shim -p berth-e2e --bins)
-    [[ $PROFILE == release ]] && flags=(--release "${flags[@]}")
-    (cd "$ROOT" && cargo build "${flags[@]}")
-fi
-SOAK=$TARGET/$PROFILE/soak
-export BERTHD_BIN=$TARGET/$PROFILE/berthd
-for b in "$SOAK" "$BERTHD_BIN" "$TARGET/$PROFILE/berth-monitor"; do
-    [[ -x $b ]] || { echo "$0: $b missing (run without --no-build)" >&2; exit 1; }
-done
-
-# The test images (cached in target/test-images; the soak's registry pushes them).
-"$HERE/build-test-images.sh" "${BERTH_TEST_IMAGES:-$ROOT/target/test-images}"
-
-echo "soak: $SOAK ${ARGS[*]}"
-echo "berthd: $BERTHD_BIN ($PROFILE); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-exec "$SOAK" "${ARGS[@]}"
+run_e2e_bin soak

@@ -34,4 +34,20 @@ impl CriClient {
             image: ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
         })
     }
+
+    /// PullImage of `image`, anonymous; the error names the image.
+    pub async fn pull(&mut self, image: &str) -> anyhow::Result<()> {
+        use berth_api::v1::{ImageSpec, PullImageRequest};
+        self.image
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("PullImage {image}: {s:?}"))?;
+        Ok(())
+    }
 }

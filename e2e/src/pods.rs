@@ -58,16 +58,7 @@ pub async fn start_and_pull(config: BerthdConfig, images: &[&str]) -> (Berthd, C
     let d = Berthd::start_with(config).await.unwrap();
     let mut c = d.client().await.unwrap();
     for image in images {
-        c.image
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        c.pull(image).await.unwrap();
     }
     (d, c)
 }
@@ -334,6 +325,14 @@ pub fn pod_namespaces(pc: &mut PodSandboxConfig) -> &mut NamespaceOption {
         .security_context
         .get_or_insert_with(Default::default)
         .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
+/// The container's security context (made when missing).
+pub fn container_security(cfg: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
         .get_or_insert_with(Default::default)
 }
 

@@ -32,6 +32,38 @@ pub fn processes() -> Vec<Process> {
     out
 }
 
+/// A daemon's live (not zombie) pod processes.
+#[derive(Default)]
+pub struct PodProcesses {
+    /// `berth-monitor`s whose command line names the state dir: pid, parent, command line.
+    pub monitors: Vec<(i32, i32, String)>,
+    /// `berth-pod-init`s whose root (the pod's `ns/init-root`) is below it: "pid (root R)".
+    pub inits: Vec<String>,
+}
+
+/// The live pod processes of the daemon whose state dir is `state`.
+pub fn pod_processes(state: &Path) -> PodProcesses {
+    let needle = state.to_string_lossy().into_owned();
+    let mut found = PodProcesses::default();
+    for p in processes() {
+        if p.state == 'Z' {
+            continue;
+        }
+        if p.cmdline.contains("berth-monitor") && p.cmdline.contains(&needle) {
+            found.monitors.push((p.pid, p.ppid, p.cmdline));
+        } else if p.comm == "berth-pod-init" {
+            // Its root may read "(deleted)" once the pod dir is gone.
+            let root = std::fs::read_link(format!("/proc/{}/root", p.pid)).unwrap_or_default();
+            if root.starts_with(&needle) {
+                found
+                    .inits
+                    .push(format!("{} (root {})", p.pid, root.display()));
+            }
+        }
+    }
+    found
+}
+
 fn read_process(pid: i32, dir: &Path) -> Option<Process> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     // comm is parenthesised and may hold spaces and parentheses: split at the last ") ".

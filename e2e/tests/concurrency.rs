@@ -144,34 +144,16 @@ fn cmdline(pid: i32) -> String {
 /// Live (not zombie) processes of this daemon's pods: `berth-monitor`s whose
 /// command line names `state`, and `berth-pod-init`s chrooted below it.
 fn pod_processes(state: &Path) -> Vec<String> {
-    let needle = state.to_string_lossy().into_owned();
-    let mut found = vec![];
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
-        else {
-            continue;
-        };
-        if rest.starts_with('Z') {
-            continue;
-        }
-        let cmd = cmdline(pid);
-        if cmd.contains("berth-monitor") && cmd.contains(&needle) {
-            found.push(format!("{pid} {cmd}"));
-        } else if comm == "berth-pod-init" {
-            // Its root is its pod's `ns/init-root` (maybe "(deleted)").
-            let root = std::fs::read_link(e.path().join("root")).unwrap_or_default();
-            if root.starts_with(&needle) {
-                found.push(format!("{pid} berth-pod-init (root {})", root.display()));
-            }
-        }
-    }
-    found
+    let found = berth_e2e::procs::pod_processes(state);
+    let monitors = found
+        .monitors
+        .into_iter()
+        .map(|(pid, _, cmd)| format!("{pid} {cmd}"));
+    let inits = found
+        .inits
+        .into_iter()
+        .map(|i| format!("berth-pod-init {i}"));
+    monitors.chain(inits).collect()
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {

@@ -30,14 +30,7 @@ async fn crashed<T: std::fmt::Debug>(env: &mut NetEnv, r: Result<T, tonic::Statu
 }
 
 fn shared_pid(mut pc: PodSandboxConfig) -> PodSandboxConfig {
-    let sc = pc
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap();
-    sc.namespace_options.as_mut().unwrap().pid = NamespaceMode::Pod as i32;
+    pod_namespaces(&mut pc).pid = NamespaceMode::Pod as i32;
     pc
 }
 

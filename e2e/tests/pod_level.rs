@@ -18,8 +18,10 @@ fn shared_pid(mut pc: PodSandboxConfig) -> PodSandboxConfig {
 
 fn ctr(name: &str, script: &str) -> ContainerConfig {
     let mut c = ctr_config(name, BUSYBOX, script);
-    let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
-    sc.namespace_options.as_mut().unwrap().pid = NamespaceMode::Pod as i32;
+    container_security(&mut c)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .pid = NamespaceMode::Pod as i32;
     c
 }
 
@@ -40,6 +42,17 @@ async fn out(env: &mut PodEnv, id: &str, script: &str) -> String {
 }
 
 /// The pod's PID namespace (inode of its pin), found under the daemon's dirs.
+/// The pid (on the host) of the pod's init.
+fn pod_init_pid(env: &PodEnv, pod: &str) -> i32 {
+    pids_in_namespaces(&[pod_pid_ns(env, pod)])
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "berth-pod-init")
+        })
+        .expect("the pod init")
+}
+
 fn pod_pid_ns(env: &PodEnv, pod: &str) -> u64 {
     let dir = env.d.config.state.join("pods").join(pod);
     let ns = pinned_pid_namespaces(&dir);
@@ -249,6 +262,41 @@ async fn pod_init_shares_reaps_and_dies_with_the_pod() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// A container given CAP_SYS_PTRACE may open `/proc/1/exe` of its pod's
+/// init: what it reaches is berthd's sealed in-memory copy of
+/// berth-monitor, which nothing can change, never a file of the host (the
+/// CVE-2019-5736 class; before, it was berthd's own binary).
+#[tokio::test]
+async fn the_pod_init_runs_from_a_sealed_copy() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_shared_pid_pod(&mut env, "pidsealed").await;
+    let mut cfg = ctr("p", "exec sleep 1005");
+    container_security(&mut cfg).capabilities = Some(Capability {
+        add_capabilities: vec!["SYS_PTRACE".into()],
+        ..Default::default()
+    });
+    let p = running(&mut env.c, &pod, &pc, cfg).await;
+    let exe = out(&mut env, &p, "readlink /proc/1/exe").await;
+    assert_eq!(exe.trim(), "/memfd:berth-monitor (deleted)");
+    // Opened for writing through /proc, it refuses.
+    let r = exec(&mut env.c, &p, &sh("echo x >> /proc/1/exe"), 10)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "the pod init's executable took a write");
+
+    // The same from the host: the init runs from a memfd whose every seal is set.
+    let init = pod_init_pid(&env, &pod);
+    let f = std::fs::File::open(format!("/proc/{init}/exe")).unwrap();
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    let seals = SealFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GET_SEALS).unwrap());
+    let all = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    assert!(seals.contains(all), "seals {seals:?}");
+    remove_pod(&mut env.c, &pod).await;
+}
+
 #[tokio::test]
 async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
     let mut env = setup(&[BUSYBOX]).await;
@@ -274,14 +322,7 @@ async fn pod_init_survives_a_restart_and_its_death_stops_the_pod() {
     // The init killed from outside: the kernel kills the pod's processes,
     // the containers report exited and the pod NOTREADY (the kubelet then
     // recreates it).
-    let ns = pod_pid_ns(&env, &pod);
-    let init = pids_in_namespaces(&[ns])
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "berth-pod-init")
-        })
-        .expect("the pod init");
+    let init = pod_init_pid(&env, &pod);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),
         nix::sys::signal::Signal::SIGKILL,

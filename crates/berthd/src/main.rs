@@ -86,12 +86,6 @@ enum ConfigAction {
 }
 
 fn main() -> std::process::ExitCode {
-    // A pod's init: berthd re-executed under another argv[0] by the pinning helper.
-    if std::env::args_os().next().as_deref()
-        == Some(std::ffi::OsStr::new(sandbox::pin::POD_INIT_ARGV0))
-    {
-        sandbox::pin::pod_init_main();
-    }
     // The hidden namespace-pinning helper must run before any
     // thread exists (unshare acts on the calling thread only).
     let mut args = std::env::args_os().skip(1);

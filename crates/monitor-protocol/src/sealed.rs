@@ -27,6 +27,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// argv\[0\] under which the sealed copy runs as PID 1 of a pod
+/// (`berth_shim::pod_init`): berthd's pinning helper execs the copy it is
+/// handed under this name.
+pub const POD_INIT_ARGV0: &CStr = c"berth-pod-init";
+
 /// The seals every copy carries (`F_SEAL_EXEC` is added when the kernel has it).
 pub const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;

@@ -12,3 +12,4 @@ pub(crate) mod exec_userns;
 pub mod exit_record;
 pub mod log;
 pub mod monitor;
+pub mod pod_init;

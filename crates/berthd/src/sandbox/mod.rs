@@ -492,6 +492,7 @@ fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest,
         hostname: plan.hostname,
         sysctls: plan.sysctls,
         userns: plan.userns,
+        init_exe_fd: None,
     })
 }
 

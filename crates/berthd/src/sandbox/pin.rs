@@ -9,14 +9,16 @@
 //!
 //! A PID namespace can't be kept by a pin alone: once its init dies no
 //! process can enter it. So for a pod whose PID mode is POD the child also
-//! unshares a PID namespace and forks Berth's pod init into it ([`pod_init`]):
-//! PID 1 of the pod, it reaps orphans (as the pause container does) and lives
-//! until StopPodSandbox kills it. It is detached (own session, stdio closed)
+//! unshares a PID namespace and forks Berth's pod init into it
+//! ([`fork_pod_init`]; `berth_shim::pod_init`, run from berthd's sealed copy
+//! of `berth-monitor`): PID 1 of the pod, it reaps orphans (as the pause
+//! container does) and lives until StopPodSandbox kills it. It is detached (own session, stdio closed)
 //! and is reparented to the host's init when the child exits, so it outlives
 //! berthd like the monitors do. The child also mounts the pod's /dev/shm tmpfs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,6 +46,8 @@ pub struct PinRequest {
     pub uts: bool,
     /// Make a PID namespace held by a pod init.
     pub pid: bool,
+    /// Child side: the inherited fd of the sealed copy the pod init runs from.
+    pub init_exe_fd: Option<std::os::fd::RawFd>,
     /// Mount the pod's /dev/shm tmpfs here.
     pub shm: Option<PathBuf>,
     pub hostname: String,
@@ -67,6 +71,28 @@ pub struct Pinned {
 pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
     let mut cmd = tokio::process::Command::new("/proc/self/exe");
     cmd.arg(SUBCOMMAND).arg("--dir").arg(ns_dir);
+    // The pod init runs from the sealed copy of berth-monitor that monitors
+    // run from (made at startup, shared): the pod's containers can open
+    // /proc/1/exe, and must reach no file on the host there. The helper
+    // inherits the fd (held open here until it exits) and execs it.
+    let init_exe = match req.pid {
+        true => Some(sealed_monitor().await?),
+        false => None,
+    };
+    if let Some(exe) = &init_exe {
+        let fd = exe.as_raw_fd();
+        cmd.arg("--init-exe-fd").arg(fd.to_string());
+        // SAFETY: fcntl (async-signal-safe) on an fd this process holds
+        // open, in the forked child only, so that its exec keeps it.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     for (on, flag) in [
         (req.net, "--net"),
         (req.ipc, "--ipc"),
@@ -100,6 +126,7 @@ pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
         .await
         .context("namespace pinning helper did not finish within 10 s")?
         .context("cannot run the namespace pinning helper")?;
+    drop(init_exe);
     if !out.status.success() {
         bail!(
             "namespace pinning failed ({}): {}",
@@ -133,6 +160,22 @@ pub async fn pin(ns_dir: &Path, req: &PinRequest) -> anyhow::Result<Pinned> {
         init,
         shm: req.shm.clone(),
     })
+}
+
+/// berthd's sealed copy of `berth-monitor` (made by the first caller, or
+/// already by startup).
+async fn sealed_monitor() -> anyhow::Result<std::sync::Arc<std::os::fd::OwnedFd>> {
+    let binary = crate::container::monitor::binary()?;
+    tokio::task::spawn_blocking(move || {
+        berth_monitor_protocol::sealed::shared_copy(&binary).with_context(|| {
+            format!(
+                "cannot make the sealed copy of {} the pod init runs from",
+                binary.display()
+            )
+        })
+    })
+    .await
+    .context("sealed copy task failed")?
 }
 
 /// `/proc/<pid>/stat` field 22 (start time) of a live, non-zombie process.
@@ -259,6 +302,14 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
             Some("--ipc") => req.ipc = true,
             Some("--uts") => req.uts = true,
             Some("--pid") => req.pid = true,
+            Some("--init-exe-fd") => {
+                let v = value()?;
+                req.init_exe_fd = Some(
+                    v.to_str()
+                        .and_then(|v| v.parse().ok())
+                        .with_context(|| format!("--init-exe-fd {v:?}: not an fd"))?,
+                );
+            }
             Some("--shm") => req.shm = Some(PathBuf::from(value()?)),
             Some("--hostname") => req.hostname = value()?.to_string_lossy().into_owned(),
             Some("--sysctl") => {
@@ -271,6 +322,9 @@ fn child(args: Vec<OsString>) -> anyhow::Result<()> {
         }
     }
     let dir = dir.context("--dir is required")?;
+    if req.pid && req.init_exe_fd.is_none() {
+        bail!("--pid needs --init-exe-fd (the sealed copy the pod init runs from)");
+    }
     match req.userns {
         None => pin_here(&dir, &req),
         Some(maps) => pin_in_userns(&dir, &req, maps),
@@ -305,7 +359,7 @@ fn parse_userns(v: &std::ffi::OsStr) -> anyhow::Result<UsernsMaps> {
 fn pin_here(dir: &Path, req: &PinRequest) -> anyhow::Result<()> {
     enter_namespaces(req)?;
     let init = match req.pid {
-        true => Some(fork_pod_init(&init_root(dir)?)?),
+        true => Some(fork_pod_init(&init_root(dir)?, req)?),
         false => None,
     };
     pin_made(dir, req, "self", None, init)
@@ -436,7 +490,7 @@ fn userns_child(
         nix::unistd::setresuid(root_u, root_u, root_u).context("setresuid to the pod's root")?;
         enter_namespaces(req)?;
         match init_root {
-            Some(root) => Ok(fork_pod_init(root)?.as_raw()),
+            Some(root) => Ok(fork_pod_init(root, req)?.as_raw()),
             None => Ok(0),
         }
     })();
@@ -533,16 +587,17 @@ fn init_root(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
-/// argv\[0\] under which berthd runs as a pod init; `main()` dispatches on it.
-pub const POD_INIT_ARGV0: &str = "berth-pod-init";
-
 /// Unshares a PID namespace and forks the pod init into it as PID 1; returns
 /// once it has executed (or the exec failed).
 ///
-/// The child re-executes berthd as [`POD_INIT_ARGV0`] ([`pod_init_main`]):
-/// a fresh image (no heap or mappings of this helper, and a command line
-/// that shows no host paths to the pod's containers, which see it as PID 1).
-fn fork_pod_init(root: &Path) -> anyhow::Result<nix::unistd::Pid> {
+/// The child execs the sealed copy of `berth-monitor` it was handed
+/// (`req.init_exe_fd`) as `berth-pod-init`: a fresh image (no heap or
+/// mappings of this helper, and a command line that shows no host paths to
+/// the pod's containers, which see it as PID 1).
+fn fork_pod_init(root: &Path, req: &PinRequest) -> anyhow::Result<nix::unistd::Pid> {
+    let exe = req
+        .init_exe_fd
+        .context("no sealed copy to run the pod init from")?;
     use nix::unistd::{ForkResult, fork};
     // Reports an exec failure; closed (EOF) by a successful exec.
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
@@ -550,7 +605,7 @@ fn fork_pod_init(root: &Path) -> anyhow::Result<nix::unistd::Pid> {
     // SAFETY: this process is single-threaded (the subcommand runs before
     // any runtime starts), so the child may run arbitrary code.
     let child = match unsafe { fork() }.context("cannot fork the pod init")? {
-        ForkResult::Child => exec_pod_init(root, wr),
+        ForkResult::Child => exec_pod_init(root, wr, exe),
         ForkResult::Parent { child } => child,
     };
     drop(wr);
@@ -597,9 +652,9 @@ fn finish_pod_init(pin: &Path, child: nix::unistd::Pid) -> anyhow::Result<()> {
     }
 }
 
-/// Forked child: detach, then exec berthd as the pod init (cwd = its empty root).
-fn exec_pod_init(root: &Path, status: std::os::fd::OwnedFd) -> ! {
-    use std::os::fd::AsRawFd;
+/// Forked child: detach, then exec the sealed copy `exe` as the pod init
+/// (cwd = its empty root).
+fn exec_pod_init(root: &Path, status: std::os::fd::OwnedFd, exe: std::os::fd::RawFd) -> ! {
     let _ = nix::unistd::setsid();
     if let Err(e) = nix::unistd::chdir(root) {
         // Never an init rooted at the host's / (its chroot(".") follows).
@@ -622,62 +677,30 @@ fn exec_pod_init(root: &Path, status: std::os::fd::OwnedFd) -> ! {
                 libc::dup2(null, fd);
             }
         }
-        // Above all the stdout pipe to berthd, which waits for its EOF.
-        // (The status pipe is close-on-exec and above 2: keep it until exec.)
-        let keep = status.as_raw_fd() as u32;
-        if keep > 3 {
-            libc::close_range(3, keep - 1, 0);
+        // Every fd above stderr closes at the exec: above all the stdout
+        // pipe to berthd, which waits for its EOF; the status pipe (its EOF
+        // says the exec worked); and `exe` (exec'd by fd, the init keeps
+        // no fd of it).
+        let marked = libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
+        let argv = [
+            berth_monitor_protocol::sealed::POD_INIT_ARGV0
+                .as_ptr()
+                .cast_mut(),
+            std::ptr::null_mut(),
+        ];
+        let envp = [std::ptr::null_mut()];
+        if marked == 0 {
+            libc::execveat(
+                exe,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
         }
-        libc::close_range(keep + 1, u32::MAX, 0);
-        let argv = [c"berth-pod-init".as_ptr(), std::ptr::null()];
-        let envp = [std::ptr::null()];
-        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
         let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         libc::write(status.as_raw_fd(), err.to_ne_bytes().as_ptr().cast(), 4);
         libc::_exit(127)
-    }
-}
-
-/// PID 1 of a pod (berthd run as [`POD_INIT_ARGV0`]): reaps whatever is
-/// reparented to it until it is SIGKILLed. Every signal is blocked (SIGKILL
-/// can't be), so only the kill at StopPodSandbox ends it; the kernel then
-/// kills the whole namespace. Non-dumpable and chrooted into an empty dir,
-/// so a container sharing its PID namespace can't reach the host's
-/// filesystem through `/proc/1/root`, `/proc/1/cwd` or `/proc/1/exe`.
-pub fn pod_init_main() -> ! {
-    use nix::sys::signal::{SigSet, Signal};
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    // SAFETY: prctl with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
-        libc::prctl(libc::PR_SET_NAME, c"berth-pod-init".as_ptr());
-    }
-    let _ = nix::unistd::chroot(".");
-    let _ = nix::unistd::chdir("/");
-    // Reaping needs no privilege: run as nobody, no groups, no capabilities
-    // (a uid change from root clears them), so nothing in the pod can use
-    // its init for anything.
-    let nobody = nix::unistd::Uid::from_raw(65534);
-    let nogroup = nix::unistd::Gid::from_raw(65534);
-    let _ = nix::unistd::setgroups(&[]);
-    let _ = nix::unistd::setresgid(nogroup, nogroup, nogroup);
-    let _ = nix::unistd::setresuid(nobody, nobody, nobody);
-    // SAFETY: prctl with constant arguments (a uid change may reset dumpable).
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
-    }
-    let _ = SigSet::all().thread_block();
-    let mut chld = SigSet::empty();
-    chld.add(Signal::SIGCHLD);
-    loop {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-        }
-        let _ = chld.wait();
     }
 }
 

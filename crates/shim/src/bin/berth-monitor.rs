@@ -1,5 +1,6 @@
 //! `berth-monitor --pod-id ID --state-dir DIR [--foreground]`: the per-pod
-//! monitor (see `berth_shim::daemon`). Hand-rolled flags: clap would cost
+//! monitor (see `berth_shim::daemon`); run as `berth-pod-init`, a pod's PID 1
+//! (`berth_shim::pod_init`). Hand-rolled flags: clap would cost
 //! memory in a process that lives as long as the pod.
 
 use std::path::PathBuf;
@@ -12,6 +13,11 @@ fn main() {
     if let Err(e) = berth_monitor_protocol::sealed::reexec_if_unsealed(c"berth-monitor") {
         eprintln!("berth-monitor: cannot run from a sealed copy of its binary: {e}");
         std::process::exit(1);
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if argv0.as_bytes() == berth_shim::pod_init::ARGV0.to_bytes() {
+        berth_shim::pod_init::main();
     }
     // Exec'd through /proc/self/fd/N, the process is named "N": name it for ps and pgrep.
     // SAFETY: prctl with a NUL-terminated constant.

@@ -29,30 +29,18 @@ pub fn entries(dir: &Path) -> Vec<PathBuf> {
 /// libcontainer cloned and that never started (it runs the monitor's image
 /// until the start): listed third.
 fn pod_processes(state: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let needle = state.to_string_lossy().into_owned();
-    let (mut monitors, mut inits) = (vec![], vec![]);
-    for p in procs::processes() {
-        if p.state == 'Z' {
-            continue;
-        }
-        if p.cmdline.contains("berth-monitor") && p.cmdline.contains(&needle) {
-            monitors.push((p.pid, p.ppid, p.cmdline));
-        } else if p.comm == "berth-pod-init" {
-            let root = std::fs::read_link(format!("/proc/{}/root", p.pid)).unwrap_or_default();
-            if root.starts_with(&needle) {
-                inits.push(format!("{} (root {})", p.pid, root.display()));
-            }
-        }
-    }
-    let pids: BTreeSet<i32> = monitors.iter().map(|m| m.0).collect();
-    let (unstarted, monitors): (Vec<_>, Vec<_>) =
-        monitors.into_iter().partition(|m| pids.contains(&m.1));
+    let found = procs::pod_processes(state);
+    let pids: BTreeSet<i32> = found.monitors.iter().map(|m| m.0).collect();
+    let (unstarted, monitors): (Vec<_>, Vec<_>) = found
+        .monitors
+        .into_iter()
+        .partition(|m| pids.contains(&m.1));
     let fmt = |v: Vec<(i32, i32, String)>| {
         v.into_iter()
             .map(|(pid, ppid, cmd)| format!("{pid} (parent {ppid}) {cmd}"))
             .collect()
     };
-    (fmt(monitors), inits, fmt(unstarted))
+    (fmt(monitors), found.inits, fmt(unstarted))
 }
 
 /// Everything the run may have left, by kind.

@@ -52,8 +52,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
-use berth_api::v1::*;
+use anyhow::{Context, bail};
 use berth_e2e::cleanup::Guard;
 use berth_e2e::daemon::{Berthd, BerthdConfig};
 use berth_e2e::net::TestNet;
@@ -73,16 +72,7 @@ fn main() -> anyhow::Result<()> {
     if cli.workers == 0 || cli.minutes <= 0.0 {
         bail!("--workers and --minutes must be positive");
     }
-    // One client thread, as bench-pods: on a 2-core host the daemon under
-    // test gets the CPUs.
-    let ok = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(cli))?;
-    if !ok {
-        std::process::exit(1);
-    }
-    Ok(())
+    berth_e2e::block_on_verdict(run(cli))
 }
 
 /// Sets up berthd, its network and a registry, warms up, churns, then counts what is left;
@@ -126,16 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         net.name
     );
     let mut c = d.client().await?;
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| anyhow!("PullImage {IMAGE}: {s:?}"))?;
+    c.pull(IMAGE).await?;
 
     let sh = Arc::new(Shared::new(
         c,

@@ -397,6 +397,47 @@ async fn status_lists_the_default_handler_and_features() {
     let features = r.features.unwrap();
     assert!(features.supplemental_groups_policy);
     assert!(!features.user_namespaces_host_network);
+    assert!(features.mount_options);
+}
+
+/// CRI 1.37's `Mount.mount_options`: noexec, nodev, nosuid (and atime
+/// options) are applied to the bind, shown in the container's mountinfo,
+/// enforced, and reported back in ContainerStatus; an option that would
+/// loosen the bind is refused at CreateContainer.
+#[tokio::test]
+async fn mount_options_are_applied_and_reported() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let (pod, pc) = run_pod(&mut env, "mopts").await;
+    let host = host_dir(&env, "mopts");
+    std::fs::copy("/bin/true", host.join("true")).unwrap();
+    let vol = |options: &[&str]| Mount {
+        host_path: host.display().to_string(),
+        container_path: "/mnt".into(),
+        mount_options: options.iter().map(|o| o.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut cfg = sleeper("opts", BUSYBOX, Default::default(), None);
+    cfg.mounts = vec![vol(&["noexec", "nodev", "nosuid", "noatime"])];
+    let id = running(&mut env.c, &pod, &pc, cfg).await;
+    let (info, code) = run(&mut env, &id, "grep ' /mnt ' /proc/self/mountinfo").await;
+    assert_eq!(code, 0, "{info}");
+    let opts: Vec<&str> = info.split_whitespace().nth(5).unwrap().split(',').collect();
+    for o in ["rw", "nosuid", "nodev", "noexec", "noatime"] {
+        assert!(opts.contains(&o), "{o} missing from {opts:?}");
+    }
+    let (out, code) = run(&mut env, &id, "/mnt/true").await;
+    assert_ne!(code, 0, "a binary ran from a noexec mount: {out}");
+    let reported = status(&mut env.c, &id).await.unwrap().mounts;
+    assert_eq!(
+        reported[0].mount_options,
+        ["noexec", "nodev", "nosuid", "noatime"]
+    );
+
+    let mut cfg = sleeper("loose", BUSYBOX, Default::default(), None);
+    cfg.mounts = vec![vol(&["exec"])];
+    let e = create(&mut env.c, &pod, &pc, cfg).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mount_options"), "{e:?}");
 }
 
 /// critest's "Container Mount Readonly" specs, which run only when the

@@ -34,7 +34,25 @@ struct Bind {
     readonly: bool,
     recursive_read_only: bool,
     propagation: i32,
+    /// The CRI's `mount_options`, checked ([`BIND_OPTIONS`]).
+    extra_options: Vec<String>,
 }
+
+/// The `Mount.mount_options` Berth applies to a bind (CRI 1.37): the ones
+/// that only take rights away or choose atime updates. Any other option
+/// (`exec`, `suid`, `dev`, `rw`, propagation, a filesystem's own) is refused:
+/// the CRI says a runtime must apply what it is given, so it must not
+/// silently drop what it cannot, and none may loosen the defaults.
+const BIND_OPTIONS: &[&str] = &[
+    "noexec",
+    "nosuid",
+    "nodev",
+    "ro",
+    "noatime",
+    "nodiratime",
+    "relatime",
+    "strictatime",
+];
 
 fn mount(dst: &str, typ: &str, src: &str, options: &[&str]) -> Mount {
     let mut m = Mount::default();
@@ -317,10 +335,13 @@ pub fn build(
             match (b.readonly, b.recursive_read_only) {
                 (true, true) => "rro",
                 (true, false) => "ro",
+                // `ro` among the mount options makes it read-only as well.
+                _ if b.extra_options.iter().any(|o| o == "ro") => "ro",
                 _ => "rw",
             }
             .into(),
         );
+        options.extend(b.extra_options.iter().filter(|o| *o != "ro").cloned());
         let mut m = Mount::default();
         m.set_destination(PathBuf::from(&b.dst))
             .set_typ(Some("bind".into()))
@@ -342,6 +363,7 @@ fn pod_bind(dst: &str, src: &Path, readonly: bool) -> Bind {
         readonly,
         recursive_read_only: false,
         propagation: v1::MountPropagation::PropagationPrivate as i32,
+        extra_options: vec![],
     }
 }
 
@@ -395,6 +417,21 @@ fn validate_cri_mount(i: usize, m: &v1::Mount) -> Result<Bind> {
             ));
         }
     }
+    let mut extra_options = Vec::with_capacity(m.mount_options.len());
+    for o in &m.mount_options {
+        if !BIND_OPTIONS.contains(&o.as_str()) {
+            return Err(SpecError::invalid(
+                format!("{field}.mount_options"),
+                format!(
+                    "{o:?} is not a bind mount option Berth applies (it applies {})",
+                    BIND_OPTIONS.join(", ")
+                ),
+            ));
+        }
+        if !extra_options.contains(o) {
+            extra_options.push(o.clone());
+        }
+    }
     // selinux_relabel: Berth runs without SELinux labels, so there is
     // nothing to relabel; containerd ignores ENOTSUP the same way.
     Ok(Bind {
@@ -404,6 +441,7 @@ fn validate_cri_mount(i: usize, m: &v1::Mount) -> Result<Bind> {
         readonly: m.readonly,
         recursive_read_only: m.recursive_read_only,
         propagation: m.propagation,
+        extra_options,
     })
 }
 
@@ -503,6 +541,19 @@ mod tests {
         }
     }
 
+    /// `build` for a container of a plain pod (no pod files, private IPC, not
+    /// privileged), on the default host.
+    fn build_plain(c: &v1::ContainerConfig) -> Result<Built> {
+        build(
+            c,
+            &PodFiles::default(),
+            false,
+            false,
+            false,
+            &HostEnv::default(),
+        )
+    }
+
     fn cfg(mounts: Vec<v1::Mount>) -> v1::ContainerConfig {
         v1::ContainerConfig {
             mounts,
@@ -532,15 +583,7 @@ mod tests {
 
     #[test]
     fn defaults_only() {
-        let b = build(
-            &cfg(vec![]),
-            &PodFiles::default(),
-            false,
-            false,
-            false,
-            &HostEnv::default(),
-        )
-        .unwrap();
+        let b = build_plain(&cfg(vec![])).unwrap();
         assert_eq!(dsts(&b.mounts), DEFAULTS);
         assert_eq!(opts(&b.mounts, "/sys"), ["nosuid", "noexec", "nodev", "ro"]);
         assert_eq!(
@@ -644,15 +687,7 @@ mod tests {
             rro,
             cri_mount("/x/", &p("x")),
         ];
-        let b = build(
-            &cfg(mounts),
-            &PodFiles::default(),
-            false,
-            false,
-            false,
-            &HostEnv::default(),
-        )
-        .unwrap();
+        let b = build_plain(&cfg(mounts)).unwrap();
         let got = dsts(&b.mounts);
         assert_eq!(&got[..7], DEFAULTS);
         // Stable sort by depth: /data and /x/ (1), /data/rro (2), /data/a/b (3).
@@ -789,19 +824,47 @@ mod tests {
     }
 
     #[test]
+    fn mount_options_restrict_the_bind_and_nothing_else_is_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = cri_mount("/m", d.path());
+        m.mount_options = ["noexec", "nodev", "nosuid", "noatime", "noexec"]
+            .map(String::from)
+            .to_vec();
+        let b = build_plain(&cfg(vec![m.clone()])).unwrap();
+        assert_eq!(
+            opts(&b.mounts, "/m"),
+            [
+                "rbind", "rprivate", "rw", "noexec", "nodev", "nosuid", "noatime"
+            ]
+        );
+        // `ro` among them makes the bind read-only.
+        m.mount_options = vec!["ro".into()];
+        let b = build_plain(&cfg(vec![m.clone()])).unwrap();
+        assert_eq!(opts(&b.mounts, "/m"), ["rbind", "rprivate", "ro"]);
+        // Anything that would loosen the defaults or is not a bind option.
+        for bad in [
+            "exec",
+            "suid",
+            "dev",
+            "rw",
+            "rshared",
+            "size=1m",
+            "",
+            "nodev,exec",
+        ] {
+            m.mount_options = vec!["nodev".into(), bad.into()];
+            let e = build_plain(&cfg(vec![m.clone()])).unwrap_err();
+            assert_eq!(e.field(), "mounts[0].mount_options", "{bad}");
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
     fn missing_host_path_is_created_or_rejected() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("a/b/c");
         let c = cfg(vec![cri_mount("/m", &missing)]);
-        build(
-            &c,
-            &PodFiles::default(),
-            false,
-            false,
-            false,
-            &HostEnv::default(),
-        )
-        .unwrap();
+        build_plain(&c).unwrap();
         assert!(missing.is_dir());
         let strict = HostEnv {
             create_missing_mount_sources: false,
@@ -820,15 +883,7 @@ mod tests {
         std::fs::create_dir(&real).unwrap();
         std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
         let c = cfg(vec![cri_mount("/m", &d.path().join("link"))]);
-        let b = build(
-            &c,
-            &PodFiles::default(),
-            false,
-            false,
-            false,
-            &HostEnv::default(),
-        )
-        .unwrap();
+        let b = build_plain(&c).unwrap();
         assert_eq!(
             b.mounts.last().unwrap().source().as_deref(),
             Some(std::fs::canonicalize(&real).unwrap().as_path())

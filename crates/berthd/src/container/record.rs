@@ -148,6 +148,9 @@ pub struct MountRecord {
     /// (empty).
     #[serde(default)]
     pub image: Option<ImageMountRecord>,
+    /// The CRI's `mount_options` (CRI 1.37), as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +174,7 @@ impl From<&v1::Mount> for MountRecord {
             selinux_relabel: m.selinux_relabel,
             propagation: m.propagation,
             image: None,
+            mount_options: m.mount_options.clone(),
         }
     }
 }
@@ -195,6 +199,7 @@ impl MountRecord {
                 .as_ref()
                 .map(|i| i.sub_path.clone())
                 .unwrap_or_default(),
+            mount_options: self.mount_options.clone(),
             ..Default::default()
         }
     }

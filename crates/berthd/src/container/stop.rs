@@ -71,7 +71,7 @@ pub(super) fn stop_signal(
     let cri = berth_api::v1::Signal::try_from(config.stop_signal)
         .unwrap_or(berth_api::v1::Signal::RuntimeDefault);
     let name = if cri != berth_api::v1::Signal::RuntimeDefault {
-        cri.as_str_name().to_string()
+        berth_api::signal::name(cri).to_string()
     } else {
         image
             .config()

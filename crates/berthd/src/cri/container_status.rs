@@ -75,7 +75,7 @@ pub(crate) fn to_status(rec: &ContainerRecord) -> ContainerStatus {
 fn cri_signal(n: i32) -> Signal {
     nix::sys::signal::Signal::try_from(n)
         .ok()
-        .and_then(|s| Signal::from_str_name(s.as_str()))
+        .and_then(|s| berth_api::signal::from_name(s.as_str()))
         .unwrap_or(Signal::RuntimeDefault)
 }
 

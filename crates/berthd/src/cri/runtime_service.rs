@@ -342,6 +342,22 @@ impl RuntimeService for RuntimeSvc {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn checkpoint_pod(
+        &self,
+        _req: Request<CheckpointPodRequest>,
+    ) -> Result<Response<CheckpointPodResponse>, Status> {
+        unimplemented("CheckpointPod")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn restore_pod(
+        &self,
+        _req: Request<RestorePodRequest>,
+    ) -> Result<Response<RestorePodResponse>, Status> {
+        unimplemented("RestorePod")
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_container_events(
         &self,
         _req: Request<GetEventsRequest>,

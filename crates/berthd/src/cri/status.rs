@@ -39,6 +39,9 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusResponse, Sta
             // and ContainerStatus reports the resulting user.
             supplemental_groups_policy: true,
             user_namespaces_host_network: false,
+            // Mount.mount_options (noexec, nodev, nosuid, atime) are applied
+            // to the bind (berth_spec::mounts).
+            mount_options: true,
         }),
     })
 }

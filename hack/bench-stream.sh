@@ -28,13 +28,13 @@
 #
 #   --bin-dir DIR     berthd, berth-monitor and bench-pods (its test registry) from DIR
 #                     (default target/release: cargo build --release --bins --locked)
-#   --crictl PATH     crictl (default: cri-tools 1.36 of hack/k8s/build-tools.sh)
+#   --crictl PATH     crictl (default: cri-tools (CRI_TOOLS_VERSION) of hack/k8s/build-tools.sh)
 #   --size MiB        bytes moved by exec cat, port-forward and loopback (default 1024)
 #   --iterations N    exec round trips (default 50, after 3 warm-ups)
 #   --ttfb N          exec -it first-byte runs (default 20)
 #   --sessions N      idle exec sessions (default 100)
 #   --transport T     crictl's streaming transport (default spdy, crictl's and the kubelet's;
-#                     containerd 1.6 refuses crictl 1.36's websocket: Berth only)
+#                     containerd 1.6 refuses crictl 1.36's websocket, as measured: Berth only)
 #   --nice N          niceness of the daemons and the client (default -10; 0: leave it)
 #   --keep            keep the work dir (logs, configs) for inspection
 #

@@ -2,7 +2,7 @@
 # Checks the Helm chart charts/berth without a cluster: `helm lint --strict` and
 # `helm template` (Helm built from its Go module by hack/k8s/build-helm.sh, cached in
 # ~/.cache/berth), with the default values and with every switch on; the rendered objects
-# are then checked against Kubernetes 1.36's API types (the check-manifests binary of
+# are then checked against Kubernetes 1.37's API types (the check-manifests binary of
 # berth-e2e, k8s-openapi) and the node installer script with `bash -n`.
 #
 #   hack/chart-check.sh

@@ -12,26 +12,26 @@
 # k8s.io/kubernetes module by hack/k8s/build-tools.sh, and Debian packages (dig, nc, curl, ...)
 # with their libraries, as hack/cluster/images.sh does for nginx:
 #
-#   e2e-test-images/busybox:1.37.0-1  e2e-busybox: Berth's busybox (Debian's busybox-static) with
+#   e2e-test-images/busybox:1.37.0-2  e2e-busybox: Berth's busybox (Debian's busybox-static) with
 #   e2e-test-images/busybox:1.36.1-1    bash as /bin/sh (busybox 1.35's ash drops environment
 #                                       variables like data-1 that upstream's 1.37 keeps), getent
 #                                       and an /etc/os-release; the base of all the images below
-#   e2e-test-images/agnhost:2.63.0    e2e-busybox + agnhost (test/images/agnhost) + curl, dig,
-#   e2e-test-images/agnhost:2.55        nc (OpenBSD), ss, ipcs, coredns, porter's certificate,
+#   e2e-test-images/agnhost:2.66.1    e2e-busybox + agnhost (test/images/agnhost) + curl, dig,
+#   e2e-test-images/agnhost:2.55        nc (OpenBSD), socat, ss, ipcs, coredns, porter's certificate,
 #                                       /uploads, the users/groups its Dockerfile adds; 2.55 is
 #                                       the same with another config label (another image ID)
-#   e2e-test-images/glibc-dns-testing:2.0.0
+#   e2e-test-images/glibc-dns-testing:2.1.1
 #                                     e2e-busybox + Debian's dig, nslookup (glibc) + coredns
 #   e2e-test-images/kitten:1.8        agnhost + its picture and data.json (test/images/kitten)
 #   e2e-test-images/nautilus:1.8      the same for nautilus
-#   e2e-test-images/nginx:1.15-4      the cluster's nginx (Debian's)
-#   e2e-test-images/nginx:1.27-0        ... with another config label
+#   e2e-test-images/nginx:1.27.0-2    the cluster's nginx (Debian's)
+#   e2e-test-images/nginx:1.28.0-2      ... with another config label
 #   e2e-test-images/nonewprivs:1.4    e2e-busybox + setuid /usr/local/bin/nnp (test/images/nonewprivs)
 #   e2e-test-images/nonroot:1.5       e2e-busybox with user 1234
 #   e2e-test-images/sample-apiserver:1.29.2
 #                                     e2e-busybox + /sample-apiserver (k8s.io/sample-apiserver of
 #                                       the Kubernetes release)
-#   etcd:3.6.8-0                      e2e-busybox + /usr/local/bin/etcd, etcdctl (build-tools' etcd)
+#   etcd:3.7.0-0                      e2e-busybox + /usr/local/bin/etcd, etcdctl (build-tools' etcd)
 #
 # Not built (hack/conformance/README.md lists the specs that need them): the node-perf
 # workloads, perl, resource-consumer, ipc-utils, apparmor-loader,
@@ -54,19 +54,19 @@ PATHENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 E2E=registry.k8s.io/e2e-test-images
 
 # REF<TAB>PUBLIC NAME: what is pushed (the layout's ref names).
-IMAGES="agnhost	$E2E/agnhost:2.63.0
+IMAGES="agnhost	$E2E/agnhost:2.66.1
 agnhost-prev	$E2E/agnhost:2.55
-e2e-busybox	$E2E/busybox:1.37.0-1
+e2e-busybox	$E2E/busybox:1.37.0-2
 e2e-busybox	$E2E/busybox:1.36.1-1
-glibc-dns-testing	$E2E/glibc-dns-testing:2.0.0
+glibc-dns-testing	$E2E/glibc-dns-testing:2.1.1
 kitten	$E2E/kitten:1.8
 nautilus	$E2E/nautilus:1.8
-nginx	$E2E/nginx:1.15-4
-nginx-new	$E2E/nginx:1.27-0
+nginx	$E2E/nginx:1.27.0-2
+nginx-new	$E2E/nginx:1.28.0-2
 nonewprivs	$E2E/nonewprivs:1.4
 nonroot	$E2E/nonroot:1.5
 sample-apiserver	$E2E/sample-apiserver:1.29.2
-etcd	registry.k8s.io/etcd:3.6.8-0"
+etcd	registry.k8s.io/etcd:3.7.0-0"
 
 if [[ ${1:-} == --list ]]; then
     cut -f2 <<<"$IMAGES"
@@ -106,7 +106,7 @@ flock 9
 
 # Debian packages the host lacks for dig and OpenBSD nc; the rest of their libraries come from
 # the host (same release), as hack/cluster/images.sh does for nginx.
-DEBS=(bind9-dnsutils bind9-libs libjemalloc2 libprotobuf-c1 libfstrm0 liblmdb0 libmaxminddb0 netcat-openbsd)
+DEBS=(bind9-dnsutils bind9-libs libjemalloc2 libprotobuf-c1 libfstrm0 liblmdb0 libmaxminddb0 netcat-openbsd socat libwrap0)
 for p in "${DEBS[@]}"; do
     if [[ -z $(find "$CACHE/debs" -name "${p}_*.deb" | head -n1) ]]; then
         (cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "$p" >/dev/null) ||
@@ -184,8 +184,9 @@ EOF
     rm -f "$R/bin/nc" "$R/bin/ss" "$R/bin/nslookup"
     install -m 0755 "$X/usr/bin/dig" "$X/usr/bin/nslookup" "$R/usr/bin/"
     install -m 0755 "$X/bin/nc.openbsd" "$R/usr/bin/nc"
+    install -m 0755 "$X/usr/bin/socat" "$R/usr/bin/socat"
     install -m 0755 /usr/bin/curl /usr/bin/ss /usr/bin/ipcs "$R/usr/bin/"
-    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nslookup" "$R/usr/bin/nc" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
+    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nslookup" "$R/usr/bin/nc" "$R/usr/bin/socat" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
     # curl verifies TLS against the host's CA bundle.
     mkdir -p "$R/etc/ssl/certs"
     cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/" 2>/dev/null || true
@@ -196,7 +197,7 @@ EOF
     mkdir -p "$R/home/user-defined-in-image"
     chown 1000:1000 "$R/home/user-defined-in-image"
     # Each tool runs in the image (127: the loader found no library or no binary).
-    for tool in dig nslookup nc curl ss ipcs bash; do
+    for tool in dig nslookup nc socat curl ss ipcs bash; do
         rc=0
         timeout 10 chroot "$R" /bin/sh -c "$tool --help" </dev/null >/dev/null 2>&1 || rc=$?
         ((rc != 127)) || { echo "$0: $tool does not run in the agnhost image" >&2; exit 1; }
@@ -233,7 +234,7 @@ EOF
     umoci repack --image "$LN:glibc-dns-testing" "$W/glibc-dns"
 
     derive nginx-new nginx
-    umoci config --image "$LN:nginx-new" --config.label io.berth.e2e.tag=1.27-0
+    umoci config --image "$LN:nginx-new" --config.label io.berth.e2e.tag=1.28.0-2
 
     derive nonewprivs e2e-busybox
     umoci unpack --image "$LN:nonewprivs" "$W/nnp"

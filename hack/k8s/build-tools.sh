@@ -16,11 +16,11 @@
 #   go/                     GOPATH; go/pkg/mod is GOMODCACHE (module downloads, shared by all)
 #   go-build/               GOCACHE (compiled packages, shared by all)
 #   k8s-<ver>/bin/          kubelet kube-apiserver kube-controller-manager kube-scheduler
-#                           kube-proxy kubectl; the conformance suites e2e.test e2e_node.test;
+#                           kube-proxy kubectl; the conformance suites e2e.test e2e_node.test
+#                           and the ginkgo CLI they run under (Kubernetes' Ginkgo version);
 #                           test images' binaries agnhost nnp sample-apiserver
 #   etcd-<ver>/bin/         etcd etcdctl
-#   cri-tools-<ver>/bin/    crictl ginkgo (CRI_TOOLS_VERSION; hack/conformance.sh runs the e2e
-#                           suites with this ginkgo); critest ginkgo (CRITEST_VERSION: critest
+#   cri-tools-<ver>/bin/    crictl (CRI_TOOLS_VERSION); critest ginkgo (CRITEST_VERSION: critest
 #                           runs `ginkgo` from PATH for -parallel, so its own ginkgo is beside it)
 #   coredns-<ver>/bin/      coredns
 #   <component>/build/      the generated main module (go.mod, go.sum) the tools are built in
@@ -108,9 +108,11 @@ add_tool kube-proxy k8s build k8s.io/kubernetes/cmd/kube-proxy --version
 add_tool kubectl k8s build k8s.io/kubernetes/cmd/kubectl version --client
 # The conformance suites (hack/conformance.sh): Ginkgo suite binaries built with `go test -c` and
 # the same tags, as Kubernetes' `make WHAT=test/e2e/e2e.test` does. They run under the ginkgo
-# below (cri-tools'), checked by hack/conformance.sh to be the Ginkgo version Kubernetes requires.
+# CLI built beside them in the same module, so at the Ginkgo version Kubernetes requires
+# (hack/conformance.sh checks it).
 add_tool e2e.test k8s test k8s.io/kubernetes/test/e2e --version
 add_tool e2e_node.test k8s test k8s.io/kubernetes/test/e2e_node --help
+add_tool ginkgo k8s build github.com/onsi/ginkgo/v2/ginkgo version
 # Test images' binaries (hack/conformance/images.sh puts them into images): agnhost, the
 # nonewprivs image's nnp, and the aggregator spec's sample-apiserver (the module's release).
 add_tool agnhost k8s build k8s.io/kubernetes/test/images/agnhost --version
@@ -119,7 +121,6 @@ add_tool sample-apiserver k8s build k8s.io/sample-apiserver --help
 add_tool etcd etcd build go.etcd.io/etcd/server/v3 --version
 add_tool etcdctl etcd build go.etcd.io/etcd/etcdctl/v3 version
 add_tool crictl cri-tools build sigs.k8s.io/cri-tools/cmd/crictl --version
-add_tool ginkgo cri-tools build github.com/onsi/ginkgo/v2/ginkgo version
 add_tool critest critest test sigs.k8s.io/cri-tools/cmd/critest -version
 # The ginkgo CLI of critest's Ginkgo, installed as `ginkgo` beside critest (PATH for -parallel).
 add_tool critest-ginkgo critest build github.com/onsi/ginkgo/v2/ginkgo version

@@ -1,5 +1,5 @@
-//! Checks Kubernetes manifests against the API types of Kubernetes 1.36 (k8s-openapi
-//! `v1_36`), without a cluster: `hack/chart-check.sh` feeds it `helm template`'s output,
+//! Checks Kubernetes manifests against the API types of Kubernetes 1.37 (k8s-openapi
+//! `v1_37`), without a cluster: `hack/chart-check.sh` feeds it `helm template`'s output,
 //! converted to JSON, one document per line. Each document must deserialize into its kind's
 //! type, and serializing that back must give the same document: a field the API does not have
 //! (a typo, a field at the wrong level), a wrong type or a missing required field is an error,

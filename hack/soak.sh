@@ -35,21 +35,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # ROOT, TARGET, PROFILE, DO_BUILD, ARGS, usage and run_e2e_bin.
 # shellcheck source=lib/e2e-bin.sh
 . "$HERE/lib/e2e-bin.sh"
-while (($#)); do
-    case $1 in
-        --minutes | --workers | --kill-every | --dwell-ms | --registry | --keep-log)
-            ARGS+=("$1" "${2:?$1 needs a value}")
-            shift 2
-            ;;
-        --debug) PROFILE=debug; shift ;;
-        --no-build) DO_BUILD=0; shift ;;
-        -h | --help) usage ;;
-        *) echo "$0: unknown argument $1" >&2; usage ;;
-    esac
-done
-[[ $EUID -eq 0 ]] || { echo "$0: needs root (namespaces, mounts, cgroups, CNI)" >&2; exit 1; }
-for tool in docker-registry skopeo ip iptables-save; do
-    command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
-done
+parse_args "--minutes --workers --kill-every --dwell-ms --registry --keep-log" "$@"
+need_root_and "namespaces, mounts, cgroups, CNI" docker-registry skopeo ip iptables-save
 
 run_e2e_bin soak

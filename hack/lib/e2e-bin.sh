@@ -10,6 +10,35 @@ PROFILE=release
 DO_BUILD=1
 ARGS=()
 
+# parse_args "OPTS" "$@": the caller's options. Those named in OPTS (space-separated) take a
+# value and go to ARGS for the binary; --debug, --no-build and -h/--help are the scripts' own.
+parse_args() {
+    local valued=" $1 "
+    shift
+    while (($#)); do
+        case $1 in
+            --debug) PROFILE=debug; shift ;;
+            --no-build) DO_BUILD=0; shift ;;
+            -h | --help) usage ;;
+            *)
+                [[ $valued == *" $1 "* ]] || { echo "$0: unknown argument $1" >&2; usage; }
+                ARGS+=("$1" "${2:?$1 needs a value}")
+                shift 2
+                ;;
+        esac
+    done
+}
+
+# need_root_and WHY TOOL...: root (for WHY) and each tool on PATH, or exit saying which.
+need_root_and() {
+    local why=$1 tool
+    shift
+    [[ $EUID -eq 0 ]] || { echo "$0: needs root ($why)" >&2; exit 1; }
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
+    done
+}
+
 # The caller's header comment, from its second line to `set -euo`, as its usage.
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2

@@ -7,7 +7,7 @@
 
 use crate::manifest::Descriptor;
 use crate::registry::{RegErr, RegErrKind};
-use crate::session::Session;
+use crate::session::{Session, read_capped};
 
 /// The blob's answer, ready to be read in chunks.
 pub(crate) async fn open_blob(
@@ -36,23 +36,19 @@ pub(crate) async fn fetch_small_blob(s: &Session, desc: &Descriptor) -> Result<V
         )
     })?;
     let mut res = open_blob(s, &desc.digest, size).await?;
-    let mut buf = Vec::with_capacity((size as usize).min(1 << 20));
-    while let Some(chunk) = res
-        .chunk()
+    // The shared capped read; past the descriptor's size is a wrong blob.
+    let buf = read_capped(&mut res, size as usize, true)
         .await
-        .map_err(|e| RegErr::new(RegErrKind::Unavailable, e.to_string()))?
-    {
-        if (buf.len() + chunk.len()) as u64 > size {
-            return Err(RegErr::new(
+        .map_err(|e| match e.kind {
+            RegErrKind::Unsupported => RegErr::new(
                 RegErrKind::Digest,
                 format!(
                     "blob {} is larger than its descriptor's {size} bytes",
                     desc.digest
                 ),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
+            ),
+            _ => e,
+        })?;
     if buf.len() as u64 != size {
         return Err(RegErr::new(
             RegErrKind::Digest,

@@ -4,8 +4,6 @@
 //! and the body is read in chunks and cut off at the limit (a missing or
 //! lying length changes nothing).
 
-use reqwest::header::CONTENT_LENGTH;
-
 use crate::registry::{RegErr, RegErrKind};
 use crate::session::{Session, read_capped};
 
@@ -26,10 +24,7 @@ pub(crate) async fn get_manifest(
     let mut res = s
         .get(&format!("manifests/{which}"), Some(&accept.join(", ")))
         .await?;
-    if let Some(n) = res
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    if let Some(n) = res.content_length()
         && n > MAX_MANIFEST_SIZE as u64
     {
         return Err(too_large(&format!("{n} bytes")));

@@ -473,6 +473,8 @@ state = "$BERTH_STATE"
 listen = "$BERTH_SOCKET"
 registries_config = "$CLUSTER_DIR/registries.conf"
 cgroup_driver = "cgroupfs"
+# The RuntimeClass handler Kubernetes' suites ask for (containerd's config names it too).
+runtime_handlers = ["test-handler"]
 
 [network]
 conf_dir = "$CLUSTER_DIR/cni"

@@ -199,8 +199,10 @@ if [[ $SUITE == cluster ]]; then
         --report-dir="$OUT" --dns-domain=cluster.local --disable-log-dump \
         --allowed-not-ready-nodes=0 >"$OUT/suite.log" 2>&1 || rc=$?
 else
-    # Local mode: e2e_node.test writes its kubelet's kubeconfig and config into its working dir
-    # and starts the kubelet from --k8s-bin-dir. It would start the kubelet with systemd-run when
+    # Local mode: e2e_node.test writes its kubelet's kubeconfig and config into its working dir,
+    # which the ginkgo CLI makes the test binary's dir, and starts the kubelet found beside itself
+    # (v1.37 dropped --k8s-bin-dir): so both run from links in this run's own dir, which keeps
+    # those files out of the tools' cache. It would start the kubelet with systemd-run when
     # that command is on PATH; this machine has the command but systemd is not running, so the
     # suite gets a PATH without it (the kubelet then runs as a child of the suite, as upstream
     # does on hosts without systemd). The kubelet's own cgroups stay where they are (empty
@@ -209,6 +211,8 @@ else
     WORK=$OUT/work
     NOSYSTEMD=$OUT/path
     mkdir -p "$WORK" "$NOSYSTEMD"
+    ln -sfn "${BIN[e2e_node.test]}" "$WORK/e2e_node.test"
+    ln -sfn "${BIN[kubelet]}" "$WORK/kubelet"
     for f in /usr/bin/*; do
         [[ ${f##*/} == systemd-run ]] || ln -s "$f" "$NOSYSTEMD/${f##*/}"
     done
@@ -236,8 +240,8 @@ evictionMinimumReclaim:
 serializeImagePulls: false
 EOF
     (cd "$WORK" && PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$NOSYSTEMD \
-        "${GINKGO[@]}" "${BIN[e2e_node.test]}" -- \
-        --k8s-bin-dir="$(dirname "${BIN[kubelet]}")" --node-name="$(hostname)" \
+        "${GINKGO[@]}" "$WORK/e2e_node.test" -- \
+        --node-name="$(hostname)" \
         --container-runtime-endpoint="$SOCKET" --image-service-endpoint="$SOCKET" \
         --prepull-images=false --report-dir="$OUT" --dns-domain=cluster.local \
         --kubelet-config-file="$WORK/kubelet-config.yaml" \
@@ -250,6 +254,13 @@ fi
 
 # --- report ----------------------------------------------------------------------------------------
 [[ -f $OUT/report.json ]] || { tail -n 40 "$OUT/suite.log" >&2; die "no report.json: see $OUT/suite.log"; }
+# A suite that stops before its specs (a flag it does not know, a failed setup) leaves a report
+# without them: that is a failed run, not "0 failed".
+ran=$(jq '[.[].SpecReports[]? | select(.LeafNodeType == "It")] | length' "$OUT/report.json")
+if ((${rc:-0} != 0 && ran == 0)); then
+    tail -n 40 "$OUT/suite.log" >&2
+    die "$NAME: the suite exited with $rc before running any spec: see $OUT/suite.log"
+fi
 log "$NAME: junit $OUT/junit.xml, json $OUT/report.json"
 ginkgo_report "$OUT" "$SELECT" "$SKIP_FILE" "$EXTRA_SKIP"
 exit

@@ -147,6 +147,33 @@ pub async fn list_pods(c: &mut CriClient) -> Vec<PodSandbox> {
         .items
 }
 
+/// Every container ListContainers answers (no filter).
+pub async fn list_containers(c: &mut CriClient) -> Vec<Container> {
+    c.runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+/// The image ImageStatus answers for `image` (which must be pulled).
+pub async fn image_of(c: &mut CriClient, image: &str) -> Image {
+    c.image
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap_or_else(|| panic!("{image} is not pulled"))
+}
+
 pub async fn stop_pod(c: &mut CriClient, id: &str) {
     c.runtime
         .stop_pod_sandbox(StopPodSandboxRequest {

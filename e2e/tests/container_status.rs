@@ -440,6 +440,45 @@ async fn mount_options_are_applied_and_reported() {
     assert!(e.message().contains("mount_options"), "{e:?}");
 }
 
+/// The kubelet names a container's image by its ID and the pod spec's name
+/// in `user_specified_image`; ContainerStatus and ListContainers show the
+/// pod's name (the kubelet copies it into `containerStatuses[].image`, which
+/// the node suite's Containers Lifecycle specs compare with the pod's).
+/// A client naming the image by its ID alone sees one of its tags.
+#[tokio::test]
+async fn the_image_is_shown_as_the_pod_named_it() {
+    let mut env = setup(&[BUSYBOX]).await;
+    let img = image_of(&mut env.c, BUSYBOX).await;
+    let (pod, pc) = run_pod(&mut env, "shown").await;
+    let by_id = |name: &str, user_specified: &str| {
+        let mut cfg = sleeper(name, BUSYBOX, Default::default(), None);
+        cfg.image = Some(ImageSpec {
+            image: img.id.clone(),
+            user_specified_image: user_specified.into(),
+            ..Default::default()
+        });
+        cfg
+    };
+    let kubelet = running(&mut env.c, &pod, &pc, by_id("kubelet", "busybox")).await;
+    let bare = running(&mut env.c, &pod, &pc, by_id("bare", "")).await;
+
+    let s = status(&mut env.c, &kubelet).await.unwrap();
+    let shown = s.image.unwrap();
+    assert_eq!(shown.image, "busybox");
+    assert_eq!(shown.user_specified_image, "busybox");
+    assert_eq!(s.image_id, img.id);
+    let s = status(&mut env.c, &bare).await.unwrap();
+    assert_eq!(s.image.unwrap().image, img.repo_tags[0]);
+
+    let listed = list_containers(&mut env.c).await;
+    let listed_image = |id: &str| {
+        let c = listed.iter().find(|c| c.id == id).expect("listed");
+        c.image.clone().unwrap().image
+    };
+    assert_eq!(listed_image(&kubelet), "busybox");
+    assert_eq!(listed_image(&bare), img.repo_tags[0]);
+}
+
 /// critest's "Container Mount Readonly" specs, which run only when the
 /// default handler advertises recursive_read_only_mounts.
 #[tokio::test]

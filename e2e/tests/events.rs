@@ -46,15 +46,6 @@ fn served(env: &PodEnv, pod: &str, op: &str) -> usize {
     text.lines().filter(|l| l.contains(&needle)).count()
 }
 
-async fn list(c: &mut berth_e2e::client::CriClient) -> Vec<Container> {
-    c.runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-}
-
 /// Waits (at most 10 s) until the pod's monitor served an `op`.
 async fn wait_served(env: &PodEnv, pod: &str, op: &str) {
     let t0 = Instant::now();
@@ -95,7 +86,7 @@ async fn exits_are_pushed_and_lists_do_not_ask_the_monitor() {
     let mut calls = 0;
     let q = loop {
         calls += 1;
-        let listed = list(&mut env.c).await;
+        let listed = list_containers(&mut env.c).await;
         let q = listed.iter().find(|c| c.id == quitter).unwrap().clone();
         let s = listed.iter().find(|c| c.id == sleeper).unwrap();
         assert_eq!(s.state, ContainerState::ContainerRunning as i32);
@@ -159,7 +150,7 @@ async fn an_unresponsive_monitor_is_marked_without_stalling_lists() {
     let t0 = Instant::now();
     let state = loop {
         let t = Instant::now();
-        let listed = list(&mut env.c).await;
+        let listed = list_containers(&mut env.c).await;
         let pods = list_pods(&mut env.c).await;
         let s = status(&mut env.c, &id).await.unwrap();
         assert!(t.elapsed() < quick, "lists waited {:?}", t.elapsed());
@@ -244,7 +235,7 @@ async fn a_stopped_pods_monitor_exits_and_later_calls_still_work() {
         (ContainerState::ContainerExited as i32, 7, "Error"),
         "{s:?}"
     );
-    let listed = list(&mut env.c).await;
+    let listed = list_containers(&mut env.c).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, ContainerState::ContainerExited as i32);
     // A retried stop is still a success.
@@ -260,5 +251,5 @@ async fn a_stopped_pods_monitor_exits_and_later_calls_still_work() {
     let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "cgroups left: {left:?}");
     remove_pod(&mut env.c, &pod).await;
-    assert!(list(&mut env.c).await.is_empty());
+    assert!(list_containers(&mut env.c).await.is_empty());
 }

@@ -18,18 +18,7 @@ fn spec(image: &str) -> Option<ImageSpec> {
 }
 
 async fn image_id(env: &mut PodEnv, image: &str) -> String {
-    env.c
-        .image
-        .image_status(ImageStatusRequest {
-            image: spec(image),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image
-        .unwrap_or_else(|| panic!("{image} is not pulled"))
-        .id
+    image_of(&mut env.c, image).await.id
 }
 
 async fn run(env: &mut PodEnv, id: &str, script: &str) -> (String, i32) {

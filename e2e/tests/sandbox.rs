@@ -427,6 +427,59 @@ async fn unknown_runtime_handler_is_refused() {
     assert!(list(&mut c, None).await.is_empty());
 }
 
+/// A RuntimeClass handler named in `runtime_handlers` runs the pod as the
+/// default handler does, is reported back, and is listed in Status; one not
+/// named is refused (the operator's fix is in the message).
+#[tokio::test]
+async fn configured_runtime_handlers_run_pods() {
+    let mut config = berth_e2e::daemon::BerthdConfig::new().unwrap();
+    config.config_toml = Some("runtime_handlers = [\"test-handler\"]\n".into());
+    let d = Berthd::start_with(config).await.unwrap();
+    let mut c = d.client().await.unwrap();
+    let _g = MountGuard(d.config.state.clone());
+    let id = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("th")),
+            runtime_handler: "test-handler".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let (st, _) = status(&mut c, &id).await.unwrap();
+    assert_eq!(st.runtime_handler, "test-handler");
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    let handlers: Vec<String> = c
+        .runtime
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(handlers, ["", "test-handler"]);
+    let err = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("other")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("runtime_handlers"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(list(&mut c, None).await, vec![id.clone()]);
+    stop(&mut c, &id).await.unwrap();
+    remove(&mut c, &id).await.unwrap();
+}
+
 #[tokio::test]
 async fn invalid_requests_change_nothing() {
     let (d, mut c, _g) = start().await;

@@ -119,10 +119,10 @@ pub fn run(data: &[u8]) {
     };
 
     assert!(
-        berth_spec::sandbox::validate(&pod, "kata").is_err(),
+        berth_spec::sandbox::validate(&pod, "kata", &[]).is_err(),
         "an unknown runtime handler was accepted"
     );
-    let plan = match berth_spec::sandbox::validate(&pod, "") {
+    let plan = match berth_spec::sandbox::validate(&pod, "", &[]) {
         Ok(p) => p,
         Err(e) => {
             assert!(!e.is_empty());

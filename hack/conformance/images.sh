@@ -8,15 +8,18 @@
 #   images.sh --list        print the public names this script provides, one a line
 #
 # Built from what the project already has: the cluster's busybox and nginx images
-# (hack/cluster/images.sh, in $BERTH_CACHE/cluster-images), Go binaries built from the
+# (hack/cluster/images.sh, in $BERTH_CACHE/cluster-images), busybox's release source
+# (hack/conformance/busybox.sh), Go binaries built from the
 # k8s.io/kubernetes module by hack/k8s/build-tools.sh, and Debian packages (dig, nc, curl, ...)
 # with their libraries, as hack/cluster/images.sh does for nginx:
 #
-#   e2e-test-images/busybox:1.37.0-2  e2e-busybox: Berth's busybox (Debian's busybox-static) with
-#   e2e-test-images/busybox:1.36.1-1    bash as /bin/sh (busybox 1.35's ash drops environment
-#                                       variables like data-1 that upstream's 1.37 keeps), getent
-#                                       and an /etc/os-release; the base of all the images below
-#   e2e-test-images/agnhost:2.66.1    e2e-busybox + agnhost (test/images/agnhost) + curl, dig,
+#   e2e-test-images/busybox:1.37.0-2  e2e-busybox: the cluster's busybox image with busybox 1.37.0
+#   e2e-test-images/busybox:1.36.1-1    built as upstream's (busybox.sh: defconfig, static) and its
+#                                       applets in /bin, getent and an /etc/os-release; the base of
+#                                       all the images below; 1.36.1-1 is the same with another
+#                                       config label (another image ID, as upstream's: specs that
+#                                       switch a container between the two see a new image)
+#   e2e-test-images/agnhost:2.66.1    e2e-busybox + agnhost (test/images/agnhost) + bash, curl, dig,
 #   e2e-test-images/agnhost:2.55        nc (OpenBSD), socat, ss, ipcs, coredns, porter's certificate,
 #                                       /uploads, the users/groups its Dockerfile adds; 2.55 is
 #                                       the same with another config label (another image ID)
@@ -57,7 +60,7 @@ E2E=registry.k8s.io/e2e-test-images
 IMAGES="agnhost	$E2E/agnhost:2.66.1
 agnhost-prev	$E2E/agnhost:2.55
 e2e-busybox	$E2E/busybox:1.37.0-2
-e2e-busybox	$E2E/busybox:1.36.1-1
+e2e-busybox-prev	$E2E/busybox:1.36.1-1
 glibc-dns-testing	$E2E/glibc-dns-testing:2.1.1
 kitten	$E2E/kitten:1.8
 nautilus	$E2E/nautilus:1.8
@@ -94,6 +97,7 @@ for tool in "${TOOLS[@]}"; do
     done
     [[ -n ${BIN[$tool]:-} ]] || { echo "$0: $K8S_TOOLS built no $tool" >&2; exit 1; }
 done
+BUSYBOX=$(bash "$HERE/busybox.sh") || { echo "$0: $HERE/busybox.sh failed" >&2; exit 1; }
 # shellcheck source-path=SCRIPTDIR/../k8s
 source "$(dirname "$K8S_TOOLS")/versions.env"
 K8S_MOD=$CACHE_ROOT/go/pkg/mod/k8s.io/kubernetes@$K8S_VERSION
@@ -114,7 +118,7 @@ for p in "${DEBS[@]}"; do
     fi
 done
 
-STAMP=$( (cat "$SELF" "$BASE/index.json" /usr/bin/curl /usr/bin/bash /usr/bin/ss /usr/bin/ipcs /usr/bin/getent
+STAMP=$( (cat "$SELF" "$BASE/index.json" "$BUSYBOX" /usr/bin/curl /usr/bin/bash /usr/bin/ss /usr/bin/ipcs /usr/bin/getent
     for tool in "${TOOLS[@]}"; do cat "${BIN[$tool]}"; done
     find "$CACHE/debs" -name '*.deb' | sort | xargs cat) | sha256sum | cut -d' ' -f1)
 if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
@@ -146,30 +150,34 @@ if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
         skopeo copy --quiet --insecure-policy --preserve-digests "oci:$BASE:$ref" "oci:$LN:$ref"
     done
 
-    # e2e-busybox: the base of every image below. Busybox 1.35's ash (Debian 12's) drops
-    # environment variables whose names are no shell identifiers (data-1) before it runs a
-    # command, and the envFrom specs run `sh -c env` to see them; upstream's busybox 1.37 keeps
-    # them, and so does bash: /bin/sh is bash here (busybox's applets stay).
+    # e2e-busybox: the base of every image below, with upstream's busybox (busybox.sh says
+    # where Debian's differs): its applets replace the cluster image's, all in /bin.
     derive e2e-busybox busybox
     umoci unpack --image "$LN:e2e-busybox" "$W/e2e-busybox"
     R=$W/e2e-busybox/rootfs
-    rm -f "$R/bin/sh" "$R/bin/bash"
-    install -m 0755 /usr/bin/bash "$R/bin/bash"
-    ln -s bash "$R/bin/sh"
+    find "$R/bin" "$R/sbin" "$R/usr/bin" "$R/usr/sbin" -maxdepth 1 \( -name busybox -o -lname busybox \
+        -o -lname '*/busybox' \) -delete 2>/dev/null || true
+    install -m 0755 "$BUSYBOX" "$R/bin/busybox"
+    "$BUSYBOX" --list | while read -r applet; do
+        [[ -e $R/bin/$applet || -L $R/bin/$applet ]] || ln -s busybox "$R/bin/$applet"
+    done
     # getent (Alpine has it, busybox not): the DNS specs check /etc/hosts entries with it.
     mkdir -p "$R/usr/bin"
     install -m 0755 /usr/bin/getent "$R/usr/bin/getent"
-    with_libs "$R" "$R/bin/bash" "$R/usr/bin/getent"
+    with_libs "$R" "$R/usr/bin/getent"
     # Upstream's images are Alpine-based and the ImageVolume specs read an image's os-release
     # through the volume, expecting the name of that base.
     cat >"$R/etc/os-release" <<'EOF'
 NAME="Berth e2e test image"
 ID=berth-e2e
-PRETTY_NAME="Berth e2e test image (Debian 12 busybox-static and bash), standing in for the Alpine Linux base of upstream's e2e-test-images"
+PRETTY_NAME="Berth e2e test image (busybox 1.37.0, Debian 12's getent), standing in for the Alpine Linux base of upstream's e2e-test-images"
 HOME_URL="https://github.com/kubernetes/kubernetes/tree/master/test/images"
 EOF
-    chroot "$R" /bin/sh -c 'true' || { echo "$0: bash does not run in the e2e busybox image" >&2; exit 1; }
+    chroot "$R" /bin/sh -c 'command -v nmeter >/dev/null && getent passwd root >/dev/null' ||
+        { echo "$0: busybox or getent does not run in the e2e busybox image" >&2; exit 1; }
     umoci repack --image "$LN:e2e-busybox" "$W/e2e-busybox"
+    derive e2e-busybox-prev e2e-busybox
+    umoci config --image "$LN:e2e-busybox-prev" --config.label io.berth.e2e.tag=1.36.1-1
 
     # agnhost: as its Dockerfile (alpine + packages), from e2e-busybox + Debian's equivalents.
     derive agnhost e2e-busybox
@@ -185,8 +193,9 @@ EOF
     install -m 0755 "$X/usr/bin/dig" "$X/usr/bin/nslookup" "$R/usr/bin/"
     install -m 0755 "$X/bin/nc.openbsd" "$R/usr/bin/nc"
     install -m 0755 "$X/usr/bin/socat" "$R/usr/bin/socat"
-    install -m 0755 /usr/bin/curl /usr/bin/ss /usr/bin/ipcs "$R/usr/bin/"
-    with_libs "$R" "$R/usr/bin/dig" "$R/usr/bin/nslookup" "$R/usr/bin/nc" "$R/usr/bin/socat" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
+    install -m 0755 /usr/bin/curl /usr/bin/ss /usr/bin/ipcs /usr/bin/bash "$R/usr/bin/"
+    ln -s ../usr/bin/bash "$R/bin/bash"
+    with_libs "$R" "$R/usr/bin/bash" "$R/usr/bin/dig" "$R/usr/bin/nslookup" "$R/usr/bin/nc" "$R/usr/bin/socat" "$R/usr/bin/curl" "$R/usr/bin/ss" "$R/usr/bin/ipcs"
     # curl verifies TLS against the host's CA bundle.
     mkdir -p "$R/etc/ssl/certs"
     cp -L /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/" 2>/dev/null || true

@@ -6,7 +6,9 @@
 # containerd_write_config FILE ROOT STATE SOCKET SANDBOX_IMAGE CNI_BIN_DIR CNI_CONF_DIR HOSTS_DIR [CNI_LINE...]
 # Writes containerd's config.toml to FILE: ROOT/STATE/SOCKET (ttrpc beside it, no metrics), the
 # CRI streaming server on loopback with an ephemeral port (as Berth's default), runc's state
-# under STATE/runc, pod netns pins under STATE, registry hosts.toml files in HOSTS_DIR. Each
+# under STATE/runc, pod netns pins under STATE, registry hosts.toml files in HOSTS_DIR, runc also
+# as the runtime handler "test-handler" (what Kubernetes' suites name in their RuntimeClass
+# specs; upstream's CI configures it the same way, and berthd's cluster config lists it). Each
 # CNI_LINE is added to the CRI plugin's cni section (e.g. "max_conf_num = 1"). The opt plugin's
 # dir is FILE's dir/opt.
 containerd_write_config() {
@@ -41,6 +43,11 @@ state = "$state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$state/runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.test-handler]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.test-handler.options]
         SystemdCgroup = false
         Root = "$state/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]

@@ -65,6 +65,9 @@ pub struct Config {
     /// Seconds a pod monitor may go without answering before its live
     /// containers are reported UNKNOWN (longer than its slowest request).
     pub monitor_unresponsive_secs: u64,
+    /// RuntimeClass handlers accepted beside the default one (""): each runs
+    /// pods exactly as the default does.
+    pub runtime_handlers: Vec<String>,
     pub image: ImageConfig,
     pub network: NetworkConfig,
     pub streaming: StreamingConfig,
@@ -167,6 +170,15 @@ impl Default for ImageConfig {
     }
 }
 
+/// A DNS-1123 label, what the API server allows as a RuntimeClass's `handler`.
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -180,6 +192,7 @@ impl Default for Config {
             registries_config: PathBuf::from("/etc/berth/registries.conf"),
             min_free_disk_mib: 128,
             monitor_unresponsive_secs: 90,
+            runtime_handlers: Vec::new(),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
@@ -317,6 +330,21 @@ impl Config {
                 ),
             });
         }
+        for (i, name) in self.runtime_handlers.iter().enumerate() {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "runtime_handlers",
+                message,
+            };
+            if !is_dns_label(name) {
+                return Err(invalid(format!(
+                    "{name:?} is not a RuntimeClass handler name (a DNS label: 1-63 of a-z, 0-9 and '-', \
+                     starting and ending with a letter or digit)"
+                )));
+            }
+            if self.runtime_handlers[..i].contains(name) {
+                return Err(invalid(format!("{name:?} is listed twice")));
+            }
+        }
         if !(1..=600).contains(&self.network.plugin_timeout_secs) {
             return Err(ConfigError::Invalid {
                 key: "network.plugin_timeout_secs",
@@ -407,6 +435,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn runtime_handlers_are_dns_labels_listed_once() {
+        let c = parse("runtime_handlers = [\"runc\", \"test-handler\"]\n").unwrap();
+        assert_eq!(c.runtime_handlers, ["runc", "test-handler"]);
+        for bad in [
+            "\"\"",
+            "\"Runc\"",
+            "\"-x\"",
+            "\"x-\"",
+            "\"a_b\"",
+            "\"runc\", \"runc\"",
+        ] {
+            let err = parse(&format!("runtime_handlers = [{bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("runtime_handlers"), "{bad}: {err}");
+        }
+        assert!(parse(&format!("runtime_handlers = [\"{}\"]\n", "a".repeat(64))).is_err());
     }
 
     #[test]

@@ -23,9 +23,15 @@ pub struct PodPlan {
     pub userns: Option<crate::userns::UsernsMaps>,
 }
 
-/// Checks a RunPodSandbox request; the error is the message of an
-/// `InvalidArgument` reply.
-pub fn validate(config: &PodSandboxConfig, handler: &str) -> Result<PodPlan, String> {
+/// Checks a RunPodSandbox request for the runtime handler `handler`, which
+/// must be the default one ("") or one of `configured` (berthd's
+/// `runtime_handlers`); the error is the message of an `InvalidArgument`
+/// reply.
+pub fn validate(
+    config: &PodSandboxConfig,
+    handler: &str,
+    configured: &[String],
+) -> Result<PodPlan, String> {
     let invalid = |m: String| Err(m);
     let Some(md) = &config.metadata else {
         return invalid("config.metadata is required".into());
@@ -39,9 +45,10 @@ pub fn validate(config: &PodSandboxConfig, handler: &str) -> Result<PodPlan, Str
             return invalid(format!("config.metadata.{field} is required"));
         }
     }
-    if !handler.is_empty() {
+    if !handler.is_empty() && !configured.iter().any(|h| h == handler) {
         return invalid(format!(
-            "runtime handler {handler:?} is not configured: berth has only the default handler (\"\")"
+            "runtime handler {handler:?} is not configured: berthd runs the default handler (\"\") \
+             and those named by runtime_handlers in its config ({configured:?})"
         ));
     }
     let linux = config.linux.clone().unwrap_or_default();

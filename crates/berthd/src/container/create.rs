@@ -622,6 +622,29 @@ fn check_log_path(log_path: &str) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// What the record keeps as the image the pod's spec named (see
+/// [`ContainerRecord::user_specified_image`]): the kubelet sends the image's ID as `image` and
+/// the pod's image as `user_specified_image`; a client that names the image by its ID alone
+/// gets the image's first tag shown, as containerd shows it.
+fn user_specified_image(
+    config: &ContainerConfig,
+    image_name: &str,
+    image: &berth_image::Image,
+) -> String {
+    let given = config
+        .image
+        .as_ref()
+        .map_or("", |i| i.user_specified_image.as_str());
+    if !given.is_empty() {
+        return given.to_owned();
+    }
+    let by_id = image_name == image.id || image.id.strip_prefix("sha256:") == Some(image_name);
+    match image.repo_tags.first() {
+        Some(tag) if by_id => tag.clone(),
+        _ => String::new(),
+    }
+}
+
 /// The record of a container its monitor created.
 fn new_record(
     input: &SpecInput<'_>,
@@ -640,6 +663,7 @@ fn new_record(
         name: md.name,
         attempt: md.attempt,
         image: input.image_name.to_string(),
+        user_specified_image: user_specified_image(config, input.image_name, image),
         image_id: image.id.clone(),
         image_ref: image
             .repo_digests
@@ -686,5 +710,42 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn the_image_shown_is_the_pods_own_name() {
+        let image = berth_image::Image {
+            id: format!("sha256:{}", "ab".repeat(32)),
+            repo_tags: vec!["registry.k8s.io/e2e-test-images/busybox:1.36.1-1".into()],
+            repo_digests: vec![],
+            size: 0,
+            user: None,
+            pinned: false,
+            manifest_digest: String::new(),
+            layers: vec![],
+            config_json: vec![],
+        };
+        let config = |image: &str, user_specified: &str| ContainerConfig {
+            image: Some(berth_api::v1::ImageSpec {
+                image: image.into(),
+                user_specified_image: user_specified.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // The kubelet: the ID, and the pod's name (another tag of the same image).
+        let wanted = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2";
+        let c = config(&image.id, wanted);
+        assert_eq!(user_specified_image(&c, &image.id, &image), wanted);
+        // A client naming the image by its ID alone (with or without "sha256:") sees a tag.
+        for id in [image.id.as_str(), image.id.trim_start_matches("sha256:")] {
+            assert_eq!(
+                user_specified_image(&config(id, ""), id, &image),
+                image.repo_tags[0]
+            );
+        }
+        // By name: that name stays what is shown (nothing kept beside it).
+        let named = "busybox:latest";
+        assert_eq!(user_specified_image(&config(named, ""), named, &image), "");
     }
 }

@@ -50,8 +50,12 @@ pub struct ContainerRecord {
     pub pod_id: String,
     pub name: String,
     pub attempt: u32,
-    /// The image as the CRI config named it.
+    /// The image as the CRI config named it (the kubelet names it by its ID).
     pub image: String,
+    /// The image as the pod's spec named it (the config's `user_specified_image`), or, when the
+    /// config named the image by its ID alone, one of its tags; empty: `image` says it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_specified_image: String,
     /// `sha256:` of the image config.
     pub image_id: String,
     /// A repo digest when the image has one, else the image id (as containerd).
@@ -101,6 +105,17 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// The image name the kubelet shows as the container's (`status.containerStatuses[].image`),
+    /// in ContainerStatus, ListContainers and the metrics' labels: the pod's own words, as
+    /// CRI-O answers; containerd answers the image's first tag.
+    pub fn shown_image(&self) -> &str {
+        if self.user_specified_image.is_empty() {
+            &self.image
+        } else {
+            &self.user_specified_image
+        }
+    }
+
     pub fn metadata(&self) -> ContainerMetadata {
         ContainerMetadata {
             name: self.name.clone(),

@@ -33,7 +33,8 @@ pub async fn list_containers(
             pod_sandbox_id: r.pod_id.clone(),
             metadata: Some(r.metadata()),
             image: Some(ImageSpec {
-                image: r.image.clone(),
+                image: r.shown_image().to_owned(),
+                user_specified_image: r.user_specified_image.clone(),
                 ..Default::default()
             }),
             image_ref: r.image_ref.clone(),

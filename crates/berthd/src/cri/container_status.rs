@@ -51,7 +51,8 @@ pub(crate) fn to_status(rec: &ContainerRecord) -> ContainerStatus {
         finished_at: rec.finished_at,
         exit_code: rec.exit_code,
         image: Some(ImageSpec {
-            image: rec.image.clone(),
+            image: rec.shown_image().to_owned(),
+            user_specified_image: rec.user_specified_image.clone(),
             ..Default::default()
         }),
         image_ref: rec.image_ref.clone(),

@@ -15,7 +15,12 @@ pub async fn run_pod_sandbox(
     daemon.check_disk_space("RunPodSandbox")?;
     let rec = daemon
         .sandboxes()
-        .run(config, req.runtime_handler, &daemon.pod_cidr())
+        .run(
+            config,
+            req.runtime_handler,
+            &daemon.config().runtime_handlers,
+            &daemon.pod_cidr(),
+        )
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "RunPodSandbox failed"))?;
     let status = super::sandbox_status::to_status(&rec);

@@ -33,7 +33,7 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusResponse, Sta
             conditions: vec![runtime, network],
         }),
         info,
-        runtime_handlers: runtime_handlers(),
+        runtime_handlers: runtime_handlers(&daemon.config().runtime_handlers),
         features: Some(RuntimeFeatures {
             // berth_spec resolves SupplementalGroupsPolicy Merge and Strict,
             // and ContainerStatus reports the resulting user.
@@ -46,19 +46,25 @@ pub fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusResponse, Sta
     })
 }
 
-/// Berth's only handler, the default one (""): the kubelet reads its
-/// features to decide whether it may ask for recursive read-only mounts.
-fn runtime_handlers() -> Vec<RuntimeHandler> {
-    vec![RuntimeHandler {
-        name: String::new(),
-        features: Some(RuntimeHandlerFeatures {
-            recursive_read_only_mounts: rro_supported(),
-            // Pods with their own user namespace (`hostUsers: false`) map
-            // the image layers (overlay lower dirs: 5.19) and volumes (the
-            // kubelet's secrets are tmpfs: idmapped since 6.3).
-            user_namespaces: idmap_supported(),
-        }),
-    }]
+/// The default handler ("") and the configured ones (`runtime_handlers`),
+/// which run pods as it does and so have its features: the kubelet reads
+/// them to decide whether it may ask for recursive read-only mounts and
+/// user namespaces.
+fn runtime_handlers(configured: &[String]) -> Vec<RuntimeHandler> {
+    let features = RuntimeHandlerFeatures {
+        recursive_read_only_mounts: rro_supported(),
+        // Pods with their own user namespace (`hostUsers: false`) map
+        // the image layers (overlay lower dirs: 5.19) and volumes (the
+        // kubelet's secrets are tmpfs: idmapped since 6.3).
+        user_namespaces: idmap_supported(),
+    };
+    std::iter::once("")
+        .chain(configured.iter().map(String::as_str))
+        .map(|name| RuntimeHandler {
+            name: name.to_owned(),
+            features: Some(features),
+        })
+        .collect()
 }
 
 /// Whether idmapped mounts work on everything a `hostUsers: false` pod
@@ -128,9 +134,11 @@ mod tests {
 
     #[test]
     fn handler_features() {
-        let h = runtime_handlers();
-        assert_eq!(h.len(), 1);
-        assert_eq!(h[0].name, "");
+        let h = runtime_handlers(&["runc".to_owned()]);
+        let names: Vec<&str> = h.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["", "runc"]);
+        assert_eq!(h[1].features, h[0].features);
+        assert_eq!(runtime_handlers(&[]).len(), 1);
         let f = h[0].features.unwrap();
         assert_eq!(f.user_namespaces, kernel_version() >= (6, 3));
         // Every kernel Berth's CI runs on is newer than 5.12.

@@ -137,13 +137,15 @@ impl Sandboxes {
     }
 
     /// RunPodSandbox: validate, reserve the name, pin namespaces, record.
+    /// `handlers`: the runtime handlers configured beside the default one.
     pub async fn run(
         &self,
         config: PodSandboxConfig,
         runtime_handler: String,
+        handlers: &[String],
         pod_cidr: &str,
     ) -> Result<SandboxRecord, SandboxError> {
-        let plan = validate(&config, &runtime_handler)?;
+        let plan = validate(&config, &runtime_handler, handlers)?;
         let id = new_id().map_err(|e| SandboxError::Internal(e.into()))?;
         let md = config.metadata.clone().unwrap_or_default();
         let key = record::reservation_key(&md.name, &md.namespace, &md.uid, md.attempt);
@@ -480,9 +482,13 @@ fn searchable_by_others(dir: &Path) -> Result<(), SandboxError> {
 
 /// Checks the request (`berth_spec::sandbox::validate`, pure so that it can
 /// be fuzzed) and turns it into what the pinning child must do.
-fn validate(config: &PodSandboxConfig, handler: &str) -> Result<pin::PinRequest, SandboxError> {
-    let plan =
-        berth_spec::sandbox::validate(config, handler).map_err(SandboxError::InvalidArgument)?;
+fn validate(
+    config: &PodSandboxConfig,
+    handler: &str,
+    handlers: &[String],
+) -> Result<pin::PinRequest, SandboxError> {
+    let plan = berth_spec::sandbox::validate(config, handler, handlers)
+        .map_err(SandboxError::InvalidArgument)?;
     Ok(pin::PinRequest {
         net: plan.net,
         ipc: plan.ipc,
@@ -516,6 +522,19 @@ mod tests {
     /// A newline in a DNS entry or the hostname would add lines of the
     /// tenant's choosing to resolv.conf or hosts.
     #[test]
+    fn only_configured_runtime_handlers_are_taken() {
+        let c = config();
+        let handlers = ["test-handler".to_owned()];
+        assert!(validate(&c, "test-handler", &handlers).is_ok());
+        let err = validate(&c, "kata", &handlers).unwrap_err().to_string();
+        assert!(
+            err.contains("\"kata\" is not configured") && err.contains("runtime_handlers"),
+            "{err}"
+        );
+        assert!(validate(&c, "test-handler", &[]).is_err());
+    }
+
+    #[test]
     fn dns_entries_and_hostname_cannot_add_lines() {
         let mut c = config();
         c.dns_config = Some(berth_api::v1::DnsConfig {
@@ -523,7 +542,7 @@ mod tests {
             searches: vec!["svc.cluster.local".into()],
             options: vec!["ndots:5".into()],
         });
-        assert!(validate(&c, "").is_ok());
+        assert!(validate(&c, "", &[]).is_ok());
         for (i, bad) in ["1.1.1.1\nnameserver 6.6.6.6", "a b", "ndots:1\toptions"]
             .iter()
             .enumerate()
@@ -535,12 +554,12 @@ mod tests {
                 1 => dns.searches.push(bad.to_string()),
                 _ => dns.options.push(bad.to_string()),
             }
-            let err = validate(&d, "").expect_err("refused").to_string();
+            let err = validate(&d, "", &[]).expect_err("refused").to_string();
             assert!(err.contains("dns_config."), "{err}");
         }
         let mut h = c.clone();
         h.hostname = "web\n10.0.0.1 kubernetes".into();
-        assert!(validate(&h, "").is_err());
+        assert!(validate(&h, "", &[]).is_err());
     }
 
     #[test]
@@ -553,7 +572,7 @@ mod tests {
                 "namespace" => md.namespace.clear(),
                 _ => md.uid.clear(),
             }
-            let err = validate(&c, "").err().unwrap().to_string();
+            let err = validate(&c, "", &[]).err().unwrap().to_string();
             assert!(err.contains(&format!("metadata.{field}")), "{err}");
         }
     }
@@ -565,7 +584,7 @@ mod tests {
         linux.sysctls.insert("vm.swappiness".into(), "1".into());
         c.linux = Some(linux.clone());
         assert!(matches!(
-            validate(&c, ""),
+            validate(&c, "", &[]),
             Err(SandboxError::InvalidArgument(_))
         ));
         linux.sysctls.clear();
@@ -576,7 +595,7 @@ mod tests {
             .sysctls
             .insert("kernel.shmmax".into(), "1000000".into());
         c.linux = Some(linux);
-        let plan = validate(&c, "").unwrap();
+        let plan = validate(&c, "", &[]).unwrap();
         assert!(plan.net && plan.ipc && plan.uts);
         assert_eq!(plan.sysctls.len(), 2);
     }
@@ -598,7 +617,7 @@ mod tests {
                 cgroup_parent: parent.into(),
                 ..Default::default()
             });
-            assert_eq!(validate(&c, "").is_ok(), ok, "{parent}");
+            assert_eq!(validate(&c, "", &[]).is_ok(), ok, "{parent}");
         }
     }
 }

@@ -262,7 +262,11 @@ pub fn container(rec: &ContainerRecord, i: &ContainerInputs) -> Vec<Metric> {
     if !seen(s) {
         return Vec::new();
     }
-    let base = [rec.id.clone(), rec.name.clone(), rec.image.clone()];
+    let base = [
+        rec.id.clone(),
+        rec.name.clone(),
+        rec.shown_image().to_owned(),
+    ];
     let mut m = Series {
         base: &base,
         out: Vec::with_capacity(64),

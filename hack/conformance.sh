@@ -4,7 +4,7 @@
 #
 #   hack/conformance.sh [--runtime berth|containerd] [--suite cluster|node] [--fast]
 #                       [--focus REGEX] [--skip REGEX] [--procs N] [--timeout DURATION] [--keep]
-#                       [--name NAME] [--report-only] [--seed N]
+#                       [--name NAME] [--report-only] [--seed N] [--feature-gates GATES]
 #
 #   --suite cluster  (default) test/e2e's [Conformance] specs on the single-node cluster of
 #                    hack/cluster.sh (brought up on --runtime when it is not up; taken down at
@@ -25,6 +25,9 @@
 #                    split by --focus
 #   --seed N         Ginkgo's random seed (the spec order): the seed of another run (suite.log's
 #                    "Random Seed") runs the specs in its order, e.g. on the other runtime
+#   --feature-gates GATES  e.g. PodAndContainerStatsFromCRI=true: the node suite passes them to
+#                    its kubelet (and its specs see them); the cluster suite's kubelet gets them
+#                    through BERTH_CLUSTER_KUBELET_FEATURE_GATES when this script brings it up
 #   --report-only    run nothing: write the summary, failed.txt and skipped.txt again from the
 #                    report.json of an earlier run with the same options
 #
@@ -57,6 +60,7 @@ KEEP=no
 REPORT_ONLY=no
 NAME=
 SEED=
+FEATURE_GATES=
 log() { echo "conformance: $*" >&2; }
 die() {
     echo "conformance: error: $*" >&2
@@ -79,6 +83,7 @@ while (($#)); do
         --name) NAME=${2:?}; shift ;;
         --report-only) REPORT_ONLY=yes ;;
         --seed) SEED=${2:?}; shift ;;
+        --feature-gates) FEATURE_GATES=${2:?}; shift ;;
         *) usage ;;
     esac
     shift
@@ -165,7 +170,10 @@ if [[ $SUITE == cluster ]]; then
     fi
     if ! kubelet_up; then
         brought_up=yes
-        cluster up --runtime "$RUNTIME" >&2
+        BERTH_CLUSTER_KUBELET_FEATURE_GATES=${FEATURE_GATES:-${BERTH_CLUSTER_KUBELET_FEATURE_GATES:-}} \
+            cluster up --runtime "$RUNTIME" >&2
+    elif [[ -n $FEATURE_GATES ]]; then
+        die "--feature-gates: the cluster's kubelet runs already (with its own gates): hack/cluster.sh down first"
     fi
 else
     kubelet_up && die "the node suite runs its own kubelet: hack/cluster.sh down first"
@@ -239,8 +247,10 @@ evictionMinimumReclaim:
   nodefs.inodesFree: 1%
 serializeImagePulls: false
 EOF
+    gates=()
+    [[ -n $FEATURE_GATES ]] && gates=(--feature-gates="$FEATURE_GATES")
     (cd "$WORK" && PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$NOSYSTEMD \
-        "${GINKGO[@]}" "$WORK/e2e_node.test" -- \
+        "${GINKGO[@]}" "$WORK/e2e_node.test" -- "${gates[@]}" \
         --node-name="$(hostname)" \
         --container-runtime-endpoint="$SOCKET" --image-service-endpoint="$SOCKET" \
         --prepull-images=false --report-dir="$OUT" --dns-domain=cluster.local \

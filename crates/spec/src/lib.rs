@@ -283,7 +283,8 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         input.target_pid_ns,
         host.cgroup_v2 && !privileged,
     )?;
-    let (masked, mut readonly) = security::masked_and_readonly_paths(sc, privileged)?;
+    let (masked, mut readonly) =
+        security::masked_and_readonly_paths(sc, privileged, input.namespaces.user.is_some())?;
     if v1_cgroups && !privileged {
         // The tmpfs under the v1 cgroup binds (their dirs made by then).
         readonly.push(mounts::CGROUP_ROOT.to_string());

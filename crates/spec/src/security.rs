@@ -38,14 +38,16 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 ];
 
 /// Masked and read-only paths: none for a privileged container; the CRI's
-/// lists when given; else the defaults. (containerd uses the CRI lists
-/// verbatim, empty included. The kubelet always sends the defaults unless
-/// `procMount: Unmasked`, which needs user namespaces, which Berth rejects;
-/// so an empty list comes from a client like crictl that never sets them, and
-/// it gets the safe defaults.)
+/// lists when given; else the defaults, except in a pod with its own user
+/// namespace, where the lists are taken as given, empty included. (containerd
+/// uses them verbatim, empty included. The kubelet always sends the defaults
+/// unless `procMount: Unmasked`, which the API allows only with
+/// `hostUsers: false`; elsewhere an empty list comes from a client like
+/// crictl that never sets them, and it gets the safe defaults.)
 pub fn masked_and_readonly_paths(
     sc: Option<&v1::LinuxContainerSecurityContext>,
     privileged: bool,
+    own_user_ns: bool,
 ) -> Result<(Vec<String>, Vec<String>)> {
     if privileged {
         return Ok((Vec::new(), Vec::new()));
@@ -64,6 +66,7 @@ pub fn masked_and_readonly_paths(
                     }
                     Ok(g.clone())
                 }
+                Some(_) if own_user_ns => Ok(Vec::new()),
                 _ => Ok(default.iter().map(|s| s.to_string()).collect()),
             }
         };
@@ -515,7 +518,7 @@ mod tests {
 
     #[test]
     fn masked_paths() {
-        let (m, r) = masked_and_readonly_paths(None, false).unwrap();
+        let (m, r) = masked_and_readonly_paths(None, false, false).unwrap();
         assert_eq!(m.len(), DEFAULT_MASKED_PATHS.len());
         assert_eq!(r.len(), DEFAULT_READONLY_PATHS.len());
         let sc = v1::LinuxContainerSecurityContext {
@@ -523,22 +526,33 @@ mod tests {
             readonly_paths: vec!["/proc/y".into()],
             ..Default::default()
         };
-        let (m, r) = masked_and_readonly_paths(Some(&sc), false).unwrap();
+        let (m, r) = masked_and_readonly_paths(Some(&sc), false, false).unwrap();
         assert_eq!(
             (m, r),
             (vec!["/proc/x".to_string()], vec!["/proc/y".to_string()])
         );
-        let (m, r) = masked_and_readonly_paths(Some(&sc), true).unwrap();
+        let (m, r) = masked_and_readonly_paths(Some(&sc), true, false).unwrap();
         assert!(m.is_empty() && r.is_empty());
         let bad = v1::LinuxContainerSecurityContext {
             masked_paths: vec!["proc".into()],
             ..Default::default()
         };
         assert_eq!(
-            masked_and_readonly_paths(Some(&bad), false)
+            masked_and_readonly_paths(Some(&bad), false, false)
                 .unwrap_err()
                 .field(),
             "linux.security_context.masked_paths[0]"
         );
+        // procMount: Unmasked (the kubelet's empty lists) is honoured only in
+        // a pod with its own user namespace; elsewhere empty means defaults.
+        let unmasked = v1::LinuxContainerSecurityContext::default();
+        let (m, r) = masked_and_readonly_paths(Some(&unmasked), false, true).unwrap();
+        assert!(m.is_empty() && r.is_empty());
+        let (m, r) = masked_and_readonly_paths(Some(&unmasked), false, false).unwrap();
+        assert_eq!(m.len(), DEFAULT_MASKED_PATHS.len());
+        assert_eq!(r.len(), DEFAULT_READONLY_PATHS.len());
+        // No security context at all (crictl): the defaults, user namespace or not.
+        let (m, _) = masked_and_readonly_paths(None, false, true).unwrap();
+        assert_eq!(m.len(), DEFAULT_MASKED_PATHS.len());
     }
 }

@@ -147,6 +147,15 @@ pub async fn list_pods(c: &mut CriClient) -> Vec<PodSandbox> {
         .items
 }
 
+/// The runtime's Status (not verbose).
+pub async fn runtime_status(c: &mut CriClient) -> StatusResponse {
+    c.runtime
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Every container ListContainers answers (no filter).
 pub async fn list_containers(c: &mut CriClient) -> Vec<Container> {
     c.runtime

@@ -375,13 +375,7 @@ async fn user_is_the_process_identity() {
 #[tokio::test]
 async fn status_lists_the_default_handler_and_features() {
     let mut env = setup(&[]).await;
-    let r = env
-        .c
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = runtime_status(&mut env.c).await;
     assert_eq!(r.runtime_handlers.len(), 1, "{r:?}");
     let h = &r.runtime_handlers[0];
     assert_eq!(h.name, "");

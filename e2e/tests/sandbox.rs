@@ -78,10 +78,18 @@ fn with_modes(
 }
 
 async fn run(c: &mut CriClient, config: PodSandboxConfig) -> Result<String, tonic::Status> {
+    run_with_handler(c, config, "").await
+}
+
+async fn run_with_handler(
+    c: &mut CriClient,
+    config: PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
     c.runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config),
-            runtime_handler: String::new(),
+            runtime_handler: handler.into(),
         })
         .await
         .map(|r| r.into_inner().pod_sandbox_id)
@@ -414,12 +422,7 @@ async fn duplicate_metadata_is_already_exists_until_removed() {
 #[tokio::test]
 async fn unknown_runtime_handler_is_refused() {
     let (_d, mut c, _g) = start().await;
-    let err = c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("rh")),
-            runtime_handler: "kata".into(),
-        })
+    let err = run_with_handler(&mut c, pod_config("rh"), "kata")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -437,36 +440,20 @@ async fn configured_runtime_handlers_run_pods() {
     let d = Berthd::start_with(config).await.unwrap();
     let mut c = d.client().await.unwrap();
     let _g = MountGuard(d.config.state.clone());
-    let id = c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("th")),
-            runtime_handler: "test-handler".into(),
-        })
+    let id = run_with_handler(&mut c, pod_config("th"), "test-handler")
         .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+        .unwrap();
     let (st, _) = status(&mut c, &id).await.unwrap();
     assert_eq!(st.runtime_handler, "test-handler");
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
-    let handlers: Vec<String> = c
-        .runtime
-        .status(StatusRequest { verbose: false })
+    let handlers: Vec<String> = berth_e2e::pods::runtime_status(&mut c)
         .await
-        .unwrap()
-        .into_inner()
         .runtime_handlers
         .into_iter()
         .map(|h| h.name)
         .collect();
     assert_eq!(handlers, ["", "test-handler"]);
-    let err = c
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("other")),
-            runtime_handler: "kata".into(),
-        })
+    let err = run_with_handler(&mut c, pod_config("other"), "kata")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

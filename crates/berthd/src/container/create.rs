@@ -622,25 +622,22 @@ fn check_log_path(log_path: &str) -> Result<(), ContainerError> {
     Ok(())
 }
 
-/// What the record keeps as the image the pod's spec named (see
-/// [`ContainerRecord::user_specified_image`]): the kubelet sends the image's ID as `image` and
-/// the pod's image as `user_specified_image`; a client that names the image by its ID alone
-/// gets the image's first tag shown, as containerd shows it.
-fn user_specified_image(
-    config: &ContainerConfig,
-    image_name: &str,
-    image: &berth_image::Image,
-) -> String {
-    let given = config
+/// The config's `user_specified_image` (the kubelet sends the image's ID as `image` and the
+/// pod's name for it here).
+fn user_specified_image(config: &ContainerConfig) -> String {
+    config
         .image
         .as_ref()
-        .map_or("", |i| i.user_specified_image.as_str());
-    if !given.is_empty() {
-        return given.to_owned();
-    }
+        .map(|i| i.user_specified_image.clone())
+        .unwrap_or_default()
+}
+
+/// [`ContainerRecord::image_tag`]: the image's first tag when the config named the image by
+/// its ID (with or without `sha256:`) and gave no `user_specified_image`; else empty.
+fn image_tag(config: &ContainerConfig, image_name: &str, image: &berth_image::Image) -> String {
     let by_id = image_name == image.id || image.id.strip_prefix("sha256:") == Some(image_name);
     match image.repo_tags.first() {
-        Some(tag) if by_id => tag.clone(),
+        Some(tag) if by_id && user_specified_image(config).is_empty() => tag.clone(),
         _ => String::new(),
     }
 }
@@ -663,7 +660,8 @@ fn new_record(
         name: md.name,
         attempt: md.attempt,
         image: input.image_name.to_string(),
-        user_specified_image: user_specified_image(config, input.image_name, image),
+        user_specified_image: user_specified_image(config),
+        image_tag: image_tag(config, input.image_name, image),
         image_id: image.id.clone(),
         image_ref: image
             .repo_digests
@@ -736,16 +734,20 @@ mod tests {
         // The kubelet: the ID, and the pod's name (another tag of the same image).
         let wanted = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2";
         let c = config(&image.id, wanted);
-        assert_eq!(user_specified_image(&c, &image.id, &image), wanted);
+        assert_eq!(user_specified_image(&c), wanted);
+        assert_eq!(image_tag(&c, &image.id, &image), "");
         // A client naming the image by its ID alone (with or without "sha256:") sees a tag.
         for id in [image.id.as_str(), image.id.trim_start_matches("sha256:")] {
-            assert_eq!(
-                user_specified_image(&config(id, ""), id, &image),
-                image.repo_tags[0]
-            );
+            let c = config(id, "");
+            assert_eq!(user_specified_image(&c), "");
+            assert_eq!(image_tag(&c, id, &image), image.repo_tags[0]);
         }
         // By name: that name stays what is shown (nothing kept beside it).
         let named = "busybox:latest";
-        assert_eq!(user_specified_image(&config(named, ""), named, &image), "");
+        let c = config(named, "");
+        assert_eq!(
+            (user_specified_image(&c), image_tag(&c, named, &image)),
+            (String::new(), String::new())
+        );
     }
 }

@@ -52,10 +52,14 @@ pub struct ContainerRecord {
     pub attempt: u32,
     /// The image as the CRI config named it (the kubelet names it by its ID).
     pub image: String,
-    /// The image as the pod's spec named it (the config's `user_specified_image`), or, when the
-    /// config named the image by its ID alone, one of its tags; empty: `image` says it.
+    /// The config's `user_specified_image`: the image as the pod's spec named it (the kubelet
+    /// sends it; other clients leave it empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_specified_image: String,
+    /// One of the image's tags, kept only when the config named the image by its ID and gave
+    /// no `user_specified_image` (what is shown then, as containerd shows it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_tag: String,
     /// `sha256:` of the image config.
     pub image_id: String,
     /// A repo digest when the image has one, else the image id (as containerd).
@@ -109,11 +113,10 @@ impl ContainerRecord {
     /// in ContainerStatus, ListContainers and the metrics' labels: the pod's own words, as
     /// CRI-O answers; containerd answers the image's first tag.
     pub fn shown_image(&self) -> &str {
-        if self.user_specified_image.is_empty() {
-            &self.image
-        } else {
-            &self.user_specified_image
-        }
+        [&self.user_specified_image, &self.image_tag]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or(&self.image)
     }
 
     pub fn metadata(&self) -> ContainerMetadata {

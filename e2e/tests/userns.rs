@@ -75,11 +75,22 @@ async fn run_to_end(
 }
 
 /// The host's view of the first process whose command line is `cmdline`.
-fn host_uid_of(cmdline: &str) -> u32 {
-    let p = berth_e2e::procs::processes()
-        .into_iter()
-        .find(|p| p.cmdline.trim_end() == cmdline)
-        .unwrap_or_else(|| panic!("no process {cmdline:?}"));
+/// Waits for it: a container is Running once its shell started, and the
+/// shell's `exec` into the command may come a moment later.
+async fn host_uid_of(cmdline: &str) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let p = loop {
+        let found = berth_e2e::procs::processes()
+            .into_iter()
+            .find(|p| p.cmdline.trim_end() == cmdline);
+        match found {
+            Some(p) => break p,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            None => panic!("no process {cmdline:?} after 10 s"),
+        }
+    };
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap();
     let uid = status
         .lines()
@@ -159,7 +170,7 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
         ..Default::default()
     }];
     let sleeper = running(&mut env.c, &pod, &pc, sleeper_cfg).await;
-    assert_eq!(host_uid_of("sleep 7301"), HOST_ID);
+    assert_eq!(host_uid_of("sleep 7301").await, HOST_ID);
 
     // An exec joins the pod's user namespace too (libcontainer's tenant
     // builder alone would not): root inside with the pod's maps, in the
@@ -200,15 +211,7 @@ async fn a_pods_root_is_an_unprivileged_host_user() {
     let mut runtime = env.c.runtime.clone();
     let req = exec("exec sleep 7302");
     let long = tokio::spawn(async move { runtime.exec_sync(req).await });
-    let t = std::time::Instant::now();
-    while !berth_e2e::procs::processes()
-        .iter()
-        .any(|p| p.cmdline.trim_end() == "sleep 7302")
-    {
-        assert!(t.elapsed().as_secs() < 10, "exec'd sleep never showed");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(host_uid_of("sleep 7302"), HOST_ID);
+    assert_eq!(host_uid_of("sleep 7302").await, HOST_ID);
     long.abort();
 
     // Root in the pod holds nothing on the host: even granted CAP_SYS_ADMIN

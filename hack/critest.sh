@@ -299,6 +299,16 @@ log_level = "${BERTH_CRITEST_LOG_LEVEL:-info}"
 
 [network]
 conf_dir = "$WORK/cni"
+
+[nri]
+# critest's NRI specs connect their own plugin (-nri-socket). No pre-installed plugins. Its
+# late-joining plugins hold Synchronize open for 2 s: containerd's 2 s request timeout would
+# drop them, so they get 10 s.
+enable = true
+socket_path = "$STATE/nri.sock"
+plugin_path = "$WORK/nri-plugins"
+plugin_config_path = "$WORK/nri-conf"
+plugin_request_timeout_ms = 10000
 EOF
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" >"$WORK/crictl.yaml"
 
@@ -317,7 +327,7 @@ log "berthd $("$BERTH_BINS/berthd" --version 2>/dev/null | head -n1) on unix://$
 
 # --- the run ------------------------------------------------------------------------------------
 CRITEST=("${BIN[critest]}" -runtime-endpoint "unix://$SOCK" -image-endpoint "unix://$SOCK"
-    -config "$WORK/crictl.yaml"
+    -config "$WORK/crictl.yaml" -nri-socket "$STATE/nri.sock"
     -ginkgo.focus "$SELECT" -ginkgo.timeout "$TIMEOUT" -ginkgo.no-color
     -ginkgo.junit-report "$OUT/junit.xml" -ginkgo.json-report "$OUT/report.json")
 [[ -n $SKIP ]] && CRITEST+=(-ginkgo.skip "$SKIP")

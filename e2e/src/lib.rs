@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod client;
 pub mod daemon;
 pub mod net;
+pub mod nri_plugin;
 pub mod pods;
 pub mod procs;
 pub mod registry;

@@ -72,6 +72,40 @@ pub struct Config {
     pub network: NetworkConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
+    pub nri: NriConfig,
+}
+
+/// The Node Resource Interface: plugins that see and adjust every pod and
+/// container. Off by default, as in containerd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NriConfig {
+    pub enable: bool,
+    /// The socket plugins connect to.
+    pub socket_path: PathBuf,
+    /// Pre-installed plugins (`NN-name` executables) berthd starts.
+    pub plugin_path: PathBuf,
+    /// Their configuration (`NN-name.conf` or `name.conf`).
+    pub plugin_config_path: PathBuf,
+    /// A connecting plugin must register within this (milliseconds).
+    pub plugin_registration_timeout_ms: u64,
+    /// A plugin that does not answer an event within this (milliseconds) is
+    /// disconnected and the operation goes on without it.
+    pub plugin_request_timeout_ms: u64,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        // containerd's defaults.
+        NriConfig {
+            enable: false,
+            socket_path: PathBuf::from("/var/run/nri/nri.sock"),
+            plugin_path: PathBuf::from("/opt/nri/plugins"),
+            plugin_config_path: PathBuf::from("/etc/nri/conf.d"),
+            plugin_registration_timeout_ms: 5000,
+            plugin_request_timeout_ms: 2000,
+        }
+    }
 }
 
 /// berthd's own Prometheus endpoint.
@@ -197,6 +231,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            nri: NriConfig::default(),
         }
     }
 }
@@ -277,6 +312,9 @@ impl Config {
             ("listen", &self.listen),
             ("registries_config", &self.registries_config),
             ("network.conf_dir", &self.network.conf_dir),
+            ("nri.socket_path", &self.nri.socket_path),
+            ("nri.plugin_path", &self.nri.plugin_path),
+            ("nri.plugin_config_path", &self.nri.plugin_config_path),
         ]
         .into_iter()
         .chain(
@@ -297,6 +335,23 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key,
                     message: format!("{} is not an absolute path", path.display()),
+                });
+            }
+        }
+        for (key, ms) in [
+            (
+                "nri.plugin_registration_timeout_ms",
+                self.nri.plugin_registration_timeout_ms,
+            ),
+            (
+                "nri.plugin_request_timeout_ms",
+                self.nri.plugin_request_timeout_ms,
+            ),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be more than 0".to_string(),
                 });
             }
         }

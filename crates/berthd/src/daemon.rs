@@ -25,6 +25,8 @@ pub struct Daemon {
     network: Arc<PodNetwork>,
     /// Cached copy of the persisted pod CIDR (the kubelet re-sends it on every start).
     pod_cidr: RwLock<String>,
+    /// NRI plugins' host, when `[nri] enable` is set (set once at start-up).
+    nri: std::sync::OnceLock<crate::nri::NriHost>,
 }
 
 impl Daemon {
@@ -54,7 +56,26 @@ impl Daemon {
             containers,
             network,
             pod_cidr: RwLock::new(pod_cidr),
+            nri: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The NRI host, if NRI is on.
+    pub fn nri(&self) -> Option<&crate::nri::NriHost> {
+        self.nri.get()
+    }
+
+    pub fn set_nri(&self, host: crate::nri::NriHost) {
+        let _ = self.nri.set(host);
+    }
+
+    /// Holds plugin synchronization off while a pod or container is made
+    /// (see `berth_nri::Nri::block_sync`); None without NRI.
+    pub async fn nri_sync_block(&self) -> Option<berth_nri::SyncBlock> {
+        match self.nri() {
+            Some(h) => Some(h.nri.block_sync().await),
+            None => None,
+        }
     }
 
     pub fn config(&self) -> &Config {

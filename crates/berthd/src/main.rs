@@ -12,6 +12,7 @@ mod failpoint;
 mod ids;
 mod laps;
 mod network;
+mod nri;
 mod prometheus;
 mod reload;
 mod rpc_layer;
@@ -238,6 +239,10 @@ async fn daemon_main(config: Config, reloader: reload::Reloader) -> anyhow::Resu
     }
     daemon.containers().watch_live_pods();
     daemon.collect_network_garbage().await;
+    // Before serving: plugins see every pod from the first RPC on.
+    nri::start(&daemon)
+        .await
+        .context("cannot start NRI (setting [nri])")?;
     if let Some(addr) = daemon.config().metrics.address {
         prometheus::serve(addr, daemon.clone()).await?;
     }

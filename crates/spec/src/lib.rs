@@ -25,6 +25,7 @@ mod host;
 pub mod in_root;
 pub mod mounts;
 pub mod namespaces;
+pub mod nri;
 pub mod process;
 pub mod resources;
 pub mod sandbox;

@@ -161,7 +161,7 @@ pub fn oom_score_adj(
 }
 
 /// A cpuset list: "0-3,5,7-8".
-fn check_cpuset(s: &str, field: &str) -> Result<()> {
+pub(crate) fn check_cpuset(s: &str, field: &str) -> Result<()> {
     let ok = s.split(',').all(|part| {
         let mut ends = part.trim().splitn(2, '-');
         let lo = ends.next().and_then(|v| v.parse::<u32>().ok());

@@ -212,7 +212,12 @@ impl Containers {
                 ..input
             }
         };
-        let spec = self.build_spec(&input, &dirs.rootfs, &pod_files).await?;
+        let mut spec = self.build_spec(&input, &dirs.rootfs, &pod_files).await?;
+        if let Some(nri) = self.nri.get() {
+            self.adjust_by_plugins(nri, pod, id, config, &mut spec)
+                .await?;
+            laps.mark("nri");
+        }
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
         laps.mark("spec");
         rootfs::write_atomic(&dirs.bundle.join("config.json"), &json).map_err(internal)?;
@@ -242,6 +247,42 @@ impl Containers {
         laps.mark("record");
         tracing::info!(name = %rec.name, elapsed_ms = created.elapsed().as_millis() as u64, steps = %laps, "container created");
         Ok(rec)
+    }
+
+    /// NRI plugins' adjustments of the container about to be created; a
+    /// refusal or a clash between two plugins fails the creation. Updates
+    /// they ask for other containers follow in the background.
+    async fn adjust_by_plugins(
+        &self,
+        nri: &berth_nri::Nri,
+        pod: &SandboxRecord,
+        id: &str,
+        config: &ContainerConfig,
+        spec: &mut berth_spec::oci_spec::runtime::Spec,
+    ) -> Result<(), ContainerError> {
+        let ctr = crate::nri::convert::container_from_spec(id, &pod.id, config, spec);
+        let created = nri
+            .create_container(&crate::nri::convert::pod_of(pod), &ctr)
+            .await
+            .map_err(|e| ContainerError::FailedPrecondition(e.to_string()))?;
+        berth_spec::nri::apply(spec, &created.adjustment).map_err(|e| {
+            ContainerError::FailedPrecondition(format!("an NRI plugin's adjustment: {e}"))
+        })?;
+        for u in created.updates {
+            let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+                continue;
+            };
+            let cri = crate::nri::convert::to_cri(res);
+            if let Err(e) = self.update_resources(&u.container_id, &cri).await
+                && !u.ignore_failure
+            {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "an NRI plugin's update of container {} failed: {e}",
+                    u.container_id
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Spawns the pod's monitor unless it runs, in the background (one

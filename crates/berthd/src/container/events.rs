@@ -48,12 +48,28 @@ pub(super) fn kind_of(before: Option<State>, after: State) -> Option<ContainerEv
 }
 
 impl Containers {
+    /// From now on NRI plugins adjust new containers (`nri`) and are sent
+    /// every container event (through `to`).
+    pub fn use_nri(
+        &self,
+        nri: berth_nri::Nri,
+        to: tokio::sync::mpsc::UnboundedSender<crate::nri::Notice>,
+    ) {
+        let _ = self.nri.set(nri);
+        let _ = self.nri_notices.set(to);
+    }
+
     /// A new subscriber: events from now on.
     pub fn subscribe_events(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
     }
 
     pub(super) fn emit(&self, rec: &ContainerRecord, kind: ContainerEventType) {
+        if let Some(nri) = self.nri_notices.get() {
+            // Unbounded, but one entry per state change, drained as fast
+            // as plugins answer (each within its request timeout).
+            let _ = nri.send(crate::nri::Notice::Container(kind, Box::new(rec.clone())));
+        }
         // No subscriber is not an error.
         let _ = self.events.send(ContainerEvent {
             container_id: rec.id.clone(),

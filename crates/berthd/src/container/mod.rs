@@ -122,6 +122,10 @@ pub struct Containers {
     updates: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<watch::Update>>>,
     /// Lifecycle events for GetContainerEvents ([`events`]).
     events: tokio::sync::broadcast::Sender<events::ContainerEvent>,
+    /// The same events for NRI plugins, in order (set when NRI is on).
+    nri_notices: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::nri::Notice>>,
+    /// NRI plugins, asked before a container is created (set when NRI is on).
+    nri: std::sync::OnceLock<berth_nri::Nri>,
 }
 
 impl Containers {
@@ -173,6 +177,8 @@ impl Containers {
             layers_trash,
             watches,
             updates: Mutex::new(Some(updates)),
+            nri_notices: std::sync::OnceLock::new(),
+            nri: std::sync::OnceLock::new(),
             events: events::channel(),
         })
     }

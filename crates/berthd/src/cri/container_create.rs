@@ -23,6 +23,9 @@ pub async fn create_container(
         .ok_or_else(|| {
             Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
         })?;
+    // A plugin connecting meanwhile is synchronized before or after this
+    // container, never without it.
+    let _sync = daemon.nri_sync_block().await;
     let rec = daemon.containers().create(pod, config).await?;
     Ok(CreateContainerResponse {
         container_id: rec.id,

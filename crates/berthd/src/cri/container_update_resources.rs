@@ -16,10 +16,53 @@ pub async fn update_container_resources(
     }
     // Windows resources mean nothing here; no linux part: nothing to do.
     if let Some(linux) = &req.linux {
+        let nri = nri_context(daemon, &req.container_id);
+        let mut plugin_updates = Vec::new();
+        if let (Some(host), Some((pod, ctr))) = (daemon.nri(), &nri) {
+            plugin_updates = host
+                .nri
+                .update_container(pod, ctr, &crate::nri::convert::from_cri(linux))
+                .await
+                .map_err(crate::nri::refused)?;
+        }
         daemon
             .containers()
             .update_resources(&req.container_id, linux)
             .await?;
+        if let (Some(host), Some((pod, ctr))) = (daemon.nri(), &nri) {
+            for u in plugin_updates {
+                let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+                    continue;
+                };
+                let cri = crate::nri::convert::to_cri(res);
+                if let Err(e) = daemon
+                    .containers()
+                    .update_resources(&u.container_id, &cri)
+                    .await
+                    && !u.ignore_failure
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "an NRI plugin's update of container {} failed: {e}",
+                        u.container_id
+                    )));
+                }
+            }
+            host.nri.post_update_container(pod, ctr).await;
+        }
     }
     Ok(UpdateContainerResourcesResponse {})
+}
+
+/// The pod and container as NRI plugins see them, when NRI is on.
+fn nri_context(
+    daemon: &Daemon,
+    id: &str,
+) -> Option<(berth_nri::api::PodSandbox, berth_nri::api::Container)> {
+    daemon.nri()?;
+    let rec = daemon.containers().resolve(id)?;
+    let pod = daemon.sandboxes().resolve(&rec.pod_id)?;
+    Some((
+        crate::nri::convert::pod_of(&pod),
+        crate::nri::convert::container_of(&rec),
+    ))
 }

@@ -21,12 +21,24 @@ pub async fn remove_pod_sandbox(
     };
     // The pod's containers and its monitor go before its dirs.
     daemon.containers().remove_pod(change.pod_id()).await?;
+    // A pod removed without a stop first stops, for NRI plugins too.
+    super::sandbox_stop::nri_stop(daemon, change.pod_id()).await;
     // The pod's last status goes with its deleted event: the record is gone
     // by the time subscribers are sent it.
     let last = daemon
         .sandboxes()
         .resolve(change.pod_id())
         .map(|r| super::sandbox_status::to_status(&r));
+    if let (Some(host), Some(rec)) = (daemon.nri(), daemon.sandboxes().resolve(change.pod_id())) {
+        host.flush().await;
+        if let Err(e) = host
+            .nri
+            .remove_pod_sandbox(&crate::nri::convert::pod_of(&rec))
+            .await
+        {
+            tracing::warn!(error = %e, "the pod is removed regardless");
+        }
+    }
     change.remove().await?;
     if let Some(status) = last {
         daemon.containers().emit_pod_event(

@@ -13,6 +13,9 @@ pub async fn run_pod_sandbox(
         .config
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
     daemon.check_disk_space("RunPodSandbox")?;
+    // A plugin connecting meanwhile is synchronized before or after this
+    // pod, never without it.
+    let _sync = daemon.nri_sync_block().await;
     let rec = daemon
         .sandboxes()
         .run(

@@ -25,6 +25,7 @@ pub async fn stop_pod_sandbox(
     let pod_id = change.pod_id().to_string();
     daemon.containers().stop_pod(&pod_id).await?;
     crate::failpoint::hit("sandbox-stop-containers-stopped");
+    nri_stop(daemon, &pod_id).await;
     change.stop().await?;
     if let Some(rec) = daemon.sandboxes().resolve(&pod_id) {
         daemon.containers().emit_pod_event(
@@ -35,4 +36,25 @@ pub async fn stop_pod_sandbox(
     // NOTREADY now: no container can be created in it, so its monitor goes.
     daemon.containers().release_monitor(&pod_id).await;
     Ok(StopPodSandboxResponse {})
+}
+
+/// Tells NRI plugins a READY pod stops, once its containers' stops reached
+/// them; a NOTREADY pod was told already (a repeated stop tells nothing).
+/// The pod stops whatever a plugin says.
+pub async fn nri_stop(daemon: &Daemon, pod_id: &str) {
+    let Some(host) = daemon.nri() else { return };
+    let Some(rec) = daemon.sandboxes().resolve(pod_id) else {
+        return;
+    };
+    if rec.state != crate::sandbox::SandboxState::Ready {
+        return;
+    }
+    host.flush().await;
+    if let Err(e) = host
+        .nri
+        .stop_pod_sandbox(&crate::nri::convert::pod_of(&rec))
+        .await
+    {
+        tracing::warn!(error = %e, "the pod stops regardless");
+    }
 }

@@ -46,6 +46,8 @@ pub struct Sandboxes {
     ops: tokio::sync::Mutex<()>,
     /// CNI: each pod's eth0.
     network: Arc<PodNetwork>,
+    /// NRI plugins, told of a pod before it shows (set when NRI is on).
+    nri: std::sync::OnceLock<berth_nri::Nri>,
 }
 
 impl Sandboxes {
@@ -94,7 +96,13 @@ impl Sandboxes {
             inner: Mutex::new(inner),
             ops: tokio::sync::Mutex::new(()),
             network,
+            nri: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on NRI plugins see each new pod before anyone else does.
+    pub fn use_nri(&self, nri: berth_nri::Nri) {
+        let _ = self.nri.set(nri);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -249,7 +257,16 @@ impl Sandboxes {
             dir: dir.to_path_buf(),
             config_pb: hex::encode(config.encode_to_vec()),
         };
-        if let Err(e) = self.put(&rec) {
+        // NRI plugins see the pod set up (namespaces, IPs) before anyone
+        // else does: a refusal undoes it all.
+        let refused = match self.nri.get() {
+            Some(nri) => nri
+                .run_pod_sandbox(&crate::nri::convert::pod_of(&rec))
+                .await
+                .map_err(|e| SandboxError::FailedPrecondition(e.to_string())),
+            None => Ok(()),
+        };
+        if let Err(e) = refused.and_then(|()| self.put(&rec)) {
             if let Some(init) = &rec.init {
                 let _ = pin::kill_init(init).await;
             }

@@ -1,0 +1,207 @@
+//! NRI: a plugin of our own (berth_e2e::nri_plugin) connected to a real
+//! berthd's NRI socket sees every pod and container event in order, adjusts
+//! containers before they are created (an env var, a cpuset, seen from
+//! inside), can refuse one (which leaves nothing behind), and a plugin
+//! connecting late is synchronized with what already runs.
+
+use berth_api::v1::ContainerState;
+use berth_e2e::cleanup::Guard;
+use berth_e2e::daemon::BerthdConfig;
+use berth_e2e::nri_plugin::{Behaviour, TestPlugin};
+use berth_e2e::pods::*;
+
+async fn nri_setup() -> (PodEnv, std::path::PathBuf) {
+    let mut config = BerthdConfig::new().unwrap();
+    let base = config.dir.path().to_path_buf();
+    let socket = base.join("nri.sock");
+    config.config_toml = Some(format!(
+        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
+        socket.display(),
+        base.join("nri-plugins").display(),
+        base.join("nri-conf").display(),
+    ));
+    let reg = test_registry(&mut config);
+    let g = Guard(base);
+    let (d, c) = start_and_pull(config, &[BUSYBOX]).await;
+    (
+        PodEnv {
+            _reg: reg,
+            d,
+            c,
+            _g: g,
+        },
+        socket,
+    )
+}
+
+/// Runs `script` in a new container of `pod` to its end; its output.
+async fn output_of(
+    env: &mut PodEnv,
+    pod: &str,
+    pc: &berth_api::v1::PodSandboxConfig,
+    name: &str,
+    script: &str,
+) -> (String, String) {
+    let id = create(&mut env.c, pod, pc, ctr_config(name, BUSYBOX, script))
+        .await
+        .unwrap();
+    start(&mut env.c, &id).await;
+    let s = wait_state(&mut env.c, &id, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 0, "{s:?}");
+    let log = std::fs::read_to_string(&s.log_path).unwrap_or_default();
+    let text: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect();
+    (id, text.join("\n"))
+}
+
+#[tokio::test]
+async fn a_plugin_sees_every_event_in_order_and_adjusts_containers() {
+    let (mut env, socket) = nri_setup().await;
+    let plugin = TestPlugin::connect(
+        &socket,
+        "berth-e2e",
+        "10",
+        Behaviour {
+            env: Some(("NRI_INJECTED".into(), "by-plugin".into())),
+            cpus: Some("0".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (pod, pc) = run_pod(&mut env, "nri").await;
+    assert_eq!(plugin.events_of(&pod), ["RunPodSandbox"]);
+
+    // The adjustments, seen from inside: the env var and the cpuset.
+    let (ctr, out) = output_of(
+        &mut env,
+        &pod,
+        &pc,
+        "adjusted",
+        "echo $NRI_INJECTED; grep Cpus_allowed_list /proc/self/status",
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "by-plugin", "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["Cpus_allowed_list:", "0"],
+        "{out}"
+    );
+
+    // Exited by itself: StopContainer all the same; then removed.
+    remove_container(&mut env.c, &ctr).await;
+    let events = plugin.wait_events(&ctr, 6).await;
+    assert_eq!(
+        events,
+        [
+            "CreateContainer",
+            "PostCreateContainer",
+            "StartContainer",
+            "PostStartContainer",
+            "StopContainer",
+            "RemoveContainer"
+        ]
+    );
+    stop_pod(&mut env.c, &pod).await;
+    // A second stop tells nothing.
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+    assert_eq!(
+        plugin.events_of(&pod),
+        ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_fails_the_create_and_leaves_nothing() {
+    let (mut env, socket) = nri_setup().await;
+    let plugin = TestPlugin::connect(
+        &socket,
+        "refuser",
+        "10",
+        Behaviour {
+            refuse_create: Some("no containers here".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (pod, pc) = run_pod(&mut env, "nri-refused").await;
+    let err = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("refused", BUSYBOX, "true"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("no containers here"), "{err:?}");
+    assert!(list_containers(&mut env.c).await.is_empty());
+    let bundles = env.d.config.state.join("containers");
+    assert_eq!(
+        std::fs::read_dir(&bundles).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    // The name was not kept: the same container is created once allowed.
+    plugin.set(Behaviour::default());
+    create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("refused", BUSYBOX, "true"),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn two_plugins_adjusting_one_field_fail_the_create() {
+    let (mut env, socket) = nri_setup().await;
+    let both = |v: &str| Behaviour {
+        env: Some(("CLASH".into(), v.into())),
+        ..Default::default()
+    };
+    let _a = TestPlugin::connect(&socket, "first", "10", both("1"))
+        .await
+        .unwrap();
+    let _b = TestPlugin::connect(&socket, "second", "20", both("2"))
+        .await
+        .unwrap();
+    let (pod, pc) = run_pod(&mut env, "nri-clash").await;
+    let err = create(&mut env.c, &pod, &pc, ctr_config("clash", BUSYBOX, "true"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("10-first and 20-second both adjust the env \"CLASH\""),
+        "{err:?}"
+    );
+    assert!(list_containers(&mut env.c).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_late_plugin_is_synchronized_with_what_runs() {
+    let (mut env, socket) = nri_setup().await;
+    let (pod, pc) = run_pod(&mut env, "nri-sync").await;
+    let ctr = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        sleeper("s", BUSYBOX, Default::default(), None),
+    )
+    .await;
+    let plugin = TestPlugin::connect(&socket, "late", "50", Behaviour::default())
+        .await
+        .unwrap();
+    let (pods, ctrs) = plugin.synced();
+    assert!(pods.contains(&pod), "{pods:?}");
+    assert!(ctrs.contains(&ctr), "{ctrs:?}");
+    // From then on it sees the container's events.
+    stop_container(&mut env.c, &ctr).await;
+    assert_eq!(plugin.wait_events(&ctr, 1).await, ["StopContainer"]);
+}

@@ -30,6 +30,8 @@ struct State {
     behaviour: Mutex<Behaviour>,
     seen: Mutex<Vec<Seen>>,
     synced: Mutex<Option<(Vec<String>, Vec<String>)>>,
+    /// The configuration berthd sent (a pre-installed plugin's `.conf`).
+    config: Mutex<String>,
 }
 
 struct Service(Arc<State>);
@@ -47,8 +49,9 @@ impl Plugin for Service {
     async fn configure(
         &self,
         _: &TtrpcContext,
-        _: api::ConfigureRequest,
+        req: api::ConfigureRequest,
     ) -> ttrpc::Result<api::ConfigureResponse> {
+        *self.0.config.lock().unwrap() = req.config;
         let mut rsp = api::ConfigureResponse::new();
         let events = [
             Event::RUN_POD_SANDBOX,
@@ -110,7 +113,13 @@ impl Plugin for Service {
         req: api::CreateContainerRequest,
     ) -> ttrpc::Result<api::CreateContainerResponse> {
         note(&self.0, "CreateContainer", &req.pod.id, &req.container.id);
-        let b = self.0.behaviour.lock().unwrap().clone();
+        let mut b = self.0.behaviour.lock().unwrap().clone();
+        // A configuration `NAME=VALUE` sets that env var (pre-installed plugins).
+        if b.env.is_none()
+            && let Some((k, v)) = self.0.config.lock().unwrap().trim().split_once('=')
+        {
+            b.env = Some((k.to_string(), v.to_string()));
+        }
         if let Some(msg) = b.refuse_create {
             return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
                 ttrpc::Code::FAILED_PRECONDITION,
@@ -197,8 +206,9 @@ impl Plugin for Service {
 /// A connected, registered plugin; disconnects when dropped.
 pub struct TestPlugin {
     state: Arc<State>,
+    gone: Option<tokio::sync::oneshot::Receiver<()>>,
     _server: Server,
-    _client: RuntimeClient,
+    client: RuntimeClient,
 }
 
 impl TestPlugin {
@@ -210,6 +220,17 @@ impl TestPlugin {
         b: Behaviour,
     ) -> anyhow::Result<TestPlugin> {
         let stream = tokio::net::UnixStream::connect(socket).await?;
+        Self::register(stream, name, idx, b).await
+    }
+
+    /// Registers as `idx-name` over a connection berthd already holds the
+    /// other end of (a pre-installed plugin's fd 3).
+    pub async fn register(
+        stream: tokio::net::UnixStream,
+        name: &str,
+        idx: &str,
+        b: Behaviour,
+    ) -> anyhow::Result<TestPlugin> {
         // The same trunk framing on the plugin's side: here the plugin
         // service is served and the runtime service is called.
         let conns = berth_nri::mux::split(stream);
@@ -237,8 +258,9 @@ impl TestPlugin {
             .await?;
         let plugin = TestPlugin {
             state,
+            gone: Some(conns.gone),
             _server: server,
-            _client: client,
+            client,
         };
         // Registered once synchronized: berthd sends Synchronize after Configure.
         let t = std::time::Instant::now();
@@ -250,6 +272,34 @@ impl TestPlugin {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(plugin)
+    }
+
+    /// Asks berthd, unsolicited, to pin running container `id` to `cpus`;
+    /// the updates berthd reports as failed.
+    pub async fn update_cpus(&self, id: &str, cpus: &str) -> anyhow::Result<usize> {
+        let mut u = api::ContainerUpdate::new();
+        u.container_id = id.into();
+        u.linux
+            .mut_or_insert_default()
+            .resources
+            .mut_or_insert_default()
+            .cpu
+            .mut_or_insert_default()
+            .cpus = cpus.into();
+        let mut req = api::UpdateContainersRequest::new();
+        req.update.push(u);
+        let rsp = self
+            .client
+            .update_containers(ttrpc::context::with_timeout(10_000_000_000), &req)
+            .await?;
+        Ok(rsp.failed.len())
+    }
+
+    /// Waits until berthd closes the connection.
+    pub async fn closed(mut self) {
+        if let Some(gone) = self.gone.take() {
+            let _ = gone.await;
+        }
     }
 
     pub fn set(&self, b: Behaviour) {

@@ -205,3 +205,145 @@ async fn a_late_plugin_is_synchronized_with_what_runs() {
     stop_container(&mut env.c, &ctr).await;
     assert_eq!(plugin.wait_events(&ctr, 1).await, ["StopContainer"]);
 }
+
+/// The cost of NRI on the pod path: RunPodSandbox and create+start medians
+/// with NRI on and no plugin, then with one plugin connected that
+/// subscribes to every pod and container event and adjusts each container
+/// (an env var), alternating, on one daemon. Release berthd for figures:
+/// `BERTHD_BIN=target/release/berthd cargo test -p berth-e2e --test nri -- --ignored --nocapture cost`
+#[tokio::test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn cost_of_one_nri_plugin() {
+    use std::time::{Duration, Instant};
+    let (mut env, socket) = nri_setup().await;
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let n = 30;
+    for round in 0..4 {
+        let plugin = if round % 2 == 1 {
+            let b = Behaviour {
+                env: Some(("NRI_COST".into(), "1".into())),
+                ..Default::default()
+            };
+            Some(TestPlugin::connect(&socket, "cost", "10", b).await.unwrap())
+        } else {
+            None
+        };
+        let (mut runp, mut create_start, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..=n {
+            let name = format!("cost-{round}-{i}");
+            let pc = pod_config(&env, &name);
+            let t = Instant::now();
+            let pod = run_pod_with(&mut env.c, &pc).await;
+            let ran = t.elapsed();
+            let t = Instant::now();
+            let id = create(
+                &mut env.c,
+                &pod,
+                &pc,
+                ctr_config("c", BUSYBOX, "exec sleep 600"),
+            )
+            .await
+            .unwrap();
+            start(&mut env.c, &id).await;
+            let started = t.elapsed();
+            let t = Instant::now();
+            stop_pod(&mut env.c, &pod).await;
+            remove_pod(&mut env.c, &pod).await;
+            // The first of each round warms up.
+            if i > 0 {
+                runp.push(ran);
+                create_start.push(started);
+                teardown.push(t.elapsed());
+            }
+        }
+        if let Some(p) = &plugin {
+            // Every event reached the plugin.
+            assert!(p.seen().len() >= 9 * n, "{}", p.seen().len());
+        }
+        println!(
+            "{}: RunPodSandbox median {:.2} ms, create+start median {:.2} ms, stopp+rmp median {:.2} ms (n={n})",
+            if plugin.is_some() {
+                "one NRI plugin"
+            } else {
+                "NRI on, no plugin"
+            },
+            median(&mut runp),
+            median(&mut create_start),
+            median(&mut teardown),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_preinstalled_plugin_is_started_and_configured() {
+    let mut config = BerthdConfig::new().unwrap();
+    let base = config.dir.path().to_path_buf();
+    let (plugins, confs) = (base.join("nri-plugins"), base.join("nri-conf"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&confs).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_nri-plugin"),
+        plugins.join("05-preinstalled"),
+    )
+    .unwrap();
+    std::fs::write(confs.join("preinstalled.conf"), "PRE=installed").unwrap();
+    // Not NN-name: never started.
+    std::fs::copy(env!("CARGO_BIN_EXE_nri-plugin"), plugins.join("stray")).unwrap();
+    config.config_toml = Some(format!(
+        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
+        base.join("nri.sock").display(),
+        plugins.display(),
+        confs.display(),
+    ));
+    let reg = test_registry(&mut config);
+    let g = Guard(base);
+    let (d, c) = start_and_pull(config, &[BUSYBOX]).await;
+    let mut env = PodEnv {
+        _reg: reg,
+        d,
+        c,
+        _g: g,
+    };
+    let (pod, pc) = run_pod(&mut env, "nri-pre").await;
+    let (_, out) = output_of(&mut env, &pod, &pc, "pre", "echo $PRE").await;
+    assert_eq!(out.trim(), "installed");
+}
+
+#[tokio::test]
+async fn a_plugins_unsolicited_update_reaches_the_live_cgroup() {
+    let (mut env, socket) = nri_setup().await;
+    let (pod, pc) = run_pod(&mut env, "nri-update").await;
+    let ctr = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        sleeper("s", BUSYBOX, Default::default(), None),
+    )
+    .await;
+    let plugin = TestPlugin::connect(&socket, "updater", "30", Behaviour::default())
+        .await
+        .unwrap();
+    assert_eq!(plugin.update_cpus(&ctr, "0").await.unwrap(), 0);
+    let out = exec(
+        &mut env.c,
+        &ctr,
+        &sh("grep Cpus_allowed_list /proc/1/status"),
+        10,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["Cpus_allowed_list:", "0"],
+        "{text}"
+    );
+    // An unknown container is reported failed, not an error of the call.
+    assert_eq!(
+        plugin.update_cpus("no-such-container", "0").await.unwrap(),
+        1
+    );
+}

@@ -218,8 +218,9 @@ pub async fn kill_init(init: &PodInit) -> anyhow::Result<()> {
 }
 
 /// SIGKILLs every process in the PID namespace pinned at `pin` (the pod
-/// init of a pod whose record was never written: a crash mid-RunPodSandbox).
-/// Scans /proc, so only for startup cleanup.
+/// init of a pod whose record was never written: a crash mid-RunPodSandbox)
+/// and waits (up to 2 s) until none is left alive: startup cleanup is done
+/// before berthd serves. Scans /proc, so only for startup cleanup.
 pub fn kill_pinned_pid_namespace(pin: &Path) {
     use std::os::unix::fs::MetadataExt;
     if !is_pinned(pin) {
@@ -229,21 +230,41 @@ pub fn kill_pinned_pid_namespace(pin: &Path) {
         return;
     };
     let want = format!("pid:[{ino}]");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if std::fs::read_link(p.path().join("ns/pid")).is_ok_and(|l| l.as_os_str() == want.as_str())
-        {
+    for _ in 0..200 {
+        let alive = live_pids_in(&want);
+        if alive.is_empty() {
+            return;
+        }
+        for pid in alive {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        std::thread::sleep(Duration::from_millis(10));
     }
+    tracing::warn!(pin = %pin.display(), "processes of a crashed pod still alive 2 s after SIGKILL");
+}
+
+/// The live (not zombie) processes whose PID namespace link reads `ns`.
+fn live_pids_in(ns: &str) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse::<i32>().ok()?;
+            let link = std::fs::read_link(p.path().join("ns/pid")).ok()?;
+            if link.as_os_str() != ns {
+                return None;
+            }
+            // State: the field after the parenthesised command name.
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            (state != 'Z').then_some(pid)
+        })
+        .collect()
 }
 
 /// Unmounts and deletes every pin under `ns_dir`, then the dir's own mount,

@@ -11,9 +11,21 @@ use berth_e2e::nri_plugin::{Behaviour, TestPlugin};
 use berth_e2e::pods::*;
 
 async fn nri_setup() -> (PodEnv, std::path::PathBuf) {
+    nri_setup_with(|_, _| {}).await
+}
+
+/// A berthd with NRI on, its plugin and config dirs (`nri-plugins`,
+/// `nri-conf` in its dir) filled by `prepare` first; the NRI socket.
+async fn nri_setup_with(
+    prepare: impl FnOnce(&std::path::Path, &std::path::Path),
+) -> (PodEnv, std::path::PathBuf) {
     let mut config = BerthdConfig::new().unwrap();
     let base = config.dir.path().to_path_buf();
     let socket = base.join("nri.sock");
+    let (plugins, confs) = (base.join("nri-plugins"), base.join("nri-conf"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&confs).unwrap();
+    prepare(&plugins, &confs);
     config.config_toml = Some(format!(
         "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
         socket.display(),
@@ -279,34 +291,14 @@ async fn cost_of_one_nri_plugin() {
 
 #[tokio::test]
 async fn a_preinstalled_plugin_is_started_and_configured() {
-    let mut config = BerthdConfig::new().unwrap();
-    let base = config.dir.path().to_path_buf();
-    let (plugins, confs) = (base.join("nri-plugins"), base.join("nri-conf"));
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&confs).unwrap();
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_nri-plugin"),
-        plugins.join("05-preinstalled"),
-    )
-    .unwrap();
-    std::fs::write(confs.join("preinstalled.conf"), "PRE=installed").unwrap();
-    // Not NN-name: never started.
-    std::fs::copy(env!("CARGO_BIN_EXE_nri-plugin"), plugins.join("stray")).unwrap();
-    config.config_toml = Some(format!(
-        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
-        base.join("nri.sock").display(),
-        plugins.display(),
-        confs.display(),
-    ));
-    let reg = test_registry(&mut config);
-    let g = Guard(base);
-    let (d, c) = start_and_pull(config, &[BUSYBOX]).await;
-    let mut env = PodEnv {
-        _reg: reg,
-        d,
-        c,
-        _g: g,
-    };
+    let (mut env, _) = nri_setup_with(|plugins, confs| {
+        let bin = env!("CARGO_BIN_EXE_nri-plugin");
+        std::fs::copy(bin, plugins.join("05-preinstalled")).unwrap();
+        std::fs::write(confs.join("preinstalled.conf"), "PRE=installed").unwrap();
+        // Not NN-name: never started.
+        std::fs::copy(bin, plugins.join("stray")).unwrap();
+    })
+    .await;
     let (pod, pc) = run_pod(&mut env, "nri-pre").await;
     let (_, out) = output_of(&mut env, &pod, &pc, "pre", "echo $PRE").await;
     assert_eq!(out.trim(), "installed");

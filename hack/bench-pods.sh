@@ -265,19 +265,6 @@ FLOOR_ARGS=()
 ((DO_CNI)) && FLOOR_ARGS=(--cni-bin-dir "$CNI_PLUGINS")
 "$BENCH" --floor 200 "${FLOOR_ARGS[@]}" --json "$WORK/floor.json"
 
-# wait_sock SOCK PID LOG: until the daemon answers Version.
-wait_sock() {
-    local i
-    for ((i = 0; i < 300; i++)); do
-        "$TARGET/release/cri" --socket "$1" version >/dev/null 2>&1 && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "daemon did not answer on $1; log:" >&2
-    tail -20 "$3" >&2
-    return 1
-}
-
 # --- berthd --------------------------------------------------------------------------------
 # run_berthd ID [CONFLIST]: a fresh berthd whose CNI conf dir holds CONFLIST (or nothing: no
 # network), benchmarked into $WORK/ID.json.
@@ -293,7 +280,7 @@ start_daemon() {
     "$@" >"$log" 2>&1 3>&- 4>&- &
     DAEMON_PID=$!
     DAEMONS+=("$DAEMON_PID")
-    wait_sock "$sock" "$DAEMON_PID" "$log"
+    wait_cri "$TARGET/release/cri" "$sock" "$DAEMON_PID" "$log"
 }
 
 # bench_daemon ID DIR SOCKET PID BENCH-ARGS...: the benchmark client against one running daemon

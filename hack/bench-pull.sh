@@ -315,19 +315,6 @@ step_floor() {
     STEP_SECS=$secs STEP_CPU=$cpu
 }
 
-# wait_cri SOCKET PID LOG: until the socket answers Version.
-wait_cri() {
-    local i
-    for ((i = 0; i < 300; i++)); do
-        "$CRI" --socket "$1" version >/dev/null 2>&1 && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "daemon did not answer on $1; log:" >&2
-    tail -20 "$3" >&2
-    return 1
-}
-
 # cri_pull SOCKET: PullImage; prints the RPC's seconds (as measured by cri).
 cri_pull() {
     local out
@@ -348,7 +335,7 @@ step_berthd() {
     "${BERTHD_CMD[@]}" >"$d/berthd.log" 2>&1 &
     pid=$!
     DAEMONS+=("$pid")
-    if ! wait_cri "$sock" "$pid" "$d/berthd.log"; then
+    if ! wait_cri "$CRI" "$sock" "$pid" "$d/berthd.log"; then
         stop_pid "$pid"
         return 0
     fi

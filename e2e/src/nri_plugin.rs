@@ -57,6 +57,8 @@ impl Plugin for Service {
             Event::RUN_POD_SANDBOX,
             Event::STOP_POD_SANDBOX,
             Event::REMOVE_POD_SANDBOX,
+            Event::UPDATE_POD_SANDBOX,
+            Event::POST_UPDATE_POD_SANDBOX,
             Event::CREATE_CONTAINER,
             Event::POST_CREATE_CONTAINER,
             Event::START_CONTAINER,
@@ -104,6 +106,24 @@ impl Plugin for Service {
         req: api::RemovePodSandboxRequest,
     ) -> ttrpc::Result<api::RemovePodSandboxResponse> {
         note(&self.0, "RemovePodSandbox", &req.pod.id, "");
+        Ok(Default::default())
+    }
+
+    async fn update_pod_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: api::UpdatePodSandboxRequest,
+    ) -> ttrpc::Result<api::UpdatePodSandboxResponse> {
+        note(&self.0, "UpdatePodSandbox", &req.pod.id, "");
+        Ok(Default::default())
+    }
+
+    async fn post_update_pod_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: api::PostUpdatePodSandboxRequest,
+    ) -> ttrpc::Result<api::PostUpdatePodSandboxResponse> {
+        note(&self.0, "PostUpdatePodSandbox", &req.pod.id, "");
         Ok(Default::default())
     }
 

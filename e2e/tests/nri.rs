@@ -117,13 +117,32 @@ async fn a_plugin_sees_every_event_in_order_and_adjusts_containers() {
             "RemoveContainer"
         ]
     );
+    // An in-place pod resize.
+    env.c
+        .runtime
+        .update_pod_sandbox_resources(berth_api::v1::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            resources: Some(berth_api::v1::LinuxContainerResources {
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     stop_pod(&mut env.c, &pod).await;
     // A second stop tells nothing.
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
     assert_eq!(
         plugin.events_of(&pod),
-        ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
+        [
+            "RunPodSandbox",
+            "UpdatePodSandbox",
+            "PostUpdatePodSandbox",
+            "StopPodSandbox",
+            "RemovePodSandbox"
+        ]
     );
 }
 
@@ -216,77 +235,6 @@ async fn a_late_plugin_is_synchronized_with_what_runs() {
     // From then on it sees the container's events.
     stop_container(&mut env.c, &ctr).await;
     assert_eq!(plugin.wait_events(&ctr, 1).await, ["StopContainer"]);
-}
-
-/// The cost of NRI on the pod path: RunPodSandbox and create+start medians
-/// with NRI on and no plugin, then with one plugin connected that
-/// subscribes to every pod and container event and adjusts each container
-/// (an env var), alternating, on one daemon. Release berthd for figures:
-/// `BERTHD_BIN=target/release/berthd cargo test -p berth-e2e --test nri -- --ignored --nocapture cost`
-#[tokio::test]
-#[ignore = "benchmark: run with --ignored --nocapture"]
-async fn cost_of_one_nri_plugin() {
-    use std::time::{Duration, Instant};
-    let (mut env, socket) = nri_setup().await;
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2].as_secs_f64() * 1e3
-    };
-    let n = 30;
-    for round in 0..4 {
-        let plugin = if round % 2 == 1 {
-            let b = Behaviour {
-                env: Some(("NRI_COST".into(), "1".into())),
-                ..Default::default()
-            };
-            Some(TestPlugin::connect(&socket, "cost", "10", b).await.unwrap())
-        } else {
-            None
-        };
-        let (mut runp, mut create_start, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..=n {
-            let name = format!("cost-{round}-{i}");
-            let pc = pod_config(&env, &name);
-            let t = Instant::now();
-            let pod = run_pod_with(&mut env.c, &pc).await;
-            let ran = t.elapsed();
-            let t = Instant::now();
-            let id = create(
-                &mut env.c,
-                &pod,
-                &pc,
-                ctr_config("c", BUSYBOX, "exec sleep 600"),
-            )
-            .await
-            .unwrap();
-            start(&mut env.c, &id).await;
-            let started = t.elapsed();
-            let t = Instant::now();
-            stop_pod(&mut env.c, &pod).await;
-            remove_pod(&mut env.c, &pod).await;
-            // The first of each round warms up.
-            if i > 0 {
-                runp.push(ran);
-                create_start.push(started);
-                teardown.push(t.elapsed());
-            }
-        }
-        if let Some(p) = &plugin {
-            // Every event reached the plugin.
-            assert!(p.seen().len() >= 9 * n, "{}", p.seen().len());
-        }
-        println!(
-            "{}: RunPodSandbox median {:.2} ms, create+start median {:.2} ms, stopp+rmp median {:.2} ms (n={n})",
-            if plugin.is_some() {
-                "one NRI plugin"
-            } else {
-                "NRI on, no plugin"
-            },
-            median(&mut runp),
-            median(&mut create_start),
-            median(&mut teardown),
-        );
-    }
 }
 
 #[tokio::test]

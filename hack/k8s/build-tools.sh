@@ -23,6 +23,7 @@
 #   cri-tools-<ver>/bin/    crictl (CRI_TOOLS_VERSION); critest ginkgo (CRITEST_VERSION: critest
 #                           runs `ginkgo` from PATH for -parallel, so its own ginkgo is beside it)
 #   coredns-<ver>/bin/      coredns
+#   containerd-<ver>/bin/   containerd containerd-shim-runc-v2 (CONTAINERD2_VERSION; hack/bench-nri.sh)
 #   <component>/build/      the generated main module (go.mod, go.sum) the tools are built in
 #
 # How: each component gets a small generated go.mod that requires the upstream module(s) at
@@ -83,6 +84,8 @@ add_component critest "cri-tools-$CRITEST_VERSION" "$CRITEST_VERSION" "" \
     "sigs.k8s.io/cri-tools@$CRITEST_VERSION"
 add_component coredns "coredns-$COREDNS_VERSION" "$COREDNS_VERSION" "" \
     "github.com/coredns/coredns@$COREDNS_VERSION"
+add_component containerd2 "containerd-$CONTAINERD2_VERSION" "$CONTAINERD2_VERSION" "" \
+    "github.com/containerd/containerd/v2@$CONTAINERD2_VERSION"
 
 # --- tools: NAME COMPONENT MODE(build|test) PACKAGE VERSION-COMMAND-ARGS...
 # MODE test builds a Ginkgo suite binary with `go test -c`, as cri-tools' Makefile does.
@@ -126,6 +129,11 @@ add_tool critest critest test sigs.k8s.io/cri-tools/cmd/critest -version
 add_tool critest-ginkgo critest build github.com/onsi/ginkgo/v2/ginkgo version
 tool_binary[critest-ginkgo]=ginkgo
 add_tool coredns coredns build github.com/coredns/coredns -version
+# containerd 2.x (its NRI), for hack/bench-nri.sh only: the daemon and its runc shim.
+add_tool containerd2 containerd2 build github.com/containerd/containerd/v2/cmd/containerd --version
+tool_binary[containerd2]=containerd
+add_tool containerd2-shim containerd2 build github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 -v
+tool_binary[containerd2-shim]=containerd-shim-runc-v2
 
 bin_dir_of() { echo "${component_dir[${tool_component[$1]}]}/bin"; }
 # binary_of NAME: the file name of a tool's binary (its name, unless tool_binary says otherwise).
@@ -167,6 +175,13 @@ ldflags_cri-tools() {
 # shellcheck disable=SC2317 # called indirectly
 ldflags_critest() {
     printf -- "-X 'sigs.k8s.io/cri-tools/pkg/version.Version=%s' " "${CRITEST_VERSION#v}"
+}
+
+# shellcheck disable=SC2317 # called indirectly
+ldflags_containerd2() {
+    # containerd's Makefile: the version package's Version (and Package).
+    printf -- "-X 'github.com/containerd/containerd/v2/version.Version=%s' " "$CONTAINERD2_VERSION"
+    printf -- "-X 'github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2' "
 }
 
 # shellcheck disable=SC2317 # called indirectly

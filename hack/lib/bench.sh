@@ -86,3 +86,18 @@ renice_self() {
         NICE=0
     fi
 }
+
+# wait_cri CRI SOCKET PID LOG: until the daemon (PID, logging to LOG) answers Version on SOCKET,
+# asked with Berth's CRI client CRI (target/release/cri); fails, with LOG's tail, if PID exits
+# or 30 s pass.
+wait_cri() {
+    local cri=$1 sock=$2 pid=$3 log=$4 i
+    for ((i = 0; i < 300; i++)); do
+        "$cri" --socket "$sock" version >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "daemon did not answer on $sock; log:" >&2
+    tail -20 "$log" >&2
+    return 1
+}

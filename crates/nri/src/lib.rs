@@ -262,6 +262,39 @@ impl Nri {
         .await
     }
 
+    /// Tells plugins a pod's resources change (in-place pod resize); a
+    /// refusal fails the update.
+    pub async fn update_pod_sandbox(
+        &self,
+        pod: &api::PodSandbox,
+        overhead: Option<&api::LinuxResources>,
+        resources: Option<&api::LinuxResources>,
+    ) -> Result<(), NriError> {
+        let mut req = api::UpdatePodSandboxRequest::new();
+        req.pod = protobuf::MessageField::some(pod.clone());
+        req.overhead_linux_resources = overhead.cloned().into();
+        req.linux_resources = resources.cloned().into();
+        self.each(Event::UPDATE_POD_SANDBOX, pod, None, |c, ctx| {
+            let req = req.clone();
+            async move { c.update_pod_sandbox(ctx, &req).await.map(drop) }
+        })
+        .await
+    }
+
+    pub async fn post_update_pod_sandbox(&self, pod: &api::PodSandbox) {
+        let mut req = api::PostUpdatePodSandboxRequest::new();
+        req.pod = protobuf::MessageField::some(pod.clone());
+        let done = self
+            .each(Event::POST_UPDATE_POD_SANDBOX, pod, None, |c, ctx| {
+                let req = req.clone();
+                async move { c.post_update_pod_sandbox(ctx, &req).await.map(drop) }
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::debug!(pod = %pod.id, error = %e, "NRI plugin refused a notification");
+        }
+    }
+
     /// Asks every plugin for its adjustments of a container about to be
     /// created, merged; a refusal or a conflict fails the creation.
     pub async fn create_container(

@@ -16,9 +16,31 @@ pub async fn update_pod_sandbox_resources(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    daemon
+    let nri = daemon
+        .nri()
+        .zip(daemon.sandboxes().resolve(&req.pod_sandbox_id));
+    if let Some((host, rec)) = &nri {
+        // Plugins may refuse the resize; they are told before it is stored.
+        let convert = |r: &Option<berth_api::v1::LinuxContainerResources>| {
+            r.as_ref().map(crate::nri::convert::from_cri)
+        };
+        host.nri
+            .update_pod_sandbox(
+                &crate::nri::convert::pod_of(rec),
+                convert(&req.overhead).as_ref(),
+                convert(&req.resources).as_ref(),
+            )
+            .await
+            .map_err(crate::nri::refused)?;
+    }
+    let rec = daemon
         .sandboxes()
         .update_resources(&req.pod_sandbox_id, req.overhead, req.resources)
         .await?;
+    if let Some((host, _)) = &nri {
+        host.nri
+            .post_update_pod_sandbox(&crate::nri::convert::pod_of(&rec))
+            .await;
+    }
     Ok(UpdatePodSandboxResourcesResponse {})
 }

@@ -41,6 +41,9 @@ pub struct Cli {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Only measure the cost of one NRI plugin connected to this NRI socket (nri.rs).
+    #[arg(long, value_name = "PATH", requires = "socket")]
+    pub nri_socket: Option<PathBuf>,
     /// Start a registry with the test images, print HOST:PORT, serve until stdin closes.
     #[arg(long, conflicts_with_all = ["socket", "floor"])]
     pub serve_registry: bool,

@@ -3,6 +3,8 @@
 //! ```text
 //! bench-pods --socket SOCK --image IMAGE [--iterations N] [--pods 50] [--concurrency 8]
 //!            [--daemon-pid PID] [--pod-proc NAME]... [--match STR] [--json FILE]
+//! bench-pods --socket SOCK --image IMAGE --nri-socket NRI [--iterations N]
+//!                                  only the cost of one NRI plugin on the pod path (nri.rs)
 //! bench-pods --serve-registry      registry with the test images; prints HOST:PORT, runs until stdin EOF
 //! bench-pods --serve-net DIR       a CNI network of the benchmark's own (see below) until stdin EOF
 //! bench-pods --floor N [--cni-bin-dir DIR]
@@ -45,6 +47,7 @@ mod lifecycle;
 mod many_pods;
 mod memory;
 mod net;
+mod nri;
 mod requests;
 mod serve;
 mod stats;
@@ -163,6 +166,9 @@ async fn benchmark(
     c: &mut CriClient,
     out: &mut serde_json::Map<String, Value>,
 ) -> anyhow::Result<()> {
+    if let Some(socket) = &cli.nri_socket {
+        return nri::run(bench, c, socket, cli.iterations, out).await;
+    }
     lifecycle::run(bench, c, cli.iterations, out).await?;
     warm::run(bench, c, cli.iterations, out).await?;
     if cli.pods == 0 {

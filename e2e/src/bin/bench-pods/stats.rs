@@ -43,6 +43,11 @@ impl Samples {
         }
     }
 
+    /// The samples of `step` (none: empty).
+    pub fn get(&self, step: &str) -> &[f64] {
+        self.0.get(step).map_or(&[], |v| v.as_slice())
+    }
+
     /// The steps that have samples, in name order.
     pub fn names(&self) -> Vec<&'static str> {
         self.0.keys().copied().collect()

@@ -20,6 +20,8 @@ pub struct Behaviour {
     pub cpus: Option<String>,
     /// Refuse CreateContainer with this message.
     pub refuse_create: Option<String>,
+    /// Never answer CreateContainer (a hung plugin).
+    pub hang_create: bool,
 }
 
 /// One event as the plugin saw it: `(event, pod id, container id)`.
@@ -139,6 +141,9 @@ impl Plugin for Service {
             && let Some((k, v)) = self.0.config.lock().unwrap().trim().split_once('=')
         {
             b.env = Some((k.to_string(), v.to_string()));
+        }
+        if b.hang_create {
+            std::future::pending::<()>().await;
         }
         if let Some(msg) = b.refuse_create {
             return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(

@@ -11,13 +11,14 @@ use berth_e2e::nri_plugin::{Behaviour, TestPlugin};
 use berth_e2e::pods::*;
 
 async fn nri_setup() -> (PodEnv, std::path::PathBuf) {
-    nri_setup_with(|_, _| {}).await
+    nri_setup_with(|_, _| {}, "").await
 }
 
 /// A berthd with NRI on, its plugin and config dirs (`nri-plugins`,
 /// `nri-conf` in its dir) filled by `prepare` first; the NRI socket.
 async fn nri_setup_with(
     prepare: impl FnOnce(&std::path::Path, &std::path::Path),
+    more_nri_toml: &str,
 ) -> (PodEnv, std::path::PathBuf) {
     let mut config = BerthdConfig::new().unwrap();
     let base = config.dir.path().to_path_buf();
@@ -27,7 +28,7 @@ async fn nri_setup_with(
     std::fs::create_dir_all(&confs).unwrap();
     prepare(&plugins, &confs);
     config.config_toml = Some(format!(
-        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
+        "[nri]\nenable = true\nsocket_path = \"{}\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n{more_nri_toml}\n",
         socket.display(),
         base.join("nri-plugins").display(),
         base.join("nri-conf").display(),
@@ -239,13 +240,16 @@ async fn a_late_plugin_is_synchronized_with_what_runs() {
 
 #[tokio::test]
 async fn a_preinstalled_plugin_is_started_and_configured() {
-    let (mut env, _) = nri_setup_with(|plugins, confs| {
-        let bin = env!("CARGO_BIN_EXE_nri-plugin");
-        std::fs::copy(bin, plugins.join("05-preinstalled")).unwrap();
-        std::fs::write(confs.join("preinstalled.conf"), "PRE=installed").unwrap();
-        // Not NN-name: never started.
-        std::fs::copy(bin, plugins.join("stray")).unwrap();
-    })
+    let (mut env, _) = nri_setup_with(
+        |plugins, confs| {
+            let bin = env!("CARGO_BIN_EXE_nri-plugin");
+            std::fs::copy(bin, plugins.join("05-preinstalled")).unwrap();
+            std::fs::write(confs.join("preinstalled.conf"), "PRE=installed").unwrap();
+            // Not NN-name: never started.
+            std::fs::copy(bin, plugins.join("stray")).unwrap();
+        },
+        "",
+    )
     .await;
     let (pod, pc) = run_pod(&mut env, "nri-pre").await;
     let (_, out) = output_of(&mut env, &pod, &pc, "pre", "echo $PRE").await;
@@ -286,4 +290,44 @@ async fn a_plugins_unsolicited_update_reaches_the_live_cgroup() {
         plugin.update_cpus("no-such-container", "0").await.unwrap(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_hung_plugin_is_dropped_and_stalls_nothing_after() {
+    let (mut env, socket) = nri_setup_with(|_, _| {}, "plugin_request_timeout_ms = 500").await;
+    let hung = TestPlugin::connect(
+        &socket,
+        "hung",
+        "10",
+        Behaviour {
+            hang_create: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (pod, pc) = run_pod(&mut env, "nri-hung").await;
+    // The create waits out the request timeout, then goes on without it.
+    let t = std::time::Instant::now();
+    create(&mut env.c, &pod, &pc, ctr_config("first", BUSYBOX, "true"))
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited.as_millis() >= 450 && waited.as_secs() < 5,
+        "{waited:?}"
+    );
+    // Dropped: the next pod and container do not wait for it.
+    let t = std::time::Instant::now();
+    let (pod2, pc2) = run_pod(&mut env, "nri-hung-2").await;
+    create(
+        &mut env.c,
+        &pod2,
+        &pc2,
+        ctr_config("second", BUSYBOX, "true"),
+    )
+    .await
+    .unwrap();
+    assert!(t.elapsed().as_millis() < 450, "{:?}", t.elapsed());
+    assert!(hung.events_of(&pod2).is_empty(), "{:?}", hung.seen());
 }

@@ -81,6 +81,10 @@ impl Merged {
             self.claim(plugin, "oom score adj", "")?;
             into.oom_score_adj = l.oom_score_adj.clone();
         }
+        if l.seccomp_policy.is_some() {
+            self.claim(plugin, "seccomp policy", "")?;
+            into.seccomp_policy = l.seccomp_policy.clone();
+        }
         for (k, v) in &l.sysctl {
             self.claim(plugin, "sysctl", removal_key(k))?;
             into.sysctl.insert(k.clone(), v.clone());
@@ -190,8 +194,11 @@ fn unsupported(adj: &ContainerAdjustment) -> Result<(), String> {
         if l.io_priority.is_some() {
             what.push("I/O priority");
         }
-        if l.seccomp_policy.is_some() {
-            what.push("seccomp policy");
+        if l.seccomp_policy
+            .as_ref()
+            .is_some_and(|p| !p.listener_path.is_empty())
+        {
+            what.push("seccomp listeners");
         }
         if !l.namespaces.is_empty() {
             what.push("namespaces");

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use berth_nri::api;
 use oci_spec::runtime::{
     Hook, Hooks, Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit,
-    LinuxPids, LinuxResources, Mount, PosixRlimitBuilder, Process, Spec,
+    LinuxPids, LinuxResources, LinuxSeccomp, Mount, PosixRlimitBuilder, Process, Spec,
 };
 
 use crate::error::{Result, SpecError};
@@ -243,6 +243,11 @@ fn apply_linux(linux: &mut Linux, l: &api::LinuxContainerAdjustment) -> Result<(
     if !l.cgroups_path.is_empty() {
         linux.set_cgroups_path(Some(PathBuf::from(&l.cgroups_path)));
     }
+    if let Some(policy) = l.seccomp_policy.as_ref() {
+        // The plugin's policy replaces the container's filter whole, as
+        // containerd's NRI does.
+        linux.set_seccomp(Some(seccomp_of(policy)?));
+    }
     if !l.sysctl.is_empty() {
         let mut sysctl: HashMap<String, String> = linux.sysctl().clone().unwrap_or_default();
         merge_marked(&mut sysctl, &l.sysctl);
@@ -253,6 +258,38 @@ fn apply_linux(linux: &mut Linux, l: &api::LinuxContainerAdjustment) -> Result<(
     }
     linux.set_resources(Some(resources));
     Ok(())
+}
+
+/// An NRI seccomp policy as the OCI filter: its fields are the OCI JSON's
+/// (`SCMP_ACT_*`, `SCMP_ARCH_*`, `SCMP_CMP_*` strings), so it is decoded
+/// as an OCI seccomp profile is, and refused the same way when malformed.
+fn seccomp_of(p: &api::LinuxSeccomp) -> Result<LinuxSeccomp> {
+    let syscalls: Vec<serde_json::Value> = p
+        .syscalls
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "names": s.names,
+                "action": s.action,
+                "errnoRet": s.errno_ret.as_ref().map(|e| e.value),
+                "args": s.args.iter().map(|a| serde_json::json!({
+                    "index": a.index,
+                    "value": a.value,
+                    "valueTwo": a.value_two,
+                    "op": a.op,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "defaultAction": p.default_action,
+        "defaultErrnoRet": p.default_errno.as_ref().map(|e| e.value),
+        "architectures": p.architectures,
+        "flags": p.flags,
+        "syscalls": syscalls,
+    });
+    serde_json::from_value(json)
+        .map_err(|e| SpecError::invalid(format!("{F}.linux.seccomp_policy"), e.to_string()))
 }
 
 /// NRI's resources onto the spec's (also used for unsolicited updates).
@@ -383,6 +420,38 @@ mod tests {
         let r = s.linux().as_ref().unwrap().resources().clone().unwrap();
         assert_eq!(r.cpu().as_ref().unwrap().cpus().as_deref(), Some("0"));
         assert_eq!(r.memory().as_ref().unwrap().limit(), Some(1 << 26));
+    }
+
+    #[test]
+    fn a_seccomp_policy_replaces_the_filter() {
+        let mut s = spec();
+        let mut adj = api::ContainerAdjustment::new();
+        let p = adj
+            .linux
+            .mut_or_insert_default()
+            .seccomp_policy
+            .mut_or_insert_default();
+        p.default_action = "SCMP_ACT_ALLOW".into();
+        p.architectures = vec!["SCMP_ARCH_X86_64".into()];
+        let mut sc = api::LinuxSyscall::new();
+        sc.names = vec!["sethostname".into()];
+        sc.action = "SCMP_ACT_ERRNO".into();
+        p.syscalls.push(sc);
+        apply(&mut s, &adj).unwrap();
+        let f = s.linux().as_ref().unwrap().seccomp().clone().unwrap();
+        assert_eq!(
+            f.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+        );
+        assert_eq!(f.syscalls().as_ref().unwrap()[0].names(), &["sethostname"]);
+        // A made-up action is refused, not ignored.
+        let mut adj = api::ContainerAdjustment::new();
+        adj.linux
+            .mut_or_insert_default()
+            .seccomp_policy
+            .mut_or_insert_default()
+            .default_action = "SCMP_ACT_MAYBE".into();
+        assert!(apply(&mut spec(), &adj).is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ struct State {
     behaviour: Mutex<Behaviour>,
     seen: Mutex<Vec<Seen>>,
     synced: Mutex<Option<(Vec<String>, Vec<String>)>>,
+    sync_parts: Mutex<(Vec<String>, Vec<String>)>,
     /// The configuration berthd sent (a pre-installed plugin's `.conf`).
     config: Mutex<String>,
 }
@@ -77,11 +78,16 @@ impl Plugin for Service {
         _: &TtrpcContext,
         req: api::SynchronizeRequest,
     ) -> ttrpc::Result<api::SynchronizeResponse> {
-        *self.0.synced.lock().unwrap() = Some((
-            req.pods.iter().map(|p| p.id.clone()).collect(),
-            req.containers.iter().map(|c| c.id.clone()).collect(),
-        ));
-        Ok(api::SynchronizeResponse::new())
+        // A large node comes in parts (`more`): collected, then synced.
+        let mut parts = self.0.sync_parts.lock().unwrap();
+        parts.0.extend(req.pods.iter().map(|p| p.id.clone()));
+        parts.1.extend(req.containers.iter().map(|c| c.id.clone()));
+        if !req.more {
+            *self.0.synced.lock().unwrap() = Some(std::mem::take(&mut *parts));
+        }
+        let mut rsp = api::SynchronizeResponse::new();
+        rsp.more = req.more;
+        Ok(rsp)
     }
 
     async fn run_pod_sandbox(

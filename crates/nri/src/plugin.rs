@@ -240,31 +240,49 @@ impl Plugin {
         }
     }
 
-    /// Sends the state of the node in one message.
+    /// Sends the state of the node: one message, or, past what one ttrpc
+    /// message may carry, several (`more` set on all but the last; the
+    /// plugin must answer them with `more` and no updates, as NRI says).
     pub(crate) async fn synchronize(
         &self,
         pods: Vec<api::PodSandbox>,
         containers: Vec<api::Container>,
     ) -> Result<Vec<api::ContainerUpdate>, NriError> {
-        let mut req = api::SynchronizeRequest::new();
-        req.pods = pods;
-        req.containers = containers;
-        match tokio::time::timeout(
-            self.request_timeout,
-            self.client.synchronize(ctx(self.request_timeout), &req),
-        )
-        .await
-        {
-            Ok(Ok(rsp)) => Ok(rsp.update),
-            Ok(Err(e)) => Err(NriError::Handshake(format!(
-                "plugin {} failed Synchronize: {e}",
-                self.name
-            ))),
-            Err(_) => Err(NriError::Handshake(format!(
-                "plugin {} did not answer Synchronize within {:?}",
-                self.name, self.request_timeout
-            ))),
+        let chunks = sync_chunks(pods, containers, SYNC_MESSAGE_BYTES);
+        let last = chunks.len() - 1;
+        for (i, mut req) in chunks.into_iter().enumerate() {
+            req.more = i < last;
+            let rsp = match tokio::time::timeout(
+                self.request_timeout,
+                self.client.synchronize(ctx(self.request_timeout), &req),
+            )
+            .await
+            {
+                Ok(Ok(rsp)) => rsp,
+                Ok(Err(e)) => {
+                    return Err(NriError::Handshake(format!(
+                        "plugin {} failed Synchronize: {e}",
+                        self.name
+                    )));
+                }
+                Err(_) => {
+                    return Err(NriError::Handshake(format!(
+                        "plugin {} did not answer Synchronize within {:?}",
+                        self.name, self.request_timeout
+                    )));
+                }
+            };
+            if i == last {
+                return Ok(rsp.update);
+            }
+            if !rsp.more || !rsp.update.is_empty() {
+                return Err(NriError::Handshake(format!(
+                    "plugin {} does not take Synchronize in parts (the node's state is over one message)",
+                    self.name
+                )));
+            }
         }
+        unreachable!("sync_chunks returns at least one message")
     }
 
     /// Calls the plugin for `event` if it subscribed to it; `call` makes the
@@ -301,6 +319,45 @@ impl Plugin {
     }
 }
 
+/// What one Synchronize message may hold, well under ttrpc's 4 MiB.
+const SYNC_MESSAGE_BYTES: u64 = 3 << 20;
+
+/// The pods, then the containers, cut into messages of at most `limit`
+/// encoded bytes each (an object larger than that goes alone); at least one.
+fn sync_chunks(
+    pods: Vec<api::PodSandbox>,
+    containers: Vec<api::Container>,
+    limit: u64,
+) -> Vec<api::SynchronizeRequest> {
+    use protobuf::Message;
+    let mut chunks = vec![api::SynchronizeRequest::new()];
+    let mut size = 0u64;
+    // Field tag and length prefix of each repeated entry: at most 6 bytes.
+    for pod in pods {
+        let n = pod.compute_size() + 6;
+        if size + n > limit && size > 0 {
+            chunks.push(api::SynchronizeRequest::new());
+            size = 0;
+        }
+        size += n;
+        chunks.last_mut().expect("one at least").pods.push(pod);
+    }
+    for ctr in containers {
+        let n = ctr.compute_size() + 6;
+        if size + n > limit && size > 0 {
+            chunks.push(api::SynchronizeRequest::new());
+            size = 0;
+        }
+        size += n;
+        chunks
+            .last_mut()
+            .expect("one at least")
+            .containers
+            .push(ctr);
+    }
+    chunks
+}
+
 fn ctx(timeout: Duration) -> ttrpc::context::Context {
     ttrpc::context::with_timeout(timeout.as_nanos() as i64)
 }
@@ -318,6 +375,38 @@ mod tests {
         assert!(check_index("9").is_err());
         assert!(check_index("1a").is_err());
         assert!(check_index("100").is_err());
+    }
+
+    #[test]
+    fn a_large_node_is_synchronized_in_parts_and_a_small_one_whole() {
+        let pods: Vec<_> = (0..10)
+            .map(|i| {
+                let mut p = api::PodSandbox::new();
+                p.id = format!("{i:064}");
+                p
+            })
+            .collect();
+        let ctrs: Vec<_> = (0..30)
+            .map(|i| {
+                let mut c = api::Container::new();
+                c.id = format!("{i:064}");
+                c.env = vec!["X".repeat(1000)];
+                c
+            })
+            .collect();
+        let whole = sync_chunks(pods.clone(), ctrs.clone(), 3 << 20);
+        assert_eq!(whole.len(), 1);
+        assert_eq!((whole[0].pods.len(), whole[0].containers.len()), (10, 30));
+        let parts = sync_chunks(pods, ctrs, 8 << 10);
+        assert!(parts.len() > 3, "{}", parts.len());
+        let (p, c) = parts.iter().fold((0, 0), |(p, c), r| {
+            (p + r.pods.len(), c + r.containers.len())
+        });
+        assert_eq!((p, c), (10, 30));
+        use protobuf::Message;
+        assert!(parts.iter().all(|r| r.compute_size() <= 8 << 10));
+        // Nothing to send is still one (empty) message.
+        assert_eq!(sync_chunks(vec![], vec![], 1).len(), 1);
     }
 
     #[test]

@@ -42,7 +42,9 @@ done
 [[ $(id -u) == 0 ]] || { echo "$0: run as root" >&2; exit 1; }
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 if ((BUILD)); then
-    (cd "$REPO" && cargo build --release --locked -p berthd -p berth-shim -p berth-e2e --bin bench-pods --bin cri)
+    # Two builds: --bin would filter berthd's and the monitor's binaries out too.
+    (cd "$REPO" && cargo build --release --locked -p berthd -p berth-shim &&
+        cargo build --release --locked -p berth-e2e --bin bench-pods --bin cri)
 fi
 BENCH=$TARGET/release/bench-pods
 CNI_PLUGINS=${CNI_PLUGINS:-/usr/lib/cni}
@@ -130,7 +132,7 @@ fi
 # --- summary -------------------------------------------------------------------------------
 echo
 echo "NRI cost on the pod path (median ms; one plugin connected minus none; $ITER lifecycles each):"
-printf '  %-24s %12s %12s %12s\n' step "" without with
+printf '  %-24s %-12s %s\n' step runtime "without -> with one plugin (difference)"
 for f in "$WORK"/*.json; do
     [[ $f == */berthd.json || $f == */containerd.json ]] || continue
     name=$(basename "$f" .json)

@@ -47,6 +47,12 @@ async fn nri_setup_with(
     )
 }
 
+/// A running busybox `sleep` in `pod`.
+async fn sleeping(env: &mut PodEnv, pod: &str, pc: &berth_api::v1::PodSandboxConfig) -> String {
+    let cfg = sleeper("s", BUSYBOX, Default::default(), None);
+    running(&mut env.c, pod, pc, cfg).await
+}
+
 /// Runs `script` in a new container of `pod` to its end; its output.
 async fn output_of(
     env: &mut PodEnv,
@@ -220,13 +226,7 @@ async fn two_plugins_adjusting_one_field_fail_the_create() {
 async fn a_late_plugin_is_synchronized_with_what_runs() {
     let (mut env, socket) = nri_setup().await;
     let (pod, pc) = run_pod(&mut env, "nri-sync").await;
-    let ctr = running(
-        &mut env.c,
-        &pod,
-        &pc,
-        sleeper("s", BUSYBOX, Default::default(), None),
-    )
-    .await;
+    let ctr = sleeping(&mut env, &pod, &pc).await;
     let plugin = TestPlugin::connect(&socket, "late", "50", Behaviour::default())
         .await
         .unwrap();
@@ -260,13 +260,7 @@ async fn a_preinstalled_plugin_is_started_and_configured() {
 async fn a_plugins_unsolicited_update_reaches_the_live_cgroup() {
     let (mut env, socket) = nri_setup().await;
     let (pod, pc) = run_pod(&mut env, "nri-update").await;
-    let ctr = running(
-        &mut env.c,
-        &pod,
-        &pc,
-        sleeper("s", BUSYBOX, Default::default(), None),
-    )
-    .await;
+    let ctr = sleeping(&mut env, &pod, &pc).await;
     let plugin = TestPlugin::connect(&socket, "updater", "30", Behaviour::default())
         .await
         .unwrap();
@@ -330,4 +324,26 @@ async fn a_hung_plugin_is_dropped_and_stalls_nothing_after() {
     .unwrap();
     assert!(t.elapsed().as_millis() < 450, "{:?}", t.elapsed());
     assert!(hung.events_of(&pod2).is_empty(), "{:?}", hung.seen());
+}
+
+#[tokio::test]
+async fn removing_a_ready_pod_tells_its_stop_first() {
+    let (mut env, socket) = nri_setup().await;
+    let plugin = TestPlugin::connect(&socket, "order", "10", Behaviour::default())
+        .await
+        .unwrap();
+    let (pod, pc) = run_pod(&mut env, "nri-rm-ready").await;
+    let ctr = sleeping(&mut env, &pod, &pc).await;
+    remove_pod(&mut env.c, &pod).await;
+    let at = |event: &str, id: &str| {
+        plugin
+            .seen()
+            .iter()
+            .position(|(e, p, c)| e == event && (c == id || c.is_empty() && p == id))
+            .unwrap_or_else(|| panic!("no {event} for {id}: {:?}", plugin.seen()))
+    };
+    // Containers stop, the pod's stop is told, then the removals.
+    assert!(at("StopContainer", &ctr) < at("StopPodSandbox", &pod));
+    assert!(at("StopPodSandbox", &pod) < at("RemoveContainer", &ctr));
+    assert!(at("RemoveContainer", &ctr) < at("RemovePodSandbox", &pod));
 }

@@ -19,10 +19,15 @@ pub async fn remove_pod_sandbox(
         tracing::debug!("RemovePodSandbox of an unknown sandbox: nothing to do");
         return Ok(RemovePodSandboxResponse {});
     };
+    // A READY pod removed without a stop first stops, for NRI plugins too
+    // (as containerd: its containers stop, the pod's stop is told, then
+    // the removals are).
+    if daemon.nri().is_some() {
+        daemon.containers().stop_pod(change.pod_id()).await?;
+        super::sandbox_stop::nri_stop(daemon, change.pod_id()).await;
+    }
     // The pod's containers and its monitor go before its dirs.
     daemon.containers().remove_pod(change.pod_id()).await?;
-    // A pod removed without a stop first stops, for NRI plugins too.
-    super::sandbox_stop::nri_stop(daemon, change.pod_id()).await;
     // The pod's last status goes with its deleted event: the record is gone
     // by the time subscribers are sent it.
     let last = daemon

@@ -254,6 +254,21 @@ async fn a_preinstalled_plugin_is_started_and_configured() {
     let (pod, pc) = run_pod(&mut env, "nri-pre").await;
     let (_, out) = output_of(&mut env, &pod, &pc, "pre", "echo $PRE").await;
     assert_eq!(out.trim(), "installed");
+    let named = |name: &str| {
+        berth_e2e::procs::processes()
+            .iter()
+            .filter(|p| p.argv0_name == name && p.state != 'Z')
+            .count()
+    };
+    assert_eq!(named("stray"), 0, "a file not named NN-name was started");
+    assert_eq!(named("05-preinstalled"), 1);
+    // The plugin goes with berthd: its connection closing ends it.
+    env.d.stop().await.unwrap();
+    let t = std::time::Instant::now();
+    while named("05-preinstalled") > 0 {
+        assert!(t.elapsed().as_secs() < 10, "the plugin outlived berthd");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

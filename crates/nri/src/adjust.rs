@@ -102,40 +102,33 @@ impl Merged {
         r: &LinuxResources,
         into: &mut LinuxResources,
     ) -> Result<(), String> {
+        // An optional scalar: set by `from`, it is claimed and copied into `to`.
+        macro_rules! field {
+            ($from:ident, $to:ident, $f:ident, $what:literal) => {
+                if $from.$f.is_some() {
+                    self.claim(plugin, $what, "")?;
+                    $to.$f = $from.$f.clone();
+                }
+            };
+        }
         if let Some(m) = r.memory.as_ref() {
             let mine = into.memory.mut_or_insert_default();
-            macro_rules! field {
-                ($f:ident, $what:literal) => {
-                    if m.$f.is_some() {
-                        self.claim(plugin, $what, "")?;
-                        mine.$f = m.$f.clone();
-                    }
-                };
-            }
-            field!(limit, "memory limit");
-            field!(reservation, "memory reservation");
-            field!(swap, "memory swap");
-            field!(kernel, "kernel memory");
-            field!(kernel_tcp, "kernel TCP memory");
-            field!(swappiness, "memory swappiness");
-            field!(disable_oom_killer, "OOM killer");
-            field!(use_hierarchy, "memory hierarchy");
+            field!(m, mine, limit, "memory limit");
+            field!(m, mine, reservation, "memory reservation");
+            field!(m, mine, swap, "memory swap");
+            field!(m, mine, kernel, "kernel memory");
+            field!(m, mine, kernel_tcp, "kernel TCP memory");
+            field!(m, mine, swappiness, "memory swappiness");
+            field!(m, mine, disable_oom_killer, "OOM killer");
+            field!(m, mine, use_hierarchy, "memory hierarchy");
         }
         if let Some(c) = r.cpu.as_ref() {
             let mine = into.cpu.mut_or_insert_default();
-            macro_rules! field {
-                ($f:ident, $what:literal) => {
-                    if c.$f.is_some() {
-                        self.claim(plugin, $what, "")?;
-                        mine.$f = c.$f.clone();
-                    }
-                };
-            }
-            field!(shares, "CPU shares");
-            field!(quota, "CPU quota");
-            field!(period, "CPU period");
-            field!(realtime_runtime, "CPU realtime runtime");
-            field!(realtime_period, "CPU realtime period");
+            field!(c, mine, shares, "CPU shares");
+            field!(c, mine, quota, "CPU quota");
+            field!(c, mine, period, "CPU period");
+            field!(c, mine, realtime_runtime, "CPU realtime runtime");
+            field!(c, mine, realtime_period, "CPU realtime period");
             if !c.cpus.is_empty() {
                 self.claim(plugin, "cpuset CPUs", "")?;
                 mine.cpus = c.cpus.clone();

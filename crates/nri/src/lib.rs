@@ -284,15 +284,11 @@ impl Nri {
     pub async fn post_update_pod_sandbox(&self, pod: &api::PodSandbox) {
         let mut req = api::PostUpdatePodSandboxRequest::new();
         req.pod = protobuf::MessageField::some(pod.clone());
-        let done = self
-            .each(Event::POST_UPDATE_POD_SANDBOX, pod, None, |c, ctx| {
-                let req = req.clone();
-                async move { c.post_update_pod_sandbox(ctx, &req).await.map(drop) }
-            })
-            .await;
-        if let Err(e) = done {
-            tracing::debug!(pod = %pod.id, error = %e, "NRI plugin refused a notification");
-        }
+        self.notify(Event::POST_UPDATE_POD_SANDBOX, pod, None, |c, ctx| {
+            let req = req.clone();
+            async move { c.post_update_pod_sandbox(ctx, &req).await.map(drop) }
+        })
+        .await
     }
 
     /// Asks every plugin for its adjustments of a container about to be
@@ -336,7 +332,7 @@ impl Nri {
         let mut req = api::PostCreateContainerRequest::new();
         req.pod = protobuf::MessageField::some(pod.clone());
         req.container = protobuf::MessageField::some(ctr.clone());
-        self.notify(Event::POST_CREATE_CONTAINER, pod, ctr, |c, ctx| {
+        self.notify(Event::POST_CREATE_CONTAINER, pod, Some(ctr), |c, ctx| {
             let req = req.clone();
             async move { c.post_create_container(ctx, &req).await.map(drop) }
         })
@@ -362,7 +358,7 @@ impl Nri {
         let mut req = api::PostStartContainerRequest::new();
         req.pod = protobuf::MessageField::some(pod.clone());
         req.container = protobuf::MessageField::some(ctr.clone());
-        self.notify(Event::POST_START_CONTAINER, pod, ctr, |c, ctx| {
+        self.notify(Event::POST_START_CONTAINER, pod, Some(ctr), |c, ctx| {
             let req = req.clone();
             async move { c.post_start_container(ctx, &req).await.map(drop) }
         })
@@ -403,7 +399,7 @@ impl Nri {
         let mut req = api::PostUpdateContainerRequest::new();
         req.pod = protobuf::MessageField::some(pod.clone());
         req.container = protobuf::MessageField::some(ctr.clone());
-        self.notify(Event::POST_UPDATE_CONTAINER, pod, ctr, |c, ctx| {
+        self.notify(Event::POST_UPDATE_CONTAINER, pod, Some(ctr), |c, ctx| {
             let req = req.clone();
             async move { c.post_update_container(ctx, &req).await.map(drop) }
         })
@@ -445,7 +441,7 @@ impl Nri {
         let mut req = api::RemoveContainerRequest::new();
         req.pod = protobuf::MessageField::some(pod.clone());
         req.container = protobuf::MessageField::some(ctr.clone());
-        self.notify(Event::REMOVE_CONTAINER, pod, ctr, |c, ctx| {
+        self.notify(Event::REMOVE_CONTAINER, pod, Some(ctr), |c, ctx| {
             let req = req.clone();
             async move { c.remove_container(ctx, &req).await.map(drop) }
         })
@@ -480,14 +476,14 @@ impl Nri {
         &self,
         event: Event,
         pod: &api::PodSandbox,
-        ctr: &api::Container,
+        ctr: Option<&api::Container>,
         call: F,
     ) where
         F: Fn(api_ttrpc::PluginClient, ttrpc::context::Context) -> Fut,
         Fut: Future<Output = ttrpc::Result<()>>,
     {
-        if let Err(e) = self.each(event, pod, Some(ctr), call).await {
-            tracing::debug!(container = %ctr.id, error = %e, "NRI plugin refused a notification");
+        if let Err(e) = self.each(event, pod, ctr, call).await {
+            tracing::debug!(pod = %pod.id, container = ctr.map(|c| c.id.as_str()), error = %e, "NRI plugin refused a notification");
         }
     }
 }

@@ -156,52 +156,14 @@ impl Plugin {
             .map_err(|e| NriError::Handshake(format!("runtime service: {e}")))?;
         let client = PluginClient::new(Client::new(Socket::new(conns.plugin_service)));
 
-        let (base, idx) = match tokio::time::timeout(settings.registration_timeout, rx).await {
-            Ok(Ok(Ok(named))) => named,
-            Ok(Ok(Err(e))) => return Err(NriError::Handshake(e)),
-            Ok(Err(_)) => {
-                return Err(NriError::Handshake(
-                    "connection closed before registering".into(),
-                ));
+        let (name, events) = match handshake(rx, &client, settings, config).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing of a failed handshake stays: closing the runtime
+                // service ends the pump, which closes the connection.
+                server.disconnect().await;
+                return Err(e);
             }
-            Err(_) => {
-                return Err(NriError::Handshake(format!(
-                    "no registration within {:?}",
-                    settings.registration_timeout
-                )));
-            }
-        };
-        let name = format!("{idx}-{base}");
-
-        let mut req = api::ConfigureRequest::new();
-        req.config = config;
-        req.runtime_name = settings.runtime_name.clone();
-        req.runtime_version = settings.runtime_version.clone();
-        req.registration_timeout = settings.registration_timeout.as_millis() as i64;
-        req.request_timeout = settings.request_timeout.as_millis() as i64;
-        req.NRI_version = crate::NRI_VERSION.into();
-        let rsp = tokio::time::timeout(
-            settings.request_timeout,
-            client.configure(ctx(settings.request_timeout), &req),
-        )
-        .await
-        .map_err(|_| {
-            NriError::Handshake(format!("plugin {name} did not answer Configure in time"))
-        })?
-        .map_err(|e| NriError::Handshake(format!("plugin {name} failed Configure: {e}")))?;
-        let events = match rsp.events {
-            0 => ALL_EVENTS,
-            ev if ev & !VALID_EVENTS != 0 => {
-                return Err(NriError::Handshake(format!(
-                    "plugin {name} subscribed to unknown events 0x{ev:x}"
-                )));
-            }
-            ev if ev & bit(Event::VALIDATE_CONTAINER_ADJUSTMENT) != 0 => {
-                return Err(NriError::Handshake(format!(
-                    "plugin {name} asked to validate adjustments, which Berth does not offer"
-                )));
-            }
-            ev => ev,
         };
         // A plugin that goes away is skipped from then on.
         let closed = Arc::new(AtomicBool::new(false));
@@ -356,6 +318,62 @@ fn sync_chunks(
             .push(ctr);
     }
     chunks
+}
+
+/// Registration (within the registration timeout), then Configure: the
+/// plugin's `NN-name` and the events it subscribes to.
+async fn handshake(
+    rx: oneshot::Receiver<Registration>,
+    client: &PluginClient,
+    settings: &Settings,
+    config: String,
+) -> Result<(String, i32), NriError> {
+    let (base, idx) = match tokio::time::timeout(settings.registration_timeout, rx).await {
+        Ok(Ok(Ok(named))) => named,
+        Ok(Ok(Err(e))) => return Err(NriError::Handshake(e)),
+        Ok(Err(_)) => {
+            return Err(NriError::Handshake(
+                "connection closed before registering".into(),
+            ));
+        }
+        Err(_) => {
+            return Err(NriError::Handshake(format!(
+                "no registration within {:?}",
+                settings.registration_timeout
+            )));
+        }
+    };
+    let name = format!("{idx}-{base}");
+
+    let mut req = api::ConfigureRequest::new();
+    req.config = config;
+    req.runtime_name = settings.runtime_name.clone();
+    req.runtime_version = settings.runtime_version.clone();
+    req.registration_timeout = settings.registration_timeout.as_millis() as i64;
+    req.request_timeout = settings.request_timeout.as_millis() as i64;
+    req.NRI_version = crate::NRI_VERSION.into();
+    let rsp = tokio::time::timeout(
+        settings.request_timeout,
+        client.configure(ctx(settings.request_timeout), &req),
+    )
+    .await
+    .map_err(|_| NriError::Handshake(format!("plugin {name} did not answer Configure in time")))?
+    .map_err(|e| NriError::Handshake(format!("plugin {name} failed Configure: {e}")))?;
+    let events = match rsp.events {
+        0 => ALL_EVENTS,
+        ev if ev & !VALID_EVENTS != 0 => {
+            return Err(NriError::Handshake(format!(
+                "plugin {name} subscribed to unknown events 0x{ev:x}"
+            )));
+        }
+        ev if ev & bit(Event::VALIDATE_CONTAINER_ADJUSTMENT) != 0 => {
+            return Err(NriError::Handshake(format!(
+                "plugin {name} asked to validate adjustments, which Berth does not offer"
+            )));
+        }
+        ev => ev,
+    };
+    Ok((name, events))
 }
 
 fn ctx(timeout: Duration) -> ttrpc::context::Context {

@@ -294,48 +294,33 @@ fn seccomp_of(p: &api::LinuxSeccomp) -> Result<LinuxSeccomp> {
 
 /// NRI's resources onto the spec's (also used for unsolicited updates).
 pub fn apply_resources(res: &mut LinuxResources, r: &api::LinuxResources) -> Result<()> {
+    // An optional NRI value, when set, through the spec's setter.
+    macro_rules! set {
+        ($from:ident . $f:ident => $to:ident . $setter:ident) => {
+            if let Some(v) = $from.$f.as_ref() {
+                $to.$setter(Some(v.value));
+            }
+        };
+    }
     if let Some(m) = r.memory.as_ref() {
         let mut mem = res.memory().unwrap_or_default();
-        if let Some(v) = m.limit.as_ref() {
-            mem.set_limit(Some(v.value));
-        }
-        if let Some(v) = m.reservation.as_ref() {
-            mem.set_reservation(Some(v.value));
-        }
-        if let Some(v) = m.swap.as_ref() {
-            mem.set_swap(Some(v.value));
-        }
-        if let Some(v) = m.kernel.as_ref() {
-            mem.set_kernel(Some(v.value));
-        }
-        if let Some(v) = m.kernel_tcp.as_ref() {
-            mem.set_kernel_tcp(Some(v.value));
-        }
-        if let Some(v) = m.swappiness.as_ref() {
-            mem.set_swappiness(Some(v.value));
-        }
-        if let Some(v) = m.disable_oom_killer.as_ref() {
-            mem.set_disable_oom_killer(Some(v.value));
-        }
+        set!(m.limit => mem.set_limit);
+        set!(m.reservation => mem.set_reservation);
+        set!(m.swap => mem.set_swap);
+        set!(m.kernel => mem.set_kernel);
+        set!(m.kernel_tcp => mem.set_kernel_tcp);
+        set!(m.swappiness => mem.set_swappiness);
+        set!(m.disable_oom_killer => mem.set_disable_oom_killer);
+        set!(m.use_hierarchy => mem.set_use_hierarchy);
         res.set_memory(Some(mem));
     }
     if let Some(c) = r.cpu.as_ref() {
         let mut cpu = res.cpu().clone().unwrap_or_default();
-        if let Some(v) = c.shares.as_ref() {
-            cpu.set_shares(Some(v.value));
-        }
-        if let Some(v) = c.quota.as_ref() {
-            cpu.set_quota(Some(v.value));
-        }
-        if let Some(v) = c.period.as_ref() {
-            cpu.set_period(Some(v.value));
-        }
-        if let Some(v) = c.realtime_runtime.as_ref() {
-            cpu.set_realtime_runtime(Some(v.value));
-        }
-        if let Some(v) = c.realtime_period.as_ref() {
-            cpu.set_realtime_period(Some(v.value));
-        }
+        set!(c.shares => cpu.set_shares);
+        set!(c.quota => cpu.set_quota);
+        set!(c.period => cpu.set_period);
+        set!(c.realtime_runtime => cpu.set_realtime_runtime);
+        set!(c.realtime_period => cpu.set_realtime_period);
         if !c.cpus.is_empty() {
             crate::resources::check_cpuset(&c.cpus, &format!("{F}.cpu.cpus"))?;
             cpu.set_cpus(Some(c.cpus.clone()));

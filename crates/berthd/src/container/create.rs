@@ -251,7 +251,7 @@ impl Containers {
 
     /// NRI plugins' adjustments of the container about to be created; a
     /// refusal or a clash between two plugins fails the creation. Updates
-    /// they ask for other containers follow in the background.
+    /// they ask for other containers are applied on the way.
     async fn adjust_by_plugins(
         &self,
         nri: &berth_nri::Nri,
@@ -268,20 +268,8 @@ impl Containers {
         berth_spec::nri::apply(spec, &created.adjustment).map_err(|e| {
             ContainerError::FailedPrecondition(format!("an NRI plugin's adjustment: {e}"))
         })?;
-        for u in created.updates {
-            let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-                continue;
-            };
-            let cri = crate::nri::convert::to_cri(res);
-            if let Err(e) = self.update_resources(&u.container_id, &cri).await
-                && !u.ignore_failure
-            {
-                return Err(ContainerError::FailedPrecondition(format!(
-                    "an NRI plugin's update of container {} failed: {e}",
-                    u.container_id
-                )));
-            }
-        }
+        // Other containers' updates: a failure is logged, the creation goes on.
+        crate::nri::apply_updates(self, created.updates).await;
         Ok(())
     }
 

@@ -30,23 +30,7 @@ pub async fn update_container_resources(
             .update_resources(&req.container_id, linux)
             .await?;
         if let (Some(host), Some((pod, ctr))) = (daemon.nri(), &nri) {
-            for u in plugin_updates {
-                let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-                    continue;
-                };
-                let cri = crate::nri::convert::to_cri(res);
-                if let Err(e) = daemon
-                    .containers()
-                    .update_resources(&u.container_id, &cri)
-                    .await
-                    && !u.ignore_failure
-                {
-                    return Err(Status::failed_precondition(format!(
-                        "an NRI plugin's update of container {} failed: {e}",
-                        u.container_id
-                    )));
-                }
-            }
+            crate::nri::apply_updates(daemon.containers(), plugin_updates).await;
             host.nri.post_update_container(pod, ctr).await;
         }
     }

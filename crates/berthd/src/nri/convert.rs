@@ -4,7 +4,6 @@ use berth_nri::api;
 use berth_spec::oci_spec::runtime::{LinuxResources, Spec};
 use protobuf::MessageField;
 
-use crate::container::record::ResourcesRecord;
 use crate::container::{ContainerRecord, State};
 use crate::sandbox::SandboxRecord;
 
@@ -87,7 +86,7 @@ pub fn container_of(rec: &ContainerRecord) -> api::Container {
     c.image = MessageField::some(image);
     if let Some(r) = &rec.resources {
         let mut linux = api::LinuxContainer::new();
-        linux.resources = MessageField::some(from_record(r));
+        linux.resources = MessageField::some(from_cri(&r.to_cri()));
         let mut oom = api::OptionalInt::new();
         oom.value = r.oom_score_adj;
         linux.oom_score_adj = MessageField::some(oom);
@@ -239,28 +238,6 @@ fn from_spec(r: &LinuxResources) -> api::LinuxResources {
         out.pids = MessageField::some(pids);
     }
     out
-}
-
-fn from_record(r: &ResourcesRecord) -> api::LinuxResources {
-    from_cri(&berth_api::v1::LinuxContainerResources {
-        cpu_period: r.cpu_period,
-        cpu_quota: r.cpu_quota,
-        cpu_shares: r.cpu_shares,
-        memory_limit_in_bytes: r.memory_limit_in_bytes,
-        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
-        oom_score_adj: r.oom_score_adj,
-        cpuset_cpus: r.cpuset_cpus.clone(),
-        cpuset_mems: r.cpuset_mems.clone(),
-        hugepage_limits: r
-            .hugepage_limits
-            .iter()
-            .map(|(page_size, limit)| berth_api::v1::HugepageLimit {
-                page_size: page_size.clone(),
-                limit: *limit,
-            })
-            .collect(),
-        unified: r.unified.clone().into_iter().collect(),
-    })
 }
 
 /// CRI resources as NRI's (zero: unset, as the CRI means it).

@@ -135,21 +135,33 @@ impl berth_nri::RuntimeState for State {
         let Some(d) = self.daemon.upgrade() else {
             return updates;
         };
-        let mut failed = Vec::new();
-        for u in updates {
-            let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-                continue;
-            };
-            let cri = convert::to_cri(res);
-            if let Err(e) = d.containers().update_resources(&u.container_id, &cri).await {
-                tracing::warn!(container = %u.container_id, error = %e, "NRI plugin's container update failed");
-                if !u.ignore_failure {
-                    failed.push(u);
-                }
+        apply_updates(d.containers(), updates).await
+    }
+}
+
+/// Container updates plugins asked for (with an event's answer, at
+/// synchronization, or unsolicited), through UpdateContainerResources'
+/// path to the live cgroups. A failure is logged and returned (unless the
+/// plugin said to ignore it); it never fails the operation that carried it,
+/// which is done by then.
+pub async fn apply_updates(
+    containers: &crate::container::Containers,
+    updates: Vec<api::ContainerUpdate>,
+) -> Vec<api::ContainerUpdate> {
+    let mut failed = Vec::new();
+    for u in updates {
+        let Some(res) = u.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+            continue;
+        };
+        let cri = convert::to_cri(res);
+        if let Err(e) = containers.update_resources(&u.container_id, &cri).await {
+            tracing::warn!(container = %u.container_id, error = %e, "NRI plugin's container update failed");
+            if !u.ignore_failure {
+                failed.push(u);
             }
         }
-        failed
     }
+    failed
 }
 
 /// A plugin's refusal as a CRI error the operator can act on.

@@ -13,10 +13,15 @@
 #   exec rtt     `crictl exec CTR true` (streaming Exec, not ExecSync) x ITER: median, p90
 #   tty ttfb     `crictl exec -it CTR sh` under a pseudo-terminal, time to its first output byte
 #                (the shell's prompt), then `exit` x TTFB_ITER: median, p90
-#   exec cat     `crictl exec CTR head -c SIZE /dev/zero` read to EOF on the host: MB/s (not
-#                `cat /dev/zero | head -c`: that would time a client leaving mid-stream)
+#   exec cat     `crictl exec CTR dd if=/dev/zero bs=1M count=SIZE/1M` read to EOF on the host:
+#                MB/s; the same program and write size as the TCP source below (busybox `head -c`
+#                writes 4 KiB at a time: ~440 MB/s through a plain pipe here, its own ceiling)
 #   port-forward `crictl port-forward POD LPORT:5001`, SIZE bytes from the pod's TCP source read
 #                to EOF on 127.0.0.1:LPORT: MB/s
+#   in-process   the same (exec rtt, tty first byte, exec cat, port-forward) from one client
+#                process, `bench-pods --stream-container` (one gRPC connection, the streaming
+#                protocol spoken in-process by berth_stream::client): the runtime alone, without
+#                crictl's start (~15 ms) in every sample. Same client for both runtimes.
 #
 # Reference: the same TCP source (the host's busybox, the same binary as the image's) on host
 # loopback, read by the same reader: a plain loopback TCP copy of SIZE. (MB = 10^6 bytes.)
@@ -37,6 +42,8 @@
 #                     containerd 1.6 refuses crictl 1.36's websocket, as measured: Berth only)
 #   --nice N          niceness of the daemons and the client (default -10; 0: leave it)
 #   --keep            keep the work dir (logs, configs) for inspection
+#   BENCH_BERTHD_CONFIG='TOML'  berthd's config (default: empty, all defaults), e.g.
+#                     'log_level = "info,berthd=debug"' to read a session's steps in its log
 #
 # Needs root, containerd + runc (else containerd is skipped), skopeo, jq, python3, busybox.
 # Everything it starts (registry, daemons, monitors, shims, containers, crictl sessions and
@@ -268,6 +275,34 @@ bench() {
     for i in 1 2 3; do crictl "${X[@]}" "$CTR" true; done # warm-up
 
     # Sessions first, on a daemon that has streamed little: its RSS growth is the sessions'.
+    # First SESSIONS held by one client process on one gRPC connection (as a kubelet holds
+    # them): the daemon's cost of the sessions alone. Then the same number of crictl
+    # processes below, each also holding two gRPC connections of its own.
+    local own own_out own_d0 own_d1 i
+    own_out=$RDIR/own-sessions.out
+    sleep 1
+    own_d0=$(rss_kb "$dpid")
+    mkfifo "$RDIR/own-sessions.in"
+    "$BIN_DIR/bench-pods" --socket "$sock" --stream-container "$CTR" --stream-sessions "$SESSIONS" \
+        --stream-transport "$TRANSPORT" <"$RDIR/own-sessions.in" >"$own_out" 2>"$RDIR/own-sessions.err" 7>&- &
+    own=$!
+    CLIENTS+=("$own")
+    exec 8>"$RDIR/own-sessions.in"
+    for ((i = 0; i < 1200; i++)); do
+        grep -q '^ready' "$own_out" && break
+        kill -0 "$own" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^ready' "$own_out" || { tail -5 "$RDIR/own-sessions.err" >&2; echo "$0: $id: in-process sessions did not open" >&2; exit 1; }
+    sleep 2
+    own_d1=$(rss_kb "$dpid")
+    exec 8>&-
+    wait_gone 60 "$own" || { echo "$0: $id: in-process sessions did not end" >&2; exit 1; }
+    wait "$own" || { tail -5 "$RDIR/own-sessions.err" >&2; echo "$0: $id: in-process sessions failed" >&2; exit 1; }
+    unset 'CLIENTS[-1]'
+    R[$id.own_d_per]=$(awk -v a="$own_d0" -v b="$own_d1" -v n="$SESSIONS" 'BEGIN { printf "%.1f", (b - a) / n }')
+    echo "$id: $SESSIONS sessions of one client process: $id RSS $own_d0 -> $own_d1 kB (${R[$id.own_d_per]} KiB/session); $(tail -1 "$own_out")"
+
     # The per-pod processes are listed anew at each reading: a process a session adds counts.
     local n0 n1
     mapfile -t shims < <(procs_named "$shim")
@@ -325,9 +360,21 @@ bench() {
     R[$id.tty_med]=$(kv "$line" median_ms) R[$id.tty_p90]=$(kv "$line" p90_ms)
     echo "$id exec -it sh first byte: $line"
 
-    line=$(python3 "$CLIENT" pipe "$SIZE" -- "${CUR_CRICTL[@]}" "${X[@]}" "$CTR" head -c "$SIZE" /dev/zero)
+    line=$(python3 "$CLIENT" pipe "$SIZE" -- "${CUR_CRICTL[@]}" "${X[@]}" "$CTR" dd if=/dev/zero bs=1M "count=$SIZE_MIB")
     R[$id.cat]=$(kv "$line" mb_s)
-    echo "$id exec head -c $SIZE: $line"
+    echo "$id exec dd ($SIZE bytes): $line"
+
+    # The runtime alone: the same measures from one client process (bench-pods: one gRPC
+    # connection, the streaming protocol spoken in-process), no client start in any sample.
+    # A failure here is reported, not fatal: the crictl figures above stand on their own.
+    line=$("$BIN_DIR/bench-pods" --socket "$sock" --stream-container "$CTR" --stream-pod "$POD" \
+        --stream-port 5001 --stream-bytes "$SIZE" --stream-transport "$TRANSPORT" --iterations "$ITER" \
+        2>"$RDIR/in-process.err") || {
+        echo "$id in-process client failed: $(grep -v '^ *[0-9]*: \|^ *at \|^Stack\|^$' "$RDIR/in-process.err" | tr '\n' ' ')" >&2
+        line=
+    }
+    for k in rtt_med rtt_p90 tty_med tty_p90 cat_mb_s pf_mb_s; do R[$id.own_$k]=$(kv "$line" "$k"); done
+    echo "$id in-process client: $line"
 
     local lport pf
     lport=$(python3 "$CLIENT" free-port)
@@ -376,7 +423,7 @@ declare -A LOADS CMDS
 run_berthd() {
     RDIR=$WORK/berthd
     mkdir -p "$RDIR/net.d"
-    : >"$RDIR/config.toml" # all defaults (streaming: loopback, ephemeral port)
+    printf "%s\n" "${BENCH_BERTHD_CONFIG:-}" >"$RDIR/config.toml" # defaults (streaming: loopback, ephemeral port)
     printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$HP" >"$RDIR/registries.conf"
     local cmd=("$BIN_DIR/berthd" --root "$RDIR/root" --state "$RDIR/state" --listen "$RDIR/state/berth.sock"
         --config "$RDIR/config.toml" --registries-config "$RDIR/registries.conf" --cni-conf-dir "$RDIR/net.d")
@@ -451,7 +498,21 @@ for m in "pf:port-forward $SIZE_MIB MiB MB/s" "cat:exec cat $SIZE_MIB MiB MB/s";
     row "  / loopback TCP copy (${R[loopback.tcp]} MB/s)" "$(ratio "$(val berthd "$k")" "${R[loopback.tcp]}")" \
         "$(ratio "$(val containerd "$k")" "${R[loopback.tcp]}")" "" ">= 0.70 (Berth)"
 done
-row "daemon KiB per idle session" "$(val berthd d_per)" "$(val containerd d_per)" "$(ratio "$(val berthd d_per)" "$(val containerd d_per)")" "<= 64 (berthd)"
+echo "--- the runtime alone: one client process (bench-pods --stream-container), no client start ---"
+for m in "rtt_med:exec true round trip median ms" "rtt_p90:exec true round trip p90 ms" \
+    "tty_med:exec -it sh first byte median ms" "tty_p90:exec -it sh first byte p90 ms"; do
+    k=own_${m%%:*}
+    row "  ${m#*:}" "$(val berthd "$k")" "$(val containerd "$k")" "$(ratio "$(val berthd "$k")" "$(val containerd "$k")")" "<= 0.33"
+done
+for m in "pf_mb_s:port-forward $SIZE_MIB MiB MB/s" "cat_mb_s:exec cat $SIZE_MIB MiB MB/s"; do
+    k=own_${m%%:*}
+    row "  ${m#*:}" "$(val berthd "$k")" "$(val containerd "$k")" "$(ratio "$(val berthd "$k")" "$(val containerd "$k")")" ">= 2"
+    row "    / loopback TCP copy" "$(ratio "$(val berthd "$k")" "${R[loopback.tcp]}")" \
+        "$(ratio "$(val containerd "$k")" "${R[loopback.tcp]}")" "" ">= 0.70 (Berth)"
+done
+echo "---"
+row "daemon KiB per idle session, one client" "$(val berthd own_d_per)" "$(val containerd own_d_per)" "$(ratio "$(val berthd own_d_per)" "$(val containerd own_d_per)")" "<= 64 (berthd)"
+row "daemon KiB per idle session (crictl)" "$(val berthd d_per)" "$(val containerd d_per)" "$(ratio "$(val berthd d_per)" "$(val containerd d_per)")" ""
 row "per-pod process KiB per idle session" "$(val berthd s_per)" "$(val containerd s_per)" "$(ratio "$(val berthd s_per)" "$(val containerd s_per)")" ""
 for k in d0 d1 d2 s0 s1 s2; do R[berthd.${k}m]=$(mib "$(val berthd $k)"); R[containerd.${k}m]=$(mib "$(val containerd $k)"); done
 row "daemon RSS MiB before/$SESSIONS/after" "$(val berthd d0m)/$(val berthd d1m)/$(val berthd d2m)" \

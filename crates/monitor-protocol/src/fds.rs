@@ -59,11 +59,30 @@ pub fn send_line_with_fds(
 /// on EOF before the newline or a line over 64 KiB; fds received on a
 /// failure are closed.
 pub fn recv_line_with_fds(sock: impl AsFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let sock = sock.as_fd();
-    let mut line = Vec::new();
-    let mut fds = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut reader = LineWithFds::default();
     loop {
+        if let Some(done) = reader.step(sock.as_fd())? {
+            return Ok(done);
+        }
+    }
+}
+
+/// [`recv_line_with_fds`] in steps, for a non-blocking socket: each
+/// [`step`](Self::step) reads what is there and keeps what it read, so a
+/// caller waits for readiness between steps (an async reader holds no
+/// thread while the monitor starts the process).
+#[derive(Default)]
+pub struct LineWithFds {
+    line: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl LineWithFds {
+    /// One read: `Ok(Some)` with the whole line, `Ok(None)` if more is to
+    /// come; `WouldBlock` when nothing was there (what was read so far is
+    /// kept for the next step).
+    pub fn step(&mut self, sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let mut buf = [0u8; 4096];
         // Peek first so nothing past the newline is consumed: the rest of
         // the connection belongs to whoever reads after us. Without a
         // control buffer: a peek with one installs a copy of every fd
@@ -106,7 +125,7 @@ pub fn recv_line_with_fds(sock: impl AsFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)
             if let ControlMessageOwned::ScmRights(raw) = c {
                 // SAFETY: the kernel just installed these fds in this
                 // process for us; nothing else owns them.
-                fds.extend(
+                self.fds.extend(
                     raw.into_iter()
                         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
                 );
@@ -115,14 +134,18 @@ pub fn recv_line_with_fds(sock: impl AsFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)
         if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
             return Err(io::Error::other("monitor sent more fds than expected"));
         }
-        line.extend_from_slice(&buf[..got]);
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            return Ok((line, fds));
+        self.line.extend_from_slice(&buf[..got]);
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+            return Ok(Some((
+                std::mem::take(&mut self.line),
+                std::mem::take(&mut self.fds),
+            )));
         }
-        if line.len() > MAX_LINE {
+        if self.line.len() > MAX_LINE {
             return Err(io::Error::other("monitor answer too long"));
         }
+        Ok(None)
     }
 }
 

@@ -184,7 +184,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
             }
             ControlFrame::RstStream { stream_id, status } => {
-                shared.mark_reset(
+                shared.mark_reset_by_peer(
                     state,
                     stream_id,
                     Error::StreamReset {

@@ -304,6 +304,27 @@ impl Shared {
         self.maybe_remove(state, id);
     }
 
+    /// The peer reset the stream: both directions are over, but what it
+    /// sent before the reset stays readable, as with Go's spdystream.
+    /// Every Kubernetes streaming server (kubelet's, containerd's, CRI-O's)
+    /// resets its streams when it closes a session right after writing the
+    /// last of them (an exec's exit status), and client-go resets a
+    /// port-forward stream after sending its last bytes: dropping what was
+    /// buffered would lose both.
+    pub fn mark_reset_by_peer(&self, state: &mut State, id: u32, reason: Error) {
+        let Some(slot) = state.streams.get_mut(&id) else {
+            return;
+        };
+        if slot.recv_buffered == 0 || !slot.reader_alive {
+            return self.mark_reset(state, id, reason);
+        }
+        if slot.reset.is_none() {
+            slot.reset = Some(reason);
+        }
+        slot.send_buf = Vec::new();
+        slot.wake_all();
+    }
+
     /// Received bytes are gone from the stream's buffer (read or dropped):
     /// announce them in WINDOW_UPDATEs once worth it.
     pub fn credit_stream(&self, state: &mut State, id: u32, n: usize) {

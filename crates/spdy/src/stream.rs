@@ -269,9 +269,8 @@ impl AsyncRead for StreamReader {
         let Some(slot) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Ok(()));
         };
-        if let Some(err) = &slot.reset {
-            return Poll::Ready(Err(err.clone().into()));
-        }
+        // What arrived before a reset (the peer's: ours drops it) is read
+        // first; a FIN before the reset ended the stream normally.
         if let Some(front) = slot.recv_chunks.front() {
             let available = &front[slot.recv_offset..];
             let n = available.len().min(buf.remaining());
@@ -290,6 +289,9 @@ impl AsyncRead for StreamReader {
         }
         if slot.remote_fin {
             return Poll::Ready(Ok(()));
+        }
+        if let Some(err) = &slot.reset {
+            return Poll::Ready(Err(err.clone().into()));
         }
         if let Some(err) = closed {
             return Poll::Ready(Err(io::Error::new(

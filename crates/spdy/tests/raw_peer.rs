@@ -555,3 +555,35 @@ async fn idle_connections_are_closed() {
     ));
     assert_eq!(peer.recv().await, None);
 }
+
+#[tokio::test]
+async fn data_before_the_peers_reset_stays_readable() {
+    // Go servers (kubelet's, containerd's) write an exec's status, then
+    // reset every stream as they close the session; spdystream clients
+    // still read what came first, and so must we.
+    let (server, mut peer) = server_with_peer(Config::default());
+    peer.skip_preamble().await;
+    peer.open(1, 0).await;
+    let incoming = server.accept().await.unwrap();
+    let (mut reader, _writer) = incoming.reply(Headers::new()).unwrap().into_split();
+    peer.send_data(1, 0, b"status").await;
+    peer.send(ControlFrame::RstStream {
+        stream_id: 1,
+        status: RstStatus::CANCEL,
+    })
+    .await;
+    // Both frames are in before the first read.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut buf = [0u8; 16];
+    let n = timeout(Duration::from_secs(5), reader.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"status");
+    // Then the reset, not a clean EOF: the stream did not end normally.
+    let err = timeout(Duration::from_secs(5), reader.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("reset"), "{err}");
+}

@@ -43,6 +43,21 @@ impl Containers {
         Ok(rec)
     }
 
+    /// As [`running`](Self::running), but the cached record is enough when
+    /// it says RUNNING (the monitor's subscription keeps it current, and
+    /// the monitor checks again when it starts anything in the container):
+    /// no monitor round trip on the hot paths (ExecSync, Exec, Attach).
+    pub(crate) async fn running_cached(
+        &self,
+        id: &str,
+        what: &str,
+    ) -> Result<super::ContainerRecord, ContainerError> {
+        match self.must(id)? {
+            rec if rec.state == State::Running => Ok(rec),
+            _ => self.running(id, what).await,
+        }
+    }
+
     /// A running container whose pod's monitor can stream (Exec, Attach):
     /// NotFound, or FailedPrecondition naming `what` and what to do.
     pub async fn streaming_target(
@@ -50,7 +65,7 @@ impl Containers {
         id: &str,
         what: &str,
     ) -> Result<super::ContainerRecord, ContainerError> {
-        let rec = self.running(id, what).await?;
+        let rec = self.running_cached(id, what).await?;
         monitor::require_streaming(&self.monitor_dir(&rec.pod_id), &rec.pod_id).await?;
         Ok(rec)
     }
@@ -67,12 +82,8 @@ impl Containers {
                 "cmd is required".to_string(),
             ));
         }
-        // The cached state is enough when it says RUNNING: the monitor
-        // checks again, and a refusal is mapped below as if checked here.
-        let rec = match self.must(id)? {
-            rec if rec.state == State::Running => rec,
-            _ => self.running(id, "exec in it").await?,
-        };
+        // A refusal by the monitor is mapped below as if checked here.
+        let rec = self.running_cached(id, "exec in it").await?;
         let req = Request::Exec {
             id: rec.id.clone(),
             args: cmd,

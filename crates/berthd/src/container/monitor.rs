@@ -414,52 +414,53 @@ pub async fn require_streaming(dir: &Path, pod: &str) -> Result<(), crate::error
 /// request (`exec_stream`, `attach`): the request line, then the answer
 /// line and the fds sent with it, read before any buffered reader touches
 /// the socket. The connection then belongs to the session (closing it
-/// kills the exec, or detaches). Blocking I/O on tokio's blocking pool,
-/// bounded by `timeout`.
+/// kills the exec, or detaches). Async all the way: a session waiting for
+/// its process to start holds no thread (a blocking-pool thread each, with
+/// its stack and malloc arena, was most of what an idle session cost while
+/// a hundred opened at once), bounded by `timeout`.
 pub async fn open_session(
     dir: &Path,
     pod: &str,
     req: &Request,
     timeout: std::time::Duration,
 ) -> Result<(UnixStream, Response, Vec<std::os::fd::OwnedFd>), CallError> {
-    use std::io::Write;
+    use std::os::fd::AsFd;
     let line = encode(req, pod)?;
     let path = dir.join(SOCKET_NAME);
-    let pod_name = pod.to_string();
-    let io = move |source| CallError::Io {
-        pod: pod_name.clone(),
+    let io = |source| CallError::Io {
+        pod: pod.to_string(),
         source,
     };
-    let unreachable_pod = pod.to_string();
-    let opened = tokio::task::spawn_blocking(move || {
-        let mut sock = std::os::unix::net::UnixStream::connect(&path).map_err(|source| {
-            CallError::Unreachable {
-                pod: unreachable_pod,
-                source,
+    let open = async {
+        let mut sock =
+            UnixStream::connect(&path)
+                .await
+                .map_err(|source| CallError::Unreachable {
+                    pod: pod.to_string(),
+                    source,
+                })?;
+        sock.write_all(&line).await.map_err(io)?;
+        let mut reader = berth_monitor_protocol::fds::LineWithFds::default();
+        let (answer, fds) = loop {
+            sock.readable().await.map_err(io)?;
+            match sock.try_io(tokio::io::Interest::READABLE, || reader.step(sock.as_fd())) {
+                Ok(Some(done)) => break done,
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io(e)),
             }
-        })?;
-        sock.set_read_timeout(Some(timeout)).map_err(&io)?;
-        sock.set_write_timeout(Some(timeout)).map_err(&io)?;
-        sock.write_all(&line).map_err(&io)?;
-        let (answer, fds) = berth_monitor_protocol::fds::recv_line_with_fds(&sock).map_err(&io)?;
+        };
         let resp: Response =
             serde_json::from_slice(&answer).map_err(|e| io(std::io::Error::other(e)))?;
-        sock.set_read_timeout(None).map_err(&io)?;
-        sock.set_write_timeout(None).map_err(&io)?;
-        sock.set_nonblocking(true).map_err(&io)?;
-        Ok::<_, CallError>((sock, resp, fds))
-    })
-    .await
-    .map_err(|e| CallError::Io {
-        pod: pod.to_string(),
-        source: std::io::Error::other(format!("monitor session task failed: {e}")),
-    })?;
-    let (sock, resp, fds) = opened?;
-    let sock = UnixStream::from_std(sock).map_err(|source| CallError::Io {
-        pod: pod.to_string(),
-        source,
-    })?;
-    Ok((sock, resp, fds))
+        Ok((sock, resp, fds))
+    };
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| CallError::Timeout {
+            pod: pod.to_string(),
+            op: op_name(req),
+            after: timeout,
+        })?
 }
 
 /// Starts the pod's monitor unless one already answers. The caller

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::pipe;
 
 /// Bytes moved per read: one SPDY data frame / WebSocket message each.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// A pipe's read end from the monitor (made non-blocking: berthd owns it).
 pub fn pipe_reader(fd: OwnedFd) -> io::Result<pipe::Receiver> {

@@ -85,7 +85,7 @@ impl StreamRuntime for BerthStreams {
 async fn running(daemon: &Daemon, id: &str) -> Result<ContainerRecord, RuntimeError> {
     daemon
         .containers()
-        .running(id, "stream to it")
+        .running_cached(id, "stream to it")
         .await
         .map_err(|e| match e {
             BerthError::NotFound(_) => RuntimeError::ContainerNotFound(id.to_string()),

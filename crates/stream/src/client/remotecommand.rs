@@ -51,7 +51,18 @@ impl RemoteCommand {
     /// The command's exit code (0 on success), or what failed remotely.
     pub async fn status(mut self) -> Result<i32, ClientError> {
         let mut report = Vec::new();
-        self.error.read_to_end(&mut report).await?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.error.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+                // A Go server (kubelet's, containerd's) resets every stream
+                // as it closes the session right after writing the status:
+                // the status is whole by then.
+                Err(_) if !report.is_empty() => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
         parse_status(&report, self.version)
     }
 }

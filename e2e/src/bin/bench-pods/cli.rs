@@ -57,6 +57,26 @@ pub struct Cli {
     /// Make the benchmark's CNI network in DIR, hold it until stdin closes, then remove it.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["socket", "floor", "serve_registry"])]
     pub serve_net: Option<PathBuf>,
+    /// Only time streaming against this running container (stream.rs): exec round trips,
+    /// exec -it first bytes, exec output throughput, in one client process.
+    #[arg(long, value_name = "ID", requires = "socket")]
+    pub stream_container: Option<String>,
+    /// With --stream-container: instead of timing, hold N idle `exec -i sh` sessions on one
+    /// gRPC connection (prints `ready N`) until stdin closes.
+    #[arg(long, value_name = "N", requires = "stream_container")]
+    pub stream_sessions: Option<usize>,
+    /// With --stream-container: also time a port-forward into this pod.
+    #[arg(long, value_name = "ID", requires = "stream_container")]
+    pub stream_pod: Option<String>,
+    /// The pod's port that sends --stream-bytes bytes to each connection.
+    #[arg(long, default_value_t = 5001)]
+    pub stream_port: u16,
+    /// Bytes moved by exec output and port-forward.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub stream_bytes: u64,
+    /// Streaming transport: spdy or websocket.
+    #[arg(long, default_value = "spdy")]
+    pub stream_transport: String,
     /// berthd's `--state`: with --bundle-out, copy one container's bundle instead of benchmarking.
     #[arg(long, value_name = "STATE", requires = "bundle_out")]
     pub save_bundle: Option<PathBuf>,

@@ -5,6 +5,12 @@
 //!            [--daemon-pid PID] [--pod-proc NAME]... [--match STR] [--json FILE]
 //! bench-pods --socket SOCK --image IMAGE --nri-socket NRI [--iterations N]
 //!                                  only the cost of one NRI plugin on the pod path (nri.rs)
+//! bench-pods --socket SOCK --stream-container ID [--stream-pod ID] [--stream-port 5001]
+//!            [--stream-bytes N] [--stream-transport spdy|websocket] [--iterations N]
+//!                                  only streaming, in one client process (stream.rs)
+//! bench-pods --socket SOCK --stream-container ID --stream-sessions N
+//!                                  hold N idle exec -i sessions on one gRPC connection
+//!                                  until stdin closes (stream.rs)
 //! bench-pods --serve-registry      registry with the test images; prints HOST:PORT, runs until stdin EOF
 //! bench-pods --serve-net DIR       a CNI network of the benchmark's own (see below) until stdin EOF
 //! bench-pods --floor N [--cni-bin-dir DIR]
@@ -51,6 +57,7 @@ mod nri;
 mod requests;
 mod serve;
 mod stats;
+mod stream;
 mod warm;
 
 use std::time::Instant;
@@ -87,6 +94,28 @@ fn main() -> anyhow::Result<()> {
 /// pull, then benchmark; whatever fails, the pods it made are removed.
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = cli.socket.clone().context("--socket is required")?;
+    if let Some(container) = &cli.stream_container {
+        let mut c = CriClient::connect(&socket)
+            .await
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        let transport = match cli.stream_transport.as_str() {
+            "spdy" => berth_stream::client::Transport::Spdy,
+            "websocket" => berth_stream::client::Transport::WebSocket,
+            other => anyhow::bail!("--stream-transport {other}: spdy or websocket"),
+        };
+        let b = stream::StreamBench {
+            container,
+            pod: cli.stream_pod.as_deref(),
+            port: cli.stream_port,
+            bytes: cli.stream_bytes,
+            iterations: cli.iterations,
+            transport,
+        };
+        if let Some(n) = cli.stream_sessions {
+            return stream::hold_sessions(&mut c, &b, n).await;
+        }
+        return stream::run(&mut c, &b).await;
+    }
     let image = cli.image.clone().context("--image is required")?;
     let mut c = CriClient::connect(&socket)
         .await

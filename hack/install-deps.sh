@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Berth and its tests need, only those missing.
 # Idempotent: a second run with everything present does nothing (no apt-get update).
+# Also builds CRIU into ~/.cache/berth (hack/install-criu.sh) when it is not there.
 #
 #   hack/install-deps.sh          # runtime + test dependencies
 #
@@ -33,17 +34,20 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
-if ((${#missing[@]} == 0)); then
-    exit 0
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "$0: missing packages (${missing[*]}); run as root to install them" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [[ $(id -u) -ne 0 ]]; then
-    echo "$0: missing packages (${missing[*]}); run as root to install them" >&2
-    exit 1
-fi
-echo "installing: ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# CRIU for CheckpointContainer and its e2e test (e2e/tests/checkpoint.rs): Debian 12's criu
+# fails on recent kernels, so hack/install-criu.sh builds CRIU 4 into ~/.cache/berth (about a
+# minute the first time; a no-op once it is there).
+"$(dirname "$0")/install-criu.sh"
 # Debian's docker-registry package starts a registry on :5000 under systemd;
 # tests run their own registries on free loopback ports and need none.
 command -v cargo >/dev/null || {

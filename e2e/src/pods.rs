@@ -29,7 +29,11 @@ pub struct PodEnv {
 
 /// Registry with the test images, a daemon that pulls from it, the images pulled.
 pub async fn setup(images: &[&str]) -> PodEnv {
-    let mut config = BerthdConfig::new().unwrap();
+    setup_with_config(BerthdConfig::new().unwrap(), images).await
+}
+
+/// As [`setup`], for a daemon of `config` (a config file, env of its own).
+pub async fn setup_with_config(mut config: BerthdConfig, images: &[&str]) -> PodEnv {
     let reg = test_registry(&mut config);
     let g = Guard(config.dir.path().to_path_buf());
     let (d, c) = start_and_pull(config, images).await;

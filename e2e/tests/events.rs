@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
-use berth_e2e::cleanup::Guard;
 use berth_e2e::daemon::BerthdConfig;
 use berth_e2e::pods::*;
 use nix::sys::signal::{Signal, kill};
@@ -20,15 +19,7 @@ async fn setup_with(toml: &str) -> PodEnv {
     let mut config = BerthdConfig::new().unwrap();
     config.config_toml = Some(toml.to_string());
     config.env.push(("BERTH_MONITOR_TIMING".into(), "1".into()));
-    let reg = test_registry(&mut config);
-    let g = Guard(config.dir.path().to_path_buf());
-    let (d, c) = start_and_pull(config, &[BUSYBOX]).await;
-    PodEnv {
-        _reg: reg,
-        d,
-        c,
-        _g: g,
-    }
+    setup_with_config(config, &[BUSYBOX]).await
 }
 
 /// The requests of kind `op` the pod's monitor served so far (its timing

@@ -73,6 +73,7 @@ pub struct Config {
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
     pub nri: NriConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 /// The Node Resource Interface: plugins that see and adjust every pod and
@@ -104,6 +105,25 @@ impl Default for NriConfig {
             plugin_config_path: PathBuf::from("/etc/nri/conf.d"),
             plugin_registration_timeout_ms: 5000,
             plugin_request_timeout_ms: 2000,
+        }
+    }
+}
+
+/// CheckpointContainer (kubelet forensic checkpoints), done with CRIU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// The criu binary: a bare name is looked up on berthd's PATH.
+    pub criu_path: PathBuf,
+    /// The limit of one checkpoint when the request gives none (seconds).
+    pub default_timeout_secs: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            criu_path: PathBuf::from("criu"),
+            default_timeout_secs: 300,
         }
     }
 }
@@ -232,6 +252,7 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             metrics: MetricsConfig::default(),
             nri: NriConfig::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -399,6 +420,25 @@ impl Config {
             if self.runtime_handlers[..i].contains(name) {
                 return Err(invalid(format!("{name:?} is listed twice")));
             }
+        }
+        if !(1..=24 * 3600).contains(&self.checkpoint.default_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint.default_timeout_secs",
+                message: format!(
+                    "{} is not between 1 and 86400 (a day)",
+                    self.checkpoint.default_timeout_secs
+                ),
+            });
+        }
+        let criu = &self.checkpoint.criu_path;
+        if criu.as_os_str().is_empty() || (!criu.is_absolute() && criu.components().count() != 1) {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint.criu_path",
+                message: format!(
+                    "{:?} is neither an absolute path nor a bare name to look up on PATH",
+                    criu.display()
+                ),
+            });
         }
         if !(1..=600).contains(&self.network.plugin_timeout_secs) {
             return Err(ConfigError::Invalid {

@@ -13,6 +13,9 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The operation ran out of the time the caller gave it.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A CNI plugin or config failure (the message names the plugin).
@@ -30,6 +33,7 @@ impl From<RuntimeError> for tonic::Status {
             RuntimeError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             RuntimeError::NotFound(_) => tonic::Status::not_found(msg),
             RuntimeError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            RuntimeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
             RuntimeError::Network(e) => match e {
                 berth_net::CniError::Timeout { .. } => tonic::Status::deadline_exceeded(msg),
                 berth_net::CniError::PluginNotFound { .. } => {

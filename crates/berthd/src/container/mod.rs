@@ -15,6 +15,8 @@ pub mod monitor;
 pub mod record;
 pub mod rootfs;
 
+mod checkpoint;
+mod checkpoint_archive;
 mod create;
 pub mod events;
 mod idmap;
@@ -35,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use berth_image::ImageStore;
 use redb::{Database, ReadableTable, TableDefinition};
 
+pub use checkpoint::CriuOptions;
 pub use record::{ContainerRecord, State};
 
 pub use crate::error::RuntimeError as ContainerError;
@@ -116,6 +119,8 @@ pub struct Containers {
     /// startup, whatever a crash left there).
     bundles_trash: PathBuf,
     layers_trash: PathBuf,
+    /// `<root>/checkpoint-work`: CheckpointContainer's scratch dirs.
+    checkpoint_work_dir: PathBuf,
     /// The subscriptions to the pod monitors' events.
     watches: Arc<watch::Watches>,
     /// Their updates, until the daemon takes them to apply.
@@ -161,6 +166,8 @@ impl Containers {
             root.join("containers-trash"),
         );
         recover::empty_leftover_trash(&images, &bundles_trash, &layers_trash);
+        let checkpoint_work_dir = root.join("checkpoint-work");
+        checkpoint::remove_leftovers(&checkpoint_work_dir);
         let (watches, updates) = watch::Watches::new(watch_timing);
         Ok(Containers {
             db,
@@ -175,6 +182,7 @@ impl Containers {
             flusher,
             bundles_trash,
             layers_trash,
+            checkpoint_work_dir,
             watches,
             updates: Mutex::new(Some(updates)),
             nri_notices: std::sync::OnceLock::new(),

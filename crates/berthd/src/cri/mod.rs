@@ -2,6 +2,7 @@
 //! small group of RPCs); this module only wires the tonic traits to them.
 
 mod container_attach;
+mod container_checkpoint;
 mod container_create;
 mod container_events;
 mod container_exec;

@@ -9,11 +9,12 @@ use berth_stream::StreamingServer;
 use tonic::{Request, Response, Status};
 
 use super::{
-    BoxStream, container_attach, container_create, container_events, container_exec,
-    container_exec_sync, container_list, container_remove, container_reopen_log, container_start,
-    container_status, container_stop, container_update_resources, list_stream, runtime_config,
-    sandbox_list, sandbox_port_forward, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
-    sandbox_update_resources, status, unimplemented, update_runtime_config, version,
+    BoxStream, container_attach, container_checkpoint, container_create, container_events,
+    container_exec, container_exec_sync, container_list, container_remove, container_reopen_log,
+    container_start, container_status, container_stop, container_update_resources, list_stream,
+    runtime_config, sandbox_list, sandbox_port_forward, sandbox_remove, sandbox_run,
+    sandbox_status, sandbox_stop, sandbox_update_resources, status, unimplemented,
+    update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
 use crate::daemon::Daemon;
@@ -336,9 +337,11 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn checkpoint_container(
         &self,
-        _req: Request<CheckpointContainerRequest>,
+        req: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer")
+        container_checkpoint::checkpoint_container(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

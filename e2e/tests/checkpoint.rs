@@ -1,0 +1,265 @@
+//! CheckpointContainer (kubelet forensic checkpointing) with CRIU: a
+//! counting container is dumped while it runs on, into an archive in
+//! CRI-O's layout; bad requests are refused with the CRI's codes and leave
+//! nothing. Needs root and CRIU 4 (`hack/install-criu.sh`, which
+//! hack/install-deps.sh runs): without it the test fails, saying so.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_api::v1::*;
+use berth_e2e::daemon::BerthdConfig;
+use berth_e2e::pods::*;
+
+/// The CRIU `hack/install-criu.sh` installs; panics, telling how to install
+/// it, when it is not there.
+fn criu() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/install-criu.sh");
+    let out = Command::new(&script)
+        .arg("--print-path")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} --print-path failed",
+        script.display()
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let criu = dir.join("criu");
+    let ok = Command::new(&criu)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "no working criu at {}: the checkpoint tests need CRIU 4 (Debian 12's 3.17 fails on \
+         recent kernels); install it with `hack/install-criu.sh` (as root; hack/install-deps.sh \
+         runs it), then run the tests again",
+        criu.display()
+    );
+    criu
+}
+
+/// A registry and a daemon whose `[checkpoint] criu_path` is `criu`.
+async fn setup_with_criu(criu: &Path) -> PodEnv {
+    let mut config = BerthdConfig::new().unwrap();
+    config.config_toml = Some(format!(
+        "[checkpoint]\ncriu_path = {:?}\n",
+        criu.display().to_string()
+    ));
+    setup_with_config(config, &[BUSYBOX]).await
+}
+
+/// The last number the counter logged (CRI log lines "<time> <stream> <tag> <text>").
+fn last_count(log_path: &str) -> u64 {
+    std::fs::read_to_string(log_path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|l| l.splitn(4, ' ').nth(3)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_count(log_path: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = last_count(log_path);
+        if n > above {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counter did not pass {above} (at {n})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn checkpoint(
+    c: &mut berth_e2e::client::CriClient,
+    id: &str,
+    location: &str,
+    timeout: i64,
+) -> Result<(), tonic::Status> {
+    c.runtime
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: id.into(),
+            location: location.into(),
+            timeout,
+        })
+        .await
+        .map(|_| ())
+}
+
+fn tar_list(args: &[&str]) -> Vec<String> {
+    let out = Command::new("tar").args(args).output().unwrap();
+    assert!(out.status.success(), "tar {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_running_counter_is_checkpointed_and_counts_on() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let (pod, pc) = run_pod(&mut env, "ckpt").await;
+    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /count; sleep 0.1; done";
+    let mut cfg = ctr_config("counter", BUSYBOX, script);
+    // A file of the image deleted: deleted.files lists it.
+    cfg.command = vec!["sh".into(), "-c".into(), format!("rm /etc/group; {script}")];
+    let id = running(&mut env.c, &pod, &pc, cfg).await;
+    let log_path = status(&mut env.c, &id).await.unwrap().log_path;
+    wait_count(&log_path, 5).await;
+
+    let dir = env.d.config.dir.path().join("checkpoints");
+    std::fs::create_dir(&dir).unwrap();
+    let archive = dir.join("counter.tar");
+    let t = Instant::now();
+    checkpoint(&mut env.c, &id, archive.to_str().unwrap(), 60)
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", env.d.log_text()));
+    let took = t.elapsed();
+    let at = last_count(&log_path);
+    eprintln!(
+        "checkpoint of the counter took {} ms ({} bytes), counter at {at}",
+        took.as_millis(),
+        std::fs::metadata(&archive).unwrap().len()
+    );
+
+    // The archive: CRI-O's layout, readable by its owner only.
+    let meta = std::fs::metadata(&archive).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let names = tar_list(&["-tf", archive.to_str().unwrap()]);
+    eprintln!("tar tf:\n{}", names.join("\n"));
+    for want in [
+        "checkpoint/inventory.img",
+        "checkpoint/pstree.img",
+        "checkpoint/descriptors.json",
+        "config.dump",
+        "spec.dump",
+        "rootfs-diff.tar",
+        "deleted.files",
+        "dump.log",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint/pages-")),
+        "no memory pages in {names:?}"
+    );
+    let x = dir.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let st = Command::new("tar")
+        .args(["-xf", archive.to_str().unwrap(), "-C", x.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("config.dump")).unwrap()).unwrap();
+    assert_eq!(config["id"], id.as_str());
+    assert_eq!(config["name"], "counter");
+    assert_eq!(config["runtime"], "berth");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("spec.dump")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"][0], "sh");
+    let deleted: Vec<String> =
+        serde_json::from_slice(&std::fs::read(x.join("deleted.files")).unwrap()).unwrap();
+    assert_eq!(deleted, ["etc/group"]);
+    let diff = tar_list(&["-tf", x.join("rootfs-diff.tar").to_str().unwrap()]);
+    assert!(diff.iter().any(|n| n == "count"), "{diff:?}");
+    assert!(
+        !diff
+            .iter()
+            .any(|n| n.starts_with("dev/") || n.starts_with("proc")),
+        "mount points in the diff: {diff:?}"
+    );
+    // The init's stdio as runc records it: fd 0 /dev/null, 1 and 2 the monitor's pipes.
+    let fds: Vec<String> =
+        serde_json::from_slice(&std::fs::read(x.join("checkpoint/descriptors.json")).unwrap())
+            .unwrap();
+    assert_eq!(fds.len(), 3);
+    assert!(fds[1].starts_with("pipe:["), "{fds:?}");
+    let log = std::fs::read_to_string(x.join("dump.log")).unwrap();
+    assert!(log.contains("Dumping finished successfully"), "{log}");
+
+    // The container runs on and counts on, from where it was.
+    let s = status(&mut env.c, &id).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    let after = wait_count(&log_path, at + 10).await;
+    assert!(after > at + 10);
+    let n = exec(&mut env.c, &id, &sh("cat /count"), 10).await.unwrap();
+    assert_eq!(n.exit_code, 0);
+
+    // No scratch dir is left behind.
+    let work = env.d.config.root.join("checkpoint-work");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A symlink at the location is replaced, never followed.
+    let outside = dir.join("outside");
+    std::fs::write(&outside, "keep").unwrap();
+    let link = dir.join("link.tar");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    checkpoint(&mut env.c, &id, link.to_str().unwrap(), 0)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+
+    stop_container(&mut env.c, &id).await;
+    remove_container(&mut env.c, &id).await;
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+}
+
+#[tokio::test]
+async fn bad_checkpoint_requests_are_refused_and_leave_nothing() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let (pod, pc) = run_pod(&mut env, "ckpt-bad").await;
+    let dir = env.d.config.dir.path().join("checkpoints");
+    std::fs::create_dir(&dir).unwrap();
+    let good = dir.join("c.tar").display().to_string();
+
+    let e = checkpoint(&mut env.c, "no-such-container", &good, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    let id = running(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("sleeper", BUSYBOX, "exec sleep 1000"),
+    )
+    .await;
+    for bad in [
+        String::new(),
+        "relative/c.tar".to_string(),
+        format!("{}/missing/c.tar", dir.display()),
+        format!("{}/../c.tar", dir.display()),
+    ] {
+        let e = checkpoint(&mut env.c, &id, &bad, 0).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}: {e:?}");
+    }
+
+    let done = create(&mut env.c, &pod, &pc, ctr_config("done", BUSYBOX, "true"))
+        .await
+        .unwrap();
+    start(&mut env.c, &done).await;
+    wait_state(&mut env.c, &done, ContainerState::ContainerExited).await;
+    let e = checkpoint(&mut env.c, &done, &good, 0).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not running"), "{e:?}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+}

@@ -128,11 +128,18 @@ async fn unimplemented_rpcs_say_which() {
     let mut c = d.client().await.unwrap();
     let err = c
         .runtime
-        .checkpoint_container(CheckpointContainerRequest::default())
+        .checkpoint_pod(CheckpointPodRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("CheckpointContainer"), "{err:?}");
+    assert!(err.message().contains("CheckpointPod"), "{err:?}");
+    let err = c
+        .runtime
+        .restore_pod(RestorePodRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("RestorePod"), "{err:?}");
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 
 pub mod client;
 mod config;
+mod copy_buf;
 mod error;
 mod http;
 mod portforward;
@@ -36,6 +37,7 @@ mod token;
 mod websocket;
 
 pub use config::{StreamingConfig, TlsFiles};
+pub use copy_buf::CopyBuf;
 pub use error::{RequestError, StartError};
 pub use remotecommand::{Status, StatusCause, StatusDetails};
 pub use request::{AttachRequest, ExecRequest, PortForwardRequest};

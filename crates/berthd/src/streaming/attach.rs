@@ -237,7 +237,7 @@ async fn pipe_input(client: StdinReader, pipe: OwnedFd) {
 /// its own loop), so berthd neither reads it nor changes its flags: each
 /// chunk is written on the blocking pool; typing is a few bytes at a time.
 async fn terminal_input(mut client: StdinReader, master: Arc<OwnedFd>) {
-    let mut buf = fd_io::CopyBuf::new();
+    let mut buf = berth_stream::CopyBuf::new();
     loop {
         let chunk = match buf.read_from(&mut client).await {
             Ok([]) | Err(_) => return,

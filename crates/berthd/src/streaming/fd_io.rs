@@ -8,13 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use berth_stream::{OutputWriter, StdinReader, TerminalSize};
+use berth_stream::{CopyBuf, OutputWriter, StdinReader, TerminalSize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::pipe;
-
-/// Bytes moved per read: one SPDY data frame / WebSocket message each.
-const CHUNK: usize = 256 * 1024;
 
 /// A pipe's read end from the monitor (made non-blocking: berthd owns it).
 pub fn pipe_reader(fd: OwnedFd) -> io::Result<pipe::Receiver> {
@@ -177,41 +174,5 @@ pub async fn copy_stdin(
         }
         to.write_all(data).await?;
         copied += data.len() as u64;
-    }
-}
-
-/// What a copy loop reads into: small while the stream trickles (what an
-/// idle or interactive session holds: most sessions are), `CHUNK` once a
-/// read fills it, and small again after a short read. A few hundred idle
-/// sessions then cost a few KiB each in buffers, not 64.
-pub(super) struct CopyBuf(Vec<u8>);
-
-/// Bytes a trickling stream is read with.
-const SMALL_CHUNK: usize = 1024;
-
-impl CopyBuf {
-    pub(super) fn new() -> Self {
-        Self(vec![0; SMALL_CHUNK])
-    }
-
-    /// One read; an empty slice at EOF.
-    pub(super) async fn read_from(
-        &mut self,
-        from: &mut (impl AsyncRead + Unpin),
-    ) -> io::Result<&[u8]> {
-        let n = from.read(&mut self.0).await?;
-        let len = self.0.len();
-        if n == len && len < CHUNK {
-            // The stream flows: read it in large pieces from now on. The
-            // bytes read stay at the front.
-            self.0.resize(CHUNK, 0);
-        } else if n < SMALL_CHUNK && len > SMALL_CHUNK {
-            // It trickles again: give the large buffer back (after this
-            // chunk is used; its bytes fit the small one).
-            let mut small = vec![0; SMALL_CHUNK];
-            small[..n].copy_from_slice(&self.0[..n]);
-            self.0 = small;
-        }
-        Ok(&self.0[..n])
     }
 }

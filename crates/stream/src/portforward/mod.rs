@@ -12,8 +12,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::CopyBuf;
 use crate::http::{Body, spawn_upgraded, text_response};
 use crate::request::PortForwardRequest;
 use crate::runtime::{Disconnected, RuntimeError};
@@ -21,8 +22,6 @@ use crate::server::Shared;
 use crate::spdy_upgrade;
 use crate::websocket as ws;
 
-/// Relay buffer per direction of one forwarded connection.
-const RELAY_BUFFER: usize = 32 * 1024;
 /// How long one direction may go on after the other ended.
 const RELAY_LINGER: Duration = Duration::from_secs(1);
 
@@ -163,19 +162,17 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (data_in, mut data_out) = tokio::io::split(data);
-    let (target_in, mut target_out) = tokio::io::split(target);
+    let (mut data_in, mut data_out) = tokio::io::split(data);
+    let (mut target_in, mut target_out) = tokio::io::split(target);
     let upstream = async {
-        let mut from = BufReader::with_capacity(RELAY_BUFFER, data_in);
-        if let Err(err) = tokio::io::copy_buf(&mut from, &mut target_out).await {
+        if let Err(err) = copy_to_pod(&mut data_in, &mut target_out).await {
             tracing::debug!("port-forward: client to pod: {err}");
         }
         let _ = target_out.shutdown().await;
         Ok::<(), std::io::Error>(())
     };
     let downstream = async {
-        let mut from = BufReader::with_capacity(RELAY_BUFFER, target_in);
-        let copied = copy_to_client(&mut from, &mut data_out).await;
+        let copied = copy_to_client(&mut target_in, &mut data_out).await;
         let _ = data_out.shutdown().await;
         copied
     };
@@ -194,20 +191,35 @@ where
 /// with the stream (reset it, or went away), and ends the copy quietly.
 async fn copy_to_client<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
 where
-    R: tokio::io::AsyncBufRead + Unpin,
+    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncBufReadExt;
+    let mut buf = CopyBuf::new();
     loop {
-        let chunk = from.fill_buf().await?;
+        let chunk = buf.read_from(from).await?;
         if chunk.is_empty() {
             return Ok(());
         }
-        let n = chunk.len();
         if let Err(err) = to.write_all(chunk).await {
             tracing::debug!("port-forward: pod to client: {err}");
             return Ok(());
         }
-        from.consume(n);
+    }
+}
+
+/// Copies the client's bytes to the pod until the client's EOF; the first
+/// error either side gives ends it.
+async fn copy_to_pod<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = CopyBuf::new();
+    loop {
+        let chunk = buf.read_from(from).await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        to.write_all(chunk).await?;
     }
 }

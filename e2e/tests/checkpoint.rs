@@ -263,3 +263,258 @@ async fn bad_checkpoint_requests_are_refused_and_leave_nothing() {
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
 }
+
+/// The numbers of a counter's CRI log, in order.
+fn counts(log_path: &str) -> Vec<u64> {
+    std::fs::read_to_string(log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3)?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_checkpointed_counter_is_restored_into_a_new_pod_and_counts_on() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let (pod_a, pc_a) = run_pod(&mut env, "ckpt-a").await;
+    let script = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done";
+    let id_a = running(
+        &mut env.c,
+        &pod_a,
+        &pc_a,
+        ctr_config("counter", BUSYBOX, script),
+    )
+    .await;
+    let log_a = status(&mut env.c, &id_a).await.unwrap().log_path;
+    wait_count(&log_a, 5).await;
+    let dir = env.d.config.dir.path().join("checkpoints");
+    std::fs::create_dir(&dir).unwrap();
+    let archive = dir.join("counter.tar");
+    // The dump is taken between these two values.
+    let before = last_count(&log_a);
+    checkpoint(&mut env.c, &id_a, archive.to_str().unwrap(), 60)
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint: {e:?}\n{}", env.d.log_text()));
+    let after = last_count(&log_a);
+    // Pod A counts on a while, then goes: the restore continues from the
+    // dump, not from where pod A got to.
+    let gone_at = wait_count(&log_a, after + 10).await;
+    stop_container(&mut env.c, &id_a).await;
+    remove_container(&mut env.c, &id_a).await;
+    stop_pod(&mut env.c, &pod_a).await;
+    remove_pod(&mut env.c, &pod_a).await;
+
+    let (pod_b, pc_b) = run_pod(&mut env, "ckpt-b").await;
+    let id_b = create(
+        &mut env.c,
+        &pod_b,
+        &pc_b,
+        ctr_config("counter", archive.to_str().unwrap(), "exit 99"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create from the archive: {e:?}\n{}", env.d.log_text()));
+    let s = status(&mut env.c, &id_b).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32, "{s:?}");
+    let log_b = s.log_path;
+    let t = Instant::now();
+    env.c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id_b.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e:?}\n{}", env.d.log_text()));
+    let restore_ms = t.elapsed().as_millis();
+    let s = status(&mut env.c, &id_b).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    let first = wait_count(&log_b, 0).await;
+    let later = wait_count(&log_b, first + 5).await;
+    let seen = counts(&log_b);
+    eprintln!(
+        "restore: pod A's counter logged {before} before the checkpoint, {after} when it \
+         returned, {gone_at} when pod A went; in pod B it went on at {} (first line), then \
+         {later}; StartContainer (restore) took {restore_ms} ms",
+        seen[0]
+    );
+    // It continues from the checkpoint, never from 1, and counts by one.
+    assert!(
+        seen[0] > before && seen[0] <= after + 1,
+        "{seen:?} (logged {before} before the dump, {after} after it)"
+    );
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    // The restored tree is in the new container's cgroups (where an exec
+    // is put).
+    let r = exec(
+        &mut env.c,
+        &id_b,
+        &sh("cat /proc/1/cgroup; echo ---; cat /proc/self/cgroup"),
+        10,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    let (init, own) = out.split_once("---\n").unwrap();
+    let memory = |s: &str| {
+        s.lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .map(str::to_string)
+    };
+    assert!(memory(init).is_some(), "{out}");
+    assert_eq!(memory(init), memory(own), "{out}");
+    // An exec runs in it; stop and remove work as for any container.
+    let r = exec(&mut env.c, &id_b, &sh("echo hi"), 10).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+
+    // A restore CRIU fails (the process tree's image gone) fails the start
+    // with CRIU's log, leaves the container EXITED, and it is removed as any.
+    let x = dir.join("broken");
+    std::fs::create_dir(&x).unwrap();
+    let st = Command::new("tar")
+        .args(["-xf", archive.to_str().unwrap(), "-C", x.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(x.join("checkpoint/pstree.img")).unwrap();
+    let broken = dir.join("broken.tar");
+    let st = Command::new("tar")
+        .args([
+            "-cf",
+            broken.to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut cfg = ctr_config("broken", broken.to_str().unwrap(), "true");
+    cfg.log_path = "broken/0.log".into();
+    let id_x = create(&mut env.c, &pod_b, &pc_b, cfg).await.unwrap();
+    let e = env
+        .c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id_x.clone(),
+        })
+        .await
+        .unwrap_err();
+    eprintln!("failed restore: {e:?}");
+    assert!(e.message().contains("criu restore failed"), "{e:?}");
+    assert!(e.message().contains("pstree"), "{e:?}");
+    let s = status(&mut env.c, &id_x).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    remove_container(&mut env.c, &id_x).await;
+    // The restored counter was not disturbed.
+    let r = exec(&mut env.c, &id_b, &sh("echo hi"), 10).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    stop_container(&mut env.c, &id_b).await;
+    let s = status(&mut env.c, &id_b).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    remove_container(&mut env.c, &id_b).await;
+    stop_pod(&mut env.c, &pod_b).await;
+    remove_pod(&mut env.c, &pod_b).await;
+}
+
+#[tokio::test]
+async fn bad_checkpoint_archives_are_refused_and_leave_nothing() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let (pod, pc) = run_pod(&mut env, "restore-bad").await;
+    let dir = env.d.config.dir.path().join("archives");
+    std::fs::create_dir(&dir).unwrap();
+    let layers = env.d.config.root.join("containers");
+    let layers_before = std::fs::read_dir(&layers).map_or(0, |d| d.count());
+
+    // Not there, not a file, not a tar, missing files, a hostile tar.
+    let missing = dir.join("missing.tar");
+    let garbage = dir.join("garbage.tar");
+    std::fs::write(&garbage, vec![0x5a; 4096]).unwrap();
+    let partial = dir.join("partial.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&partial).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "spec.dump", &b"{}"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let evil = dir.join("evil.tar");
+    let outside = dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "checkpoint", &outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "checkpoint/pwned", &b"x\n"[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
+    for (archive, code) in [
+        (&missing, tonic::Code::InvalidArgument),
+        (&dir, tonic::Code::InvalidArgument),
+        (&garbage, tonic::Code::InvalidArgument),
+        (&partial, tonic::Code::InvalidArgument),
+        (&evil, tonic::Code::InvalidArgument),
+    ] {
+        let e = create(
+            &mut env.c,
+            &pod,
+            &pc,
+            ctr_config("restored", archive.to_str().unwrap(), "true"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), code, "{}: {e:?}", archive.display());
+        assert!(
+            e.message().contains(archive.to_str().unwrap()),
+            "{}: {e:?}",
+            archive.display()
+        );
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+    // An archive whose image is not in the store.
+    let noimage = dir.join("noimage.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&noimage).unwrap());
+        let config = br#"{"rootfsImageName":"example.invalid/none:1","rootfsImageRef":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        for (name, data) in [("config.dump", &config[..]), ("spec.dump", &b"{}"[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "checkpoint/", &b""[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let e = create(
+        &mut env.c,
+        &pod,
+        &pc,
+        ctr_config("restored", noimage.to_str().unwrap(), "true"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("example.invalid/none:1"), "{e:?}");
+
+    // Nothing was left: no container, no layer dir.
+    assert!(list_containers(&mut env.c).await.is_empty());
+    assert_eq!(
+        std::fs::read_dir(&layers).map_or(0, |d| d.count()),
+        layers_before
+    );
+    stop_pod(&mut env.c, &pod).await;
+    remove_pod(&mut env.c, &pod).await;
+}

@@ -57,10 +57,10 @@ mod version;
 
 pub use client::{Client, spawn};
 pub use error_code::ErrorCode;
-pub use request::{DEFAULT_MAX_OUTPUT, Request, TerminalSize};
+pub use request::{DEFAULT_MAX_OUTPUT, Request, RestoreFrom, TerminalSize};
 pub use response::{ErrorReply, EventKind, Response};
 pub use state::{ContainerState, ExitRecord, Status};
-pub use version::{EVENTS_VERSION, PROTOCOL_VERSION, version_from_hello};
+pub use version::{EVENTS_VERSION, PROTOCOL_VERSION, RESTORE_VERSION, version_from_hello};
 
 /// Name of the monitor's socket inside its state dir.
 pub const SOCKET_NAME: &str = "monitor.sock";

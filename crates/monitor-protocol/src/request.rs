@@ -29,6 +29,13 @@ pub enum Request {
         stdin: bool,
         #[serde(default)]
         stdin_once: bool,
+        /// The container is a restore: its [`Request::Start`] has CRIU
+        /// restore the checkpoint's process tree into it instead of
+        /// starting its process (version 5 on; an older monitor would
+        /// ignore the field and start the process fresh: berthd checks the
+        /// version first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<RestoreFrom>,
     },
     /// Starts the process of a created container.
     Start { id: String },
@@ -159,6 +166,20 @@ pub enum Request {
     /// subscriber that does not keep reading is dropped (closed), not
     /// waited for: it subscribes again and gets a fresh snapshot.
     Subscribe,
+}
+
+/// Where a restored container's process comes from (`Request::Create`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The criu binary (absolute path).
+    pub criu: PathBuf,
+    /// The unpacked checkpoint archive (CRI-O's layout): CRIU's images and
+    /// `descriptors.json` in `checkpoint/`; CRIU's restore log and work
+    /// files are written here too.
+    pub dir: PathBuf,
+    /// How long the restore may take before CRIU is killed (0: 60 s).
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 /// A terminal's size in characters.

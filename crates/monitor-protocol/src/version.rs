@@ -7,7 +7,11 @@ use crate::{ErrorCode, Response};
 /// (`exec_stream`, `attach`, fds with answers, terminal/stdin containers);
 /// 3: `close_stdin`.
 /// 4: `subscribe` (container events pushed to berthd).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `create` with `restore` (a container restored from a checkpoint).
+pub const PROTOCOL_VERSION: u32 = 5;
+
+/// The first version that restores containers (`Request::Create`'s `restore`).
+pub const RESTORE_VERSION: u32 = 5;
 
 /// The first version with [`Request::Subscribe`](crate::Request::Subscribe).
 pub const EVENTS_VERSION: u32 = 4;

@@ -12,6 +12,20 @@ fn round_trip_response(r: &Response) -> Response {
 }
 
 #[test]
+fn create_without_restore_omits_it() {
+    let line = serde_json::to_string(&Request::Create {
+        id: "c1".into(),
+        bundle: "/b".into(),
+        log_path: "/l".into(),
+        stdin: false,
+        stdin_once: false,
+        restore: None,
+    })
+    .unwrap();
+    assert!(!line.contains("restore"), "{line}");
+}
+
+#[test]
 fn requests_round_trip() {
     let reqs = [
         Request::Hello,
@@ -21,6 +35,19 @@ fn requests_round_trip() {
             log_path: "/l".into(),
             stdin: false,
             stdin_once: false,
+            restore: None,
+        },
+        Request::Create {
+            id: "c2".into(),
+            bundle: "/b".into(),
+            log_path: "/l".into(),
+            stdin: false,
+            stdin_once: false,
+            restore: Some(berth_monitor_protocol::RestoreFrom {
+                criu: "/usr/local/bin/criu".into(),
+                dir: "/var/lib/berth/containers/c2/checkpoint".into(),
+                timeout_ms: 30_000,
+            }),
         },
         Request::StartAndReport { id: "c1".into() },
         Request::Stop {

@@ -116,6 +116,7 @@ fn main() {
             log_path: bundle.join("log"),
             stdin: false,
             stdin_once: false,
+            restore: None,
         }));
         times.push(t.elapsed());
         let t = Instant::now();

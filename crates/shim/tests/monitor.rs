@@ -151,6 +151,7 @@ impl Pod {
             log_path,
             stdin: false,
             stdin_once: false,
+            restore: None,
         }) {
             Response::Created { pid } => pid,
             other => panic!("create {id}: {other:?}"),
@@ -420,6 +421,7 @@ fn bad_bundle_is_an_error_and_leaves_nothing() {
         log_path: pod.log_path("broken"),
         stdin: false,
         stdin_once: false,
+        restore: None,
     }) {
         Response::Error(ErrorReply { code, message }) => {
             assert_eq!(code, ErrorCode::Internal, "{message}");
@@ -463,6 +465,7 @@ fn daemonized_single_threaded_and_small() {
             log_path: pod.log_path(&id),
             stdin: false,
             stdin_once: false,
+            restore: None,
         });
         assert!(matches!(r, Response::Created { .. }), "{r:?}");
         assert_eq!(pod.call(Request::Start { id: id.clone() }), Response::Ok);
@@ -549,6 +552,7 @@ fn oom_score_adj_and_deleting_a_created_container() {
         log_path: pod.log_path("high"),
         stdin: false,
         stdin_once: false,
+        restore: None,
     });
     let Response::Created { pid } = r else {
         panic!("{r:?}")
@@ -581,6 +585,7 @@ fn oom_score_adj_and_deleting_a_created_container() {
         log_path: pod.log_path("low"),
         stdin: false,
         stdin_once: false,
+        restore: None,
     });
     println!("oomScoreAdj -999: {r:?}");
     match r {
@@ -613,6 +618,7 @@ fn libcontainer_failure_is_explained() {
         log_path: pod.log_path("badcwd"),
         stdin: false,
         stdin_once: false,
+        restore: None,
     }) {
         Response::Error(ErrorReply {
             code: ErrorCode::Internal,
@@ -713,6 +719,7 @@ impl Pod {
             log_path: self.log_path(id),
             stdin,
             stdin_once,
+            restore: None,
         });
         assert!(matches!(r, Response::Created { .. }), "create {id}: {r:?}");
         assert_eq!(self.call(Request::Start { id: id.into() }), Response::Ok);
@@ -1259,6 +1266,7 @@ fn run_bundle(pod: &mut Pod, id: &str, bundle: PathBuf) -> i32 {
         log_path: pod.log_path(id),
         stdin: false,
         stdin_once: false,
+        restore: None,
     });
     let Response::Created { pid } = r else {
         panic!("create {id}: {r:?}")

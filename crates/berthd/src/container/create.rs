@@ -35,6 +35,23 @@ struct Undo {
     in_monitor: bool,
 }
 
+/// What a new container is made from.
+struct Source<'a> {
+    image: &'a berth_image::Image,
+    /// The image's name as the container shows it.
+    name: &'a str,
+    /// A restore: the checkpoint its process comes from.
+    restore: Option<&'a Restore>,
+}
+
+/// A container created from a checkpoint archive (see [`super::restore`]).
+pub struct Restore {
+    /// The archive unpacked into the container's layer dir.
+    pub staged: super::restore::Staged,
+    /// The CRIU settings the monitor's restore uses.
+    pub criu: super::CriuOptions,
+}
+
 /// Where a new container's files go.
 struct Dirs {
     /// `<state>/containers/<id>`: `config.json` and the rootfs mount point.
@@ -79,6 +96,7 @@ impl Containers {
         &self,
         pod: SandboxRecord,
         config: ContainerConfig,
+        criu: &super::CriuOptions,
     ) -> Result<ContainerRecord, ContainerError> {
         let invalid = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
         let Some(md) = config.metadata.clone() else {
@@ -101,20 +119,40 @@ impl Containers {
                 pod.id
             )));
         }
-        let image = self
-            .images
-            .get(&image_name)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                ContainerError::NotFound(format!(
-                    "image {image_name:?} is not pulled: pull it before creating the container"
-                ))
-            })?;
         let id = new_id().map_err(internal)?;
+        let (image, image_name, restore) = match super::restore::archive_of(&image_name) {
+            Some(archive) => {
+                let restore = self
+                    .stage_restore(&id, archive, &pod, &config, criu)
+                    .await?;
+                match self.restore_image(&restore.staged) {
+                    Ok((image, name)) => (image, name, Some(restore)),
+                    Err(e) => {
+                        let _ = rootfs::remove_dir(&self.layers_dir.join(&id));
+                        return Err(e);
+                    }
+                }
+            }
+            None => {
+                let image = self
+                    .images
+                    .get(&image_name)
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        ContainerError::NotFound(format!(
+                            "image {image_name:?} is not pulled: pull it before creating the container"
+                        ))
+                    })?;
+                (image, image_name, None)
+            }
+        };
         let key = record::reservation_key(&pod.id, &md.name, md.attempt);
         {
             let mut inner = self.lock();
             if let Some(other) = inner.names.get(&key) {
+                if restore.is_some() {
+                    let _ = rootfs::remove_dir(&self.layers_dir.join(&id));
+                }
                 return Err(ContainerError::AlreadyExists(format!(
                     "container name {:?} (attempt {}) is already used by {other} in pod {}",
                     md.name, md.attempt, pod.id
@@ -124,8 +162,16 @@ impl Containers {
         }
         let span = tracing::info_span!("create_container", pod = %pod.id, container = %id);
         let mut undo = Undo::default();
+        if restore.is_some() {
+            undo.dirs = vec![self.layers_dir.join(&id)];
+        }
+        let source = Source {
+            image: &image,
+            name: &image_name,
+            restore: restore.as_ref(),
+        };
         let result = self
-            .create_steps(&id, &pod, &config, &image, &image_name, &mut undo)
+            .create_steps(&id, &pod, &config, &source, &mut undo)
             .instrument(span.clone())
             .await;
         if let Err(e) = &result {
@@ -143,10 +189,10 @@ impl Containers {
         id: &str,
         pod: &SandboxRecord,
         config: &ContainerConfig,
-        image: &berth_image::Image,
-        image_name: &str,
+        source: &Source<'_>,
         undo: &mut Undo,
     ) -> Result<ContainerRecord, ContainerError> {
+        let (image, image_name) = (source.image, source.name);
         let created = Instant::now();
         let mut laps = Laps::new();
         let pod_config = pod.config().map_err(internal)?;
@@ -170,7 +216,7 @@ impl Containers {
         // the rootfs and bundle are prepared.
         let monitor_ready = self.spawn_monitor(&pod.id);
         let (dirs, volume_layers) = self
-            .mount_rootfs(id, image, &volumes, input.userns, undo, &mut laps)
+            .mount_rootfs(id, source, &volumes, input.userns, undo, &mut laps)
             .await?;
         let mut mounts = self
             .mount_image_volumes(
@@ -230,8 +276,19 @@ impl Containers {
             .map_err(internal)?;
         laps.mark("monitor_ready");
         self.watch(&pod.id);
-        self.create_in_monitor(&pod.id, id, &dirs.bundle, logs.monitor, config, undo)
-            .await?;
+        let req = Request::Create {
+            id: id.to_string(),
+            bundle: dirs.bundle.clone(),
+            log_path: logs.monitor,
+            stdin: config.stdin,
+            stdin_once: config.stdin && config.stdin_once,
+            restore: source.restore.map(|r| berth_monitor_protocol::RestoreFrom {
+                criu: r.criu.criu.clone(),
+                dir: r.staged.dir.clone(),
+                timeout_ms: r.criu.timeout.as_millis() as u64,
+            }),
+        };
+        self.create_in_monitor(&pod.id, req, config, undo).await?;
         laps.mark("monitor_create");
 
         let rec = new_record(
@@ -293,12 +350,13 @@ impl Containers {
     async fn mount_rootfs(
         &self,
         id: &str,
-        image: &berth_image::Image,
+        source: &Source<'_>,
         volumes: &[image_volume::Requested],
         userns: Option<&super::PodUserns>,
         undo: &mut Undo,
         laps: &mut Laps,
     ) -> Result<(Dirs, Vec<Vec<PathBuf>>), ContainerError> {
+        let (image, restore) = (source.image, source.restore);
         let (images, cid) = (self.images.clone(), id.to_string());
         let ids: Vec<String> = std::iter::once(&image.id)
             .chain(volumes.iter().map(|v| &v.image.id))
@@ -318,7 +376,19 @@ impl Containers {
         let rootfs = bundle.join("rootfs");
         let (l, b, r) = (layers, layer_dir.clone(), rootfs.clone());
         let u = userns.cloned();
-        blocking::run(move || rootfs::mount_overlay(&l, &b, &r, u.as_ref())).await?;
+        let staged = restore.map(|r| r.staged.dir.clone());
+        blocking::run(move || {
+            // A restore's changes go into the upper dir before it is used.
+            if let Some(staged) = &staged {
+                super::restore::apply_diff(staged, &b.join("upper"))?;
+            }
+            rootfs::mount_overlay(&l, &b, &r, u.as_ref())?;
+            if let Some(staged) = &staged {
+                super::restore::remove_deleted(staged, &r)?;
+            }
+            Ok(())
+        })
+        .await?;
         laps.mark("mount");
         crate::failpoint::hit("container-create-mounted");
         undo.mounted = Some(rootfs.clone());
@@ -484,36 +554,33 @@ impl Containers {
         Ok(spec)
     }
 
-    /// The pod's monitor creates the container from its bundle.
+    /// The pod's monitor creates the container from its bundle (`req`, a
+    /// `Request::Create`).
     async fn create_in_monitor(
         &self,
         pod_id: &str,
-        id: &str,
-        bundle: &Path,
-        log_path: PathBuf,
+        req: Request,
         config: &ContainerConfig,
         undo: &mut Undo,
     ) -> Result<(), ContainerError> {
         let dir = self.monitor_dir(pod_id);
+        if matches!(
+            &req,
+            Request::Create {
+                restore: Some(_),
+                ..
+            }
+        ) {
+            // An older monitor would start the process fresh.
+            monitor::require_restore(&dir, pod_id).await?;
+        }
         if config.tty || config.stdin {
             // An older monitor would ignore `stdin` and cannot hold a
             // terminal: refuse rather than create a container nobody can
             // attach to.
             monitor::require_streaming(&dir, pod_id).await?;
         }
-        monitor::call(
-            &dir,
-            pod_id,
-            Request::Create {
-                id: id.to_string(),
-                bundle: bundle.to_path_buf(),
-                log_path,
-                stdin: config.stdin,
-                stdin_once: config.stdin && config.stdin_once,
-            },
-        )
-        .await
-        .map_err(internal)?;
+        monitor::call(&dir, pod_id, req).await.map_err(internal)?;
         undo.in_monitor = true;
         crate::failpoint::hit("container-create-in-monitor");
         Ok(())
@@ -555,6 +622,74 @@ impl Containers {
         {
             report("unlease", &e);
         }
+    }
+
+    /// Unpacks the checkpoint archive `archive` into the new container's
+    /// layer dir (removed again on failure); the CRIU settings checked.
+    async fn stage_restore(
+        &self,
+        id: &str,
+        archive: &Path,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+        criu: &super::CriuOptions,
+    ) -> Result<Restore, ContainerError> {
+        if config.tty {
+            return Err(ContainerError::InvalidArgument(
+                "a container with a terminal (tty) cannot be restored from a checkpoint".into(),
+            ));
+        }
+        let pod_config = pod.config().map_err(internal)?;
+        if super::PodUserns::of(pod, &pod_config)?.is_some() {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod {} has its own user namespace (hostUsers: false): restoring a checkpoint into it is not supported",
+                pod.id
+            )));
+        }
+        let criu = super::CriuOptions {
+            criu: super::restore::criu_path(&criu.criu)?,
+            timeout: criu.timeout,
+        };
+        let dir = self.layers_dir.join(id).join(super::restore::RESTORE_DIR);
+        let (a, d) = (archive.to_path_buf(), dir.clone());
+        let layer_dir = self.layers_dir.join(id);
+        let staged = blocking::run(move || Ok(super::restore::stage(&a, &d))).await?;
+        match staged {
+            Ok(staged) => {
+                tracing::info!(container = %id, pod = %pod.id, archive = %archive.display(),
+                    image = %staged.image_ref, "checkpoint archive unpacked for a restore");
+                Ok(Restore { staged, criu })
+            }
+            Err(e) => {
+                let _ = rootfs::remove_dir(&layer_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The image a restore's rootfs is built from, as `config.dump` names
+    /// it: by id, else by name; it must be in the store.
+    fn restore_image(
+        &self,
+        staged: &super::restore::Staged,
+    ) -> Result<(berth_image::Image, String), ContainerError> {
+        for r in [&staged.image_ref, &staged.image_name] {
+            if r.is_empty() {
+                continue;
+            }
+            if let Some(image) = self.images.get(r).map_err(internal)? {
+                let name = if staged.image_name.is_empty() {
+                    r.clone()
+                } else {
+                    staged.image_name.clone()
+                };
+                return Ok((image, name));
+            }
+        }
+        Err(ContainerError::FailedPrecondition(format!(
+            "the checkpoint's image {:?} ({}) is not in the image store: pull it before restoring the checkpoint",
+            staged.image_name, staged.image_ref
+        )))
     }
 
     /// The container's cgroup (`linux.cgroupsPath`) under its pod's

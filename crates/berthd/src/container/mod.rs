@@ -25,6 +25,7 @@ mod old_monitor;
 mod pod;
 mod recover;
 mod remove;
+mod restore;
 mod start;
 mod status;
 mod stop;

@@ -410,6 +410,21 @@ pub async fn require_streaming(dir: &Path, pod: &str) -> Result<(), crate::error
     Ok(())
 }
 
+/// Fails unless the monitor at `dir` restores checkpoints (an older one
+/// would start the process fresh).
+pub async fn require_restore(dir: &Path, pod: &str) -> Result<(), crate::error::RuntimeError> {
+    let v = ensure_version(dir, pod)
+        .await
+        .map_err(|e| crate::error::RuntimeError::Internal(e.into()))?;
+    if v < berth_monitor_protocol::RESTORE_VERSION {
+        return Err(crate::error::RuntimeError::FailedPrecondition(format!(
+            "monitor of pod {pod} predates checkpoint restore (protocol {v}, restore needs {}): restart the pod",
+            berth_monitor_protocol::RESTORE_VERSION
+        )));
+    }
+    Ok(())
+}
+
 /// A connection of its own to the monitor at `dir` for one streaming
 /// request (`exec_stream`, `attach`): the request line, then the answer
 /// line and the fds sent with it, read before any buffered reader touches

@@ -36,6 +36,14 @@ impl Containers {
             Err(e) => {
                 // It may have left CREATED meanwhile (killed, lost).
                 let rec = self.refresh(rec).await?;
+                // The start itself failed and left it EXITED (a restore
+                // CRIU failed): the monitor's message says why.
+                if rec.state == State::Exited
+                    && e.code() == Some(berth_monitor_protocol::ErrorCode::Internal)
+                {
+                    tracing::warn!(pod = %rec.pod_id, container = %rec.id, error = %e, "start failed");
+                    return Err(internal(e));
+                }
                 if rec.state != State::Created {
                     return Err(not_created(&rec));
                 }

@@ -26,7 +26,13 @@ pub async fn create_container(
     // A plugin connecting meanwhile is synchronized before or after this
     // container, never without it.
     let _sync = daemon.nri_sync_block().await;
-    let rec = daemon.containers().create(pod, config).await?;
+    // Used when `image.image` names a checkpoint archive (a restore).
+    let checkpoint = &daemon.config().checkpoint;
+    let criu = crate::container::CriuOptions {
+        criu: checkpoint.criu_path.clone(),
+        timeout: std::time::Duration::from_secs(checkpoint.default_timeout_secs),
+    };
+    let rec = daemon.containers().create(pod, config, &criu).await?;
     Ok(CreateContainerResponse {
         container_id: rec.id,
     })

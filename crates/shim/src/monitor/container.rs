@@ -9,7 +9,7 @@ use libcontainer::container::Container;
 use super::attach::Attacher;
 use crate::cri_log::CriLogWriter;
 use crate::exec::ExecBase;
-use berth_monitor_protocol::{ContainerState, ExitRecord, Status};
+use berth_monitor_protocol::{ContainerState, ExitRecord, RestoreFrom, Status};
 
 pub(super) struct Ctr {
     pub container: Container,
@@ -41,6 +41,9 @@ pub(super) struct Ctr {
     /// The spec has OCI hooks (Berth's never do): delete through
     /// libcontainer, which runs the poststop ones.
     pub has_hooks: bool,
+    /// Created to be restored from a checkpoint: its start has CRIU
+    /// restore the checkpoint's tree in place of the waiting init.
+    pub restore: Option<RestoreFrom>,
 }
 
 impl Ctr {

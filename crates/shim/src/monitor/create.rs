@@ -23,7 +23,7 @@ use super::terminal;
 use super::{Monitor, now_ns};
 use crate::cri_log::CriLogWriter;
 use crate::exit_record;
-use berth_monitor_protocol::Status;
+use berth_monitor_protocol::{RestoreFrom, Status};
 
 impl Monitor {
     /// Creates container `id` from `bundle`; returns its init's pid.
@@ -33,9 +33,16 @@ impl Monitor {
         bundle: &Path,
         log_path: &Path,
         stdio: CreateStdin,
+        restore: Option<RestoreFrom>,
     ) -> Result<i32, OpError> {
         if self.shutdown {
             return Err(Op::Create.invalid_state(id, "monitor is shutting down"));
+        }
+        if restore.is_some() && terminal::wants_terminal(bundle) {
+            return Err(Op::Create.invalid_argument(
+                id,
+                "a container with a terminal cannot be restored from a checkpoint",
+            ));
         }
         if self.ctrs.contains_key(id) {
             return Err(OpError::AlreadyExists {
@@ -154,6 +161,7 @@ impl Monitor {
                 cgroup_path,
                 exec_base: None,
                 has_hooks,
+                restore,
             },
         );
         Ok(pid)

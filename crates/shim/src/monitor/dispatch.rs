@@ -80,9 +80,10 @@ impl Monitor {
                 log_path,
                 stdin,
                 stdin_once,
+                restore,
             } => {
-                let pid =
-                    self.create(&id, &bundle, &log_path, CreateStdin { stdin, stdin_once })?;
+                let stdio = CreateStdin { stdin, stdin_once };
+                let pid = self.create(&id, &bundle, &log_path, stdio, restore)?;
                 self.notify(EventKind::Created, &id);
                 now(Response::Created { pid })
             }
@@ -313,6 +314,7 @@ mod tests {
             log_path: d.path().join("file/log"),
             stdin: false,
             stdin_once: false,
+            restore: None,
         };
         let (code, msg) = error_of(m.dispatch(0, &serde_json::to_vec(&req).unwrap()));
         assert_eq!(code, ErrorCode::Internal, "{msg}");

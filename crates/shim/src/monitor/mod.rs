@@ -10,8 +10,9 @@
 //! - `event_loop`: poll, accept, serve connections; `connections`: their
 //!   buffers and replies; `dispatch`: a request line to its handler.
 //! - container operations: `create`, `start`, `kill`, `delete`, `update`
-//!   (on the table of `container::Ctr`s); `libcontainer_call`: what
-//!   surrounds every libcontainer build.
+//!   (on the table of `container::Ctr`s); `restore`: the start of a
+//!   container created from a checkpoint (CRIU restores its tree);
+//!   `libcontainer_call`: what surrounds every libcontainer build.
 //! - deferred answers: `stop_waiters`, `exec_waiters`.
 //! - streaming, where the connection is handed over with the stdio fds and
 //!   stays open for the session: `exec_stream`, `attach`; `terminal`: the
@@ -36,6 +37,7 @@ mod exec_waiters;
 mod kill;
 mod libcontainer_call;
 mod reaper;
+mod restore;
 mod start;
 mod stdio;
 mod stop_waiters;

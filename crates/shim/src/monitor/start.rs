@@ -12,6 +12,9 @@ impl Monitor {
         if c.status != Status::Created {
             return Err(Op::Start.invalid_state(id, format!("it is {:?}, not created", c.status)));
         }
+        if c.restore.is_some() {
+            return self.restore(id);
+        }
         c.container
             .start()
             .map_err(|e| Op::Start.failed(id, chain(&e)))?;

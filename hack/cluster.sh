@@ -479,6 +479,13 @@ runtime_handlers = ["test-handler"]
 [network]
 conf_dir = "$CLUSTER_DIR/cni"
 EOF
+    # The kubelet's checkpoint API (CheckpointContainer) needs CRIU 4 (hack/install-criu.sh;
+    # Debian 12's criu cannot run on recent kernels).
+    local criu
+    criu="$("$REPO/hack/install-criu.sh" --print-path)/criu"
+    if [[ -x $criu ]]; then
+        printf '\n[checkpoint]\ncriu_path = "%s"\n' "$criu" >>"$CLUSTER_DIR/berth/config.toml"
+    fi
 }
 
 # containerd's config: the CRI plugin with the kubelet's cgroupfs driver, the pod network of

@@ -6,6 +6,7 @@
 //! Built only with the `cluster` feature: `cargo test -p berth-e2e --features cluster --test cluster`.
 
 mod berthd_restart;
+mod checkpoint;
 mod common;
 mod image_gc;
 mod log_rotation;

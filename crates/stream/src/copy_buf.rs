@@ -3,7 +3,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes a trickling stream is read with: what an idle or interactive
 /// session holds, as most do. A few hundred idle sessions then cost a few
@@ -53,6 +53,41 @@ impl CopyBuf {
     /// The buffer's current size (tests).
     pub fn capacity(&self) -> usize {
         self.0.len()
+    }
+}
+
+/// Which side of a [`copy`] failed: callers treat a reader's failure and
+/// a writer's going away differently.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl From<CopyError> for io::Error {
+    fn from(e: CopyError) -> io::Error {
+        match e {
+            CopyError::Read(e) | CopyError::Write(e) => e,
+        }
+    }
+}
+
+/// Copies `from` to `to` through a [`CopyBuf`] until `from`'s EOF; the
+/// bytes copied. Every streaming copy loop (exec and attach stdio,
+/// port-forward both ways) is this one.
+pub async fn copy(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64, CopyError> {
+    let mut buf = CopyBuf::new();
+    let mut copied = 0;
+    loop {
+        let chunk = buf.read_from(from).await.map_err(CopyError::Read)?;
+        if chunk.is_empty() {
+            return Ok(copied);
+        }
+        to.write_all(chunk).await.map_err(CopyError::Write)?;
+        copied += chunk.len() as u64;
     }
 }
 

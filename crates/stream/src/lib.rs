@@ -37,7 +37,7 @@ mod token;
 mod websocket;
 
 pub use config::{StreamingConfig, TlsFiles};
-pub use copy_buf::CopyBuf;
+pub use copy_buf::{CopyBuf, CopyError, copy};
 pub use error::{RequestError, StartError};
 pub use remotecommand::{Status, StatusCause, StatusDetails};
 pub use request::{AttachRequest, ExecRequest, PortForwardRequest};

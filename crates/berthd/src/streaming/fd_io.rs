@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use berth_stream::{CopyBuf, OutputWriter, StdinReader, TerminalSize};
+use berth_stream::{CopyError, OutputWriter, StdinReader, TerminalSize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::pipe;
@@ -137,25 +137,30 @@ pub fn eof_char(fd: &impl AsFd) -> u8 {
 /// ends that stream. With no client stream (or once it broke) the output
 /// is still read and dropped, so the process never blocks on a full pipe.
 pub async fn copy_output(mut from: impl AsyncRead + Unpin, to: Option<OutputWriter>) {
-    let mut to = to;
-    let mut buf = CopyBuf::new();
-    loop {
-        let data = match buf.read_from(&mut from).await {
-            Ok([]) => break,
-            Ok(data) => data,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading process output");
-                break;
+    let mut sink = tokio::io::sink();
+    let read_failed = match to {
+        Some(mut w) => match berth_stream::copy(&mut from, &mut w).await {
+            Ok(_) => {
+                let _ = w.shutdown().await;
+                None
             }
-        };
-        if let Some(w) = to.as_mut()
-            && w.write_all(data).await.is_err()
-        {
-            to = None;
-        }
-    }
-    if let Some(mut w) = to {
-        let _ = w.shutdown().await;
+            Err(CopyError::Read(e)) => {
+                let _ = w.shutdown().await;
+                Some(e)
+            }
+            // The client's stream broke: drain the rest.
+            Err(CopyError::Write(_)) => berth_stream::copy(&mut from, &mut sink)
+                .await
+                .err()
+                .map(io::Error::from),
+        },
+        None => berth_stream::copy(&mut from, &mut sink)
+            .await
+            .err()
+            .map(io::Error::from),
+    };
+    if let Some(e) = read_failed {
+        tracing::debug!(error = %e, "reading process output");
     }
 }
 
@@ -165,14 +170,5 @@ pub async fn copy_stdin(
     mut from: StdinReader,
     to: &mut (impl AsyncWrite + Unpin),
 ) -> io::Result<u64> {
-    let mut buf = CopyBuf::new();
-    let mut copied = 0;
-    loop {
-        let data = buf.read_from(&mut from).await?;
-        if data.is_empty() {
-            return Ok(copied);
-        }
-        to.write_all(data).await?;
-        copied += data.len() as u64;
-    }
+    Ok(berth_stream::copy(&mut from, to).await?)
 }

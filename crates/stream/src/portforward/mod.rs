@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::CopyBuf;
+use crate::CopyError;
 use crate::http::{Body, spawn_upgraded, text_response};
 use crate::request::PortForwardRequest;
 use crate::runtime::{Disconnected, RuntimeError};
@@ -165,8 +165,8 @@ where
     let (mut data_in, mut data_out) = tokio::io::split(data);
     let (mut target_in, mut target_out) = tokio::io::split(target);
     let upstream = async {
-        if let Err(err) = copy_to_pod(&mut data_in, &mut target_out).await {
-            tracing::debug!("port-forward: client to pod: {err}");
+        if let Err(err) = crate::copy(&mut data_in, &mut target_out).await {
+            tracing::debug!("port-forward: client to pod: {err:?}");
         }
         let _ = target_out.shutdown().await;
         Ok::<(), std::io::Error>(())
@@ -194,32 +194,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = CopyBuf::new();
-    loop {
-        let chunk = buf.read_from(from).await?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if let Err(err) = to.write_all(chunk).await {
+    match crate::copy(from, to).await {
+        Ok(_) => Ok(()),
+        Err(CopyError::Read(err)) => Err(err),
+        Err(CopyError::Write(err)) => {
             tracing::debug!("port-forward: pod to client: {err}");
-            return Ok(());
+            Ok(())
         }
-    }
-}
-
-/// Copies the client's bytes to the pod until the client's EOF; the first
-/// error either side gives ends it.
-async fn copy_to_pod<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = CopyBuf::new();
-    loop {
-        let chunk = buf.read_from(from).await?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        to.write_all(chunk).await?;
     }
 }

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 /// One mount, the fields Berth uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// Field 3: the filesystem's device, "major:minor" (one per cgroup v1
+    /// hierarchy).
+    pub dev: String,
+    /// Field 4, unescaped: the directory of the filesystem mounted here.
+    pub root: PathBuf,
     /// Field 5, unescaped.
     pub mount_point: PathBuf,
     /// Optional fields: "shared:N", "master:N", "propagate_from:N", "unbindable".
@@ -30,6 +35,8 @@ pub fn parse(text: &str) -> Vec<Mount> {
                 return None;
             }
             Some(Mount {
+                dev: f[2].to_string(),
+                root: PathBuf::from(unescape(f[3])),
                 mount_point: PathBuf::from(unescape(f[4])),
                 optional: f[6..sep].iter().map(|s| s.to_string()).collect(),
                 fstype: f[sep + 1].to_string(),

@@ -49,6 +49,7 @@ use super::stdio::{stdin_pipe, stdio_pipe};
 use super::{Monitor, cgroup_of, now_ns};
 use crate::exit_record;
 use berth_monitor_protocol::{EventKind, ExitRecord, RestoreFrom, Status};
+use berth_mountinfo::Mount;
 
 /// The CRIU images inside the unpacked checkpoint.
 const IMAGES_DIR: &str = "checkpoint";
@@ -220,8 +221,8 @@ impl Plan {
         let host = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         mounts.extend(cgroup_sources(
-            &parse_mountinfo(&own),
-            &parse_mountinfo(&host),
+            &berth_mountinfo::parse(&own),
+            &berth_mountinfo::parse(&host),
         ));
         mounts.sort();
         mounts.dedup_by(|a, b| a.0 == b.0);
@@ -259,34 +260,10 @@ fn bind_sources(spec: &serde_json::Value) -> Vec<(String, PathBuf)> {
 }
 
 /// One line of a mountinfo.
-#[derive(Debug, Clone, PartialEq)]
-struct MountLine {
-    dev: String,
-    root: PathBuf,
-    mount_point: PathBuf,
-    fstype: String,
-}
-
-fn parse_mountinfo(text: &str) -> Vec<MountLine> {
-    text.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let f: Vec<&str> = left.split(' ').collect();
-            let fstype = right.split(' ').next()?;
-            Some(MountLine {
-                dev: f.get(2)?.to_string(),
-                root: PathBuf::from(berth_mountinfo::unescape(f.get(3)?)),
-                mount_point: PathBuf::from(berth_mountinfo::unescape(f.get(4)?)),
-                fstype: fstype.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// For each cgroup mount of the new container (`own`, its mountinfo):
 /// the host path it shows, found on the host's mount of the same hierarchy
 /// (same device) whose root contains it.
-fn cgroup_sources(own: &[MountLine], host: &[MountLine]) -> Vec<(String, PathBuf)> {
+fn cgroup_sources(own: &[Mount], host: &[Mount]) -> Vec<(String, PathBuf)> {
     own.iter()
         .filter(|m| matches!(m.fstype.as_str(), "cgroup" | "cgroup2"))
         .filter_map(|m| {
@@ -486,12 +463,12 @@ mod tests {
 
     #[test]
     fn cgroup_mounts_map_to_the_host_dirs_they_show() {
-        let own = parse_mountinfo(
+        let own = berth_mountinfo::parse(
             "600 500 0:33 /berth/c1 /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory\n\
              601 500 0:34 /berth/c1 /sys/fs/cgroup/cpu,cpuacct ro - cgroup cgroup rw,cpu,cpuacct\n\
              602 500 0:5 /null /proc/kcore rw - devtmpfs udev rw\n",
         );
-        let host = parse_mountinfo(
+        let host = berth_mountinfo::parse(
             "30 20 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
              31 20 0:34 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
              32 20 0:35 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",

@@ -201,6 +201,11 @@ cleanup() {
     done < <(findmnt -rn -o TARGET | grep -E "^($WORK|$STATE)(/|$)" | sort -r)
     rm -rf "$WORK" "$STATE"
     ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
+    # berthd's FORWARD rules for the bridge (BERTH-FWD-<bridge>; hack/cni/README.md).
+    for cmd in iptables ip6tables; do
+        "$cmd" -w -D FORWARD -m comment --comment "berth: pods on a CNI bridge" -j "BERTH-FWD-$BRIDGE" 2>/dev/null
+        "$cmd" -w -F "BERTH-FWD-$BRIDGE" 2>/dev/null && "$cmd" -w -X "BERTH-FWD-$BRIDGE"
+    done
     # The HostIpc specs' segments (ipcmk -M 1048576 on the host, never removed by critest):
     # the ones made during this run, of that size, attached nowhere.
     for id in $(ipcs -m | awk '$2 ~ /^[0-9]+$/ && $5 == 1048576 && $6 == 0 {print $2}'); do

@@ -14,7 +14,8 @@
 #   --destdir   stage everything under DIR (packaging, tests); implies --no-start
 #   --bin-dir   take the binaries from DIR instead of building them (cargo build --release)
 #   --no-start  install files only: no systemctl
-#   --purge     with --uninstall: also remove Berth's data (/var/lib/berth, /run/berth);
+#   --purge     with --uninstall: also remove Berth's data (/var/lib/berth, /run/berth)
+#               and its pod bridge's FORWARD rules (iptables chains BERTH-FWD-*);
 #               refused while pods exist
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,22 @@ keep_or_install() {
     fi
 }
 
+# remove_forward_rules: berthd's FORWARD rules for its pod bridges (the chains
+# BERTH-FWD-<bridge> and the jumps to them; [network] bridge_forward_rules),
+# once no pod needs them.
+remove_forward_rules() {
+    local cmd chain
+    for cmd in iptables ip6tables; do
+        command -v "$cmd" >/dev/null || continue
+        for chain in $("$cmd" -w -t filter -S | awk '$1 == "-N" && $2 ~ /^BERTH-FWD-/ {print $2}'); do
+            while "$cmd" -w -t filter -D FORWARD -m comment --comment "berth: pods on a CNI bridge" -j "$chain" 2>/dev/null; do :; done
+            "$cmd" -w -t filter -F "$chain"
+            "$cmd" -w -t filter -X "$chain"
+            echo "removed $cmd's chain $chain"
+        done
+    done
+}
+
 uninstall() {
     if [[ ! -f $DESTDIR$MANIFEST ]]; then
         echo "install.sh: $DESTDIR$MANIFEST is missing: Berth is not installed under prefix $PREFIX" >&2
@@ -113,6 +130,7 @@ uninstall() {
     rm -f "$DESTDIR$MANIFEST"
     if ((PURGE)); then
         rm -rf "${DESTDIR:?}$ROOT_DIR" "${DESTDIR:?}$STATE_DIR"
+        if [[ -z $DESTDIR ]]; then remove_forward_rules; fi
     fi
     # The dirs install created, deepest first; one that holds something
     # else now (an admin's file) stays.
@@ -122,7 +140,7 @@ uninstall() {
     done
     if systemd_running; then systemctl daemon-reload; fi
     echo "Berth uninstalled from ${DESTDIR:-/} (prefix $PREFIX)"
-    if ((!PURGE)); then echo "kept its data: $ROOT_DIR and $STATE_DIR (remove with --uninstall --purge)"; fi
+    if ((!PURGE)); then echo "kept its data: $ROOT_DIR and $STATE_DIR and its pods' FORWARD rules (iptables chains BERTH-FWD-*) (remove with --uninstall --purge)"; fi
 }
 
 if ((UNINSTALL)); then

@@ -28,9 +28,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Third octets of 10.87.x.0/24 taken by this process.
 static TAKEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-/// One test's CNI network. Dropping it deletes the bridge and every
-/// iptables rule of the `nat` and `filter` tables that names its subnet
-/// (and the per-pod portmap chains holding them).
+/// One test's CNI network. Dropping it deletes the bridge, berthd's
+/// FORWARD rules for it, and every iptables rule of the `nat` and `filter`
+/// tables that names its subnet (and the per-pod portmap chains holding
+/// them).
 pub struct TestNet {
     /// The CNI network name (unique: `berth-e2e-<pid>-<n>`).
     pub name: String,
@@ -192,6 +193,7 @@ impl Drop for TestNet {
                 self.subnet
             );
         }
+        remove_forward_rules(&self.bridge);
         delete_link(&self.bridge);
         TAKEN
             .lock()
@@ -259,6 +261,13 @@ fn routed(subnet: &str) -> bool {
         .output()
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false)
+}
+
+/// berthd's FORWARD rules for `bridge` (written before its first pod).
+pub fn remove_forward_rules(bridge: &str) {
+    if let Err(e) = berth_net::forward::remove(bridge) {
+        eprintln!("{bridge}: removing berthd's FORWARD rules: {e}");
+    }
 }
 
 fn delete_link(name: &str) {

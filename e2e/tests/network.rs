@@ -274,6 +274,28 @@ async fn two_pods_reach_each_other_by_ip() {
     want.sort();
     assert_eq!(env.net.allocated_ips(), want);
     assert_eq!(env.net.veths().len(), 2, "{:?}", env.net.veths());
+    // The bridge's FORWARD rules (for a node whose FORWARD policy is DROP),
+    // written once for both pods.
+    let chain = format!("BERTH-FWD-{}", env.net.bridge);
+    let filter = iptables_save();
+    let jumps = filter
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD ") && l.ends_with(&format!(" -j {chain}")))
+        .count();
+    assert_eq!(jumps, 1, "{filter}");
+    let rules: Vec<&str> = filter
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")))
+        .collect();
+    assert_eq!(rules.len(), 2, "{filter}");
+    assert!(
+        rules[0].contains(&format!(" -i {} ", env.net.bridge)),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains(&format!(" -o {} ", env.net.bridge)),
+        "{rules:?}"
+    );
 
     let srv = running(&mut env.c, &a, &pa, httpd("srv", "hello from a")).await;
     let cli = running(&mut env.c, &b, &pb, sleeper("cli")).await;

@@ -197,6 +197,12 @@ pub struct NetworkConfig {
     pub bin_dirs: Vec<PathBuf>,
     /// Limit for one plugin execution, in seconds.
     pub plugin_timeout_secs: u64,
+    /// Accept forwarded traffic from and to the pods' bridge (the config's
+    /// `bridge` plugin) once per node, in the filter chain `BERTH-FWD-<bridge>`:
+    /// pods then work on a node whose FORWARD policy is DROP (a Docker
+    /// engine's) without CNI's `firewall` plugin. `false` leaves the node's
+    /// iptables alone.
+    pub bridge_forward_rules: bool,
 }
 
 impl Default for NetworkConfig {
@@ -205,6 +211,7 @@ impl Default for NetworkConfig {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             plugin_timeout_secs: 20,
+            bridge_forward_rules: true,
         }
     }
 }

@@ -26,8 +26,17 @@ use crate::error::RuntimeError;
 const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
 const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
+/// How often an attach checks again that the bridge's FORWARD rules are in
+/// place (in the background: someone may have flushed FORWARD).
+const FORWARD_RECHECK: Duration = Duration::from_secs(60);
+
 pub struct PodNetwork {
     cni: Arc<Cni>,
+    /// `[network] bridge_forward_rules`.
+    forward_rules: bool,
+    /// The bridge whose FORWARD rules were written ([`berth_net::forward`]),
+    /// and when they were last checked.
+    forwarded: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl PodNetwork {
@@ -40,6 +49,8 @@ impl PodNetwork {
         };
         PodNetwork {
             cni: Arc::new(Cni::new(opts)),
+            forward_rules: config.bridge_forward_rules,
+            forwarded: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -67,7 +78,7 @@ impl PodNetwork {
         // No config at all: loopback only (NetworkReady says so). A config
         // that is there but unusable (invalid, a plugin missing) is an
         // error naming it: a pod must not silently lose its network.
-        match self.cni.network() {
+        let network = match self.cni.network() {
             Err(CniError::NoConfig { .. }) => {
                 tracing::warn!(
                     pod = pod_id,
@@ -76,12 +87,17 @@ impl PodNetwork {
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
+            Ok(n) => n,
+        };
         if let Err((_, message)) = self.readiness() {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "the pod network is not usable: {message}"
             )));
+        }
+        if self.forward_rules
+            && let Some(bridge) = berth_net::forward::bridge_of(&network)
+        {
+            self.ensure_forward_rules(bridge).await?;
         }
         let att = attachment(pod_id, netns, config, pod_cidr);
         let cni = self.cni.clone();
@@ -95,6 +111,29 @@ impl PodNetwork {
         let ips = result.pod_ips();
         tracing::info!(pod = pod_id, ips = ?ips, "pod network attached");
         Ok(Some(ips))
+    }
+
+    /// The bridge's FORWARD rules, written before its first pod is attached
+    /// (a pod must not start cut off on a FORWARD DROP node), then checked
+    /// again in the background at most every [`FORWARD_RECHECK`].
+    async fn ensure_forward_rules(&self, bridge: String) -> Result<(), RuntimeError> {
+        let mut done = self.forwarded.lock().await;
+        if let Some((b, at)) = done.as_mut()
+            && *b == bridge
+        {
+            if at.elapsed() >= FORWARD_RECHECK {
+                *at = std::time::Instant::now();
+                tokio::spawn(async move {
+                    if let Err(e) = write_forward_rules(&bridge).await {
+                        tracing::warn!(error = %e, "checking the pod bridge's FORWARD rules again");
+                    }
+                });
+            }
+            return Ok(());
+        }
+        write_forward_rules(&bridge).await?;
+        *done = Some((bridge, std::time::Instant::now()));
+        Ok(())
     }
 
     /// DEL of the pod's attachment, with what its ADD used (idempotent).
@@ -245,6 +284,32 @@ fn parse_quantity(q: &str) -> Option<u64> {
     let v: f64 = num.parse().ok()?;
     let bits = v * mult;
     (bits.is_finite() && bits >= 1.0 && bits < u64::MAX as f64).then_some(bits as u64)
+}
+
+/// [`berth_net::forward::ensure`] for `bridge`; a node without iptables
+/// gets a warning (its FORWARD policy cannot be DROP through iptables).
+async fn write_forward_rules(bridge: &str) -> Result<(), RuntimeError> {
+    use berth_net::forward::{self, ForwardError};
+    match forward::ensure(bridge).await {
+        Ok(ipv6) => {
+            if let Some(e) = ipv6 {
+                tracing::warn!(bridge, error = %e, "IPv6 FORWARD rules for the pod bridge not written");
+            }
+            tracing::debug!(
+                bridge,
+                chain = %forward::chain(bridge),
+                "pod bridge FORWARD rules in place"
+            );
+            Ok(())
+        }
+        Err(e @ ForwardError::NoIptables(_)) => {
+            tracing::warn!(bridge, error = %e, "pod bridge FORWARD rules not written");
+            Ok(())
+        }
+        Err(e) => Err(RuntimeError::FailedPrecondition(format!(
+            "the pod bridge {bridge}'s FORWARD rules: {e} (set [network] bridge_forward_rules = false to leave iptables alone)"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod forward;
 pub mod result;
 pub mod version;
 

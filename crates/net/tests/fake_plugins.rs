@@ -759,9 +759,9 @@ fn shipped_default_conflist_is_valid() {
     assert_eq!(l.name, "berth");
     assert_eq!(l.preferred_version(), CniVersion::V1_1_0);
     let types: Vec<&str> = l.plugins.iter().map(|p| p.plugin_type.as_str()).collect();
-    // firewall: pods reach each other where FORWARD drops (a Docker node).
-    assert_eq!(types, ["bridge", "portmap", "firewall"]);
-    assert_eq!(l.plugins[2].raw["backend"], "iptables");
+    // No firewall plugin: berthd writes the bridge's FORWARD rules itself.
+    assert_eq!(types, ["bridge", "portmap"]);
+    assert_eq!(berth_net::forward::bridge_of(&l).as_deref(), Some("berth0"));
     let bridge = &l.plugins[0].raw;
     assert_eq!(bridge["bridge"], "berth0");
     assert_eq!(bridge["isGateway"], true);

@@ -498,9 +498,10 @@ fn run_in(ns: &Netns, args: &[&str]) -> String {
 /// traffic passed to iptables (br_netfilter). The node is a network
 /// namespace of the test's own (its policy and its bridge die with it), so
 /// the host's firewall is never touched. Pod-to-pod traffic on the bridge
-/// crosses FORWARD there: the shipped network must let it through (its
-/// `firewall` plugin accepts each pod's traffic), and must leave no rule of
-/// a pod behind after DEL.
+/// crosses FORWARD there: berthd's bridge rules (`berth_net::forward`,
+/// written before the first ADD) must let it through, once per node (a
+/// second write changes nothing), and the network must leave no rule of a
+/// pod behind after DEL.
 #[test]
 fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
     if !usable() {
@@ -525,9 +526,14 @@ fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
     // The plugins run in the namespace of the thread that spawns them: the
     // CNI calls go on a runtime of their own, on a thread inside the node.
     let (opts, a, b) = (net.opts.clone(), att_a.clone(), att_b.clone());
+    let bridge = net.bridge.clone();
     let (res_a, res_b) = node
         .spawn(move || {
             block_on(async {
+                for _ in 0..2 {
+                    let ipv6 = berth_net::forward::ensure(&bridge).await.unwrap();
+                    assert!(ipv6.is_none(), "{ipv6:?}");
+                }
                 let cni = Cni::new(opts);
                 (cni.add(&a).await.unwrap(), cni.add(&b).await.unwrap())
             })
@@ -568,11 +574,28 @@ fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
         "hello across DROP\n"
     );
     server.join().unwrap();
-    let filter = run_in(&node, &["iptables-save", "-t", "filter"]);
-    assert!(
-        filter.contains(&format!("-s {ip_a}/32")) && filter.contains(&format!("-s {ip_b}/32")),
-        "no FORWARD rules for the pods:\n{filter}"
-    );
+    for save in ["iptables-save", "ip6tables-save"] {
+        let filter = run_in(&node, &[save, "-t", "filter"]);
+        let lines = |prefix: &str| -> Vec<&str> {
+            filter.lines().filter(|l| l.starts_with(prefix)).collect()
+        };
+        let chain = berth_net::forward::chain(&net.bridge);
+        assert_eq!(
+            lines("-A FORWARD"),
+            [format!(
+                "-A FORWARD -m comment --comment \"berth: pods on a CNI bridge\" -j {chain}"
+            )],
+            "{save}:\n{filter}"
+        );
+        let rules = lines(&format!("-A {chain} "));
+        assert_eq!(rules.len(), 2, "{save}:\n{filter}");
+        assert!(
+            rules[0].starts_with(&format!("-A {chain} -i {} ", net.bridge))
+                && rules[1].starts_with(&format!("-A {chain} -o {} ", net.bridge))
+                && rules[1].contains("--ctstate RELATED,ESTABLISHED,DNAT"),
+            "{save}:\n{filter}"
+        );
+    }
 
     let opts = net.opts.clone();
     node.spawn(move || {
@@ -593,6 +616,17 @@ fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
         );
     }
     assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    // The bridge's rules outlive its pods; removing them leaves FORWARD empty.
+    let bridge = net.bridge.clone();
+    let removed = node
+        .spawn(move || berth_net::forward::remove(&bridge).unwrap())
+        .join()
+        .unwrap();
+    assert!(removed);
+    for save in ["iptables-save", "ip6tables-save"] {
+        let filter = run_in(&node, &[save, "-t", "filter"]);
+        assert!(!filter.contains("BERTH-FWD-"), "{save}:\n{filter}");
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -97,6 +97,10 @@ struct Inner {
     ops: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// Pod id → the lock its monitor's spawn holds; an entry lives while
+/// someone holds or waits for it.
+type SpawnLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 pub struct Containers {
     db: Arc<Database>,
     images: ImageStore,
@@ -111,8 +115,9 @@ pub struct Containers {
     host: berth_spec::HostEnv,
     /// Never held across an await.
     inner: Mutex<Inner>,
-    /// Serialises monitor spawning: one monitor per pod.
-    spawn: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises monitor spawning per pod (one monitor per pod; pods
+    /// starting together spawn theirs in parallel).
+    spawn: Arc<SpawnLocks>,
     /// Persists the non-durable state-cache commits ([`Containers::put_cache`]).
     flusher: Arc<record::Flusher>,
     /// `<state>/containers-trash`, `<root>/containers-trash`: bundles and
@@ -179,7 +184,7 @@ impl Containers {
             layers_dir: root.join("containers"),
             host: berth_spec::HostEnv::detect(),
             inner: Mutex::new(inner),
-            spawn: Arc::new(tokio::sync::Mutex::new(())),
+            spawn: Arc::default(),
             flusher,
             bundles_trash,
             layers_trash,

@@ -193,6 +193,8 @@ impl Sandboxes {
         mut plan: pin::PinRequest,
         pod_cidr: &str,
     ) -> Result<SandboxRecord, SandboxError> {
+        let created = std::time::Instant::now();
+        let mut laps = crate::laps::Laps::new();
         // A pod IPC namespace gets its own /dev/shm; a host-IPC pod uses the host's.
         if plan.ipc {
             plan.shm = Some(dir.join("shm"));
@@ -206,6 +208,7 @@ impl Sandboxes {
         let pinned = pin::pin(&dir.join("ns"), &plan)
             .await
             .map_err(SandboxError::Internal)?;
+        laps.mark("pin");
         crate::failpoint::hit("sandbox-run-pinned");
         // The pod's eth0, when it has its own network namespace.
         let ips = match &pinned.pins.net {
@@ -224,6 +227,7 @@ impl Sandboxes {
             }
             None => None,
         };
+        laps.mark("network");
         crate::failpoint::hit("sandbox-run-attached");
         let md = config.metadata.clone().unwrap_or_default();
         let linux = config.linux.clone().unwrap_or_default();
@@ -259,6 +263,7 @@ impl Sandboxes {
         };
         // NRI plugins see the pod set up (namespaces, IPs) before anyone
         // else does: a refusal undoes it all.
+        laps.mark("prepare");
         let refused = match self.nri.get() {
             Some(nri) => nri
                 .run_pod_sandbox(&crate::nri::convert::pod_of(&rec))
@@ -277,7 +282,8 @@ impl Sandboxes {
             }
             return Err(e);
         }
-        tracing::info!(name = %rec.name, namespace = %rec.namespace, "pod sandbox ready");
+        laps.mark("record");
+        tracing::info!(name = %rec.name, namespace = %rec.namespace, elapsed_ms = created.elapsed().as_millis() as u64, steps = %laps, "pod sandbox ready");
         Ok(rec)
     }
 

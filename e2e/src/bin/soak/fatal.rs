@@ -17,6 +17,7 @@ pub fn fatal(d: &Berthd, msg: &str) -> ! {
     // The fixtures' Drop impls do not run on exit: clean up by hand.
     berth_e2e::cleanup::reap_leftovers(d.config.dir.path());
     if let Some(bridge) = BRIDGE.get() {
+        berth_e2e::net::remove_forward_rules(bridge);
         let _ = std::process::Command::new("ip")
             .args(["link", "del", bridge])
             .status();

@@ -18,6 +18,10 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
     mkdir -p "$cache"
     exec {cache_lock}>"$cache.lock"
     if flock -n "$cache_lock"; then
+        # A run builds the clone's crates once: incremental state would only grow the
+        # cache (16 GiB of it here), so it is off and what an older run left goes.
+        export CARGO_INCREMENTAL=0
+        rm -rf "$cache"/{debug,release}/incremental
         # cargo never removes stale artifacts: a cache grown past 40 GiB starts again.
         if (($(du -s --block-size=1G "$cache" | cut -f1) > 40)); then
             rm -rf "$cache" && mkdir -p "$cache"

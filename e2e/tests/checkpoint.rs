@@ -518,3 +518,282 @@ async fn bad_checkpoint_archives_are_refused_and_leave_nothing() {
     stop_pod(&mut env.c, &pod).await;
     remove_pod(&mut env.c, &pod).await;
 }
+
+/// CheckpointPod of `ids` into `dir`, with a client deadline as the
+/// kubelet sets one.
+async fn checkpoint_pod(
+    c: &mut berth_e2e::client::CriClient,
+    pod: &str,
+    ids: &[String],
+    dir: &Path,
+    options: std::collections::HashMap<String, String>,
+) -> Result<(), tonic::Status> {
+    checkpoint_pod_within(c, pod, ids, dir, options, Duration::from_secs(120)).await
+}
+
+async fn checkpoint_pod_within(
+    c: &mut berth_e2e::client::CriClient,
+    pod: &str,
+    ids: &[String],
+    dir: &Path,
+    options: std::collections::HashMap<String, String>,
+    deadline: Duration,
+) -> Result<(), tonic::Status> {
+    let mut req = tonic::Request::new(CheckpointPodRequest {
+        pod_sandbox_id: pod.into(),
+        output_path: dir.display().to_string(),
+        container_ids: ids.to_vec(),
+        options,
+    });
+    req.set_timeout(deadline);
+    c.runtime.checkpoint_pod(req).await.map(|_| ())
+}
+
+fn restore_request(
+    dir: &Path,
+    pod: &PodSandboxConfig,
+    configs: Vec<ContainerConfig>,
+) -> RestorePodRequest {
+    RestorePodRequest {
+        checkpoint_path: dir.display().to_string(),
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+        options: Default::default(),
+        container_configs: configs,
+    }
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// CheckpointPod cuts two counters of one pod at one moment (both paused
+/// before either is captured) and lets both count on; RestorePod makes a
+/// new pod whose two containers are CREATED from the checkpoint and, once
+/// started, count on from where the cut was. Bad requests are refused and
+/// leave nothing: no file in the output dir, no pod.
+#[tokio::test]
+async fn a_pod_of_two_counters_is_checkpointed_and_restored_as_a_pod() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let (pod_a, pc_a) = run_pod(&mut env, "podckpt-a").await;
+    let script = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done";
+    let names = ["one", "two"];
+    let mut ids = Vec::new();
+    let mut logs = Vec::new();
+    for name in names {
+        let id = running(&mut env.c, &pod_a, &pc_a, ctr_config(name, BUSYBOX, script)).await;
+        logs.push(status(&mut env.c, &id).await.unwrap().log_path);
+        ids.push(id);
+    }
+    for log in &logs {
+        wait_count(log, 3).await;
+    }
+    let base = env.d.config.dir.path().join("pod-checkpoints");
+    std::fs::create_dir(&base).unwrap();
+
+    // Refused, leaving the (empty) output dir empty.
+    let empty = base.join("refused");
+    std::fs::create_dir(&empty).unwrap();
+    let (other_pod, other_pc) = run_pod(&mut env, "podckpt-other").await;
+    let other = running(
+        &mut env.c,
+        &other_pod,
+        &other_pc,
+        ctr_config("other", BUSYBOX, "exec sleep 1000"),
+    )
+    .await;
+    let none = std::collections::HashMap::new();
+    for (ids, options, code) in [
+        (vec![], none.clone(), tonic::Code::InvalidArgument),
+        (
+            vec![ids[0].clone(), ids[0].clone()],
+            none.clone(),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            vec![ids[0].clone(), "nosuchcontainer".into()],
+            none.clone(),
+            tonic::Code::NotFound,
+        ),
+        (
+            vec![ids[0].clone(), other.clone()],
+            none.clone(),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            ids.clone(),
+            std::collections::HashMap::from([("tcp".to_string(), "yes".to_string())]),
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let e = checkpoint_pod(&mut env.c, &pod_a, &ids, &empty, options)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{ids:?}: {e:?}");
+        assert!(
+            dir_entries(&empty).is_empty(),
+            "{ids:?}: {:?}",
+            dir_entries(&empty)
+        );
+    }
+    std::fs::write(empty.join("x"), "").unwrap();
+    let e = checkpoint_pod(&mut env.c, &pod_a, &ids, &empty, none.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("not empty"), "{e:?}");
+    stop_pod(&mut env.c, &other_pod).await;
+    remove_pod(&mut env.c, &other_pod).await;
+    // A deadline too short for CRIU: refused, nothing written, and the pod
+    // is not left paused.
+    let short = base.join("short");
+    std::fs::create_dir(&short).unwrap();
+    let e = checkpoint_pod_within(
+        &mut env.c,
+        &pod_a,
+        &ids,
+        &short,
+        none.clone(),
+        Duration::from_millis(60),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e:?}"
+    );
+    assert!(dir_entries(&short).is_empty(), "{:?}", dir_entries(&short));
+    for log in &logs {
+        let now = last_count(log);
+        wait_count(log, now + 2).await;
+    }
+
+    // The cut.
+    let dir = base.join("pod-a");
+    std::fs::create_dir(&dir).unwrap();
+    let before: Vec<u64> = logs.iter().map(|l| last_count(l)).collect();
+    let t = Instant::now();
+    checkpoint_pod(&mut env.c, &pod_a, &ids, &dir, none.clone())
+        .await
+        .unwrap_or_else(|e| panic!("CheckpointPod: {e:?}\n{}", env.d.log_text()));
+    let took = t.elapsed();
+    let after: Vec<u64> = logs.iter().map(|l| last_count(l)).collect();
+    assert_eq!(dir_entries(&dir), ["containers", "pod.json"]);
+    assert_eq!(dir_entries(&dir.join("containers")), ["0.tar", "1.tar"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("pod.json")).unwrap()).unwrap();
+    assert_eq!(manifest["podSandboxId"], pod_a.as_str());
+    for (n, name) in names.iter().enumerate() {
+        assert_eq!(manifest["containers"][n]["name"], *name, "{manifest}");
+        assert_eq!(
+            manifest["containers"][n]["id"],
+            ids[n].as_str(),
+            "{manifest}"
+        );
+        let files = tar_list(&[
+            "-tf",
+            dir.join(format!("containers/{n}.tar")).to_str().unwrap(),
+        ]);
+        assert!(
+            files.iter().any(|f| f == "checkpoint/pstree.img"),
+            "{files:?}"
+        );
+    }
+    assert!(
+        env.d.log_text().contains("pod frozen for its checkpoint"),
+        "the containers were not paused first"
+    );
+    // Both run on: none is left paused.
+    for (log, a) in logs.iter().zip(&after) {
+        wait_count(log, a + 3).await;
+    }
+    for id in &ids {
+        let s = status(&mut env.c, id).await.unwrap();
+        assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    }
+    stop_pod(&mut env.c, &pod_a).await;
+    remove_pod(&mut env.c, &pod_a).await;
+
+    // Restore: names must be exactly the checkpoint's; a refusal leaves no pod.
+    let pc_b = pod_config(&env, "podckpt-b");
+    let pods_before = list_pods(&mut env.c).await.len();
+    for configs in [
+        vec![ctr_config("one", BUSYBOX, "true")],
+        vec![
+            ctr_config("one", BUSYBOX, "true"),
+            ctr_config("three", BUSYBOX, "true"),
+        ],
+    ] {
+        let e = env
+            .c
+            .runtime
+            .restore_pod(restore_request(&dir, &pc_b, configs))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert_eq!(list_pods(&mut env.c).await.len(), pods_before);
+    }
+    let restored = env
+        .c
+        .runtime
+        // Another order than the checkpoint's: matched by name.
+        .restore_pod(restore_request(
+            &dir,
+            &pc_b,
+            vec![
+                ctr_config("two", BUSYBOX, "exit 99"),
+                ctr_config("one", BUSYBOX, "exit 99"),
+            ],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("RestorePod: {e:?}\n{}", env.d.log_text()))
+        .into_inner();
+    let names_back: Vec<&str> = restored
+        .restored_containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names_back, ["two", "one"]);
+    let pod_b = restored.pod_sandbox_id;
+    let mut firsts = Vec::new();
+    for c in &restored.restored_containers {
+        let s = status(&mut env.c, &c.container_id).await.unwrap();
+        assert_eq!(s.state, ContainerState::ContainerCreated as i32, "{s:?}");
+        env.c
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: c.container_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("start (restore) {}: {e:?}\n{}", c.name, env.d.log_text()));
+        let n = names.iter().position(|x| *x == c.name).unwrap();
+        let log = status(&mut env.c, &c.container_id).await.unwrap().log_path;
+        let first = wait_count(&log, 0).await;
+        wait_count(&log, first + 3).await;
+        let seen = counts(&log);
+        // From the cut, never from 1.
+        assert!(
+            seen[0] > before[n] && seen[0] <= after[n] + 1,
+            "{}: {seen:?} (logged {} before the cut, {} after it)",
+            c.name,
+            before[n],
+            after[n]
+        );
+        firsts.push((c.name.clone(), seen[0]));
+    }
+    eprintln!(
+        "pod checkpoint of 2 counters took {took:?}; before {before:?}, after {after:?}; \
+         restored counters went on at {firsts:?}"
+    );
+    stop_pod(&mut env.c, &pod_b).await;
+    remove_pod(&mut env.c, &pod_b).await;
+}

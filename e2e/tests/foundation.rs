@@ -123,7 +123,7 @@ async fn pod_cidr_is_kept_across_restarts_and_validated() {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_say_which() {
+async fn empty_pod_checkpoint_and_restore_requests_say_what_is_missing() {
     let d = Berthd::start().await.unwrap();
     let mut c = d.client().await.unwrap();
     let err = c
@@ -131,15 +131,15 @@ async fn unimplemented_rpcs_say_which() {
         .checkpoint_pod(CheckpointPodRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("CheckpointPod"), "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("pod_sandbox_id"), "{err:?}");
     let err = c
         .runtime
         .restore_pod(RestorePodRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RestorePod"), "{err:?}");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("config"), "{err:?}");
 }
 
 #[tokio::test]

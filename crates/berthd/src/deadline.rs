@@ -24,6 +24,15 @@ pub fn budget(headers: &http::HeaderMap) -> Option<Duration> {
         .and_then(parse_grpc_timeout)
 }
 
+/// [`budget`] from a request's metadata (for a handler that bounds its own
+/// work, to undo it before the deadline).
+pub fn budget_of(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
 /// `answer` bounded by `budget`: past it, dropped and DEADLINE_EXCEEDED.
 pub async fn bounded<B: Default, E>(
     rpc: &str,

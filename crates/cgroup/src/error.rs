@@ -22,6 +22,9 @@ pub enum Error {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// Freezing or thawing a cgroup's tasks failed.
+    #[error("freezer {}: {message}", dir.display())]
+    Freeze { dir: PathBuf, message: String },
     #[error("mount {}: {source}", dir.display())]
     Mount {
         dir: PathBuf,

@@ -36,6 +36,7 @@
 mod cgroup;
 mod error;
 mod favordynmods;
+mod freezer;
 mod hugepages;
 mod layout;
 mod oom;

@@ -70,7 +70,18 @@ impl Containers {
         // A stop or remove of this container waits for the dump to end.
         let lock = self.op_lock(&rec.id);
         let _op = lock.lock().await;
-        let rec = self.refresh(self.must(&rec.id)?).await?;
+        let (rec, pid) = self.running_for_checkpoint(&rec.id).await?;
+        self.checkpoint_locked(&rec, pid, location, opts, None, started)
+            .await
+    }
+
+    /// The container's record and its init's pid, when it runs (its op
+    /// lock held by the caller).
+    pub(super) async fn running_for_checkpoint(
+        &self,
+        id: &str,
+    ) -> Result<(super::ContainerRecord, i32), ContainerError> {
+        let rec = self.refresh(self.must(id)?).await?;
         if rec.state != State::Running {
             return Err(ContainerError::FailedPrecondition(format!(
                 "container {} is {:?}, not running: only a running container can be checkpointed",
@@ -87,13 +98,29 @@ impl Containers {
                 rec.id, live.status, live.pid
             )));
         }
-        let pid = live.pid;
+        Ok((rec, live.pid))
+    }
+
+    /// The dump and the archive of the running `rec` (init `pid`), its op
+    /// lock held by the caller. `frozen`: the freezer cgroup the caller
+    /// froze the container in (a pod checkpoint), which CRIU must seize
+    /// through (`--freeze-cgroup`) and leaves frozen.
+    pub(super) async fn checkpoint_locked(
+        &self,
+        rec: &super::ContainerRecord,
+        pid: i32,
+        location: &Path,
+        opts: &CriuOptions,
+        frozen: Option<&Path>,
+        started: Instant,
+    ) -> Result<Checkpointed, ContainerError> {
         tracing::info!(pod = %rec.pod_id, container = %rec.id, pid, location = %location.display(), "checkpointing container");
 
         let work = WorkDir::create(&self.checkpoint_work_dir, &rec.id).map_err(internal)?;
         let (spec_json, args) = {
             let bundle = rec.bundle.clone();
             let work_path = work.path.clone();
+            let frozen = frozen.map(Path::to_path_buf);
             crate::blocking::run(move || {
                 let spec_json = std::fs::read(bundle.join("config.json"))
                     .with_context(|| format!("cannot read {}/config.json", bundle.display()))?;
@@ -101,7 +128,11 @@ impl Containers {
                     .context("the container's config.json is not JSON")?;
                 let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
                     .with_context(|| format!("cannot read /proc/{pid}/mountinfo"))?;
-                let args = dump_args(pid, &work_path, &spec, &mountinfo)?;
+                let mut args = dump_args(pid, &work_path, &spec, &mountinfo)?;
+                if let Some(dir) = frozen {
+                    args.push("--freeze-cgroup".into());
+                    args.push(dir.display().to_string());
+                }
                 write_descriptors(pid, &work_path.join(IMAGES_DIR))?;
                 Ok((spec_json, args))
             })
@@ -117,7 +148,7 @@ impl Containers {
             work_dir: work.path.clone(),
             upper_dir: rec.layer_dir.join("upper"),
             spec_json,
-            config_json: checkpoint_archive::config_dump(&rec)?,
+            config_json: checkpoint_archive::config_dump(rec)?,
             location: location.to_path_buf(),
         };
         let archive_bytes = crate::blocking::run(move || {

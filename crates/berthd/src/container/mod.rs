@@ -17,6 +17,7 @@ pub mod rootfs;
 
 mod checkpoint;
 mod checkpoint_archive;
+mod checkpoint_pod;
 mod create;
 pub mod events;
 mod idmap;
@@ -39,6 +40,7 @@ use berth_image::ImageStore;
 use redb::{Database, ReadableTable, TableDefinition};
 
 pub use checkpoint::CriuOptions;
+pub use checkpoint_pod::PodMember;
 pub use record::{ContainerRecord, State};
 
 pub use crate::error::RuntimeError as ContainerError;

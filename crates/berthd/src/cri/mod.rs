@@ -27,9 +27,11 @@ mod list_stream;
 mod metrics;
 mod runtime_config;
 mod runtime_service;
+mod sandbox_checkpoint;
 mod sandbox_list;
 mod sandbox_port_forward;
 mod sandbox_remove;
+mod sandbox_restore;
 mod sandbox_run;
 mod sandbox_stats;
 mod sandbox_stats_list;
@@ -52,16 +54,6 @@ pub use runtime_service::RuntimeSvc;
 
 /// The stream type of the server-streaming RPCs.
 pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// The answer of every RPC Berth does not implement yet: `Unimplemented`
-/// naming the RPC, never a fake success.
-pub(crate) fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
-    tracing::debug!(rpc, "unimplemented CRI call");
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by berth {}",
-        env!("CARGO_PKG_VERSION")
-    )))
-}
 
 /// Both CRI services over one shared daemon state; Exec, Attach and
 /// PortForward hand out URLs of `streaming`.

@@ -12,8 +12,8 @@ use super::{
     BoxStream, container_attach, container_checkpoint, container_create, container_events,
     container_exec, container_exec_sync, container_list, container_remove, container_reopen_log,
     container_start, container_status, container_stop, container_update_resources, list_stream,
-    runtime_config, sandbox_list, sandbox_port_forward, sandbox_remove, sandbox_run,
-    sandbox_status, sandbox_stop, sandbox_update_resources, status, unimplemented,
+    runtime_config, sandbox_checkpoint, sandbox_list, sandbox_port_forward, sandbox_remove,
+    sandbox_restore, sandbox_run, sandbox_status, sandbox_stop, sandbox_update_resources, status,
     update_runtime_config, version,
 };
 use super::{container_stats, container_stats_list, metrics, sandbox_stats, sandbox_stats_list};
@@ -347,17 +347,22 @@ impl RuntimeService for RuntimeSvc {
     #[tracing::instrument(skip_all)]
     async fn checkpoint_pod(
         &self,
-        _req: Request<CheckpointPodRequest>,
+        req: Request<CheckpointPodRequest>,
     ) -> Result<Response<CheckpointPodResponse>, Status> {
-        unimplemented("CheckpointPod")
+        let budget = crate::deadline::budget_of(req.metadata());
+        sandbox_checkpoint::checkpoint_pod(&self.daemon, req.into_inner(), budget)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]
     async fn restore_pod(
         &self,
-        _req: Request<RestorePodRequest>,
+        req: Request<RestorePodRequest>,
     ) -> Result<Response<RestorePodResponse>, Status> {
-        unimplemented("RestorePod")
+        sandbox_restore::restore_pod(&self.daemon, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(skip_all)]

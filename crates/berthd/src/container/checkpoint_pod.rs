@@ -1,0 +1,158 @@
+//! CheckpointPod's capture: every selected container of one pod frozen
+//! (cgroup freezer) before CRIU captures any, each then dumped and archived
+//! as CheckpointContainer does while all stay frozen (CRIU seizes a frozen
+//! cgroup with `--freeze-cgroup` and leaves it frozen), then all thawed,
+//! whatever happened: success, a failure, the deadline. One consistent cut
+//! of the pod, and never a pod left frozen.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_cgroup::{Cgroup, Layout};
+
+use super::checkpoint::CriuOptions;
+use super::{ContainerError, ContainerRecord, Containers, internal};
+
+/// One container of a pod checkpoint: its record, and where its archive
+/// is to go.
+pub struct PodMember {
+    pub id: String,
+    pub archive: PathBuf,
+}
+
+/// Thaws what it holds when dropped: the pod runs again on every path out.
+struct Thaw(Vec<(String, Cgroup)>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        for (id, cgroup) in &self.0 {
+            if let Err(e) = cgroup.thaw() {
+                tracing::error!(container = %id, error = %e, "cannot thaw the container after its pod's checkpoint");
+            }
+        }
+    }
+}
+
+impl Containers {
+    /// Checkpoints `members` (running containers of `pod_id`, each once)
+    /// into their archives within `opts.timeout` in all. The records as
+    /// they were captured, in `members`' order.
+    pub async fn checkpoint_pod(
+        &self,
+        pod_id: &str,
+        members: &[PodMember],
+        opts: &CriuOptions,
+    ) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let started = Instant::now();
+        let deadline = started + opts.timeout;
+        for m in members {
+            let rec = self.must(&m.id)?;
+            if rec.pod_id != pod_id {
+                return Err(ContainerError::InvalidArgument(format!(
+                    "container {} belongs to pod {}, not to {pod_id}",
+                    rec.id, rec.pod_id
+                )));
+            }
+        }
+        // Every member's op lock, in one order (no deadlock with another
+        // pod checkpoint): no stop or remove while the pod is cut.
+        let mut ids: Vec<String> = members
+            .iter()
+            .map(|m| self.must(&m.id).map(|r| r.id))
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in &ids {
+            guards.push(self.op_lock(id).lock_owned().await);
+        }
+        let mut running = Vec::with_capacity(members.len());
+        for m in members {
+            running.push(self.running_for_checkpoint(&m.id).await?);
+        }
+
+        let layout = Layout::detect().ok_or_else(|| {
+            ContainerError::FailedPrecondition(
+                "no cgroup filesystem is mounted: a pod checkpoint freezes its containers"
+                    .to_string(),
+            )
+        })?;
+        let mut cgroups = Vec::with_capacity(running.len());
+        for (rec, _) in &running {
+            cgroups.push(container_cgroup(&layout, rec)?);
+        }
+        // Frozen one after the other; each is thawed by `thaw` once it is
+        // in it, also if a later one fails.
+        let mut thaw = Thaw(Vec::with_capacity(cgroups.len()));
+        for ((rec, _), cgroup) in running.iter().zip(&cgroups) {
+            let left = remaining(deadline, &rec.id)?;
+            thaw.0.push((rec.id.clone(), cgroup.clone()));
+            let c = cgroup.clone();
+            crate::blocking::run(move || Ok(c.freeze(left)?))
+                .await
+                .map_err(|e| {
+                    ContainerError::FailedPrecondition(format!(
+                        "cannot pause container {} for the pod checkpoint: {e}",
+                        rec.id
+                    ))
+                })?;
+        }
+        tracing::info!(pod = %pod_id, containers = running.len(), freeze_ms = started.elapsed().as_millis() as u64, "pod frozen for its checkpoint");
+
+        for (((rec, pid), cgroup), m) in running.iter().zip(&cgroups).zip(members) {
+            let opts = CriuOptions {
+                criu: opts.criu.clone(),
+                timeout: remaining(deadline, &rec.id)?,
+            };
+            let freezer = cgroup.freezer_dir().map(Path::to_path_buf);
+            self.checkpoint_locked(rec, *pid, &m.archive, &opts, freezer.as_deref(), started)
+                .await?;
+        }
+        drop(thaw);
+        tracing::info!(pod = %pod_id, containers = running.len(), total_ms = started.elapsed().as_millis() as u64, "pod checkpointed");
+        drop(guards);
+        Ok(running.into_iter().map(|(rec, _)| rec).collect())
+    }
+}
+
+/// The time left before `deadline`, or DeadlineExceeded naming what was
+/// next.
+fn remaining(deadline: Instant, next: &str) -> Result<Duration, ContainerError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ContainerError::DeadlineExceeded(format!(
+            "the pod checkpoint ran out of time before container {next}"
+        )));
+    }
+    Ok(left)
+}
+
+/// The container's cgroup, from its spec's `linux.cgroupsPath` (where the
+/// monitor created it).
+fn container_cgroup(layout: &Layout, rec: &ContainerRecord) -> Result<Cgroup, ContainerError> {
+    let spec = std::fs::read(rec.bundle.join("config.json"))
+        .with_context(|| format!("cannot read {}/config.json", rec.bundle.display()))
+        .map_err(internal)?;
+    let spec: serde_json::Value = serde_json::from_slice(&spec)
+        .context("the container's config.json is not JSON")
+        .map_err(internal)?;
+    let path = spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| internal(anyhow::anyhow!("container {} has no cgroupsPath", rec.id)))?;
+    let cgroup = Cgroup::of(layout, path).ok_or_else(|| {
+        internal(anyhow::anyhow!(
+            "container {}'s cgroupsPath {path:?} is not below the cgroup root",
+            rec.id
+        ))
+    })?;
+    if cgroup.freezer_dir().is_none() {
+        return Err(ContainerError::FailedPrecondition(
+            "this host has no cgroup freezer (v1 `freezer` hierarchy or cgroup v2): a pod \
+             checkpoint cannot pause its containers"
+                .to_string(),
+        ));
+    }
+    Ok(cgroup)
+}

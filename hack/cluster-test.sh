@@ -91,6 +91,13 @@ end ok
 eval "$(hack/cluster.sh env)"
 kubelet_from=$(($(wc -l <"$KUBELET_LOG") + 1))
 export BERTH_CLUSTER_RUN_DIR=${BERTH_CLUSTER_RUN_DIR:-/run/berth-cluster}
+# The cluster's state (etcd) outlives `down`: test namespaces of a run that was killed before
+# its tests' cleanup are still there. They go now, so that the check below is about this run.
+left=$(kubectl get namespaces -l berth-e2e=cluster -o name)
+if [[ -n $left ]]; then
+    echo "cluster-test: deleting test namespaces an earlier run left:" $left >&2
+    kubectl delete namespace -l berth-e2e=cluster --wait=false >/dev/null
+fi
 
 failed=0
 run_tests() {

@@ -766,13 +766,13 @@ remove_pod_logs() {
 }
 
 # delete_kube_chains: KUBE-* chains that exist now and did not before `up` (the kubelet's
-# canaries and whatever `kube-proxy --cleanup` left) and berthd's BERTH-FWD-<bridge> (its
-# pod bridge's FORWARD rules), with the rules that jump to them.
+# canaries and whatever `kube-proxy --cleanup` left) and berthd's BERTH-FWD-<bridge> and
+# BERTH-FORWARD-ADMIN (its pod bridge's FORWARD rules), with the rules that jump to them.
 delete_kube_chains() {
     local cmd table chain rule
     local before=$RUN_DIR/iptables-chains-before
     [[ -f $before ]] || return 0
-    { iptables_chains | grep -E ' (KUBE-|BERTH-FWD-)' | grep -vxF -f "$before" || true; } | while read -r cmd table chain; do
+    { iptables_chains | grep -E ' (KUBE-|BERTH-FWD-|BERTH-FORWARD-ADMIN$)' | grep -vxF -f "$before" || true; } | while read -r cmd table chain; do
         { "$cmd" -w -t "$table" -S | grep -E -- "-j $chain( |$)" || true; } | while read -r rule; do
             # The rule as iptables -S prints it, with -A turned into -D.
             eval "$cmd -w -t $table ${rule/-A /-D }" 2>/dev/null || true

@@ -205,6 +205,8 @@ cleanup() {
     for cmd in iptables ip6tables; do
         "$cmd" -w -D FORWARD -m comment --comment "berth: pods on a CNI bridge" -j "BERTH-FWD-$BRIDGE" 2>/dev/null
         "$cmd" -w -F "BERTH-FWD-$BRIDGE" 2>/dev/null && "$cmd" -w -X "BERTH-FWD-$BRIDGE"
+        # The admin's chain, when empty and no other bridge's chain uses it.
+        "$cmd" -w -X BERTH-FORWARD-ADMIN 2>/dev/null
     done
     # The HostIpc specs' segments (ipcmk -M 1048576 on the host, never removed by critest):
     # the ones made during this run, of that size, attached nowhere.

@@ -89,7 +89,8 @@ keep_or_install() {
 }
 
 # remove_forward_rules: berthd's FORWARD rules for its pod bridges (the chains
-# BERTH-FWD-<bridge> and the jumps to them; [network] bridge_forward_rules),
+# BERTH-FWD-<bridge> and the jumps to them, and the admin's BERTH-FORWARD-ADMIN;
+# [network] bridge_forward_rules),
 # once no pod needs them.
 remove_forward_rules() {
     local cmd chain
@@ -101,6 +102,10 @@ remove_forward_rules() {
             "$cmd" -w -t filter -X "$chain"
             echo "removed $cmd's chain $chain"
         done
+        if "$cmd" -w -t filter -S BERTH-FORWARD-ADMIN >/dev/null 2>&1; then
+            "$cmd" -w -t filter -F BERTH-FORWARD-ADMIN
+            "$cmd" -w -t filter -X BERTH-FORWARD-ADMIN && echo "removed $cmd's chain BERTH-FORWARD-ADMIN"
+        fi
     done
 }
 

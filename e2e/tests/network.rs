@@ -287,13 +287,15 @@ async fn two_pods_reach_each_other_by_ip() {
         .lines()
         .filter(|l| l.starts_with(&format!("-A {chain} ")))
         .collect();
-    assert_eq!(rules.len(), 2, "{filter}");
+    // The admin's chain for both directions, INVALID back to FORWARD, the two accepts.
+    assert_eq!(rules.len(), 5, "{filter}");
+    assert!(rules[0].ends_with("-j BERTH-FORWARD-ADMIN"), "{rules:?}");
     assert!(
-        rules[0].contains(&format!(" -i {} ", env.net.bridge)),
+        rules[3].contains(&format!(" -i {} ", env.net.bridge)),
         "{rules:?}"
     );
     assert!(
-        rules[1].contains(&format!(" -o {} ", env.net.bridge)),
+        rules[4].contains(&format!(" -o {} ", env.net.bridge)),
         "{rules:?}"
     );
 

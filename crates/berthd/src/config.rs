@@ -200,7 +200,8 @@ pub struct NetworkConfig {
     /// Accept forwarded traffic from and to the pods' bridge (the config's
     /// `bridge` plugin) once per node, in the filter chain `BERTH-FWD-<bridge>`:
     /// pods then work on a node whose FORWARD policy is DROP (a Docker
-    /// engine's) without CNI's `firewall` plugin. `false` leaves the node's
+    /// engine's) without CNI's `firewall` plugin; the admin's own rules for
+    /// pods go in `BERTH-FORWARD-ADMIN`. `false` leaves the node's
     /// iptables alone.
     pub bridge_forward_rules: bool,
 }

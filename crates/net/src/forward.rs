@@ -11,9 +11,16 @@
 //!
 //! The rules live in the filter table's chain `BERTH-FWD-<bridge>`
 //! ([`chain`]; one per bridge, so two runtimes on two bridges never rewrite
-//! each other's), jumped to from the end of `FORWARD` (after whatever the
-//! admin or another daemon put there first, so their rules still apply to
-//! pods):
+//! each other's), jumped to from the top of `FORWARD`, as the `firewall`
+//! plugin's `CNI-FORWARD` is (a rule appended after a node firewall's own
+//! final DROP or REJECT, as ufw and firewalld end `FORWARD`, would never be
+//! reached):
+//! - the bridge's traffic first goes through [`ADMIN_CHAIN`], which berthd
+//!   creates empty and never changes: the admin's own rules for pods (a
+//!   DROP there stops a packet; RETURN or no match goes on), as the
+//!   `firewall` plugin's `CNI-ADMIN`;
+//! - packets conntrack calls INVALID return to `FORWARD` (kube-proxy drops
+//!   them there);
 //! - accept what enters from the bridge: pods' own traffic, pod to pod,
 //!   pods' replies;
 //! - accept what leaves to the bridge as part of a connection already seen
@@ -39,6 +46,10 @@ use crate::config::NetworkConfigList;
 
 /// Prefix of the filter chains holding the rules, one per bridge.
 pub const CHAIN_PREFIX: &str = "BERTH-FWD-";
+
+/// The admin's chain for rules on pods' forwarded traffic, consulted
+/// first; created empty, never flushed by berthd.
+pub const ADMIN_CHAIN: &str = "BERTH-FORWARD-ADMIN";
 
 /// The comment on `FORWARD`'s jumps to the chains.
 const JUMP_COMMENT: &str = "berth: pods on a CNI bridge";
@@ -87,6 +98,9 @@ pub fn restore_input(bridge: &str) -> String {
     format!(
         "*filter\n\
          :{chain} - [0:0]\n\
+         -A {chain} -i {bridge} -j {ADMIN_CHAIN}\n\
+         -A {chain} -o {bridge} -j {ADMIN_CHAIN}\n\
+         -A {chain} -m conntrack --ctstate INVALID -j RETURN\n\
          -A {chain} -i {bridge} -m comment --comment \"berth: from pods\" -j ACCEPT\n\
          -A {chain} -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment \"berth: replies and DNAT to pods\" -j ACCEPT\n\
          COMMIT\n"
@@ -105,21 +119,15 @@ fn check_bridge(bridge: &str) -> Result<(), ForwardError> {
     Ok(())
 }
 
-/// `FORWARD`'s jump to `chain`, for `iptables` with `op` (`-C`, `-A`, `-D`).
-fn jump_args<'a>(op: &'a str, chain: &'a str) -> [&'a str; 11] {
-    [
-        "-w",
-        "-t",
-        "filter",
-        op,
-        "FORWARD",
-        "-m",
-        "comment",
-        "--comment",
-        JUMP_COMMENT,
-        "-j",
-        chain,
-    ]
+/// `FORWARD`'s jump to `chain`, for `iptables` with `op` (`-C`, `-I`, `-D`;
+/// `-I` inserts it first).
+fn jump_args<'a>(op: &'a str, chain: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["-w", "-t", "filter", op, "FORWARD"];
+    if op == "-I" {
+        args.push("1");
+    }
+    args.extend(["-m", "comment", "--comment", JUMP_COMMENT, "-j", chain]);
+    args
 }
 
 /// Writes the rules for `bridge` in the network namespace of the calling
@@ -140,12 +148,22 @@ async fn ensure_family(
     restore: &'static str,
     iptables: &'static str,
 ) -> Result<(), ForwardError> {
+    // The admin's chain must exist before a rule jumps to it; it is never
+    // declared in the restore input, which would empty it.
+    let admin = ["-w", "-t", "filter", "-S", ADMIN_CHAIN];
+    if run(iptables, &admin, None).await.is_err() {
+        let created = run(iptables, &["-w", "-t", "filter", "-N", ADMIN_CHAIN], None).await;
+        // Another writer may have made it meanwhile.
+        if created.is_err() {
+            run(iptables, &admin, None).await?;
+        }
+    }
     run(restore, &["-w", "--noflush"], Some(&restore_input(bridge))).await?;
     let chain = chain(bridge);
     if run(iptables, &jump_args("-C", &chain), None).await.is_ok() {
         return Ok(());
     }
-    run(iptables, &jump_args("-A", &chain), None).await
+    run(iptables, &jump_args("-I", &chain), None).await
 }
 
 /// Removes `bridge`'s chain and `FORWARD`'s jumps to it, in both families,
@@ -160,7 +178,7 @@ pub fn remove(bridge: &str) -> Result<bool, ForwardError> {
         let run = |args: &[&str]| {
             std::process::Command::new(iptables)
                 .args(args)
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .output()
         };
@@ -193,6 +211,20 @@ pub fn remove(bridge: &str) -> Result<bool, ForwardError> {
                     ),
                 });
             }
+        }
+        // The admin's chain goes with the last bridge chain, and only when
+        // empty: -X refuses a chain still jumped to, and an admin's rules
+        // are kept.
+        let admin = run(&["-w", "-t", "filter", "-S", ADMIN_CHAIN]);
+        if admin.is_ok_and(|o| {
+            o.status.success()
+                && o.stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+                    == 1
+        }) {
+            let _ = run(&["-w", "-t", "filter", "-X", ADMIN_CHAIN]);
         }
         removed = true;
     }
@@ -288,12 +320,26 @@ mod tests {
         assert_eq!(lines[0], "*filter");
         // Declaring the chain in a --noflush restore empties it first.
         assert_eq!(lines[1], ":BERTH-FWD-berth0 - [0:0]");
+        // The admin's chain first, for both directions; never declared here.
+        assert_eq!(
+            lines[2],
+            "-A BERTH-FWD-berth0 -i berth0 -j BERTH-FORWARD-ADMIN"
+        );
+        assert_eq!(
+            lines[3],
+            "-A BERTH-FWD-berth0 -o berth0 -j BERTH-FORWARD-ADMIN"
+        );
+        assert!(!input.contains(":BERTH-FORWARD-ADMIN"), "{input}");
+        assert_eq!(
+            lines[4],
+            "-A BERTH-FWD-berth0 -m conntrack --ctstate INVALID -j RETURN"
+        );
         assert!(
-            lines[2].starts_with("-A BERTH-FWD-berth0 -i berth0 "),
+            lines[5].starts_with("-A BERTH-FWD-berth0 -i berth0 "),
             "{input}"
         );
         assert!(
-            lines[3].starts_with(
+            lines[6].starts_with(
                 "-A BERTH-FWD-berth0 -o berth0 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT "
             ),
             "{input}"

@@ -588,14 +588,56 @@ fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
             "{save}:\n{filter}"
         );
         let rules = lines(&format!("-A {chain} "));
-        assert_eq!(rules.len(), 2, "{save}:\n{filter}");
+        assert_eq!(rules.len(), 5, "{save}:\n{filter}");
+        let br = &net.bridge;
+        assert_eq!(
+            rules[0],
+            format!("-A {chain} -i {br} -j BERTH-FORWARD-ADMIN")
+        );
+        assert_eq!(
+            rules[1],
+            format!("-A {chain} -o {br} -j BERTH-FORWARD-ADMIN")
+        );
+        assert!(rules[2].contains("INVALID -j RETURN"), "{save}:\n{filter}");
         assert!(
-            rules[0].starts_with(&format!("-A {chain} -i {} ", net.bridge))
-                && rules[1].starts_with(&format!("-A {chain} -o {} ", net.bridge))
-                && rules[1].contains("--ctstate RELATED,ESTABLISHED,DNAT"),
+            rules[3].starts_with(&format!("-A {chain} -i {br} "))
+                && rules[4].starts_with(&format!("-A {chain} -o {br} "))
+                && rules[4].contains("--ctstate RELATED,ESTABLISHED,DNAT"),
             "{save}:\n{filter}"
         );
+        assert!(filter.contains(":BERTH-FORWARD-ADMIN"), "{save}:\n{filter}");
     }
+    // The admin's chain is consulted first: a DROP there stops pod traffic
+    // (nothing listens on a's port now: refused without the rule, no answer
+    // with it).
+    let to_a = format!("{ip_a}/32");
+    run_in(
+        &node,
+        &[
+            "iptables",
+            "-A",
+            "BERTH-FORWARD-ADMIN",
+            "-d",
+            &to_a,
+            "-j",
+            "DROP",
+        ],
+    );
+    // How b's connect to a's port fails.
+    let probe = || {
+        ns_b.spawn(move || TcpStream::connect_timeout(&addr_a, Duration::from_secs(1)))
+            .join()
+            .unwrap()
+            .unwrap_err()
+            .kind()
+    };
+    assert_eq!(
+        probe(),
+        std::io::ErrorKind::TimedOut,
+        "the admin's DROP was not applied"
+    );
+    run_in(&node, &["iptables", "-F", "BERTH-FORWARD-ADMIN"]);
+    assert_eq!(probe(), std::io::ErrorKind::ConnectionRefused);
 
     let opts = net.opts.clone();
     node.spawn(move || {
@@ -626,6 +668,7 @@ fn pods_reach_each_other_on_a_node_whose_forward_policy_is_drop() {
     for save in ["iptables-save", "ip6tables-save"] {
         let filter = run_in(&node, &[save, "-t", "filter"]);
         assert!(!filter.contains("BERTH-FWD-"), "{save}:\n{filter}");
+        assert!(!filter.contains("BERTH-FORWARD-ADMIN"), "{save}:\n{filter}");
     }
 }
 

@@ -11,16 +11,21 @@
 //!
 //! The rules live in the filter table's chain `BERTH-FWD-<bridge>`
 //! ([`chain`]; one per bridge, so two runtimes on two bridges never rewrite
-//! each other's), jumped to from the top of `FORWARD`, as the `firewall`
-//! plugin's `CNI-FORWARD` is (a rule appended after a node firewall's own
-//! final DROP or REJECT, as ufw and firewalld end `FORWARD`, would never be
-//! reached):
+//! each other's), jumped to from the end of `FORWARD`: what the admin,
+//! Docker (`DOCKER-USER`) and kube-proxy put there apply first (kube-proxy's
+//! REJECT of a Service without endpoints, its INVALID drop), and the chain
+//! only accepts what the policy would drop. (CNI's `firewall` plugin
+//! inserts its jump first instead, which lets pods' traffic bypass
+//! kube-proxy's REJECTs.) A node firewall that ends `FORWARD` with its own
+//! REJECT rule (rather than a DROP policy) must let the bridge through, or
+//! the admin moves the jump up: berthd checks that the jump is there, not
+//! where, and leaves it where it is.
+//!
 //! - the bridge's traffic first goes through [`ADMIN_CHAIN`], which berthd
 //!   creates empty and never changes: the admin's own rules for pods (a
 //!   DROP there stops a packet; RETURN or no match goes on), as the
 //!   `firewall` plugin's `CNI-ADMIN`;
-//! - packets conntrack calls INVALID return to `FORWARD` (kube-proxy drops
-//!   them there);
+//! - packets conntrack calls INVALID go back to `FORWARD`'s policy;
 //! - accept what enters from the bridge: pods' own traffic, pod to pod,
 //!   pods' replies;
 //! - accept what leaves to the bridge as part of a connection already seen
@@ -119,13 +124,9 @@ fn check_bridge(bridge: &str) -> Result<(), ForwardError> {
     Ok(())
 }
 
-/// `FORWARD`'s jump to `chain`, for `iptables` with `op` (`-C`, `-I`, `-D`;
-/// `-I` inserts it first).
+/// `FORWARD`'s jump to `chain`, for `iptables` with `op` (`-C`, `-A`, `-D`).
 fn jump_args<'a>(op: &'a str, chain: &'a str) -> Vec<&'a str> {
     let mut args = vec!["-w", "-t", "filter", op, "FORWARD"];
-    if op == "-I" {
-        args.push("1");
-    }
     args.extend(["-m", "comment", "--comment", JUMP_COMMENT, "-j", chain]);
     args
 }
@@ -163,7 +164,7 @@ async fn ensure_family(
     if run(iptables, &jump_args("-C", &chain), None).await.is_ok() {
         return Ok(());
     }
-    run(iptables, &jump_args("-I", &chain), None).await
+    run(iptables, &jump_args("-A", &chain), None).await
 }
 
 /// Removes `bridge`'s chain and `FORWARD`'s jumps to it, in both families,

@@ -27,10 +27,7 @@ pub fn budget(headers: &http::HeaderMap) -> Option<Duration> {
 /// [`budget`] from a request's metadata (for a handler that bounds its own
 /// work, to undo it before the deadline).
 pub fn budget_of(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    metadata
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
+    budget(metadata.as_ref())
 }
 
 /// `answer` bounded by `budget`: past it, dropped and DEADLINE_EXCEEDED.

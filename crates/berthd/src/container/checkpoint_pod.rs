@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use berth_cgroup::{Cgroup, Layout};
 
 use super::checkpoint::CriuOptions;
@@ -41,11 +40,13 @@ impl Containers {
     pub async fn checkpoint_pod(
         &self,
         pod_id: &str,
+        pod_cgroup_parent: &str,
         members: &[PodMember],
         opts: &CriuOptions,
     ) -> Result<Vec<ContainerRecord>, ContainerError> {
         let started = Instant::now();
         let deadline = started + opts.timeout;
+        let mut ids = Vec::with_capacity(members.len());
         for m in members {
             let rec = self.must(&m.id)?;
             if rec.pod_id != pod_id {
@@ -54,13 +55,10 @@ impl Containers {
                     rec.id, rec.pod_id
                 )));
             }
+            ids.push(rec.id);
         }
         // Every member's op lock, in one order (no deadlock with another
         // pod checkpoint): no stop or remove while the pod is cut.
-        let mut ids: Vec<String> = members
-            .iter()
-            .map(|m| self.must(&m.id).map(|r| r.id))
-            .collect::<Result<_, _>>()?;
         ids.sort();
         let mut guards = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -79,7 +77,7 @@ impl Containers {
         })?;
         let mut cgroups = Vec::with_capacity(running.len());
         for (rec, _) in &running {
-            cgroups.push(container_cgroup(&layout, rec)?);
+            cgroups.push(container_cgroup(&layout, pod_cgroup_parent, &rec.id)?);
         }
         // Frozen one after the other; each is thawed by `thaw` once it is
         // in it, also if a later one fails.
@@ -127,26 +125,20 @@ fn remaining(deadline: Instant, next: &str) -> Result<Duration, ContainerError> 
     Ok(left)
 }
 
-/// The container's cgroup, from its spec's `linux.cgroupsPath` (where the
-/// monitor created it).
-fn container_cgroup(layout: &Layout, rec: &ContainerRecord) -> Result<Cgroup, ContainerError> {
-    let spec = std::fs::read(rec.bundle.join("config.json"))
-        .with_context(|| format!("cannot read {}/config.json", rec.bundle.display()))
-        .map_err(internal)?;
-    let spec: serde_json::Value = serde_json::from_slice(&spec)
-        .context("the container's config.json is not JSON")
-        .map_err(internal)?;
-    let path = spec
-        .pointer("/linux/cgroupsPath")
-        .and_then(|v| v.as_str())
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| internal(anyhow::anyhow!("container {} has no cgroupsPath", rec.id)))?;
-    let cgroup = Cgroup::of(layout, path).ok_or_else(|| {
-        internal(anyhow::anyhow!(
-            "container {}'s cgroupsPath {path:?} is not below the cgroup root",
-            rec.id
-        ))
-    })?;
+/// The container's cgroup, where CreateContainer put it
+/// ([`Containers::cgroups_path_of`]).
+fn container_cgroup(
+    layout: &Layout,
+    pod_cgroup_parent: &str,
+    id: &str,
+) -> Result<Cgroup, ContainerError> {
+    let cgroup = Containers::cgroups_path_of(pod_cgroup_parent, id)
+        .and_then(|path| Cgroup::of(layout, &path))
+        .ok_or_else(|| {
+            internal(anyhow::anyhow!(
+                "container {id}'s cgroup (pod cgroup parent {pod_cgroup_parent:?}) is not below the cgroup root"
+            ))
+        })?;
     if cgroup.freezer_dir().is_none() {
         return Err(ContainerError::FailedPrecondition(
             "this host has no cgroup freezer (v1 `freezer` hierarchy or cgroup v2): a pod \

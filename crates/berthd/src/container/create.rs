@@ -335,27 +335,14 @@ impl Containers {
     /// at once: under a kubelet starting 30 pods, one queue for all made
     /// the last pod's CreateContainer wait ~0.3 s here.
     fn spawn_monitor(&self, pod_id: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let (locks, dir, pod_id) = (
-            self.spawn.clone(),
+        let (lock, dir, pod_id) = (
+            self.monitor_spawn_lock(pod_id),
             self.monitor_dir(pod_id),
             pod_id.to_string(),
         );
         tokio::spawn(async move {
-            let lock = unpoisoned(&locks)
-                .entry(pod_id.clone())
-                .or_default()
-                .clone();
-            let result = {
-                let _spawn = lock.lock().await;
-                monitor::ensure(&dir, &pod_id).await
-            };
-            // The last one out removes the pod's entry (the map's own
-            // reference and ours are all that is left).
-            let mut map = unpoisoned(&locks);
-            if std::sync::Arc::strong_count(&lock) == 2 {
-                map.remove(&pod_id);
-            }
-            result
+            let _spawn = lock.lock_owned().await;
+            monitor::ensure(&dir, &pod_id).await
         })
     }
 
@@ -869,10 +856,6 @@ fn new_record(
         stdin: config.stdin,
         stdin_once: config.stdin && config.stdin_once,
     }
-}
-
-fn unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -44,6 +44,12 @@ pub use checkpoint_pod::PodMember;
 pub use record::{ContainerRecord, State};
 
 pub use crate::error::RuntimeError as ContainerError;
+
+/// The op-lock key of a pod's monitor spawns (container ids are hex: no
+/// clash).
+fn monitor_spawn_key(pod_id: &str) -> String {
+    format!("monitor/{pod_id}")
+}
 use crate::error::db_err;
 use crate::store::StoreError;
 
@@ -99,10 +105,6 @@ struct Inner {
     ops: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
-/// Pod id → the lock its monitor's spawn holds; an entry lives while
-/// someone holds or waits for it.
-type SpawnLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-
 pub struct Containers {
     db: Arc<Database>,
     images: ImageStore,
@@ -117,9 +119,6 @@ pub struct Containers {
     host: berth_spec::HostEnv,
     /// Never held across an await.
     inner: Mutex<Inner>,
-    /// Serialises monitor spawning per pod (one monitor per pod; pods
-    /// starting together spawn theirs in parallel).
-    spawn: Arc<SpawnLocks>,
     /// Persists the non-durable state-cache commits ([`Containers::put_cache`]).
     flusher: Arc<record::Flusher>,
     /// `<state>/containers-trash`, `<root>/containers-trash`: bundles and
@@ -186,7 +185,6 @@ impl Containers {
             layers_dir: root.join("containers"),
             host: berth_spec::HostEnv::detect(),
             inner: Mutex::new(inner),
-            spawn: Arc::default(),
             flusher,
             bundles_trash,
             layers_trash,
@@ -205,6 +203,13 @@ impl Containers {
 
     fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.lock().ops.entry(id.to_string()).or_default().clone()
+    }
+
+    /// The lock a pod's monitor spawns take turns on (one monitor per pod;
+    /// different pods' spawn at once), kept with the op locks until
+    /// RemovePodSandbox.
+    fn monitor_spawn_lock(&self, pod_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.op_lock(&monitor_spawn_key(pod_id))
     }
 
     fn pod_dir(&self, pod_id: &str) -> PathBuf {

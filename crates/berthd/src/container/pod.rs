@@ -40,6 +40,7 @@ impl Containers {
             tracing::warn!(pod = %pod_id, error = %e, "cannot shut the pod monitor down");
         }
         monitor::forget(&dir);
+        self.lock().ops.remove(&super::monitor_spawn_key(pod_id));
         // Its socket, log and (now empty) exit records go with the pod.
         rootfs::remove_dir(&dir).map_err(internal)?;
         Ok(())

@@ -44,24 +44,14 @@ pub async fn checkpoint_container(
 /// `location` as a path the archive may be written to: absolute, naming a
 /// file, no `.` or `..` in it, its parent an existing dir.
 fn archive_location(location: &str) -> Result<PathBuf, Status> {
-    if location.is_empty() {
-        return Err(Status::invalid_argument(
-            "location is required: the path of the checkpoint archive to write",
-        ));
-    }
-    let path = Path::new(location);
-    if !path.is_absolute() {
+    let path = super::plain_absolute_path(
+        "location",
+        location,
+        "the path of the checkpoint archive to write",
+    )?;
+    if location.ends_with('/') || path.file_name().is_none() {
         return Err(Status::invalid_argument(format!(
-            "location {location:?} is not an absolute path"
-        )));
-    }
-    // The string's own segments: Path::components() drops interior `.`s.
-    if location.ends_with('/')
-        || location.split('/').any(|s| s == "." || s == "..")
-        || path.file_name().is_none()
-    {
-        return Err(Status::invalid_argument(format!(
-            "location {location:?} must name a file by a plain path (no trailing '/', '.' or '..')"
+            "location {location:?} must name a file (no trailing '/')"
         )));
     }
     let parent = path.parent().unwrap_or(Path::new("/"));

@@ -17,12 +17,7 @@ pub async fn create_container(
         .config
         .ok_or_else(|| Status::invalid_argument("config is required"))?;
     daemon.check_disk_space("CreateContainer")?;
-    let pod = daemon
-        .sandboxes()
-        .resolve(&req.pod_sandbox_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
-        })?;
+    let pod = super::pod_or_not_found(daemon, &req.pod_sandbox_id)?;
     // A plugin connecting meanwhile is synchronized before or after this
     // container, never without it.
     let _sync = daemon.nri_sync_block().await;

@@ -55,6 +55,44 @@ pub use runtime_service::RuntimeSvc;
 /// The stream type of the server-streaming RPCs.
 pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The pod sandbox `id` names (exact, or a unique prefix), or NotFound.
+pub(crate) fn pod_or_not_found(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<crate::sandbox::SandboxRecord, Status> {
+    daemon
+        .sandboxes()
+        .resolve(id)
+        .ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))
+}
+
+/// `path`, the request's `field`: given, absolute, plain (no `.` or `..`
+/// segment, which `Path::components` would hide). `what` says what it must
+/// name.
+pub(crate) fn plain_absolute_path<'a>(
+    field: &str,
+    path: &'a str,
+    what: &str,
+) -> Result<&'a std::path::Path, Status> {
+    if path.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field} is required: {what}"
+        )));
+    }
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "{field} {path:?} is not an absolute path"
+        )));
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(Status::invalid_argument(format!(
+            "{field} {path:?} must be a plain path (no '.' or '..')"
+        )));
+    }
+    Ok(p)
+}
+
 /// Both CRI services over one shared daemon state; Exec, Attach and
 /// PortForward hand out URLs of `streaming`.
 pub fn services(

@@ -12,7 +12,7 @@
 //! in it is removed, the directory itself stays (it is the caller's).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_api::v1::{CheckpointPodRequest, CheckpointPodResponse};
@@ -80,12 +80,7 @@ pub async fn checkpoint_pod(
     }
     check_container_ids(&req.container_ids)?;
     let out = empty_output_dir(&req.output_path)?;
-    let pod = daemon
-        .sandboxes()
-        .resolve(&req.pod_sandbox_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
-        })?;
+    let pod = super::pod_or_not_found(daemon, &req.pod_sandbox_id)?;
     if pod.state != SandboxState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready: only a running pod can be checkpointed",
@@ -104,7 +99,7 @@ pub async fn checkpoint_pod(
 
     // What this call writes goes again on any way out but success (also
     // when the RPC layer drops the call at the client's deadline).
-    let written = Written {
+    let mut written = Written {
         dir: out.clone(),
         keep: false,
     };
@@ -123,7 +118,7 @@ pub async fn checkpoint_pod(
         .collect();
     let recs = daemon
         .containers()
-        .checkpoint_pod(&pod.id, &members, &opts)
+        .checkpoint_pod(&pod.id, &pod.cgroup_parent, &members, &opts)
         .await?;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
@@ -147,7 +142,6 @@ pub async fn checkpoint_pod(
         .map_err(|e| Status::internal(format!("cannot encode {MANIFEST}: {e}")))?;
     std::fs::write(out.join(MANIFEST), json)
         .map_err(|e| Status::internal(format!("cannot write {MANIFEST}: {e}")))?;
-    let mut written = written;
     written.keep = true;
     Ok(CheckpointPodResponse {})
 }
@@ -194,31 +188,10 @@ fn check_container_ids(ids: &[String]) -> Result<(), Status> {
     Ok(())
 }
 
-/// `path` (the request's `field`) as a directory path: given, absolute,
-/// plain (no `.` or `..` segment). `what` says what it must name.
-pub fn plain_dir_path(field: &str, path: &str, what: &str) -> Result<PathBuf, Status> {
-    if path.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "{field} is required: {what}"
-        )));
-    }
-    if !Path::new(path).is_absolute() {
-        return Err(Status::invalid_argument(format!(
-            "{field} {path:?} is not an absolute path"
-        )));
-    }
-    if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(Status::invalid_argument(format!(
-            "{field} {path:?} must be a plain path (no '.' or '..')"
-        )));
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// `path` as the checkpoint's dir: absolute, plain (no `.`, `..`), an
 /// existing directory (not a symlink to one), empty.
 fn empty_output_dir(path: &str) -> Result<PathBuf, Status> {
-    plain_dir_path("output_path", path, "an existing, empty directory")?;
+    super::plain_absolute_path("output_path", path, "an existing, empty directory")?;
     let bad = |why: String| Status::invalid_argument(format!("output_path {path:?} {why}"));
     let meta = std::fs::symlink_metadata(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
     if !meta.is_dir() {

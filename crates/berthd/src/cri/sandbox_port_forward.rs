@@ -29,12 +29,7 @@ pub async fn port_forward(
                 .ok_or_else(|| Status::invalid_argument(format!("port {p} is not in 1-65535")))
         })
         .collect::<Result<Vec<u16>, Status>>()?;
-    let rec = daemon
-        .sandboxes()
-        .resolve(&req.pod_sandbox_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
-        })?;
+    let rec = super::pod_or_not_found(daemon, &req.pod_sandbox_id)?;
     if rec.state != SandboxState::Ready {
         return Err(Status::failed_precondition(format!(
             "pod sandbox {} is not ready: cannot forward ports to it",

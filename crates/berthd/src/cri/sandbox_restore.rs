@@ -122,11 +122,7 @@ struct Entry {
 
 /// `path` as a checkpoint dir: absolute, plain, a directory.
 fn checkpoint_dir(path: &str) -> Result<PathBuf, Status> {
-    super::sandbox_checkpoint::plain_dir_path(
-        "checkpoint_path",
-        path,
-        "a CheckpointPod directory",
-    )?;
+    super::plain_absolute_path("checkpoint_path", path, "a CheckpointPod directory")?;
     let bad = |why: String| Status::invalid_argument(format!("checkpoint_path {path:?} {why}"));
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(PathBuf::from(path)),

@@ -17,12 +17,7 @@ pub async fn pod_sandbox_stats(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    let pod = daemon
-        .sandboxes()
-        .resolve(&req.pod_sandbox_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
-        })?;
+    let pod = super::pod_or_not_found(daemon, &req.pod_sandbox_id)?;
     let target = targets::pod(pod, daemon.containers().records());
     let stats = stats::off_thread(move |c| c.pod(&target)).await?;
     Ok(PodSandboxStatsResponse { stats: Some(stats) })

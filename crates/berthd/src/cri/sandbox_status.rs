@@ -27,12 +27,7 @@ pub async fn pod_sandbox_status(
     if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod_sandbox_id is required"));
     }
-    let rec = daemon
-        .sandboxes()
-        .resolve(&req.pod_sandbox_id)
-        .ok_or_else(|| {
-            Status::not_found(format!("pod sandbox {} not found", req.pod_sandbox_id))
-        })?;
+    let rec = super::pod_or_not_found(daemon, &req.pod_sandbox_id)?;
     let containers_statuses =
         super::container_status::pod_statuses(daemon.containers().list_pod(&rec.id).await?);
     let mut info = std::collections::HashMap::new();

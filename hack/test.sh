@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs every test of the workspace: unit tests,
-# end-to-end tests against a real berthd and a real OCI registry, and the tests against a
-# single-node Kubernetes cluster on Berth (hack/cluster-test.sh).
+# end-to-end tests against a real berthd and a real OCI registry, the tests against a
+# single-node Kubernetes cluster on Berth (hack/cluster-test.sh) and against a kind cluster of
+# three Berth nodes (hack/kind.sh all).
 # Runs as root (the e2e tests create namespaces, mounts and cgroups).
 #
 #   hack/test.sh [extra cargo test args]
@@ -61,4 +62,12 @@ if [[ ${BERTH_TEST_CLUSTER:-1} == 0 ]]; then
     echo "hack/test.sh: BERTH_TEST_CLUSTER=0: the cluster tests (hack/cluster-test.sh) did NOT run" >&2
 else
     BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
+fi
+# A kind cluster whose three nodes (Podman containers) run Berth (hack/kind.sh all: node image
+# from the debug binaries above, kind create cluster, the seed and cross-node tests, kind delete
+# cluster). BERTH_TEST_KIND=0 leaves it out, and says so.
+if [[ ${BERTH_TEST_KIND:-1} == 0 ]]; then
+    echo "hack/test.sh: BERTH_TEST_KIND=0: the kind cluster tests (hack/kind.sh all) did NOT run" >&2
+else
+    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh all 2>&1 | tee target/kind-test.log
 fi

@@ -5,7 +5,8 @@
 #
 #   images.sh REGISTRY COREDNS_BINARY
 #
-# REGISTRY is host:port of a plain-HTTP registry on loopback. Pushed:
+# REGISTRY is host:port of a plain-HTTP registry on loopback, or "-" to only build the OCI
+# layout (hack/kind/images.sh takes the images from there). Pushed:
 #   REGISTRY/library/busybox:latest      docker.io/library/busybox: Berth's test image
 #                                        berth-test/busybox (Debian's busybox-static)
 #   REGISTRY/library/nginx:latest        docker.io/library/nginx: that busybox layer + a layer
@@ -162,6 +163,7 @@ EOF
     echo "$STAMP" >"$CACHE/stamp"
 fi
 
+[[ $REG == - ]] && { echo "$COREDNS_REPO:$COREDNS_TAG"; exit 0; }
 # Pushing what the registry has already costs one HEAD per blob.
 push() {
     skopeo copy --quiet --insecure-policy --dest-tls-verify=false --preserve-digests \

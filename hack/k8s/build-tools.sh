@@ -84,6 +84,7 @@ add_component critest "cri-tools-$CRITEST_VERSION" "$CRITEST_VERSION" "" \
     "sigs.k8s.io/cri-tools@$CRITEST_VERSION"
 add_component coredns "coredns-$COREDNS_VERSION" "$COREDNS_VERSION" "" \
     "github.com/coredns/coredns@$COREDNS_VERSION"
+add_component kind "kind-$KIND_VERSION" "$KIND_VERSION" "" "sigs.k8s.io/kind@$KIND_VERSION"
 add_component containerd2 "containerd-$CONTAINERD2_VERSION" "$CONTAINERD2_VERSION" "" \
     "github.com/containerd/containerd/v2@$CONTAINERD2_VERSION"
 
@@ -109,6 +110,8 @@ add_tool kube-controller-manager k8s build k8s.io/kubernetes/cmd/kube-controller
 add_tool kube-scheduler k8s build k8s.io/kubernetes/cmd/kube-scheduler --version
 add_tool kube-proxy k8s build k8s.io/kubernetes/cmd/kube-proxy --version
 add_tool kubectl k8s build k8s.io/kubernetes/cmd/kubectl version --client
+# kubeadm: what a kind node (hack/kind.sh) bootstraps its control plane and joins its workers with.
+add_tool kubeadm k8s build k8s.io/kubernetes/cmd/kubeadm version -o short
 # The conformance suites (hack/conformance.sh): Ginkgo suite binaries built with `go test -c` and
 # the same tags, as Kubernetes' `make WHAT=test/e2e/e2e.test` does. They run under the ginkgo
 # CLI built beside them in the same module, so at the Ginkgo version Kubernetes requires
@@ -129,6 +132,8 @@ add_tool critest critest test sigs.k8s.io/cri-tools/cmd/critest -version
 add_tool critest-ginkgo critest build github.com/onsi/ginkgo/v2/ginkgo version
 tool_binary[critest-ginkgo]=ginkgo
 add_tool coredns coredns build github.com/coredns/coredns -version
+# kind (hack/kind.sh): clusters whose nodes are Podman containers running Berth.
+add_tool kind kind build sigs.k8s.io/kind version
 # containerd 2.x (its NRI), for hack/bench-nri.sh only: the daemon and its runc shim.
 add_tool containerd2 containerd2 build github.com/containerd/containerd/v2/cmd/containerd --version
 tool_binary[containerd2]=containerd
@@ -186,6 +191,7 @@ ldflags_containerd2() {
 
 # shellcheck disable=SC2317 # called indirectly
 ldflags_coredns() { :; } # CoreDNS's version is a constant; only its Git commit comes from ldflags
+ldflags_kind() { :; } # kind's version is a constant; only its Git commit comes from ldflags
 
 # --- arguments
 parse_args() {

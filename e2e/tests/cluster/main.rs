@@ -9,6 +9,7 @@ mod berthd_restart;
 mod checkpoint;
 mod common;
 mod image_gc;
+mod kind;
 mod log_rotation;
 mod logs;
 mod probes;

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# kind clusters whose nodes run Berth (issue 18): a node image built offline, and a control
+# plane plus two workers as Podman containers of it (kind's podman provider: this machine runs
+# no Docker engine; Podman is Debian's). As root.
+#
+#   hack/kind.sh build   install what is missing (podman, netavark, debootstrap, umoci, skopeo),
+#                        build kind, kubeadm, the kubelet, kubectl and the control plane
+#                        (hack/k8s/build-tools.sh), Berth (release), the images
+#                        (hack/kind/images.sh) and the node image localhost/berth-kind-node
+#   hack/kind.sh up      build, then `kind create cluster` with hack/kind/cluster.yaml, then each
+#                        node's pod network (Berth's bridge on the node's pod CIDR, routes to the
+#                        other nodes') and CoreDNS; waits until every node and CoreDNS is Ready
+#   hack/kind.sh test    the cluster e2e tests against it (e2e/tests/cluster: the seed scenario
+#                        and the cross-node tests of e2e/tests/cluster/kind.rs)
+#   hack/kind.sh down    kind delete cluster (the node image stays; `down --image` removes it)
+#   hack/kind.sh all     up, test and down (also when up or a test fails), with the wall time
+#                        of each: what hack/test.sh runs
+#   hack/kind.sh status  the nodes, as kubectl sees them
+#   hack/kind.sh env     `export KUBECONFIG=... PATH=...` for a shell to eval
+#
+# Settings (environment): BERTH_KIND_NAME (cluster name, default berth-kind),
+# BERTH_KIND_DIR (kubeconfig and logs, default /var/lib/berth-kind), BERTH_BIN_DIR (berthd,
+# berth-monitor and berthctl to put into the node image instead of a release build),
+# BERTH_CACHE (default ~/.cache/berth: the Debian root, images and tools).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+# shellcheck source-path=SCRIPTDIR source=k8s/versions.env
+source hack/k8s/versions.env
+NAME=${BERTH_KIND_NAME:-berth-kind}
+DIR=${BERTH_KIND_DIR:-/var/lib/berth-kind}
+CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
+KCACHE=$CACHE/kind
+KUBECONFIG_FILE=$DIR/kubeconfig
+READY_TIMEOUT=${BERTH_KIND_READY_TIMEOUT:-300}
+export KIND_EXPERIMENTAL_PROVIDER=podman
+
+die() {
+    echo "kind.sh: $*" >&2
+    exit 1
+}
+log() { echo "kind.sh: $*" >&2; }
+[[ $(id -u) == 0 ]] || die "run as root (Podman's rootful provider, debootstrap)"
+
+tools_path() { bash hack/k8s/build-tools.sh --print-path --only kind kubectl kubelet; }
+kind_cmd() { "$(bash hack/k8s/build-tools.sh --print-path --only kind)/kind" "$@"; }
+kubectl_cmd() { "$(bash hack/k8s/build-tools.sh --print-path --only kubectl)/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+node_exec() { podman exec "$@"; }
+
+# --- build
+
+ensure_packages() {
+    local missing=() p
+    for p in podman netavark aardvark-dns runc debootstrap umoci skopeo jq iptables conntrack; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+# Podman's settings for kind's nodes, in a containers.conf of our own (CONTAINERS_CONF; kind
+# passes none of these itself, and the host's containers.conf is left as it is):
+# - netavark: kind's nodes find each other by name (aardvark-dns); Podman's CNI backend has no
+#   DNS without the dnsname plugin;
+# - runc: crun refuses a cgroup v1/v2 hybrid host whose cgroup2 has any controller ("cgroups in
+#   hybrid mode not supported"), which this host is;
+# - rlimits no higher than this shell's: Podman's default (1048576 open files) needs
+#   CAP_SYS_RESOURCE, which a node may lack; Podman itself caps processes at pid_max.
+podman_conf() {
+    local nofile nproc pid_max
+    mkdir -p "$DIR"
+    nofile=$(ulimit -Hn) nproc=$(ulimit -Hu) pid_max=$(cat /proc/sys/kernel/pid_max)
+    [[ $nofile == unlimited ]] && nofile=1048576
+    [[ $nproc == unlimited || $nproc -gt $pid_max ]] && nproc=$pid_max
+    cat >"$DIR/containers.conf.new" <<EOF
+# Written by hack/kind.sh for its kind nodes (CONTAINERS_CONF).
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[network]
+network_backend = "netavark"
+[engine]
+runtime = "runc"
+EOF
+    mv "$DIR/containers.conf.new" "$DIR/containers.conf"
+    export CONTAINERS_CONF=$DIR/containers.conf
+}
+
+build_tools() {
+    bash hack/k8s/build-tools.sh --only kind kubeadm kubelet kubectl kube-apiserver \
+        kube-controller-manager kube-scheduler kube-proxy etcd etcdctl coredns >&2
+}
+
+berth_bins() {
+    if [[ -n ${BERTH_BIN_DIR:-} ]]; then
+        echo "$BERTH_BIN_DIR"
+    else
+        cargo build --release --locked -q -p berthd -p berth-shim -p berthctl >&2
+        echo "$REPO/target/release"
+    fi
+}
+
+# The Debian root every node image starts from, cached: systemd, iptables, conntrack, the CNI
+# plugins and what the kubelet execs (mount, nsenter).
+DEBIAN_PACKAGES=systemd,systemd-sysv,dbus,iptables,nftables,iproute2,kmod,ca-certificates,conntrack,ethtool,socat,util-linux,mount,procps,containernetworking-plugins,libseccomp2,e2fsprogs,findutils,less,curl
+debian_root() {
+    local root=$KCACHE/debian-bookworm
+    if [[ ! -f $root.stamp || $(cat "$root.stamp") != "$DEBIAN_PACKAGES" ]]; then
+        log "debootstrap bookworm (minbase + $DEBIAN_PACKAGES)"
+        rm -rf "$root" "$root.tmp" "$root.stamp"
+        mkdir -p "$KCACHE"
+        debootstrap --variant=minbase --include="$DEBIAN_PACKAGES" bookworm "$root.tmp" \
+            http://deb.debian.org/debian >"$KCACHE/debootstrap.log" 2>&1 ||
+            die "debootstrap failed: see $KCACHE/debootstrap.log"
+        rm -rf "$root.tmp"/var/cache/apt/archives/*.deb "$root.tmp"/var/lib/apt/lists/*
+        mv "$root.tmp" "$root"
+        echo "$DEBIAN_PACKAGES" >"$root.stamp"
+    fi
+    echo "$root"
+}
+
+image_tag() {
+    local bins=$1
+    cat "$bins"/{berthd,berth-monitor,berthctl} hack/kind/node/* hack/kind.sh hack/install.sh \
+        hack/systemd/berth.service hack/cni/10-berth.conflist "$KCACHE/images/stamp" \
+        "$(bash hack/k8s/build-tools.sh --print-path --only kubelet)"/{kubelet,kubeadm,kubectl} |
+        sha256sum | cut -c1-12
+}
+
+build() {
+    ensure_packages
+    build_tools
+    local bins root tag image k8s_bin r
+    bins=$(berth_bins)
+    root=$(debian_root)
+    bash hack/kind/images.sh "$KCACHE/images" >&2
+    tag=$K8S_VERSION-$(image_tag "$bins")
+    image=localhost/berth-kind-node:$tag
+    if podman image exists "$image"; then
+        echo "$image"
+        return
+    fi
+    log "building $image"
+    k8s_bin=$(bash hack/k8s/build-tools.sh --print-path --only kubelet)
+    r=$(mktemp -d "$KCACHE/.node.XXXXXX")
+    # shellcheck disable=SC2064 # expand now: r is local
+    trap "rm -rf '$r'" RETURN
+    cp -a "$root/." "$r/"
+    # Berth as on any node: hack/install.sh, staged into the root; debug info stripped.
+    bash hack/install.sh --destdir "$r" --bin-dir "$bins" --prefix /usr/local >&2
+    strip --strip-debug "$r"/usr/local/bin/{berthd,berth-monitor,berthctl}
+    # The node's pod network is written by `up`, on the pod CIDR the node is given.
+    rm -f "$r"/etc/cni/net.d/*
+    install -m 0755 "$k8s_bin"/{kubelet,kubeadm,kubectl} "$r/usr/bin/"
+    install -m 0755 hack/kind/node/entrypoint hack/kind/node/kubelet-cgroup "$r/usr/local/bin/"
+    install -m 0644 hack/kind/node/kubelet.service hack/kind/node/berth-images.service "$r/etc/systemd/system/"
+    install -D -m 0644 hack/kind/node/10-kubeadm.conf "$r/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+    install -m 0644 hack/kind/node/99-kind-node.conf "$r/etc/sysctl.d/"
+    mkdir -p "$r/kind/manifests" "$r/kind/images"
+    install -m 0644 hack/kind/node/default-storage.yaml "$r/kind/manifests/"
+    cp -a "$KCACHE/images/oci" "$r/kind/images/oci"
+    echo "$K8S_VERSION" >"$r/kind/version"
+    : >"$r/etc/machine-id"
+    systemctl --root="$r" enable berth.service berth-images.service kubelet.service >/dev/null 2>&1
+    # Nothing on a node logs in on a console.
+    systemctl --root="$r" mask getty.target console-getty.service systemd-firstboot.service >/dev/null 2>&1
+    tar -C "$r" --numeric-owner -c . |
+        podman import --quiet \
+            --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
+            --change 'STOPSIGNAL SIGRTMIN+3' \
+            --change 'ENV container=podman' \
+            - "$image" >/dev/null
+    # Older builds of the node image are of no use any more.
+    podman images --format '{{.Repository}}:{{.Tag}}' localhost/berth-kind-node |
+        grep -vx "$image" | xargs -r podman rmi >/dev/null 2>&1 || true
+    echo "$image"
+}
+
+# --- up
+
+cluster_exists() { kind_cmd get clusters 2>/dev/null | grep -qx "$NAME"; }
+nodes() { kind_cmd get nodes --name "$NAME" | sort; }
+
+# network: on each node, Berth's bridge network on the node's pod CIDR (host-local IPAM), and
+# a route to every other node's pod CIDR through that node (all nodes share Podman's network,
+# so they reach each other directly; nothing is encapsulated or masqueraded between pods).
+network() {
+    local n cidr ip other ocidr oip
+    declare -A cidr_of ip_of
+    for n in $(nodes); do
+        cidr=$(kubectl_cmd get node "$n" -o jsonpath='{.spec.podCIDR}')
+        ip=$(kubectl_cmd get node "$n" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+        [[ -n $cidr && -n $ip ]] || die "node $n has no pod CIDR or no address yet"
+        cidr_of[$n]=$cidr
+        ip_of[$n]=$ip
+    done
+    for n in "${!cidr_of[@]}"; do
+        jq --arg subnet "${cidr_of[$n]}" \
+            '.plugins[0].ipam.ranges = [[{subnet: $subnet}]]' hack/cni/10-berth.conflist |
+            node_exec -i "$n" sh -c 'cat > /etc/cni/net.d/.10-berth.conflist && mv /etc/cni/net.d/.10-berth.conflist /etc/cni/net.d/10-berth.conflist'
+        for other in "${!cidr_of[@]}"; do
+            [[ $other == "$n" ]] && continue
+            ocidr=${cidr_of[$other]} oip=${ip_of[$other]}
+            node_exec "$n" ip route replace "$ocidr" via "$oip"
+        done
+    done
+}
+
+coredns() {
+    local dns_ip domain image
+    dns_ip=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}' |
+        awk '/^clusterDNS:/ { getline; print $2 }')
+    domain=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}' |
+        awk '/^clusterDomain:/ { print $2 }')
+    image=$(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' \
+        "$KCACHE/images/oci/index.json" | grep -m1 '/coredns/coredns:')
+    [[ -n $dns_ip && -n $domain && -n $image ]] || die "cannot read the cluster DNS settings from kubelet-config"
+    # shellcheck disable=SC2016 # envsubst's list of variables, literally
+    DNS_IP=$dns_ip CLUSTER_DOMAIN=$domain COREDNS_IMAGE=$image \
+        envsubst '${DNS_IP} ${CLUSTER_DOMAIN} ${COREDNS_IMAGE}' <hack/cluster/coredns.yaml |
+        kubectl_cmd apply -f - >/dev/null
+}
+
+up() {
+    local image start
+    image=$(build)
+    mkdir -p "$DIR"
+    start=$(date +%s.%N)
+    if cluster_exists; then
+        log "cluster $NAME exists (hack/kind.sh down removes it)"
+    else
+        # kind bind-mounts the host's /lib/modules into every node; a kernel with no modules
+        # (all built in, as this machine's) has no such dir, and Podman refuses the mount.
+        if [[ ! -e /lib/modules ]]; then
+            log "creating an empty /lib/modules (kind mounts it into its nodes)"
+            mkdir -p /lib/modules
+        fi
+        log "kind create cluster --name $NAME --image $image"
+        local created
+        created=$(date +%s.%N)
+        kind_cmd create cluster --name "$NAME" --image "$image" --config hack/kind/cluster.yaml \
+            --kubeconfig "$KUBECONFIG_FILE" --retain 2>&1 | tee "$DIR/create.log" >&2 ||
+            die "kind create cluster failed (nodes kept for \`kind export logs\`; hack/kind.sh down removes them)"
+        log "kind create cluster took $(awk -v a="$created" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+    fi
+    network
+    coredns
+    kubectl_cmd wait --for=condition=Ready node --all --timeout="${READY_TIMEOUT}s" >/dev/null ||
+        die "nodes not Ready within ${READY_TIMEOUT}s"
+    kubectl_cmd -n kube-system rollout status deployment/coredns --timeout="${READY_TIMEOUT}s" >/dev/null ||
+        die "CoreDNS not Ready within ${READY_TIMEOUT}s"
+    log "cluster $NAME up in $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+    kubectl_cmd get nodes -o wide >&2
+}
+
+down() {
+    if cluster_exists; then
+        kind_cmd delete cluster --name "$NAME" --kubeconfig "$KUBECONFIG_FILE" >&2
+    fi
+    rm -f "$KUBECONFIG_FILE"
+    if [[ ${1:-} == --image ]]; then
+        podman images -q localhost/berth-kind-node | xargs -r podman rmi -f >/dev/null
+    fi
+}
+
+env_cmd() {
+    echo "export KUBECONFIG=$KUBECONFIG_FILE"
+    echo "export PATH=$(tools_path):\$PATH"
+    # For kind's own commands (kind get nodes, kind export logs) on these nodes.
+    echo "export KIND_EXPERIMENTAL_PROVIDER=podman CONTAINERS_CONF=$CONTAINERS_CONF"
+}
+
+test_cmd() {
+    cluster_exists || die "no cluster $NAME (hack/kind.sh up)"
+    KUBECONFIG=$KUBECONFIG_FILE PATH=$(tools_path):$PATH
+    export KUBECONFIG PATH
+    local t=(cargo test --locked -p berth-e2e --features cluster --test cluster) failed=0 start
+    "${t[@]}" --no-run
+    # The seed scenario (30 nginx replicas, now over two workers), the cross-node tests, then
+    # the drain test alone: it empties a whole worker.
+    run() {
+        start=$(date +%s.%N)
+        "${t[@]}" "$@" || failed=1
+        PHASES+=("$(printf '%-40s %6.1f s' "$*" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")")
+    }
+    PHASES=()
+    run seed_ -- --test-threads=1 --show-output
+    run kind_ -- --ignored --skip kind_serial_ --test-threads=2 --show-output
+    run kind_serial_ -- --ignored --test-threads=1 --show-output
+    printf 'kind.sh: %s\n' "${PHASES[@]}" >&2
+    # Every test deletes its namespace; none may be left behind.
+    if ! kubectl wait --for=delete namespace -l berth-e2e=cluster --timeout=120s >/dev/null 2>&1 &&
+        [[ -n $(kubectl get namespaces -l berth-e2e=cluster -o name) ]]; then
+        echo "kind.sh: test namespaces left behind" >&2
+        failed=1
+    fi
+    return "$failed"
+}
+
+# all: up, test, down, timed; the cluster always goes, and the result is the worst of the three.
+all() {
+    local rc=0 t0 t1 t2 t3
+    # A cluster an interrupted run left behind goes first: the tests run on a fresh one.
+    if cluster_exists; then down; fi
+    t0=$(date +%s.%N)
+    # Subshells: a failure in one (die) must not skip the others.
+    (up) || rc=1
+    t1=$(date +%s.%N)
+    if ((rc == 0)); then (test_cmd) || rc=1; fi
+    t2=$(date +%s.%N)
+    (down) || rc=1
+    t3=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {
+        printf "kind.sh: wall times: up (build + create + network + CoreDNS) %.1f s, tests %.1f s, down %.1f s\n", b - a, c - b, d - c }' >&2
+    return "$rc"
+}
+
+podman_conf
+case ${1:-} in
+    build) build ;;
+    up) up ;;
+    down) down "${2:-}" ;;
+    status) kubectl_cmd get nodes -o wide ;;
+    env) env_cmd ;;
+    test) test_cmd ;;
+    all) all ;;
+    *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2 ;;
+esac

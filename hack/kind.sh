@@ -18,7 +18,20 @@
 #   hack/kind.sh status  the nodes, as kubectl sees them
 #   hack/kind.sh env     `export KUBECONFIG=... PATH=...` for a shell to eval
 #
-# Settings (environment): BERTH_KIND_NAME (cluster name, default berth-kind),
+# `--runtime containerd` after build, up, test, down, status, env or all: the same, on nodes
+# whose runtime is Debian's containerd 1.6 + runc instead (a node image built the same way,
+# localhost/containerd-kind-node, and a cluster of its own, containerd-kind): kind's stock
+# runtime, for side-by-side figures (`hack/kind.sh bench`).
+#   hack/kind.sh chart --runtime containerd
+#                        the Helm chart (charts/berth) installing Berth onto a running cluster:
+#                        on the containerd nodes, one worker is drained, `helm install` with
+#                        kubelet.switchRuntimeEndpoint=true puts Berth under the node's systemd
+#                        and switches its kubelet; then that node runs on Berth (see chart_test)
+#   hack/kind.sh bench [--runs N]
+#                        up and down N times (default 3) on each runtime, tests not run: the
+#                        time of `kind create cluster` and of up (to all Ready), side by side
+#
+# Settings (environment): BERTH_KIND_NAME (cluster name, default <runtime>-kind),
 # BERTH_KIND_DIR (kubeconfig and logs, default /var/lib/berth-kind), BERTH_BIN_DIR (berthd,
 # berth-monitor and berthctl to put into the node image instead of a release build),
 # BERTH_CACHE (default ~/.cache/berth: the Debian root, images and tools).
@@ -28,11 +41,25 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 # shellcheck source-path=SCRIPTDIR source=k8s/versions.env
 source hack/k8s/versions.env
-NAME=${BERTH_KIND_NAME:-berth-kind}
+CMD=${1:-}
+shift || true
+RUNTIME=berth
+RUNS=3
+while (($#)); do
+    case $1 in
+        --runtime) RUNTIME=${2:?--runtime needs berth or containerd}; shift ;;
+        --runs) RUNS=${2:?--runs needs a number}; shift ;;
+        --image) DOWN_IMAGE=1 ;;
+        *) echo "kind.sh: unknown argument $1 (see hack/kind.sh --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $RUNTIME == berth || $RUNTIME == containerd ]] || { echo "kind.sh: --runtime is berth or containerd" >&2; exit 2; }
+NAME=${BERTH_KIND_NAME:-$RUNTIME-kind}
 DIR=${BERTH_KIND_DIR:-/var/lib/berth-kind}
 CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
 KCACHE=$CACHE/kind
-KUBECONFIG_FILE=$DIR/kubeconfig
+KUBECONFIG_FILE=$DIR/$NAME.kubeconfig
 READY_TIMEOUT=${BERTH_KIND_READY_TIMEOUT:-300}
 export KIND_EXPERIMENTAL_PROVIDER=podman
 
@@ -123,21 +150,83 @@ debian_root() {
 
 image_tag() {
     local bins=$1
-    cat "$bins"/{berthd,berth-monitor,berthctl} hack/kind/node/* hack/kind.sh hack/install.sh \
+    {
+        if [[ -n $bins ]]; then cat "$bins"/{berthd,berth-monitor,berthctl}; else echo "$RUNTIME"; fi
+        cat hack/kind/node/* hack/kind.sh hack/install.sh hack/lib/containerd.sh \
         hack/systemd/berth.service hack/cni/10-berth.conflist "$KCACHE/images/stamp" \
-        "$(bash hack/k8s/build-tools.sh --print-path --only kubelet)"/{kubelet,kubeadm,kubectl} |
-        sha256sum | cut -c1-12
+            "$(bash hack/k8s/build-tools.sh --print-path --only kubelet)"/{kubelet,kubeadm,kubectl}
+    } | sha256sum | cut -c1-12
+}
+
+# stage_containerd ROOT: Debian's containerd 1.6 and runc (their packages' files, fetched once
+# with `apt-get download`) with hack/lib/containerd.sh's config (cgroupfs, the pause image, the
+# node's CNI dirs), and a unit that imports the node's images into its k8s.io namespace at boot.
+stage_containerd() {
+    local r=$1 p deb
+    mkdir -p "$KCACHE/debs"
+    for p in containerd runc; do
+        deb=$(find "$KCACHE/debs" -name "${p}_*_amd64.deb" | sort -V | tail -n1)
+        if [[ -z $deb ]]; then
+            (cd "$KCACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "$p" >/dev/null) ||
+                die "apt-get download $p failed"
+            deb=$(find "$KCACHE/debs" -name "${p}_*_amd64.deb" | sort -V | tail -n1)
+        fi
+        dpkg-deb -x "$deb" "$r"
+    done
+    # shellcheck source-path=SCRIPTDIR source=lib/containerd.sh
+    source hack/lib/containerd.sh
+    mkdir -p "$r/etc/containerd"
+    containerd_write_config "$r/etc/containerd/config.toml" /var/lib/containerd /run/containerd \
+        /run/containerd/containerd.sock "$(image_ref pause)" /usr/lib/cni /etc/cni/net.d \
+        /etc/containerd/certs.d
+    sed -i "s|$r||g" "$r/etc/containerd/config.toml"
+    # ctr imports an OCI archive: the same layout, tarred.
+    tar -C "$KCACHE/images/oci" -cf "$r/kind/images.tar" .
+    cat >"$r/etc/systemd/system/containerd-images.service" <<'EOF'
+# hack/kind.sh --runtime containerd: the node's images into containerd's k8s.io namespace
+# before the kubelet starts (as berth-images.service does for Berth).
+[Unit]
+Description=Import the kind node's images into containerd
+Requires=containerd.service
+After=containerd.service
+Before=kubelet.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ctr --namespace k8s.io images import /kind/images.tar
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# image_ref NAME: the full reference of one of the node's images (hack/kind/images.sh).
+image_ref() {
+    jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' "$KCACHE/images/oci/index.json" |
+        grep -m1 "/$1:"
+}
+
+# The kind config: hack/kind/cluster.yaml, without Berth's socket on a containerd node (kind's
+# default socket is containerd's).
+cluster_config() {
+    if [[ $RUNTIME == berth ]]; then
+        cat hack/kind/cluster.yaml
+    else
+        sed '/berth.sock/d' hack/kind/cluster.yaml
+    fi
 }
 
 build() {
     ensure_packages
     build_tools
     local bins root tag image k8s_bin r
-    bins=$(berth_bins)
+    bins=
+    if [[ $RUNTIME == berth ]]; then bins=$(berth_bins); fi
     root=$(debian_root)
     bash hack/kind/images.sh "$KCACHE/images" >&2
     tag=$K8S_VERSION-$(image_tag "$bins")
-    image=localhost/berth-kind-node:$tag
+    image=localhost/$RUNTIME-kind-node:$tag
     if podman image exists "$image"; then
         echo "$image"
         return
@@ -148,22 +237,32 @@ build() {
     # shellcheck disable=SC2064 # expand now: r is local
     trap "rm -rf '$r'" RETURN
     cp -a "$root/." "$r/"
-    # Berth as on any node: hack/install.sh, staged into the root; debug info stripped.
-    bash hack/install.sh --destdir "$r" --bin-dir "$bins" --prefix /usr/local >&2
-    strip --strip-debug "$r"/usr/local/bin/{berthd,berth-monitor,berthctl}
+    local units
+    mkdir -p "$r/kind/manifests"
+    if [[ $RUNTIME == berth ]]; then
+        # Berth as on any node: hack/install.sh, staged into the root; debug info stripped.
+        bash hack/install.sh --destdir "$r" --bin-dir "$bins" --prefix /usr/local >&2
+        strip --strip-debug "$r"/usr/local/bin/{berthd,berth-monitor,berthctl}
+        install -m 0644 hack/kind/node/berth-images.service "$r/etc/systemd/system/"
+        mkdir -p "$r/kind/images"
+        cp -a "$KCACHE/images/oci" "$r/kind/images/oci"
+        units="berth.service berth-images.service"
+    else
+        stage_containerd "$r"
+        units="containerd.service containerd-images.service"
+    fi
     # The node's pod network is written by `up`, on the pod CIDR the node is given.
     rm -f "$r"/etc/cni/net.d/*
     install -m 0755 "$k8s_bin"/{kubelet,kubeadm,kubectl} "$r/usr/bin/"
     install -m 0755 hack/kind/node/entrypoint hack/kind/node/kubelet-cgroup "$r/usr/local/bin/"
-    install -m 0644 hack/kind/node/kubelet.service hack/kind/node/berth-images.service "$r/etc/systemd/system/"
+    install -m 0644 hack/kind/node/kubelet.service "$r/etc/systemd/system/"
     install -D -m 0644 hack/kind/node/10-kubeadm.conf "$r/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
     install -m 0644 hack/kind/node/99-kind-node.conf "$r/etc/sysctl.d/"
-    mkdir -p "$r/kind/manifests" "$r/kind/images"
     install -m 0644 hack/kind/node/default-storage.yaml "$r/kind/manifests/"
-    cp -a "$KCACHE/images/oci" "$r/kind/images/oci"
     echo "$K8S_VERSION" >"$r/kind/version"
     : >"$r/etc/machine-id"
-    systemctl --root="$r" enable berth.service berth-images.service kubelet.service >/dev/null 2>&1
+    # shellcheck disable=SC2086 # two unit names
+    systemctl --root="$r" enable $units kubelet.service >/dev/null 2>&1
     # Nothing on a node logs in on a console.
     systemctl --root="$r" mask getty.target console-getty.service systemd-firstboot.service >/dev/null 2>&1
     tar -C "$r" --numeric-owner -c . |
@@ -173,7 +272,7 @@ build() {
             --change 'ENV container=podman' \
             - "$image" >/dev/null
     # Older builds of the node image are of no use any more.
-    podman images --format '{{.Repository}}:{{.Tag}}' localhost/berth-kind-node |
+    podman images --format '{{.Repository}}:{{.Tag}}' "localhost/$RUNTIME-kind-node" |
         grep -vx "$image" | xargs -r podman rmi >/dev/null 2>&1 || true
     echo "$image"
 }
@@ -214,8 +313,7 @@ coredns() {
         awk '/^clusterDNS:/ { getline; print $2 }')
     domain=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}' |
         awk '/^clusterDomain:/ { print $2 }')
-    image=$(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' \
-        "$KCACHE/images/oci/index.json" | grep -m1 '/coredns/coredns:')
+    image=$(image_ref coredns)
     [[ -n $dns_ip && -n $domain && -n $image ]] || die "cannot read the cluster DNS settings from kubelet-config"
     # shellcheck disable=SC2016 # envsubst's list of variables, literally
     DNS_IP=$dns_ip CLUSTER_DOMAIN=$domain COREDNS_IMAGE=$image \
@@ -240,7 +338,7 @@ up() {
         log "kind create cluster --name $NAME --image $image"
         local created
         created=$(date +%s.%N)
-        kind_cmd create cluster --name "$NAME" --image "$image" --config hack/kind/cluster.yaml \
+        kind_cmd create cluster --name "$NAME" --image "$image" --config <(cluster_config) \
             --kubeconfig "$KUBECONFIG_FILE" --retain 2>&1 | tee "$DIR/create.log" >&2 ||
             die "kind create cluster failed (nodes kept for \`kind export logs\`; hack/kind.sh down removes them)"
         log "kind create cluster took $(awk -v a="$created" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
@@ -260,7 +358,7 @@ down() {
         kind_cmd delete cluster --name "$NAME" --kubeconfig "$KUBECONFIG_FILE" >&2
     fi
     rm -f "$KUBECONFIG_FILE"
-    if [[ ${1:-} == --image ]]; then
+    if [[ -n ${DOWN_IMAGE:-} ]]; then
         podman images -q localhost/berth-kind-node | xargs -r podman rmi -f >/dev/null
     fi
 }
@@ -317,11 +415,99 @@ all() {
     return "$rc"
 }
 
+# chart: the Helm chart for real, on kind's stock runtime. The installer image
+# (hack/build-installer-image.sh) goes into every node's containerd (no registry); the last
+# worker is drained and labelled; `helm upgrade --install` with that label as nodeSelector and
+# kubelet.switchRuntimeEndpoint=true. The installer must leave berth.service active under the
+# node's systemd and the kubelet on Berth's socket (the node reports berth://). Berth's store
+# on the node then gets the node's images (what `kind load` does for containerd; no registry is
+# reachable), the node is uncordoned, and a pod pinned to it must run on Berth, next to the
+# chart's own pod, which the kubelet recreated on Berth.
+chart_test() {
+    [[ $RUNTIME == containerd ]] || die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
+    cluster_exists || (up) || die "up --runtime containerd failed"
+    local bins root tar ref node n helm t0 runtime cid
+    bins=$(berth_bins)
+    root=$(debian_root)
+    tar=$KCACHE/berth-installer.tar
+    ref=$(bash hack/build-installer-image.sh "$tar" "$bins" "$root")
+    for n in $(nodes); do
+        node_exec -i "$n" ctr --namespace k8s.io images import - <"$tar" >/dev/null
+    done
+    node=$(nodes | grep -- -worker | tail -n1)
+    helm=$(bash hack/k8s/build-helm.sh)
+    t0=$(date +%s.%N)
+    kubectl_cmd drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout=120s >&2
+    kubectl_cmd label node "$node" berth.example/install=true --overwrite >/dev/null
+    "$helm" upgrade --install berth charts/berth --namespace kube-system --kubeconfig "$KUBECONFIG_FILE" \
+        --set image.repository="${ref%:*}" --set image.tag="${ref##*:}" \
+        --set kubelet.switchRuntimeEndpoint=true \
+        --set-string 'nodeSelector.berth\.example/install=true' >&2
+    log "helm install: waiting for $node's kubelet to report Berth"
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until [[ $(kubectl_cmd get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}') == berth://* ]]; do
+        ((SECONDS < deadline)) || die "$node does not run Berth ${READY_TIMEOUT}s after helm install"
+        sleep 2
+    done
+    [[ $(node_exec "$node" systemctl is-active berth.service) == active ]] || die "berth.service is not active on $node"
+    log "$node runs $(kubectl_cmd get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'), $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after the drain"
+    node_exec "$node" berthctl image import /kind/images.tar >/dev/null
+    node_exec -i "$node" berthctl image import - <"$tar" >/dev/null
+    kubectl_cmd uncordon "$node" >/dev/null
+    kubectl_cmd wait --for=condition=Ready "node/$node" --timeout="${READY_TIMEOUT}s" >/dev/null
+    kubectl_cmd -n kube-system rollout status daemonset/berth --timeout="${READY_TIMEOUT}s" >&2 ||
+        die "the chart's DaemonSet is not ready"
+    kubectl_cmd delete pod chart-check --ignore-not-found --wait >/dev/null
+    kubectl_cmd run chart-check --image=busybox --image-pull-policy=IfNotPresent --restart=Never \
+        --overrides="{\"apiVersion\": \"v1\", \"spec\": {\"nodeName\": \"$node\"}}" \
+        --command -- sh -c 'echo hello from a pod on Berth' >/dev/null
+    kubectl_cmd wait --for=jsonpath='{.status.phase}'=Succeeded pod/chart-check --timeout=120s >/dev/null ||
+        die "the pod on $node did not succeed: $(kubectl_cmd get pod chart-check -o wide)"
+    cid=$(kubectl_cmd get pod chart-check -o jsonpath='{.status.containerStatuses[0].containerID}')
+    [[ $cid == berth://* ]] || die "the pod on $node ran in $cid, not on Berth"
+    [[ $(kubectl_cmd logs chart-check) == "hello from a pod on Berth" ]] || die "the pod's log: $(kubectl_cmd logs chart-check)"
+    runtime=$(kubectl_cmd get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')
+    kubectl_cmd delete pod chart-check --wait=false >/dev/null
+    kubectl_cmd get nodes -o wide >&2
+    kubectl_cmd -n kube-system get pods -l app.kubernetes.io/name=berth -o wide >&2 || true
+    log "chart: ok: helm install put Berth on $node ($runtime, berth.service active under the node's systemd); a pod there ran as $cid"
+}
+
+# bench: `up` then `down`, RUNS times per runtime, alternating (the images built first, not
+# timed); the medians of `kind create cluster` and of the whole up (to all nodes and CoreDNS
+# Ready), side by side.
+bench() {
+    local rt i log
+    declare -A create up
+    for rt in berth containerd; do
+        bash "$0" build --runtime "$rt" >/dev/null
+        bash "$0" down --runtime "$rt" >/dev/null 2>&1 || true
+    done
+    for ((i = 1; i <= RUNS; i++)); do
+        for rt in berth containerd; do
+            log=$DIR/bench-$rt-$i.log
+            bash "$0" up --runtime "$rt" >"$log" 2>&1 || die "up --runtime $rt failed: $log"
+            bash "$0" down --runtime "$rt" >/dev/null 2>&1
+            create[$rt]+="$(sed -n 's/^kind.sh: kind create cluster took \([0-9.]*\) s$/\1/p' "$log") "
+            up[$rt]+="$(sed -n 's/^kind.sh: cluster .* up in \([0-9.]*\) s$/\1/p' "$log") "
+            log "run $i, $rt: kind create cluster $(echo "${create[$rt]}" | awk '{print $NF}') s, up $(echo "${up[$rt]}" | awk '{print $NF}') s"
+        done
+    done
+    median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    printf 'kind, 3 nodes (1 control plane, 2 workers), %s runs each, medians (s):\n' "$RUNS"
+    printf '  %-12s %22s %28s\n' runtime "kind create cluster" "up (to nodes + CoreDNS Ready)"
+    for rt in berth containerd; do
+        printf '  %-12s %22s %28s\n' "$rt" "$(median <<<"${create[$rt]}")" "$(median <<<"${up[$rt]}")"
+    done
+}
+
 podman_conf
-case ${1:-} in
+case $CMD in
     build) build ;;
     up) up ;;
-    down) down "${2:-}" ;;
+    down) down ;;
+    bench) bench ;;
+    chart) chart_test ;;
     status) kubectl_cmd get nodes -o wide ;;
     env) env_cmd ;;
     test) test_cmd ;;

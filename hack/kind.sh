@@ -23,10 +23,11 @@
 # localhost/containerd-kind-node, and a cluster of its own, containerd-kind): kind's stock
 # runtime, for side-by-side figures (`hack/kind.sh bench`).
 #   hack/kind.sh chart --runtime containerd
-#                        the Helm chart (charts/berth) installing Berth onto a running cluster:
-#                        on the containerd nodes, one worker is drained, `helm install` with
+#                        the Helm chart (charts/berth) installing Berth onto a real cluster: a
+#                        fresh containerd cluster, one worker drained, `helm install` with
 #                        kubelet.switchRuntimeEndpoint=true puts Berth under the node's systemd
-#                        and switches its kubelet; then that node runs on Berth (see chart_test)
+#                        and switches its kubelet; that node must then run a pod on Berth
+#                        (chart_test); the cluster goes afterwards. hack/test.sh runs it
 #   hack/kind.sh bench [--runs N]
 #                        up and down N times (default 3) on each runtime, tests not run: the
 #                        time of `kind create cluster` and of up (to all Ready), side by side
@@ -171,7 +172,9 @@ stage_containerd() {
                 die "apt-get download $p failed"
             deb=$(find "$KCACHE/debs" -name "${p}_*_amd64.deb" | sort -V | tail -n1)
         fi
-        dpkg-deb -x "$deb" "$r"
+        # Not dpkg-deb -x: its ./lib and ./bin entries would replace the root's merged-/usr
+        # symlinks with directories (and so break the dynamic loader's path).
+        dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$r" --keep-directory-symlink
     done
     # shellcheck source-path=SCRIPTDIR source=lib/containerd.sh
     source hack/lib/containerd.sh
@@ -425,7 +428,6 @@ all() {
 # chart's own pod, which the kubelet recreated on Berth.
 chart_test() {
     [[ $RUNTIME == containerd ]] || die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
-    cluster_exists || (up) || die "up --runtime containerd failed"
     local bins root tar ref node n helm t0 runtime cid
     bins=$(berth_bins)
     root=$(debian_root)
@@ -455,7 +457,7 @@ chart_test() {
     node_exec -i "$node" berthctl image import - <"$tar" >/dev/null
     kubectl_cmd uncordon "$node" >/dev/null
     kubectl_cmd wait --for=condition=Ready "node/$node" --timeout="${READY_TIMEOUT}s" >/dev/null
-    kubectl_cmd -n kube-system rollout status daemonset/berth --timeout="${READY_TIMEOUT}s" >&2 ||
+    kubectl_cmd -n kube-system rollout status daemonset/berth-installer --timeout="${READY_TIMEOUT}s" >&2 ||
         die "the chart's DaemonSet is not ready"
     kubectl_cmd delete pod chart-check --ignore-not-found --wait >/dev/null
     kubectl_cmd run chart-check --image=busybox --image-pull-policy=IfNotPresent --restart=Never \
@@ -471,6 +473,17 @@ chart_test() {
     kubectl_cmd get nodes -o wide >&2
     kubectl_cmd -n kube-system get pods -l app.kubernetes.io/name=berth -o wide >&2 || true
     log "chart: ok: helm install put Berth on $node ($runtime, berth.service active under the node's systemd); a pod there ran as $cid"
+}
+
+# chart: chart_test on a fresh containerd cluster, which goes again afterwards (also on failure).
+chart() {
+    local rc=0
+    [[ $RUNTIME == containerd ]] || die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
+    if cluster_exists; then down; fi
+    (up) || rc=1
+    if ((rc == 0)); then (chart_test) || rc=1; fi
+    (down) || rc=1
+    return "$rc"
 }
 
 # bench: `up` then `down`, RUNS times per runtime, alternating (the images built first, not
@@ -507,7 +520,7 @@ case $CMD in
     up) up ;;
     down) down ;;
     bench) bench ;;
-    chart) chart_test ;;
+    chart) chart ;;
     status) kubectl_cmd get nodes -o wide ;;
     env) env_cmd ;;
     test) test_cmd ;;

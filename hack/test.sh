@@ -70,4 +70,7 @@ if [[ ${BERTH_TEST_KIND:-1} == 0 ]]; then
     echo "hack/test.sh: BERTH_TEST_KIND=0: the kind cluster tests (hack/kind.sh all) did NOT run" >&2
 else
     BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh all 2>&1 | tee target/kind-test.log
+    # The Helm chart installing Berth onto a running cluster of kind's stock runtime
+    # (containerd 1.6 nodes built the same way), switching one worker's kubelet to it.
+    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh chart --runtime containerd 2>&1 | tee target/kind-chart.log
 fi

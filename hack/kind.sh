@@ -10,8 +10,10 @@
 #   hack/kind.sh up      build, then `kind create cluster` with hack/kind/cluster.yaml, then each
 #                        node's pod network (Berth's bridge on the node's pod CIDR, routes to the
 #                        other nodes') and CoreDNS; waits until every node and CoreDNS is Ready
-#   hack/kind.sh test    the cluster e2e tests against it (e2e/tests/cluster: the seed scenario
-#                        and the cross-node tests of e2e/tests/cluster/kind.rs)
+#   hack/kind.sh test    the cluster e2e tests against it: all of e2e/tests/cluster (as
+#                        hack/cluster-test.sh runs them on the single node, here reaching the
+#                        pods' node through Podman) and the cross-node tests of
+#                        e2e/tests/cluster/kind.rs
 #   hack/kind.sh down    kind delete cluster (the node image stays; `down --image` removes it)
 #   hack/kind.sh all     up, test and down (also when up or a test fails), with the wall time
 #                        of each: what hack/test.sh runs
@@ -118,7 +120,7 @@ EOF
 
 build_tools() {
     bash hack/k8s/build-tools.sh --only kind kubeadm kubelet kubectl kube-apiserver \
-        kube-controller-manager kube-scheduler kube-proxy etcd etcdctl coredns >&2
+        kube-controller-manager kube-scheduler kube-proxy etcd etcdctl coredns crictl >&2
 }
 
 berth_bins() {
@@ -157,6 +159,17 @@ image_tag() {
         hack/systemd/berth.service hack/cni/10-berth.conflist "$KCACHE/images/stamp" \
             "$(bash hack/k8s/build-tools.sh --print-path --only kubelet)"/{kubelet,kubeadm,kubectl}
     } | sha256sum | cut -c1-12
+}
+
+# install_with_libs BINARY ROOT DEST: BINARY as ROOT/DEST, with the libraries it links that
+# ROOT lacks (the host is the same Debian release as the node).
+install_with_libs() {
+    local bin=$1 r=$2 dest=$3 lib
+    install -D -m 0755 "$bin" "$r$dest"
+    ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | while read -r lib; do
+        [[ -e $r$lib ]] || install -D -m 0644 "$(readlink -f "$lib")" "$r$lib"
+    done
+    chroot "$r" "$dest" --version >/dev/null || die "$dest does not run in the node image"
 }
 
 # stage_containerd ROOT: Debian's containerd 1.6 and runc (their packages' files, fetched once
@@ -247,6 +260,13 @@ build() {
         bash hack/install.sh --destdir "$r" --bin-dir "$bins" --prefix /usr/local >&2
         strip --strip-debug "$r"/usr/local/bin/{berthd,berth-monitor,berthctl}
         install -m 0644 hack/kind/node/berth-images.service "$r/etc/systemd/system/"
+        # What the cluster tests run on a node, as on the single-node cluster's host: crictl on
+        # Berth's socket, and the CRIU that CheckpointContainer runs (berthd finds it on PATH).
+        install -m 0755 "$(bash hack/k8s/build-tools.sh --print-path --only crictl)/crictl" "$r/usr/local/bin/"
+        printf 'runtime-endpoint: %s\nimage-endpoint: %s\n' unix:///run/berth/berth.sock \
+            unix:///run/berth/berth.sock >"$r/etc/crictl.yaml"
+        bash hack/install-criu.sh >&2
+        install_with_libs "$(bash hack/install-criu.sh --print-path)/criu" "$r" /usr/local/sbin/criu
         mkdir -p "$r/kind/images"
         cp -a "$KCACHE/images/oci" "$r/kind/images/oci"
         units="berth.service berth-images.service"
@@ -348,6 +368,7 @@ up() {
     fi
     network
     coredns
+    kubectl_cmd apply -f hack/kind/checkpoint-rbac.yaml >/dev/null
     kubectl_cmd wait --for=condition=Ready node --all --timeout="${READY_TIMEOUT}s" >/dev/null ||
         die "nodes not Ready within ${READY_TIMEOUT}s"
     kubectl_cmd -n kube-system rollout status deployment/coredns --timeout="${READY_TIMEOUT}s" >/dev/null ||
@@ -379,17 +400,22 @@ test_cmd() {
     export KUBECONFIG PATH
     local t=(cargo test --locked -p berth-e2e --features cluster --test cluster) failed=0 start
     "${t[@]}" --no-run
-    # The seed scenario (30 nginx replicas, now over two workers), the cross-node tests, then
-    # the drain test alone: it empties a whole worker.
+    # The tests reach the pods' node through Podman (crictl, cgroups, hostPath dirs, the
+    # kubelet's journal: e2e/tests/cluster/node.rs); those that need a node's files pin their
+    # pods to the first worker.
+    BERTH_E2E_NODE_EXEC="podman exec -i" BERTH_NODE_NAME=$(nodes | grep -m1 -- -worker)
+    export BERTH_E2E_NODE_EXEC BERTH_NODE_NAME
+    # Every cluster test of hack/cluster-test.sh, then the cross-node ones, then the serial ones
+    # alone (they kill a node's berthd, drain a worker, restart berth.service).
     run() {
         start=$(date +%s.%N)
         "${t[@]}" "$@" || failed=1
-        PHASES+=("$(printf '%-40s %6.1f s' "$*" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")")
+        PHASES+=("$(printf '%-60s %6.1f s' "$*" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")")
     }
     PHASES=()
-    run seed_ -- --test-threads=1 --show-output
+    run -- --skip serial_ --test-threads=4 --show-output
     run kind_ -- --ignored --skip kind_serial_ --test-threads=2 --show-output
-    run kind_serial_ -- --ignored --test-threads=1 --show-output
+    run serial_ -- --include-ignored --test-threads=1 --show-output
     printf 'kind.sh: %s\n' "${PHASES[@]}" >&2
     # Every test deletes its namespace; none may be left behind.
     if ! kubectl wait --for=delete namespace -l berth-e2e=cluster --timeout=120s >/dev/null 2>&1 &&

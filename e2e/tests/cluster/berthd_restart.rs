@@ -1,5 +1,5 @@
 //! `kill -9` of berthd under the running kubelet with 30 pods running: hack/cluster.sh's
-//! supervisor restarts it (as systemd would), and the restarted berthd must find every pod and
+//! supervisor restarts it (as systemd does on a kind node of hack/kind.sh), and the restarted berthd must find every pod and
 //! container as they were: no pod restarted, no container recreated, logs going on.
 //! Serial: it takes the runtime away from every other test's pods too.
 
@@ -12,6 +12,7 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use crate::common::*;
+use crate::node::*;
 
 const REPLICAS: usize = 30;
 
@@ -41,12 +42,22 @@ fn last_tick(logs: &str) -> u64 {
         .unwrap_or_else(|| panic!("no tick in the log:\n{logs}"))
 }
 
-fn berthd_pid() -> Option<u32> {
-    std::fs::read_to_string(format!("{}/berthd.pid", run_dir()))
-        .ok()?
+/// berthd's pid on the node: hack/cluster.sh's pid file, else berth.service's main pid (a kind
+/// node's systemd).
+fn berthd_pid(node: &str) -> Option<u32> {
+    node_read(node, &format!("{}/berthd.pid", run_dir()))
+        .or_else(|| {
+            node_run(
+                node,
+                "systemctl",
+                &["show", "-p", "MainPID", "--value", "berth"],
+            )
+            .ok()
+        })?
         .trim()
         .parse()
         .ok()
+        .filter(|pid| *pid != 0)
 }
 
 #[tokio::test]
@@ -61,6 +72,8 @@ async fn serial_berthd_kill9_keeps_pods_and_containers() {
                 "metadata": { "labels": { "app": "ticker" } },
                 "spec": {
                     "terminationGracePeriodSeconds": 1,
+                    // All on the node whose berthd is killed.
+                    "nodeName": node_name(),
                     "containers": [{
                         "name": "app", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
                         "command": ["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.5; done"],
@@ -81,20 +94,17 @@ async fn serial_berthd_kill9_keeps_pods_and_containers() {
     let watched = before.keys().next().unwrap().clone();
     let ticks_before = last_tick(&ns.logs(&watched, None).await);
 
-    let old_pid = berthd_pid().expect("no berthd pid file: is the cluster up (hack/cluster.sh)?");
+    let node = node_name();
+    let old_pid =
+        berthd_pid(&node).expect("no berthd pid on the node: is the cluster up (hack/cluster.sh)?");
     let killed_at = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 berthd");
+    node_run(&node, "kill", &["-9", &old_pid.to_string()]).expect("kill -9 berthd");
     let new_pid = wait_for(
         "berthd restarted by its supervisor",
         Duration::from_secs(30),
         || async {
-            berthd_pid().filter(|pid| {
-                *pid != old_pid && std::path::Path::new(&format!("/proc/{pid}")).exists()
-            })
+            berthd_pid(&node)
+                .filter(|pid| *pid != old_pid && node_exists(&node, &format!("/proc/{pid}")))
         },
     )
     .await;
@@ -108,13 +118,9 @@ async fn serial_berthd_kill9_keeps_pods_and_containers() {
         "the new berthd answers the CRI",
         Duration::from_secs(30),
         || async {
-            let out = std::process::Command::new("crictl")
-                .args(["pods", "-q", "--namespace", &ns.name])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| text(&out.stdout).lines().count())
+            node_run(&node, "crictl", &["pods", "-q", "--namespace", &ns.name])
+                .ok()
+                .map(|out| out.lines().count())
         },
     )
     .await;

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use crate::common::*;
+use crate::node::*;
 
 /// The last number the counter logged.
 async fn last_count(ns: &TestNs) -> u64 {
@@ -28,14 +29,15 @@ async fn kubelet_checkpoints_a_running_container() {
     );
     ns.create::<Pod>(pod("counter", "Always", vec![c], serde_json::json!({})))
         .await;
-    ns.wait_pod("counter", "Ready", Duration::from_secs(60), pod_ready)
+    let running = ns
+        .wait_pod("counter", "Ready", Duration::from_secs(60), pod_ready)
         .await;
+    let node = running.spec.and_then(|s| s.node_name).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = last_count(&ns).await;
 
     let url = format!(
-        "/api/v1/nodes/{}/proxy/checkpoint/{}/counter/app",
-        node_name(),
+        "/api/v1/nodes/{node}/proxy/checkpoint/{}/counter/app",
         ns.name
     );
     let req = http::Request::post(&url).body(Vec::new()).unwrap();
@@ -50,13 +52,8 @@ async fn kubelet_checkpoints_a_running_container() {
         .unwrap_or_else(|| panic!("no archive in the kubelet's answer: {answer}"))
         .to_string();
 
-    // The archive the kubelet names is on this node, in the layout CRI-O writes.
-    let listing = std::process::Command::new("tar")
-        .args(["tf", &archive])
-        .output()
-        .unwrap();
-    assert!(listing.status.success(), "tar tf {archive}: {listing:?}");
-    let names = text(&listing.stdout);
+    // The archive the kubelet names is on the pod's node, in the layout CRI-O writes.
+    let names = node_run(&node, "tar", &["tf", &archive]).unwrap();
     for want in [
         "checkpoint/inventory.img",
         "checkpoint/pstree.img",
@@ -80,5 +77,5 @@ async fn kubelet_checkpoints_a_running_container() {
     })
     .await;
     println!("checkpoint {archive}: counter {before} before, {after} after");
-    std::fs::remove_file(&archive).unwrap();
+    node_run(&node, "rm", &[&archive]).unwrap();
 }

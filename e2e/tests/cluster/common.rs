@@ -12,7 +12,8 @@ use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::Value;
 
-/// The node hack/cluster.sh registers (BERTH_NODE_NAME).
+/// The node hack/cluster.sh registers, or the one hack/kind.sh names (BERTH_NODE_NAME): where
+/// tests that need a node's files run their pods.
 pub fn node_name() -> String {
     std::env::var("BERTH_NODE_NAME").unwrap_or_else(|_| "berth-node".into())
 }
@@ -351,13 +352,4 @@ pub fn pod(name: &str, restart: &str, containers: Vec<Value>, extra: Value) -> V
         spec.extend(extra);
     }
     serde_json::json!({ "metadata": { "name": name, "labels": { "app": name } }, "spec": spec })
-}
-
-/// Removes a host directory a test made (hostPath volumes) when the test ends.
-pub struct RemoveDir(pub String);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -16,6 +16,7 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::node::*;
 
 const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 
@@ -159,19 +160,12 @@ async fn expose(
     (cluster_ip, urls)
 }
 
-/// `systemctl ARGS...` on a kind node (its container, through Podman); its stdout.
+/// `systemctl ARGS...` on a kind node; its output.
 fn node_systemctl(node: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("podman")
-        .args(["exec", node, "systemctl"])
-        .args(args)
-        .output()
-        .expect("run podman exec");
-    assert!(
-        out.status.success(),
-        "systemctl {args:?} on {node}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_owned()
+    node_run(node, "systemctl", args)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_owned()
 }
 
 /// The nodes named in the Service's answers ("SERVICE POD <pod> <node>").

@@ -10,16 +10,13 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::node::*;
 
-/// The files of a container's log directory: the current one and the rotated ones.
-fn log_files(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The files of a container's log directory on its node: the current one and the rotated ones.
+fn log_files(node: &str, dir: &Path) -> BTreeSet<String> {
+    node_list(node, &dir.to_string_lossy())
+        .into_iter()
+        .collect()
 }
 
 /// The line number of the last `line-N` of `kubectl logs --tail=1`.
@@ -48,15 +45,13 @@ async fn log_rotation_keeps_logging() {
     let pod = ns
         .wait_pod("chatty", "Ready", Duration::from_secs(60), pod_ready)
         .await;
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
     let id = container_status(&pod, "app").container_id.clone().unwrap();
     let id = id
         .split_once("://")
         .map_or(id.clone(), |(_, id)| id.to_owned());
-    let out = std::process::Command::new("crictl")
-        .args(["inspect", &id])
-        .output()
-        .expect("crictl inspect");
-    let inspect: Value = serde_json::from_slice(&out.stdout).expect("crictl inspect JSON");
+    let out = node_run(&node, "crictl", &["inspect", &id]).unwrap();
+    let inspect: Value = serde_json::from_str(&out).expect("crictl inspect JSON");
     let log_path = inspect["status"]["logPath"]
         .as_str()
         .expect("a logPath")
@@ -69,7 +64,7 @@ async fn log_rotation_keeps_logging() {
     let mut rotated_seen = BTreeSet::new();
     let mut most_files = 0;
     while rotated_seen.len() < 2 {
-        let files = log_files(&dir);
+        let files = log_files(&node, &dir);
         most_files = most_files.max(files.len());
         rotated_seen.extend(
             files
@@ -81,8 +76,8 @@ async fn log_rotation_keeps_logging() {
             Instant::now() < deadline,
             "fewer than two rotations in 60 s; {} holds {:?}\nkubelet: {}",
             dir.display(),
-            log_files(&dir),
-            kubelet_log_lines("rotate")
+            log_files(&node, &dir),
+            kubelet_log_lines(&node, "rotate")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -102,11 +97,21 @@ async fn log_rotation_keeps_logging() {
     assert_eq!(restart_count(&pod, "app"), 0, "the container restarted");
 }
 
-/// The kubelet's log lines that mention `word` (for failure messages).
-fn kubelet_log_lines(word: &str) -> String {
+/// The kubelet's log lines that mention `word` (for failure messages): hack/cluster.sh's
+/// kubelet.log, or the node's journal (a kind node's kubelet runs under its systemd).
+fn kubelet_log_lines(node: &str, word: &str) -> String {
     let dir =
         std::env::var("BERTH_CLUSTER_DIR").unwrap_or_else(|_| "/var/lib/berth-cluster".into());
     std::fs::read_to_string(format!("{dir}/logs/kubelet.log"))
+        .ok()
+        .or_else(|| {
+            node_run(
+                node,
+                "journalctl",
+                &["-u", "kubelet", "--no-pager", "-n", "5000"],
+            )
+            .ok()
+        })
         .unwrap_or_default()
         .lines()
         .filter(|l| l.to_lowercase().contains(word))

@@ -12,6 +12,7 @@ mod image_gc;
 mod kind;
 mod log_rotation;
 mod logs;
+mod node;
 mod probes;
 mod resources;
 mod security;

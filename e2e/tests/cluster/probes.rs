@@ -11,6 +11,7 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use crate::common::*;
+use crate::node::*;
 
 /// Waits for restartCount 1 and then 2, and checks that each restart ran a new container
 /// (new ID) after the last one was killed (lastState terminated).
@@ -41,7 +42,8 @@ async fn assert_restarts(ns: &TestNs, pod: &str, container: &str) {
         );
         let id = status.container_id.clone().unwrap();
         // Berth keeps the attempt the kubelet gave the container (its restart number).
-        let attempt = crictl_attempt(&id);
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+        let attempt = crictl_attempt(&node, &id);
         assert_eq!(
             attempt,
             i64::from(status.restart_count),
@@ -52,17 +54,14 @@ async fn assert_restarts(ns: &TestNs, pod: &str, container: &str) {
     assert_ne!(ids[0], ids[1], "a restart reused the container ID");
 }
 
-/// metadata.attempt of a container, as `crictl inspect` shows it.
-fn crictl_attempt(container_id: &str) -> i64 {
+/// metadata.attempt of a container, as `crictl inspect` on its node shows it.
+fn crictl_attempt(node: &str, container_id: &str) -> i64 {
     let id = container_id
         .split_once("://")
         .map_or(container_id, |(_, id)| id);
-    let out = std::process::Command::new("crictl")
-        .args(["inspect", id])
-        .output()
-        .expect("crictl inspect");
-    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("crictl inspect {id}: {e}: {}", text(&out.stderr)));
+    let out = node_run(node, "crictl", &["inspect", id]).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl inspect {id}: {e}: {out}"));
     inspect["status"]["metadata"]["attempt"]
         .as_i64()
         .unwrap_or(0)
@@ -306,10 +305,9 @@ async fn init_containers_run_in_order() {
 #[tokio::test]
 async fn post_start_and_pre_stop_hooks() {
     let ns = TestNs::new("hooks").await;
-    let host_dir = format!("/tmp/berth-e2e-{}", ns.name);
-    std::fs::create_dir_all(&host_dir).unwrap();
-    let _cleanup = RemoveDir(host_dir.clone());
-    // The main process waits for what postStart writes; preStop writes to the host.
+    let dir = NodeDir::new(&ns.name);
+    let host_dir = dir.path.clone();
+    // The main process waits for what postStart writes; preStop writes to the node.
     let mut c = busybox(
         "app",
         "while [ ! -f /hook/post-start ]; do sleep 0.1; done; echo saw-post-start; sleep 3600",
@@ -323,7 +321,10 @@ async fn post_start_and_pre_stop_hooks() {
         "hooks",
         "Always",
         vec![c],
-        json!({ "volumes": [{ "name": "hook", "hostPath": { "path": host_dir, "type": "Directory" } }] }),
+        json!({
+            "nodeName": dir.node,
+            "volumes": [{ "name": "hook", "hostPath": { "path": host_dir, "type": "Directory" } }],
+        }),
     );
     ns.create::<Pod>(manifest).await;
     ns.wait_pod("hooks", "Ready", Duration::from_secs(60), pod_ready)
@@ -340,12 +341,12 @@ async fn post_start_and_pre_stop_hooks() {
     )
     .await;
     assert!(
-        !std::path::Path::new(&format!("{host_dir}/pre-stop")).exists(),
+        !node_exists(&dir.node, &format!("{host_dir}/pre-stop")),
         "preStop ran early"
     );
     delete_pod_and_wait(&ns, "hooks", Duration::from_secs(60)).await;
     let pre_stop =
-        std::fs::read_to_string(format!("{host_dir}/pre-stop")).expect("preStop wrote nothing");
+        node_read(&dir.node, &format!("{host_dir}/pre-stop")).expect("preStop wrote nothing");
     assert_eq!(pre_stop, "pre-stop\n");
 }
 

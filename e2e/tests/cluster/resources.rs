@@ -1,6 +1,8 @@
 //! Resource requests and limits end up in the cgroups the kubelet asked for: the pod cgroups the
 //! kubelet makes itself (kubepods/<qos>/pod<uid>) and the container cgroups Berth makes inside
-//! them, read from the host. The kubelet uses the cgroupfs driver (hack/cluster/kubelet-config.yaml).
+//! them, read on the node the pods are pinned to ([`node_name`]). The kubelet uses the cgroupfs
+//! driver (hack/cluster/kubelet-config.yaml; hack/kind/cluster.yaml, whose kubelet's cgroupRoot
+//! puts kubepods below /kubelet).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use crate::common::*;
+use crate::node::*;
 
 /// The kubelet's cgroup layout on this host: v1 (or a v1/v2 hybrid, which the kubelet treats
 /// as v1) when the v1 memory controller holds `kubepods`, else the unified v2 hierarchy.
@@ -17,21 +20,40 @@ enum Layout {
     V2,
 }
 
-fn layout() -> Layout {
-    if Path::new("/sys/fs/cgroup/memory/kubepods").is_dir() {
-        Layout::V1
+/// Where the kubelet's `kubepods` is below a hierarchy's root: at the root, or below the
+/// kubelet's cgroupRoot (kind's /kubelet).
+const KUBEPODS: [&str; 2] = ["kubepods", "kubelet/kubepods"];
+
+/// The node's layout, and its kubepods dir relative to the hierarchies.
+fn layout() -> (Layout, &'static str) {
+    let node = node_name();
+    if let Some(k) = KUBEPODS
+        .into_iter()
+        .find(|k| node_exists(&node, &format!("/sys/fs/cgroup/memory/{k}")))
+    {
+        return (Layout::V1, k);
+    }
+    let k = KUBEPODS
+        .into_iter()
+        .find(|k| node_exists(&node, &format!("/sys/fs/cgroup/{k}")))
+        .unwrap_or_else(|| panic!("no kubepods cgroup on node {node}"));
+    (Layout::V2, k)
+}
+
+/// `kubepods/<rest>` of the kubelet's layout, relative to a hierarchy's root.
+fn under_kubepods(rest: &str) -> String {
+    let (_, k) = layout();
+    if rest.is_empty() {
+        k.to_owned()
     } else {
-        assert!(
-            Path::new("/sys/fs/cgroup/kubepods").is_dir(),
-            "no kubepods cgroup on this host"
-        );
-        Layout::V2
+        format!("{k}/{rest}")
     }
 }
 
 fn read(path: PathBuf) -> String {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    let node = node_name();
+    node_read(&node, &path.to_string_lossy())
+        .unwrap_or_else(|| panic!("read {} on {node}", path.display()))
         .trim()
         .to_owned()
 }
@@ -47,7 +69,7 @@ struct Limits {
 }
 
 fn limits_of(rel: &str) -> Limits {
-    match layout() {
+    match layout().0 {
         Layout::V1 => {
             let v1 = |ctl: &str, file: &str| {
                 read(Path::new("/sys/fs/cgroup").join(ctl).join(rel).join(file))
@@ -84,7 +106,7 @@ fn expected(
     cpu_request_milli: u64,
 ) -> Limits {
     let shares = (cpu_request_milli * 1024 / 1000).max(2);
-    match layout() {
+    match layout().0 {
         Layout::V1 => Limits {
             memory: memory_bytes.map_or(V1_NO_MEMORY_LIMIT.into(), |b| b.to_string()),
             quota: cpu_limit_milli.map_or("-1".into(), |m| (m * 100).to_string()),
@@ -130,21 +152,32 @@ async fn requests_and_limits_in_cgroups() {
         ("guaranteed", guaranteed),
         ("best-effort", best_effort),
     ] {
-        ns.create::<Pod>(pod(name, "Always", vec![c], json!({})))
-            .await;
+        ns.create::<Pod>(pod(
+            name,
+            "Always",
+            vec![c],
+            json!({ "nodeName": node_name() }),
+        ))
+        .await;
     }
 
     let cases = [
         // name, QoS dir, memory limit, CPU limit (m), CPU request (m)
         (
             "burstable",
-            "kubepods/burstable",
+            under_kubepods("burstable"),
             Some(64 * mi),
             Some(250),
             100,
         ),
-        ("guaranteed", "kubepods", Some(48 * mi), Some(200), 200),
-        ("best-effort", "kubepods/besteffort", None, None, 0),
+        (
+            "guaranteed",
+            under_kubepods(""),
+            Some(48 * mi),
+            Some(200),
+            200,
+        ),
+        ("best-effort", under_kubepods("besteffort"), None, None, 0),
     ];
     for (name, qos_dir, memory, cpu_limit, cpu_request) in cases {
         let pod = ns
@@ -172,7 +205,7 @@ async fn requests_and_limits_in_cgroups() {
             "{name} ({qos}): container cgroup {container_dir}"
         );
         // The container's process is in the container's cgroup.
-        let procs = match layout() {
+        let procs = match layout().0 {
             Layout::V1 => read(
                 Path::new("/sys/fs/cgroup/memory")
                     .join(&container_dir)
@@ -201,16 +234,21 @@ async fn in_place_resize_changes_the_live_cgroup() {
         "requests": { "cpu": "100m", "memory": "32Mi" },
         "limits": { "cpu": "200m", "memory": "64Mi" },
     });
-    ns.create::<Pod>(pod("resize", "Always", vec![app], json!({})))
-        .await;
+    ns.create::<Pod>(pod(
+        "resize",
+        "Always",
+        vec![app],
+        json!({ "nodeName": node_name() }),
+    ))
+    .await;
     let before = ns
         .wait_pod("resize", "Ready", Duration::from_secs(60), pod_ready)
         .await;
     let uid = before.metadata.uid.clone().unwrap();
-    let dir = format!(
-        "kubepods/burstable/pod{uid}/{}",
+    let dir = under_kubepods(&format!(
+        "burstable/pod{uid}/{}",
         container_id(&before, "app")
-    );
+    ));
     assert_eq!(limits_of(&dir), expected(Some(64 * mi), Some(200), 100));
 
     let patch = json!({ "spec": { "containers": [{ "name": "app", "resources": {

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::node::*;
 
 /// Every path in `want` that is missing (or not a number) in `stats`, or zero where `nonzero`.
 fn missing(stats: &Value, want: &[(&str, bool)]) -> Vec<String> {
@@ -34,7 +35,8 @@ async fn busy_pod(ns: &TestNs) {
         "stats",
         "Always",
         vec![c],
-        json!({ "volumes": [{ "name": "data", "emptyDir": {} }] }),
+        // On the node whose summary and CRI the tests read.
+        json!({ "nodeName": node_name(), "volumes": [{ "name": "data", "emptyDir": {} }] }),
     ))
     .await;
     ns.wait_pod("stats", "Ready", Duration::from_secs(60), pod_ready)
@@ -164,16 +166,8 @@ async fn pod_network_stats_through_cri() {
     );
 }
 
-/// crictl's output (the cluster's runtime, through CRI_CONFIG_FILE), panicking with its stderr.
+/// crictl's output on the pods' node (the cluster's runtime: through CRI_CONFIG_FILE on the
+/// single node, /etc/crictl.yaml on a kind node), panicking with its stderr.
 fn crictl_json(args: &[&str]) -> String {
-    let out = std::process::Command::new("crictl")
-        .args(args)
-        .output()
-        .expect("crictl");
-    assert!(
-        out.status.success(),
-        "crictl {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    node_run(&node_name(), "crictl", args).unwrap_or_else(|e| panic!("{e}"))
 }

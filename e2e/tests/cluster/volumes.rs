@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::json;
 
 use crate::common::*;
+use crate::node::*;
 
 /// `key=value` lines a checking script printed.
 fn parse(logs: &str) -> BTreeMap<String, String> {
@@ -21,10 +22,9 @@ fn parse(logs: &str) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn volumes_prepared_by_the_kubelet() {
     let ns = TestNs::new("volumes").await;
-    let host_dir = format!("/tmp/berth-e2e-{}", ns.name);
-    std::fs::create_dir_all(&host_dir).unwrap();
-    std::fs::write(format!("{host_dir}/from-host"), "host-data").unwrap();
-    let _cleanup = RemoveDir(host_dir.clone());
+    let dir = NodeDir::new(&ns.name);
+    let host_dir = dir.path.clone();
+    node_write(&dir.node, &format!("{host_dir}/from-host"), "host-data");
 
     ns.create::<ConfigMap>(json!({
         "metadata": { "name": "cfg" },
@@ -76,7 +76,7 @@ echo done=yes
         "while [ ! -f /disk/nested/dir/f ]; do sleep 0.2; done; echo nested=$(cat /disk/nested/dir/f)",
     );
     reader["volumeMounts"] = json!([{ "name": "disk", "mountPath": "/disk" }]);
-    let volumes = json!({ "volumes": [
+    let volumes = json!({ "nodeName": dir.node, "volumes": [
         { "name": "disk", "emptyDir": {} },
         { "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "16Mi" } },
         { "name": "cfg", "configMap": { "name": "cfg" } },
@@ -123,8 +123,8 @@ echo done=yes
         "a disk emptyDir on tmpfs:\n{logs}"
     );
     assert_eq!(
-        std::fs::read_to_string(format!("{host_dir}/from-pod")).unwrap(),
-        "from-pod\n"
+        node_read(&dir.node, &format!("{host_dir}/from-pod")).as_deref(),
+        Some("from-pod\n")
     );
     let reader = ns.logs("volumes", Some("reader")).await;
     assert_eq!(

@@ -44,6 +44,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 # shellcheck source-path=SCRIPTDIR source=k8s/versions.env
 source hack/k8s/versions.env
+# shellcheck source-path=SCRIPTDIR source=lib/rootfs.sh
+source hack/lib/rootfs.sh
 CMD=${1:-}
 shift || true
 RUNTIME=berth
@@ -71,6 +73,8 @@ die() {
     exit 1
 }
 log() { echo "kind.sh: $*" >&2; }
+# since START [END]: seconds from START to END (`date +%s.%N` values; END: now), one decimal.
+since() { awk -v a="$1" -v b="${2:-$(date +%s.%N)}" 'BEGIN { printf "%.1f", b - a }'; }
 [[ $(id -u) == 0 ]] || die "run as root (Podman's rootful provider, debootstrap)"
 
 tools_path() { bash hack/k8s/build-tools.sh --print-path --only kind kubectl kubelet; }
@@ -159,17 +163,6 @@ image_tag() {
         hack/systemd/berth.service hack/cni/10-berth.conflist "$KCACHE/images/stamp" \
             "$(bash hack/k8s/build-tools.sh --print-path --only kubelet)"/{kubelet,kubeadm,kubectl}
     } | sha256sum | cut -c1-12
-}
-
-# install_with_libs BINARY ROOT DEST: BINARY as ROOT/DEST, with the libraries it links that
-# ROOT lacks (the host is the same Debian release as the node).
-install_with_libs() {
-    local bin=$1 r=$2 dest=$3 lib
-    install -D -m 0755 "$bin" "$r$dest"
-    ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | while read -r lib; do
-        [[ -e $r$lib ]] || install -D -m 0644 "$(readlink -f "$lib")" "$r$lib"
-    done
-    chroot "$r" "$dest" --version >/dev/null || die "$dest does not run in the node image"
 }
 
 # stage_containerd ROOT: Debian's containerd 1.6 and runc (their packages' files, fetched once
@@ -267,6 +260,7 @@ build() {
             unix:///run/berth/berth.sock >"$r/etc/crictl.yaml"
         bash hack/install-criu.sh >&2
         install_with_libs "$(bash hack/install-criu.sh --print-path)/criu" "$r" /usr/local/sbin/criu
+        chroot "$r" /usr/local/sbin/criu --version >/dev/null || die "criu does not run in the node image"
         mkdir -p "$r/kind/images"
         cp -a "$KCACHE/images/oci" "$r/kind/images/oci"
         units="berth.service berth-images.service"
@@ -331,11 +325,10 @@ network() {
 }
 
 coredns() {
-    local dns_ip domain image
-    dns_ip=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}' |
-        awk '/^clusterDNS:/ { getline; print $2 }')
-    domain=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}' |
-        awk '/^clusterDomain:/ { print $2 }')
+    local kubelet dns_ip domain image
+    kubelet=$(kubectl_cmd -n kube-system get configmap kubelet-config -o jsonpath='{.data.kubelet}')
+    dns_ip=$(awk '/^clusterDNS:/ { getline; print $2 }' <<<"$kubelet")
+    domain=$(awk '/^clusterDomain:/ { print $2 }' <<<"$kubelet")
     image=$(image_ref coredns)
     [[ -n $dns_ip && -n $domain && -n $image ]] || die "cannot read the cluster DNS settings from kubelet-config"
     # shellcheck disable=SC2016 # envsubst's list of variables, literally
@@ -364,7 +357,7 @@ up() {
         kind_cmd create cluster --name "$NAME" --image "$image" --config <(cluster_config) \
             --kubeconfig "$KUBECONFIG_FILE" --retain 2>&1 | tee "$DIR/create.log" >&2 ||
             die "kind create cluster failed (nodes kept for \`kind export logs\`; hack/kind.sh down removes them)"
-        log "kind create cluster took $(awk -v a="$created" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+        log "kind create cluster took $(since "$created") s"
     fi
     network
     coredns
@@ -373,7 +366,7 @@ up() {
         die "nodes not Ready within ${READY_TIMEOUT}s"
     kubectl_cmd -n kube-system rollout status deployment/coredns --timeout="${READY_TIMEOUT}s" >/dev/null ||
         die "CoreDNS not Ready within ${READY_TIMEOUT}s"
-    log "cluster $NAME up in $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+    log "cluster $NAME up in $(since "$start") s"
     kubectl_cmd get nodes -o wide >&2
 }
 
@@ -383,7 +376,7 @@ down() {
     fi
     rm -f "$KUBECONFIG_FILE"
     if [[ -n ${DOWN_IMAGE:-} ]]; then
-        podman images -q localhost/berth-kind-node | xargs -r podman rmi -f >/dev/null
+        podman images -q "localhost/$RUNTIME-kind-node" | xargs -r podman rmi -f >/dev/null
     fi
 }
 
@@ -410,7 +403,7 @@ test_cmd() {
     run() {
         start=$(date +%s.%N)
         "${t[@]}" "$@" || failed=1
-        PHASES+=("$(printf '%-60s %6.1f s' "$*" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")")
+        PHASES+=("$(printf '%-60s %6s s' "$*" "$(since "$start")")")
     }
     PHASES=()
     run -- --skip serial_ --test-threads=4 --show-output
@@ -426,21 +419,19 @@ test_cmd() {
     return "$failed"
 }
 
-# all: up, test, down, timed; the cluster always goes, and the result is the worst of the three.
-all() {
-    local rc=0 t0 t1 t2 t3
-    # A cluster an interrupted run left behind goes first: the tests run on a fresh one.
+# on_fresh_cluster WHAT: WHAT (a function) on a cluster of its own: one an interrupted run
+# left goes first, then up, WHAT, down (also when up or WHAT fails), each timed; the result is
+# the worst of the three. Subshells: a failure in one (die) must not skip the others.
+on_fresh_cluster() {
+    local what=$1 rc=0 t0 t1 t2
     if cluster_exists; then down; fi
     t0=$(date +%s.%N)
-    # Subshells: a failure in one (die) must not skip the others.
     (up) || rc=1
     t1=$(date +%s.%N)
-    if ((rc == 0)); then (test_cmd) || rc=1; fi
+    if ((rc == 0)); then ("$what") || rc=1; fi
     t2=$(date +%s.%N)
     (down) || rc=1
-    t3=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {
-        printf "kind.sh: wall times: up (build + create + network + CoreDNS) %.1f s, tests %.1f s, down %.1f s\n", b - a, c - b, d - c }' >&2
+    log "wall times: up (build + create + network + CoreDNS) $(since "$t0" "$t1") s, $what $(since "$t1" "$t2") s, down $(since "$t2") s"
     return "$rc"
 }
 
@@ -453,7 +444,6 @@ all() {
 # reachable), the node is uncordoned, and a pod pinned to it must run on Berth, next to the
 # chart's own pod, which the kubelet recreated on Berth.
 chart_test() {
-    [[ $RUNTIME == containerd ]] || die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
     local bins root tar ref node n helm t0 runtime cid
     bins=$(berth_bins)
     root=$(debian_root)
@@ -478,7 +468,7 @@ chart_test() {
         sleep 2
     done
     [[ $(node_exec "$node" systemctl is-active berth.service) == active ]] || die "berth.service is not active on $node"
-    log "$node runs $(kubectl_cmd get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'), $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after the drain"
+    log "$node runs $(kubectl_cmd get node "$node" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}'), $(since "$t0") s after the drain"
     node_exec "$node" berthctl image import /kind/images.tar >/dev/null
     node_exec -i "$node" berthctl image import - <"$tar" >/dev/null
     kubectl_cmd uncordon "$node" >/dev/null
@@ -499,17 +489,6 @@ chart_test() {
     kubectl_cmd get nodes -o wide >&2
     kubectl_cmd -n kube-system get pods -l app.kubernetes.io/name=berth -o wide >&2 || true
     log "chart: ok: helm install put Berth on $node ($runtime, berth.service active under the node's systemd); a pod there ran as $cid"
-}
-
-# chart: chart_test on a fresh containerd cluster, which goes again afterwards (also on failure).
-chart() {
-    local rc=0
-    [[ $RUNTIME == containerd ]] || die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
-    if cluster_exists; then down; fi
-    (up) || rc=1
-    if ((rc == 0)); then (chart_test) || rc=1; fi
-    (down) || rc=1
-    return "$rc"
 }
 
 # bench: `up` then `down`, RUNS times per runtime, alternating (the images built first, not
@@ -546,10 +525,14 @@ case $CMD in
     up) up ;;
     down) down ;;
     bench) bench ;;
-    chart) chart ;;
+    chart)
+        [[ $RUNTIME == containerd ]] ||
+            die "the chart installs Berth on nodes that lack it: hack/kind.sh chart --runtime containerd"
+        on_fresh_cluster chart_test
+        ;;
     status) kubectl_cmd get nodes -o wide ;;
     env) env_cmd ;;
     test) test_cmd ;;
-    all) all ;;
+    all) on_fresh_cluster test_cmd ;;
     *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2 ;;
 esac

@@ -30,6 +30,8 @@ fi
 REG=$1 COREDNS_BIN=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../lib/rootfs.sh
+source "$REPO/hack/lib/rootfs.sh"
 SELF=$HERE/$(basename "$0")
 CACHE=${BERTH_CACHE:-$HOME/.cache/berth}/cluster-images
 TEST_IMAGES=${BERTH_TEST_IMAGES:-$REPO/target/test-images}
@@ -80,16 +82,9 @@ if [[ ! -f $CACHE/stamp || "$(cat "$CACHE/stamp")" != "$STAMP" ]]; then
     dpkg-deb -x "$NGINX_COMMON_DEB" "$X"
     umoci unpack --image "$LN:busybox" "$W/nginx"
     R=$W/nginx/rootfs
-    mkdir -p "$R/usr/sbin" "$R/lib/x86_64-linux-gnu" "$R/lib64" "$R/etc/nginx/conf.d" \
+    mkdir -p "$R/usr/sbin" "$R/etc/nginx/conf.d" \
         "$R/usr/share/nginx/html" "$R/var/log/nginx" "$R/var/lib/nginx" "$R/var/cache/nginx" "$R/run"
-    install -m 0755 "$X/usr/sbin/nginx" "$R/usr/sbin/nginx"
-    ldd "$X/usr/sbin/nginx" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
-        while read -r lib; do
-            case $lib in
-                */ld-linux-x86-64.so.2) cp -L "$lib" "$R/lib64/ld-linux-x86-64.so.2" ;;
-                *) cp -L "$lib" "$R/lib/x86_64-linux-gnu/" ;;
-            esac
-        done
+    install_with_libs "$X/usr/sbin/nginx" "$R" /usr/sbin/nginx
     cp "$X/etc/nginx/mime.types" "$R/etc/nginx/"
     # The official image's users: nginx (101) runs the workers.
     cat >>"$R/etc/passwd" <<'EOF'

@@ -27,6 +27,8 @@ CACHE=${BERTH_CACHE:-$HOME/.cache/berth}
 PATHENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # shellcheck source-path=SCRIPTDIR source=../k8s/versions.env
 source "$REPO/hack/k8s/versions.env"
+# shellcheck source-path=SCRIPTDIR source=../lib/rootfs.sh
+source "$REPO/hack/lib/rootfs.sh"
 
 for tool in umoci skopeo jq ldd; do
     command -v "$tool" >/dev/null || { echo "$0: missing $tool (apt-get install umoci skopeo jq)" >&2; exit 1; }
@@ -62,14 +64,6 @@ trap 'rm -rf "$W"' EXIT
 LN=$W/oci
 umoci init --layout "$LN"
 
-# copy_with_libs FILE ROOT: FILE into ROOT (same path) with every library it links.
-copy_with_libs() {
-    local f=$1 r=$2 lib
-    install -D -m 0755 "$f" "$r$f"
-    ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
-        while read -r lib; do install -D -m 0755 "$(readlink -f "$lib")" "$r$lib"; done
-}
-
 # binaries_image NAME AUTHOR BINARY...: a one-layer image of static binaries in /usr/local/bin.
 binaries_image() {
     local name=$1 author=$2 b
@@ -96,8 +90,8 @@ skopeo copy --quiet --insecure-policy --preserve-digests "oci:$CL:busybox" "oci:
 umoci unpack --image "$LN:kube-proxy" "$W/kube-proxy"
 R=$W/kube-proxy/rootfs
 install -D -m 0755 "$K8S_BIN/kube-proxy" "$R/usr/local/bin/kube-proxy"
-copy_with_libs "$(command -v xtables-nft-multi)" "$R"
-copy_with_libs "$(command -v conntrack)" "$R"
+install_with_libs "$(command -v xtables-nft-multi)" "$R"
+install_with_libs "$(command -v conntrack)" "$R"
 x=$(command -v xtables-nft-multi)
 for t in iptables ip6tables; do
     for s in "" -save -restore; do ln -sf "$x" "$R/usr/sbin/$t$s"; done
@@ -105,7 +99,7 @@ done
 # The match and target extensions iptables loads (comment, conntrack, mark, ...).
 xt=/usr/lib/x86_64-linux-gnu/xtables
 [[ -d $xt ]] || { echo "$0: no $xt (apt-get install iptables)" >&2; exit 1; }
-for f in "$xt"/*.so; do copy_with_libs "$f" "$R"; done
+for f in "$xt"/*.so; do install_with_libs "$f" "$R"; done
 umoci repack --image "$LN:kube-proxy" "$W/kube-proxy"
 umoci config --image "$LN:kube-proxy" --config.env "$PATHENV" --clear=config.cmd \
     --author "hack/kind/images.sh (Kubernetes $K8S_VERSION, Debian iptables)"

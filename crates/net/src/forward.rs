@@ -125,10 +125,20 @@ fn check_bridge(bridge: &str) -> Result<(), ForwardError> {
 }
 
 /// `FORWARD`'s jump to `chain`, for `iptables` with `op` (`-C`, `-A`, `-D`).
-fn jump_args<'a>(op: &'a str, chain: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["-w", "-t", "filter", op, "FORWARD"];
-    args.extend(["-m", "comment", "--comment", JUMP_COMMENT, "-j", chain]);
-    args
+fn jump_args<'a>(op: &'a str, chain: &'a str) -> [&'a str; 11] {
+    [
+        "-w",
+        "-t",
+        "filter",
+        op,
+        "FORWARD",
+        "-m",
+        "comment",
+        "--comment",
+        JUMP_COMMENT,
+        "-j",
+        chain,
+    ]
 }
 
 /// Writes the rules for `bridge` in the network namespace of the calling

@@ -112,6 +112,24 @@ async fn ready_pods(ns: &TestNs, app: &str, replicas: usize) -> BTreeMap<String,
     .await
 }
 
+/// The cluster's nodes, a namespace, and a Deployment of 4 `web` replicas spread with
+/// `spread` (whenUnsatisfiable), once all are Ready: (control plane, workers, namespace, pods).
+async fn deploy_web(
+    prefix: &str,
+    spread: &str,
+) -> (
+    String,
+    Vec<String>,
+    TestNs,
+    BTreeMap<String, (String, String)>,
+) {
+    let (cp, workers) = nodes().await;
+    let ns = TestNs::new(prefix).await;
+    let _: Deployment = ns.create(web("web", 4, spread)).await;
+    let pods = ready_pods(&ns, "web", 4).await;
+    (cp, workers, ns, pods)
+}
+
 /// A pod on the control-plane node (tolerating its taint), so that every web pod it reaches is
 /// on another node; runs `script` to completion and returns its output.
 async fn run_on_control_plane(ns: &TestNs, cp: &str, name: &str, script: &str) -> String {
@@ -203,10 +221,7 @@ async fn kind_every_node_runs_berth_and_is_ready() {
 #[tokio::test]
 #[ignore = "needs the kind cluster of hack/kind.sh (hack/kind.sh test)"]
 async fn kind_a_deployment_spreads_over_both_workers_and_its_service_reaches_each() {
-    let (cp, workers) = nodes().await;
-    let ns = TestNs::new("kind-spread").await;
-    let _: Deployment = ns.create(web("web", 4, "DoNotSchedule")).await;
-    let pods = ready_pods(&ns, "web", 4).await;
+    let (cp, workers, ns, pods) = deploy_web("kind-spread", "DoNotSchedule").await;
     let used: BTreeSet<String> = pods.values().map(|(node, _)| node.clone()).collect();
     assert_eq!(
         used,
@@ -264,10 +279,7 @@ impl Drop for Uncordon {
 #[tokio::test]
 #[ignore = "needs the kind cluster of hack/kind.sh (hack/kind.sh test)"]
 async fn kind_serial_draining_a_worker_moves_its_pods_to_the_other() {
-    let (cp, workers) = nodes().await;
-    let ns = TestNs::new("kind-drain").await;
-    let _: Deployment = ns.create(web("web", 4, "ScheduleAnyway")).await;
-    let before = ready_pods(&ns, "web", 4).await;
+    let (cp, workers, ns, before) = deploy_web("kind-drain", "ScheduleAnyway").await;
     let drained = &workers[1];
     let kept = &workers[0];
     assert!(

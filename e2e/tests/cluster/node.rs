@@ -45,10 +45,7 @@ pub fn node_read(node: &str, path: &str) -> Option<String> {
 }
 
 pub fn node_exists(node: &str, path: &str) -> bool {
-    on_node(node, "test")
-        .args(["-e", path])
-        .status()
-        .is_ok_and(|s| s.success())
+    node_run(node, "test", &["-e", path]).is_ok()
 }
 
 /// The names in a directory of the node (none if it cannot be listed).

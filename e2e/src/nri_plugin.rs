@@ -22,6 +22,10 @@ pub struct Behaviour {
     pub refuse_create: Option<String>,
     /// Never answer CreateContainer (a hung plugin).
     pub hang_create: bool,
+    /// Answer CreateContainer with ttrpc's own deadline status, as a
+    /// plugin's ttrpc server does when its handler outlives the request
+    /// timeout berthd sent.
+    pub deadline_create: bool,
 }
 
 /// One event as the plugin saw it: `(event, pod id, container id)`.
@@ -150,6 +154,12 @@ impl Plugin for Service {
         }
         if b.hang_create {
             std::future::pending::<()>().await;
+        }
+        if b.deadline_create {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::DEADLINE_EXCEEDED,
+                "timeout",
+            )));
         }
         if let Some(msg) = b.refuse_create {
             return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(

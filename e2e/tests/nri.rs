@@ -301,34 +301,29 @@ async fn a_plugins_unsolicited_update_reaches_the_live_cgroup() {
     );
 }
 
-#[tokio::test]
-async fn a_hung_plugin_is_dropped_and_stalls_nothing_after() {
+/// What a plugin that does not answer CreateContainer in time did to two
+/// creates after it connected: how long the first waited, how long the
+/// second (a new pod and container) took, and whether the plugin saw the
+/// second pod at all.
+struct AfterAHang {
+    first: std::time::Duration,
+    second: std::time::Duration,
+    saw_second: Vec<String>,
+}
+
+async fn creates_after(behaviour: Behaviour, name: &str) -> AfterAHang {
     let (mut env, socket) = nri_setup_with(|_, _| {}, "plugin_request_timeout_ms = 500").await;
-    let hung = TestPlugin::connect(
-        &socket,
-        "hung",
-        "10",
-        Behaviour {
-            hang_create: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (pod, pc) = run_pod(&mut env, "nri-hung").await;
-    // The create waits out the request timeout, then goes on without it.
+    let plugin = TestPlugin::connect(&socket, name, "10", behaviour)
+        .await
+        .unwrap();
+    let (pod, pc) = run_pod(&mut env, &format!("nri-{name}")).await;
     let t = std::time::Instant::now();
     create(&mut env.c, &pod, &pc, ctr_config("first", BUSYBOX, "true"))
         .await
         .unwrap();
-    let waited = t.elapsed();
-    assert!(
-        waited.as_millis() >= 450 && waited.as_secs() < 5,
-        "{waited:?}"
-    );
-    // Dropped: the next pod and container do not wait for it.
+    let first = t.elapsed();
     let t = std::time::Instant::now();
-    let (pod2, pc2) = run_pod(&mut env, "nri-hung-2").await;
+    let (pod2, pc2) = run_pod(&mut env, &format!("nri-{name}-2")).await;
     create(
         &mut env.c,
         &pod2,
@@ -337,8 +332,42 @@ async fn a_hung_plugin_is_dropped_and_stalls_nothing_after() {
     )
     .await
     .unwrap();
-    assert!(t.elapsed().as_millis() < 450, "{:?}", t.elapsed());
-    assert!(hung.events_of(&pod2).is_empty(), "{:?}", hung.seen());
+    AfterAHang {
+        first,
+        second: t.elapsed(),
+        saw_second: plugin.events_of(&pod2),
+    }
+}
+
+#[tokio::test]
+async fn a_hung_plugin_is_dropped_and_stalls_nothing_after() {
+    let hang = Behaviour {
+        hang_create: true,
+        ..Default::default()
+    };
+    let r = creates_after(hang, "hung").await;
+    // The create waits out the request timeout, then goes on without it.
+    assert!(
+        r.first.as_millis() >= 450 && r.first.as_secs() < 5,
+        "{:?}",
+        r.first
+    );
+    // Dropped: the next pod and container do not wait for it.
+    assert!(r.second.as_millis() < 450, "{:?}", r.second);
+    assert!(r.saw_second.is_empty(), "{:?}", r.saw_second);
+}
+
+/// A plugin whose ttrpc server answers its own deadline first (a race with
+/// berthd's timer) is as hung as one that never answers: dropped, not a
+/// refusal that fails the create.
+#[tokio::test]
+async fn a_plugin_answering_its_deadline_is_dropped_not_obeyed() {
+    let late = Behaviour {
+        deadline_create: true,
+        ..Default::default()
+    };
+    let r = creates_after(late, "late").await;
+    assert!(r.saw_second.is_empty(), "{:?}", r.saw_second);
 }
 
 #[tokio::test]

@@ -247,6 +247,17 @@ impl Plugin {
         unreachable!("sync_chunks returns at least one message")
     }
 
+    /// A plugin that did not answer within the request timeout is closed,
+    /// so the operations after this one do not wait for it.
+    async fn drop_hung<T>(&self, event: Event) -> Outcome<T> {
+        tracing::warn!(
+            plugin = %self.name, ?event, timeout = ?self.request_timeout,
+            "NRI plugin did not answer in time; closing it"
+        );
+        self.close().await;
+        Outcome::Dropped
+    }
+
     /// Calls the plugin for `event` if it subscribed to it; `call` makes the
     /// request on the client with the context to pass.
     pub(crate) async fn call<T, F, Fut>(&self, event: Event, call: F) -> Outcome<T>
@@ -260,6 +271,13 @@ impl Plugin {
         let fut = call(self.client.clone(), ctx(self.request_timeout));
         match tokio::time::timeout(self.request_timeout, fut).await {
             Ok(Ok(rsp)) => Outcome::Done(Some(rsp)),
+            // The plugin's own ttrpc server may answer its deadline before
+            // ours fires: that is the same hang, not a refusal.
+            Ok(Err(ttrpc::Error::RpcStatus(s)))
+                if s.code.enum_value_or_default() == ttrpc::Code::DEADLINE_EXCEEDED =>
+            {
+                self.drop_hung(event).await
+            }
             Ok(Err(ttrpc::Error::RpcStatus(s))) => Outcome::Refused(format!(
                 "NRI plugin {} refused {event:?}: {}",
                 self.name, s.message
@@ -269,14 +287,7 @@ impl Plugin {
                 self.close().await;
                 Outcome::Dropped
             }
-            Err(_) => {
-                tracing::warn!(
-                    plugin = %self.name, ?event, timeout = ?self.request_timeout,
-                    "NRI plugin did not answer in time; closing it"
-                );
-                self.close().await;
-                Outcome::Dropped
-            }
+            Err(_) => self.drop_hung(event).await,
         }
     }
 }

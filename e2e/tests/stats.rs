@@ -468,7 +468,14 @@ async fn container_and_pod_stats_move_and_filter() {
         .iter()
         .find(|m| m.name == "container_memory_working_set_bytes")
         .unwrap();
-    assert_eq!(ws.label_values[..2], [busy.clone(), "busy".to_string()]);
+    // The kubelet-style name says which pod the series is of.
+    assert_eq!(
+        ws.label_values[..2],
+        [
+            busy.clone(),
+            "k8s_busy_stats_default_uid-stats_0".to_string()
+        ]
+    );
     let memc_metrics = pm
         .container_metrics
         .iter()

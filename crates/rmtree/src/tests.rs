@@ -26,6 +26,13 @@ fn deep_tree(root: &Path, depth: usize) {
     }
 }
 
+/// The tests of this module one at a time: one counts the process's fds
+/// and lowers its fd limit, which the others' fds would upset.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
@@ -60,6 +67,7 @@ impl Drop for Tmpfs {
 /// remove_tree needs a handful whatever the depth.
 #[test]
 fn a_very_deep_tree_is_removed() {
+    let _serial = serial();
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let tmp = Tmpfs::new();
     let root = tmp.0.path().join("deep");
@@ -78,6 +86,7 @@ fn a_very_deep_tree_is_removed() {
 /// leaves that dir and its files alone.
 #[test]
 fn symlinks_are_not_followed() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
@@ -101,6 +110,7 @@ fn symlinks_are_not_followed() {
 /// dir: all gone; a missing path is fine.
 #[test]
 fn wide_trees_odd_names_and_special_files() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tree");
     for i in 0..500 {

@@ -4,8 +4,11 @@
 //! cAdvisor's names, help, types and label keys (`metrics/prometheus.go`).
 //!
 //! Label keys are `id`, `name`, `image` (as CRI-O), then the metric's own
-//! (`interface`, `device`, ...); a pod's own series carry `name="POD"` and
-//! an empty image. Values are CRI `UInt64Value`s, so the `*_seconds_total`
+//! (`interface`, `device`, ...). A container's `name` is the kubelet-style
+//! `k8s_<container>_<pod>_<namespace>_<pod uid>_<attempt>`, as CRI-O names
+//! its containers: with the kubelet's CRI collector these three labels are
+//! all `/metrics/cadvisor` has, and this one says which pod a series is
+//! of. A pod's own series carry `name="POD"` and an empty image. Values are CRI `UInt64Value`s, so the `*_seconds_total`
 //! counters are whole seconds, as in containerd and CRI-O. Timestamps are
 //! 0: every value is read live, and the kubelet then stamps it itself.
 //!
@@ -26,6 +29,7 @@ use berth_api::v1::{Metric, MetricDescriptor, MetricType, UInt64Value};
 use super::parse::IfaceCounters;
 use super::procs::ProcStats;
 use crate::container::ContainerRecord;
+use crate::sandbox::SandboxRecord;
 use berth_cgroup::{Psi, Sample};
 
 const BASE_LABELS: [&str; 3] = ["id", "name", "image"];
@@ -228,6 +232,8 @@ pub struct FsStats {
 
 /// What one container's series are made of, besides its record.
 pub struct ContainerInputs<'a> {
+    /// Its `name` label ([`kubelet_name`]).
+    pub name: &'a str,
     /// The reading of its cgroup (`Cgroup::metrics_sample`).
     pub sample: &'a Sample,
     pub procs: Option<&'a ProcStats>,
@@ -264,7 +270,7 @@ pub fn container(rec: &ContainerRecord, i: &ContainerInputs) -> Vec<Metric> {
     }
     let base = [
         rec.id.clone(),
-        rec.name.clone(),
+        i.name.to_owned(),
         rec.shown_image().to_owned(),
     ];
     let mut m = Series {
@@ -344,6 +350,16 @@ pub fn container(rec: &ContainerRecord, i: &ContainerInputs) -> Vec<Metric> {
         }
     }
     m.out
+}
+
+/// `k8s_<container>_<pod>_<namespace>_<pod uid>_<attempt>`: the name the
+/// kubelet gave Docker containers, which CRI-O names its containers and
+/// cAdvisor's `name` label carried.
+pub fn kubelet_name(rec: &ContainerRecord, pod: &SandboxRecord) -> String {
+    format!(
+        "k8s_{}_{}_{}_{}_{}",
+        rec.name, pod.name, pod.namespace, pod.uid, rec.attempt
+    )
 }
 
 /// `container_spec_*`, from the record's resources (none for a record
@@ -559,6 +575,7 @@ mod tests {
         devs: &'a [String],
     ) -> ContainerInputs<'a> {
         ContainerInputs {
+            name: "k8s_app_web_default_u1_0",
             sample,
             procs: Some(procs),
             fs: Some(fs),
@@ -725,7 +742,10 @@ mod tests {
             8192
         );
         let ws = m.iter().find(|x| x.name == "container_memory_rss").unwrap();
-        assert_eq!(ws.label_values, vec!["c1", "app", "busybox:latest"]);
+        assert_eq!(
+            ws.label_values,
+            vec!["c1", "k8s_app_web_default_u1_0", "busybox:latest"]
+        );
         assert_eq!(ws.metric_type, MetricType::Gauge as i32);
         let cpu = m
             .iter()
@@ -768,6 +788,7 @@ mod tests {
         let s = full_sample();
         let spec = |r: &ContainerRecord, v2: bool| {
             let i = ContainerInputs {
+                name: "k8s_app_web_default_u1_0",
                 sample: &s,
                 procs: None,
                 fs: None,

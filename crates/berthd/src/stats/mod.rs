@@ -270,7 +270,7 @@ impl Collector {
             .containers
             .iter()
             .map(|c| {
-                let (metrics, first_pid) = self.container_metrics(c, now_s);
+                let (metrics, first_pid) = self.container_metrics(&t.rec, c, now_s);
                 first_pids.extend(first_pid);
                 ContainerMetrics {
                     container_id: c.rec.id.clone(),
@@ -297,6 +297,7 @@ impl Collector {
     /// when the cgroup is there.
     fn container_metrics(
         &self,
+        pod: &SandboxRecord,
         c: &ContainerTarget,
         now_s: u64,
     ) -> (Vec<berth_api::v1::Metric>, Option<i32>) {
@@ -324,7 +325,9 @@ impl Collector {
             .iter()
             .map(|d| self.devices.block(d.major, d.minor))
             .collect();
+        let name = metrics::kubelet_name(&c.rec, pod);
         let inputs = metrics::ContainerInputs {
+            name: &name,
             sample: &sample,
             procs: procs.as_ref(),
             fs: fs.as_ref(),

@@ -4,7 +4,9 @@
 # e2e/tests/cluster, and always tears the cluster down again (unless --keep). Prints the wall
 # time of each phase. As root.
 #
-#   hack/cluster-test.sh                    everything: the parallel tests, then the serial_* ones
+#   hack/cluster-test.sh                    everything: the parallel tests, the serial_* ones, then
+#                                           the cri_stats_* ones with the kubelet restarted with the
+#                                           gate PodAndContainerStatsFromCRI (and again without)
 #   hack/cluster-test.sh --keep             leave the cluster up afterwards (a second run is warm)
 #   hack/cluster-test.sh --slow             also the slow_* tests (#[ignore]d: image GC, > 5 min)
 #   hack/cluster-test.sh -- FILTER...       only the tests whose names match (cargo test filters;
@@ -115,6 +117,19 @@ else
     # serial_* tests disturb the whole node (they kill berthd): alone, after the others.
     run_tests "tests (parallel: $THREADS)" -- --skip serial_ --test-threads="$THREADS" --show-output
     run_tests "tests (serial)" serial_ -- --test-threads=1 --show-output
+    # cri_stats_* (#[ignore]d): the kubelet's summary API and /metrics/cadvisor taken from
+    # Berth alone, with the alpha gate PodAndContainerStatsFromCRI; then the kubelet as it was.
+    gates=${BERTH_CLUSTER_KUBELET_FEATURE_GATES:-}
+    begin "kubelet + PodAndContainerStatsFromCRI"
+    if hack/cluster.sh kubelet-restart --feature-gates "${gates:+$gates,}PodAndContainerStatsFromCRI=true"; then
+        end ok
+        run_tests "tests (stats from the CRI)" cri_stats_ -- --ignored --test-threads=2 --show-output
+    else
+        end FAILED
+        failed=1
+    fi
+    begin "kubelet as before"
+    if hack/cluster.sh kubelet-restart --feature-gates "$gates"; then end ok; else end FAILED; failed=1; fi
     if [[ $SLOW == yes ]]; then
         run_tests "tests (slow)" slow_ -- --ignored --test-threads=1 --show-output
     fi

@@ -15,6 +15,10 @@
 #                                  node e2e suite of hack/conformance.sh); `down` stops them
 #   hack/cluster.sh down [--purge] delete every pod (API, then CRI), stop everything up started,
 #                                  undo its host changes; --purge also deletes the cluster dir
+#   hack/cluster.sh kubelet-restart [--feature-gates GATES]
+#                                  restart the running cluster's kubelet with these feature gates
+#                                  (none: the release's; BERTH_CLUSTER_KUBELET_FEATURE_GATES is
+#                                  `up`'s); the pods keep running meanwhile
 #   hack/cluster.sh status         components, restarts, node and kube-system pods
 #   hack/cluster.sh env            `eval "$(hack/cluster.sh env)"`: KUBECONFIG, PATH (kubectl,
 #                                  crictl), CRI_CONFIG_FILE (crictl talks to the cluster's berthd,
@@ -634,7 +638,7 @@ start_control_plane() {
     wait_ready kube-scheduler curl -fsSk "https://127.0.0.1:$SCHED_PORT/healthz"
 }
 
-start_node() {
+start_kubelet() {
     port_free "$KUBELET_PORT" "$NODE_IP" kubelet
     port_free "$KUBELET_HEALTHZ_PORT" 127.0.0.1 kubelet
     local gates=()
@@ -644,8 +648,11 @@ start_node() {
         --node-ip "$NODE_IP" --root-dir "$CLUSTER_DIR/kubelet/root" --v="$KUBELET_VERBOSITY" "${gates[@]}"
     wait_ready kubelet curl -fsS "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
     wait_ready kubelet kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s
-    log "node $NODE_NAME is Ready"
+    log "node $NODE_NAME is Ready${KUBELET_FEATURE_GATES:+ (kubelet feature gates $KUBELET_FEATURE_GATES)}"
+}
 
+start_node() {
+    start_kubelet
     port_free "$PROXY_HEALTHZ_PORT" 127.0.0.1 kube-proxy
     start kube-proxy "${BIN[kube-proxy]}" --config "$CLUSTER_DIR/kube-proxy-config.yaml" --v=1
     wait_ready kube-proxy curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
@@ -720,6 +727,30 @@ cmd_up() {
     start_node
     deploy_coredns
     log "up on $RUNTIME: export KUBECONFIG=$ADMIN_KUBECONFIG (or: eval \"\$(hack/cluster.sh env)\")"
+}
+
+# kubelet-restart [--feature-gates GATES]: the running cluster's kubelet again, with these gates
+# (none: the release's); its pods keep running in the runtime meanwhile.
+cmd_kubelet_restart() {
+    [[ $(id -u) == 0 ]] || die "run as root"
+    while (($#)); do
+        case $1 in
+            --feature-gates)
+                KUBELET_FEATURE_GATES=${2:-}
+                shift
+                ;;
+            --feature-gates=*) KUBELET_FEATURE_GATES=${1#*=} ;;
+            *) die "kubelet-restart: unknown argument $1" ;;
+        esac
+        shift
+    done
+    runtime_of_run_dir
+    resolve_k8s_bins
+    [[ -n $(pid_of kubelet supervisor) ]] || die "no kubelet runs: hack/cluster.sh up first"
+    exec 8>"$RUN_DIR/lock"
+    flock -n 8 || die "another hack/cluster.sh up/down runs"
+    stop kubelet
+    start_kubelet
 }
 
 # --- down -------------------------------------------------------------------------------------
@@ -904,6 +935,10 @@ case ${1:-} in
         cmd_up "$@"
         ;;
     down) cmd_down "${2:-}" ;;
+    kubelet-restart)
+        shift
+        cmd_kubelet_restart "$@"
+        ;;
     status) cmd_status ;;
     env) cmd_env ;;
     *)

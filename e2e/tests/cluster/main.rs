@@ -8,6 +8,7 @@
 mod berthd_restart;
 mod checkpoint;
 mod common;
+mod cri_stats;
 mod image_gc;
 mod kind;
 mod log_rotation;

@@ -23,7 +23,7 @@ fn missing(stats: &Value, want: &[(&str, bool)]) -> Vec<String> {
 }
 
 /// A busy pod: CPU, memory, a write to its rootfs and to a volume, a log, some traffic.
-async fn busy_pod(ns: &TestNs) {
+pub async fn busy_pod(ns: &TestNs) {
     let mut c = busybox(
         "app",
         "dd if=/dev/zero of=/file bs=1k count=512 2>/dev/null; dd if=/dev/zero of=/data/file bs=1k count=256 2>/dev/null; \
@@ -45,7 +45,7 @@ async fn busy_pod(ns: &TestNs) {
 
 /// The pod's entry in the node's summary once it has every field of `want`; panics with the
 /// entry after 60 s.
-async fn summary_entry(ns: &TestNs, want: &[(&str, bool)]) -> Value {
+pub async fn summary_entry(ns: &TestNs, want: &[(&str, bool)]) -> Value {
     let url = format!("/api/v1/nodes/{}/proxy/stats/summary", node_name());
     let mut last = (Value::Null, Vec::new());
     // The kubelet computes usageNanoCores from two samples: give it a few housekeeping rounds.

@@ -8,8 +8,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::layout::Layout;
+use crate::open::OpenCgroup;
+use crate::parse;
 use crate::stats::{Detail, Sample, read_opt};
-use crate::{parse, stats_v1, stats_v2};
 
 /// A cgroup's directories. Building one touches no file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,20 +136,13 @@ impl Cgroup {
     }
 
     fn read(&self, detail: Option<&Detail>) -> Sample {
-        match &self.dirs {
-            Dirs::V1(_) => stats_v1::read(
-                &stats_v1::Dirs {
-                    cpu: self.dir("cpu"),
-                    cpuacct: self.dir("cpuacct"),
-                    memory: self.dir("memory"),
-                    pids: self.dir("pids"),
-                    blkio: self.dir("blkio"),
-                    hugetlb: self.dir("hugetlb"),
-                },
-                detail,
-            ),
-            Dirs::V2 { dir, .. } => stats_v2::read(dir, detail),
-        }
+        self.open().read_sample(detail)
+    }
+
+    /// The cgroup with its directories open, for readings again and again
+    /// (see [`OpenCgroup`]).
+    pub fn open(&self) -> OpenCgroup {
+        OpenCgroup::new(self)
     }
 }
 

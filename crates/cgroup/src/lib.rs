@@ -40,6 +40,7 @@ mod freezer;
 mod hugepages;
 mod layout;
 mod oom;
+mod open;
 mod parse;
 mod remove;
 mod stats;
@@ -53,6 +54,7 @@ pub use error::Error;
 pub use favordynmods::{Favordynmods, MOUNT_DIR as FAVORDYNMODS_DIR, enable_favordynmods};
 pub use hugepages::{HUGEPAGES_DIR, hugepage_sizes, page_size_name};
 pub use layout::{Hierarchy, Layout};
+pub use open::OpenCgroup;
 pub use parse::{Psi, PsiLine};
 pub use remove::remove;
 pub use stats::{

@@ -5,7 +5,6 @@
 //! descendants: a pod cgroup's figures cover its containers.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use crate::parse;
 use crate::stats::{
@@ -17,16 +16,16 @@ use crate::stats::{
 /// userspace on every architecture Berth runs on.
 const USER_HZ_NS: u64 = 1_000_000_000 / 100;
 
-/// A cgroup's directory in each v1 hierarchy a reading uses (`None` where
-/// the controller is not mounted).
+/// A cgroup's open directory in each v1 hierarchy a reading uses (`None`
+/// where the controller is not mounted).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dirs<'a> {
-    pub cpu: Option<&'a Path>,
-    pub cpuacct: Option<&'a Path>,
-    pub memory: Option<&'a Path>,
-    pub pids: Option<&'a Path>,
-    pub blkio: Option<&'a Path>,
-    pub hugetlb: Option<&'a Path>,
+    pub cpu: Option<&'a CgroupDir>,
+    pub cpuacct: Option<&'a CgroupDir>,
+    pub memory: Option<&'a CgroupDir>,
+    pub pids: Option<&'a CgroupDir>,
+    pub blkio: Option<&'a CgroupDir>,
+    pub hugetlb: Option<&'a CgroupDir>,
 }
 
 /// A stats reading (`detail` `None`) or a metrics one. The metrics take
@@ -34,13 +33,13 @@ pub struct Dirs<'a> {
 /// the limit files (no `limit`, no swap `available`).
 pub fn read(d: &Dirs, detail: Option<&Detail>) -> Sample {
     let mut s = Sample::default();
-    if let Some(dir) = d.cpuacct.map(CgroupDir::open)
+    if let Some(dir) = d.cpuacct
         && let Some(usage) = dir.read("cpuacct.usage")
     {
         let stat = detail.and_then(|_| dir.read("cpuacct.stat"));
         s.cpu = cpu(&usage, stat.as_deref());
     }
-    if let Some(dir) = d.memory.map(CgroupDir::open)
+    if let Some(dir) = d.memory
         && let (Some(usage), Some(stat)) =
             (dir.read("memory.usage_in_bytes"), dir.read("memory.stat"))
     {
@@ -70,7 +69,7 @@ pub fn read(d: &Dirs, detail: Option<&Detail>) -> Sample {
             });
         }
     }
-    if let Some(dir) = d.pids.map(CgroupDir::open) {
+    if let Some(dir) = d.pids {
         s.pids = dir.read("pids.current").and_then(|t| parse::single(&t));
         if detail.is_some() {
             s.pids_max = dir.read("pids.max").and_then(|t| parse::max_or_value(&t));
@@ -80,11 +79,11 @@ pub fn read(d: &Dirs, detail: Option<&Detail>) -> Sample {
         return s;
     };
     if detail.cfs
-        && let Some(dir) = d.cpu.map(CgroupDir::open)
+        && let Some(dir) = d.cpu
     {
         s.cfs = dir.read("cpu.stat").and_then(|t| cfs(&t));
     }
-    if let Some(dir) = d.blkio.map(CgroupDir::open) {
+    if let Some(dir) = d.blkio {
         // The throttle files count every I/O of the cgroup, whichever
         // scheduler the device uses (the CFQ/BFQ ones only theirs).
         s.io = parse::blkio_v1(
@@ -93,7 +92,7 @@ pub fn read(d: &Dirs, detail: Option<&Detail>) -> Sample {
         );
     }
     if !detail.hugepage_sizes.is_empty()
-        && let Some(dir) = d.hugetlb.map(CgroupDir::open)
+        && let Some(dir) = d.hugetlb
     {
         s.hugetlb = detail
             .hugepage_sizes
@@ -192,7 +191,7 @@ pub fn swap(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     const STAT: &str = "cache 4096\nrss 8192\ninactive_file 1000\npgfault 5\npgmajfault 1\n\
 total_cache 40960\ntotal_rss 81920\ntotal_swap 512\ntotal_pgfault 50\ntotal_pgmajfault 10\n\
@@ -318,6 +317,7 @@ total_inactive_file 10000\n";
         );
         w(huge_d, "hugetlb.2MB.usage_in_bytes", "2097152\n");
         w(huge_d, "hugetlb.2MB.max_usage_in_bytes", "4194304\n");
+        let d: Vec<CgroupDir> = d.iter().map(|p| CgroupDir::open(p)).collect();
         let dirs = Dirs {
             cpu: Some(&d[cpu_d]),
             cpuacct: Some(&d[acct_d]),
@@ -396,7 +396,8 @@ total_inactive_file 10000\n";
 
         // Gone: nothing, no error.
         let gone = root.path().join("gone");
-        let g = Some(gone.as_path());
+        let gone = CgroupDir::open(&gone);
+        let g = Some(&gone);
         let gone_dirs = Dirs {
             cpu: g,
             cpuacct: g,

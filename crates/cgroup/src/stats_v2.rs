@@ -4,7 +4,6 @@
 //! containers.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use crate::parse;
 use crate::stats::{
@@ -14,8 +13,7 @@ use crate::stats::{
 
 /// A stats reading (`detail` `None`) or a metrics one, which skips the
 /// limit files as on v1 (see `stats_v1::read`).
-pub fn read(dir: &Path, detail: Option<&Detail>) -> Sample {
-    let dir = CgroupDir::open(dir);
+pub fn read(dir: &CgroupDir, detail: Option<&Detail>) -> Sample {
     let file = |name: &str| dir.read(name);
     let cpu_stat = file("cpu.stat");
     let mut s = Sample {
@@ -216,7 +214,7 @@ mod tests {
         };
 
         // Stats: the limit, none of the metrics' detail.
-        let s = read(d.path(), None);
+        let s = read(&CgroupDir::open(d.path()), None);
         assert_eq!(s.cpu.unwrap().usage_ns, 10_000);
         assert_eq!(s.memory.unwrap().working_set(), 900);
         assert_eq!(s.memory.unwrap().available(), Some(4096 - 900));
@@ -227,7 +225,7 @@ mod tests {
         assert!(s.memory_detail.is_none() && s.io.is_empty());
 
         // Metrics: cpu.stat gives the CFS counters whatever `cfs` says.
-        let s = read(d.path(), Some(&detail));
+        let s = read(&CgroupDir::open(d.path()), Some(&detail));
         assert_eq!(s.memory.unwrap().limit, None, "limits are not read");
         assert_eq!(s.oom_kills, Some(1));
         assert_eq!(s.cfs.unwrap().throttled_ns, 300_000);
@@ -250,7 +248,7 @@ mod tests {
         assert_eq!(s.cpu_psi.unwrap().some.unwrap().total_us, 9);
 
         // A removed cgroup reads as nothing, without error.
-        let gone = d.path().join("gone");
+        let gone = CgroupDir::open(&d.path().join("gone"));
         assert_eq!(read(&gone, Some(&detail)), Sample::default());
         assert_eq!(read(&gone, None), Sample::default());
     }

@@ -5,9 +5,9 @@
 //! No monitor call and no process spawn: the kubelet polls
 //! ListContainerStats every ~10 s for every container. Everything here is
 //! blocking file I/O: call it from a blocking thread. Per-container state
-//! kept between calls (the previous CPU sample, the cached upper dir size)
-//! lives in one process-wide [`Collector`]; its locks are never held across
-//! file I/O.
+//! kept between calls (the previous CPU sample, the cached upper dir size,
+//! the open cgroup directories) lives in one process-wide [`Collector`];
+//! its locks are never held across file I/O.
 
 mod cpu_rate;
 #[cfg(test)]
@@ -15,6 +15,7 @@ mod critest_metrics;
 mod devices;
 pub mod metrics;
 mod network;
+mod open_cgroups;
 mod parse;
 mod procs;
 pub mod targets;
@@ -22,7 +23,7 @@ mod to_cri;
 mod writable_layer;
 
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use berth_api::v1::{
     ContainerMetrics, ContainerStats, LinuxPodSandboxStats, PodSandboxMetrics, PodSandboxStats,
@@ -31,9 +32,10 @@ use berth_api::v1::{
 
 use crate::container::ContainerRecord;
 use crate::sandbox::SandboxRecord;
-use berth_cgroup::{Cgroup, Detail, Layout, Sample};
+use berth_cgroup::{Cgroup, Detail, Layout, OpenCgroup, Sample};
 use cpu_rate::CpuRates;
 use devices::DeviceNames;
+use open_cgroups::OpenCgroups;
 use writable_layer::LayerCache;
 
 /// Why stats could not be collected at all (a reading that fails only
@@ -112,13 +114,14 @@ pub struct PodTarget {
 struct Reading {
     stats: ContainerStats,
     sample: Sample,
-    cgroup: Option<Cgroup>,
+    cgroup: Option<Arc<OpenCgroup>>,
 }
 
 pub struct Collector {
     layout: Option<Layout>,
     rates: CpuRates,
     layers: LayerCache,
+    cgroups: OpenCgroups,
     devices: DeviceNames,
     /// The page sizes hugetlb usage is read for: none without the hugetlb
     /// controller.
@@ -157,6 +160,7 @@ impl Collector {
             layout,
             rates: CpuRates::default(),
             layers: LayerCache::default(),
+            cgroups: OpenCgroups::default(),
             devices: DeviceNames::default(),
             hugepage_sizes,
         }
@@ -166,10 +170,16 @@ impl Collector {
         Cgroup::of(self.layout.as_ref()?, cgroups_path?)
     }
 
+    /// A container's cgroup, open (kept between calls: [`OpenCgroups`]).
+    fn container_cgroup(&self, t: &ContainerTarget) -> Option<Arc<OpenCgroup>> {
+        let cgroup = self.cgroup(t.cgroups_path.as_deref())?;
+        Some(self.cgroups.get(&t.rec.id, &cgroup))
+    }
+
     fn read_container(&self, t: &ContainerTarget) -> Reading {
         let ts = crate::ids::now_ns();
-        let cgroup = self.cgroup(t.cgroups_path.as_deref());
-        let sample = cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
+        let cgroup = self.container_cgroup(t);
+        let sample = cgroup.as_deref().map(OpenCgroup::stats).unwrap_or_default();
         let nano_cores = sample.cpu.and_then(|c| {
             self.rates
                 .observe(&container_key(&t.rec.id), ts, c.usage_ns)
@@ -257,7 +267,7 @@ impl Collector {
         let pin = t.rec.pins.net.as_ref()?;
         let pids = readings
             .iter()
-            .filter_map(|r| r.cgroup.as_ref().and_then(Cgroup::first_pid));
+            .filter_map(|r| r.cgroup.as_deref().and_then(OpenCgroup::first_pid));
         network::pod_interfaces(pin, pids)
     }
 
@@ -306,7 +316,7 @@ impl Collector {
         if c.rec.state == crate::container::State::Exited {
             return (Vec::new(), None);
         }
-        let Some(cgroup) = self.cgroup(c.cgroups_path.as_deref()) else {
+        let Some(cgroup) = self.container_cgroup(c) else {
             return (Vec::new(), None);
         };
         let detail = Detail {
@@ -366,6 +376,7 @@ impl Collector {
             Some(("p", id)) => is_pod(id),
             _ => false,
         });
-        self.layers.retain(is_container);
+        self.layers.retain(&is_container);
+        self.cgroups.retain(is_container);
     }
 }

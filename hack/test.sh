@@ -10,6 +10,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-deps.sh
+# prune_stale_binaries DIR: in DIR/{debug,release}/deps, every executable (test binaries, bins:
+# no extension) but the newest of each name. Each run links its test binaries anew under new
+# hashes beside the older runs', which no run uses again (29 GB of them here once, which filled
+# the disk and put the cluster's node under disk pressure); the libraries stay.
+prune_stale_binaries() {
+    local dir f
+    for dir in "$1"/{debug,release}/deps; do
+        [[ -d $dir ]] || continue
+        find "$dir" -maxdepth 1 -type f -perm -u+x -name '*-*' ! -name '*.*' -printf '%T@ %f\n' |
+            sort -rn | awk '{ n = $2; sub(/-[^-]*$/, "", n); if (seen[n]++) print $2 }' |
+            while read -r f; do rm -f "$dir/$f"; done
+    done
+}
+
 # Rust builds are cached outside the clone, as the Go builds are (~/.cache/berth): a clean
 # clone (CI) then compiles the workspace's own crates, not its ~400 dependencies again. One
 # run at a time holds the cache (a lock); a run beside it builds in ./target and says so.
@@ -23,6 +37,7 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
         # cache (16 GiB of it here), so it is off and what an older run left goes.
         export CARGO_INCREMENTAL=0
         rm -rf "$cache"/{debug,release}/incremental
+        prune_stale_binaries "$cache"
         # cargo never removes stale artifacts: a cache grown past 40 GiB starts again.
         if (($(du -s --block-size=1G "$cache" | cut -f1) > 40)); then
             rm -rf "$cache" && mkdir -p "$cache"

@@ -90,7 +90,7 @@ impl Cgroup {
 
     /// The controllers stats read on v1, in the order a process is looked
     /// for (the pids hierarchy lists every task).
-    const STATS_V1: [&str; 3] = ["pids", "memory", "cpuacct"];
+    pub(crate) const STATS_V1: [&str; 3] = ["pids", "memory", "cpuacct"];
 
     /// True when the cgroup exists (v1: in a hierarchy that stats read).
     pub fn exists(&self) -> bool {

@@ -17,10 +17,6 @@ use crate::{parse, stats_v1, stats_v2};
 /// The v1 controllers a reading takes files from.
 const STATS_V1: [&str; 6] = ["cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"];
 
-/// The controllers whose `cgroup.procs` lists the cgroup's processes, in
-/// the order they are asked (the pids hierarchy lists every task).
-const PROCS_V1: [&str; 3] = ["pids", "memory", "cpuacct"];
-
 #[derive(Debug)]
 pub struct OpenCgroup {
     dirs: OpenDirs,
@@ -99,7 +95,7 @@ impl OpenCgroup {
 
     fn procs_text(&self) -> Option<String> {
         let dir = match &self.dirs {
-            OpenDirs::V1(_) => PROCS_V1.iter().find_map(|c| self.dir(c))?,
+            OpenDirs::V1(_) => Cgroup::STATS_V1.iter().find_map(|c| self.dir(c))?,
             OpenDirs::V2(d) => d,
         };
         dir.read_list("cgroup.procs")

@@ -170,10 +170,11 @@ impl Collector {
         Cgroup::of(self.layout.as_ref()?, cgroups_path?)
     }
 
-    /// A container's cgroup, open (kept between calls: [`OpenCgroups`]).
+    /// A container's cgroup, open (kept between calls: [`OpenCgroups`]; its
+    /// paths are only built when it is not kept).
     fn container_cgroup(&self, t: &ContainerTarget) -> Option<Arc<OpenCgroup>> {
-        let cgroup = self.cgroup(t.cgroups_path.as_deref())?;
-        Some(self.cgroups.get(&t.rec.id, &cgroup))
+        self.cgroups
+            .get(&t.rec.id, || self.cgroup(t.cgroups_path.as_deref()))
     }
 
     fn read_container(&self, t: &ContainerTarget) -> Reading {

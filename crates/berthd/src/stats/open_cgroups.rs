@@ -46,13 +46,18 @@ impl OpenCgroups {
     }
 
     /// Container `id`'s cgroup, open: the kept one, or opened now (and kept
-    /// when all its directories were there and the bound allows). The lock
-    /// is not held while opening.
-    pub fn get(&self, id: &str, cgroup: &Cgroup) -> Arc<OpenCgroup> {
+    /// when all its directories were there and the bound allows); `cgroup`
+    /// names it, asked only when it is not kept. The lock is not held while
+    /// opening.
+    pub fn get(
+        &self,
+        id: &str,
+        cgroup: impl FnOnce() -> Option<Cgroup>,
+    ) -> Option<Arc<OpenCgroup>> {
         if let Some(open) = self.lock().by_id.get(id) {
-            return open.clone();
+            return Some(open.clone());
         }
-        let open = Arc::new(cgroup.open());
+        let open = Arc::new(cgroup()?.open());
         if open.complete() {
             let mut inner = self.lock();
             let fds = open.fds();
@@ -61,7 +66,7 @@ impl OpenCgroups {
                 inner.by_id.insert(id.to_string(), open.clone());
             }
         }
-        open
+        Some(open)
     }
 
     /// Keeps only the containers `keep` says exist.
@@ -112,25 +117,29 @@ mod tests {
     fn kept_until_gone_and_within_the_bound() {
         let d = tempfile::tempdir().unwrap();
         let l = layout(d.path(), &["memory", "pids"], &["a", "b", "c"]);
-        let cg = |id: &str| Cgroup::of(&l, &format!("/c/{id}")).unwrap();
+        let l = &l;
+        let cg = |id: &'static str| move || Cgroup::of(l, &format!("/c/{id}"));
         // Room for two cgroups of two directories each.
         let cache = OpenCgroups::with_max_fds(4);
-        let a = cache.get("a", &cg("a"));
-        assert!(Arc::ptr_eq(&a, &cache.get("a", &cg("a"))), "kept");
-        let b = cache.get("b", &cg("b"));
+        let a = cache.get("a", cg("a")).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.get("a", cg("a")).unwrap()), "kept");
+        let b = cache.get("b", cg("b")).unwrap();
         assert_eq!(cache.fds(), 4);
-        let c = cache.get("c", &cg("c"));
+        let c = cache.get("c", cg("c")).unwrap();
         assert!(
-            !Arc::ptr_eq(&c, &cache.get("c", &cg("c"))),
+            !Arc::ptr_eq(&c, &cache.get("c", cg("c")).unwrap()),
             "over the bound: not kept"
         );
         cache.retain(|id| id != "a");
         assert_eq!(cache.fds(), 2);
-        assert!(Arc::ptr_eq(&b, &cache.get("b", &cg("b"))));
-        let c = cache.get("c", &cg("c"));
-        assert!(Arc::ptr_eq(&c, &cache.get("c", &cg("c"))), "room again");
+        assert!(Arc::ptr_eq(&b, &cache.get("b", cg("b")).unwrap()));
+        let c = cache.get("c", cg("c")).unwrap();
+        assert!(
+            Arc::ptr_eq(&c, &cache.get("c", cg("c")).unwrap()),
+            "room again"
+        );
         // A cgroup not made yet is not kept: it is looked for again.
-        let missing = cache.get("x", &cg("x"));
+        let missing = cache.get("x", cg("x")).unwrap();
         assert!(!missing.complete());
         assert_eq!(cache.fds(), 4);
     }

@@ -32,6 +32,16 @@
 #                      [--no-berthd] [--no-containerd] [--no-cni] [--no-cni-loopback]
 #                      [--profile N] [--quiet-load L] [--quiet-wait MIN] [--quiet-gap MIN]
 #                      [--no-build] [--keep]
+#   hack/bench-pods.sh --scale 10,50,110,250 [--scale-probes N] [--no-berthd] [--no-containerd]
+#                      [--no-cni-loopback] [--nice N] [--quiet-*] [--no-build] [--keep]
+#
+# --scale: the scaling table instead (bench-pods --scale, e2e/src/bin/bench-pods/scale.rs), on
+# the CNI network only (berthd CNI, containerd CNI): pods with one container each are started
+# one after another up to each size and kept running; at each size the daemon's and the
+# per-pod processes' idle CPU (10 s), memory, ListPodSandbox / ListContainers /
+# ListContainerStats (30 calls each) and --scale-probes further pods started and torn down
+# one at a time on top (RunPodSandbox, Create+StartContainer, teardown: median and p99).
+# Sizes up to 250 (the network is a /24).
 #
 #   --iterations N    timed lifecycles per runtime (default 30, after one warm-up)
 #   --pods N          pods in the many-pods phase (default 50)
@@ -44,6 +54,8 @@
 #   --quiet-load L    "quiet" is a 1-minute load average below L (default 1.0)
 #   --quiet-wait MIN  wait at most MIN minutes for quiet before measuring (default 25; 0: don't)
 #   --quiet-gap MIN   ... and at most MIN minutes before each further runtime (default 5)
+#   --scale N,N,...   the scaling table at these pod counts (ascending, at most 250)
+#   --scale-probes N  probe pods at each size (default 30)
 #   --keep            keep the work dir (logs, configs) for inspection
 #
 # Needs root, docker-registry, skopeo, curl, jq, ip, iptables-save, the CNI plugins in
@@ -73,6 +85,8 @@ QUIET_LOAD=1.0
 QUIET_WAIT=25
 QUIET_GAP=5
 KEEP=0
+SCALE=
+SCALE_PROBES=30
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -94,10 +108,20 @@ while (($#)); do
         --quiet-wait) QUIET_WAIT=${2:?}; shift 2 ;;
         --quiet-gap) QUIET_GAP=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --scale) SCALE=${2:?}; shift 2 ;;
+        --scale-probes) SCALE_PROBES=${2:?}; shift 2 ;;
         -h | --help) usage ;;
         *) echo "$0: unknown argument $1" >&2; usage ;;
     esac
 done
+if [[ -n $SCALE ]]; then
+    [[ $SCALE =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "$0: --scale $SCALE: pod counts, comma-separated" >&2; exit 2; }
+    ((${SCALE##*,} <= 250)) || { echo "$0: --scale $SCALE: at most 250 pods (the network is a /24)" >&2; exit 2; }
+    [[ $SCALE_PROBES =~ ^[1-9][0-9]*$ ]] || { echo "$0: --scale-probes $SCALE_PROBES: a count above 0" >&2; exit 2; }
+    # The scaling table is about pods on a network: no runs without one, no floors.
+    ((DO_CNI)) || { echo "$0: --scale needs the CNI network (drop --no-cni)" >&2; exit 2; }
+    PROF_ITER=0
+fi
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (namespaces, mounts, cgroups)" >&2; exit 1; }
 for tool in docker-registry skopeo curl jq ip iptables-save; do
     command -v "$tool" >/dev/null || { echo "$0: missing $tool (hack/install-deps.sh)" >&2; exit 1; }
@@ -263,7 +287,7 @@ wait_quiet "$QUIET_WAIT" "the fork+exec floor"
 [[ ${QUIET_LOG[-1]} != *"NOT quiet"* ]] || QUIET_GAP=0
 FLOOR_ARGS=()
 ((DO_CNI)) && FLOOR_ARGS=(--cni-bin-dir "$CNI_PLUGINS")
-"$BENCH" --floor 200 "${FLOOR_ARGS[@]}" --json "$WORK/floor.json"
+[[ -n $SCALE ]] || "$BENCH" --floor 200 "${FLOOR_ARGS[@]}" --json "$WORK/floor.json"
 
 # --- berthd --------------------------------------------------------------------------------
 # run_berthd ID [CONFLIST]: a fresh berthd whose CNI conf dir holds CONFLIST (or nothing: no
@@ -293,9 +317,10 @@ bench_daemon() {
     LOAD_START[$id]=$(loadavg)
     echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
     T0=$EPOCHREALTIME
-    "$BENCH" --socket "$sock" --image "$IMAGE" --iterations "$ITER" --pods "$PODS" \
-        --concurrency "$CONC" --daemon-pid "$pid" "$@" --match "$dir/" \
-        --log-dir "$dir/logs" --json "$WORK/$id.json"
+    local mode=(--iterations "$ITER" --pods "$PODS" --concurrency "$CONC")
+    [[ -z $SCALE ]] || mode=(--scale "$SCALE" --scale-probes "$SCALE_PROBES")
+    "$BENCH" --socket "$sock" --image "$IMAGE" "${mode[@]}" --daemon-pid "$pid" "$@" \
+        --match "$dir/" --log-dir "$dir/logs" --json "$WORK/$id.json"
     LOAD_END[$id]=$(loadavg)
     echo "$id run took $(secs_since "$T0") s"
     RUNTIMES+=("$id")
@@ -351,7 +376,7 @@ run_profile() {
 }
 
 if ((DO_BERTHD)); then
-    run_berthd berthd
+    [[ -n $SCALE ]] || run_berthd berthd
     ((PROF_ITER)) && run_profile
     ((DO_CNI)) && run_berthd berthd-cni "$BERTHD_CONFLIST"
 fi
@@ -396,7 +421,7 @@ if ((DO_CONTAINERD)); then
     # The pause image into the registry, and the registry's hosts.toml (plain HTTP), once.
     containerd_push_pause "$HP" "$WORK/kit" "$WORK/kit.log"
     containerd_registry_hosts "$WORK/containerd-hosts" "$HP"
-    run_containerd containerd fake
+    [[ -n $SCALE ]] || run_containerd containerd fake
     ((DO_CNI)) && run_containerd containerd-cni cni
 fi
 
@@ -421,6 +446,23 @@ fi
 
 # --- table ---------------------------------------------------------------------------------
 declare -A NAME=([berthd]=berthd [berthd-cni]="berthd CNI" [containerd]=containerd [containerd-cni]="containerd CNI")
+if [[ -n $SCALE ]]; then
+    # shellcheck source=hack/lib/bench-scale.sh
+    source "$HERE/lib/bench-scale.sh"
+    scale_table "$WORK" "$SCALE" "${RUNTIMES[@]}"
+    echo
+    echo "commands:"
+    [[ -n ${BERTHD_CMDS[berthd-cni]:-} ]] && echo "  berthd-cni: ${BERTHD_CMDS[berthd-cni]} (empty config: defaults)"
+    echo "  client:     $BENCH --socket SOCK --image $IMAGE --scale $SCALE --scale-probes $SCALE_PROBES ..."
+    ((DO_CONTAINERD)) && echo "  containerd: containerd --config CONFIG ($(containerd --version | cut -d' ' -f3), $(runc --version | head -1)), as in the full run"
+    echo "  berthd CNI conflist: $(jq -c . "$BERTHD_CONFLIST"); containerd: $(jq -c . "$CTD_CONFLIST")"
+    for c in "${NET_CHECKS[@]}"; do echo "  after teardown, $c"; done
+    [[ -n $NET_FINAL ]] && echo "  at the end: $NET_FINAL"
+    echo "load average: $LOAD0 at start, $(loadavg) at end; $(nproc) CPUs; niceness $NICE"
+    for q in "${QUIET_LOG[@]}"; do echo "  before $q"; done
+    echo "total benchmark time: $(secs_since "$START") s"
+    exit 0
+fi
 W=18
 header() {
     printf '%-30s' "$1"

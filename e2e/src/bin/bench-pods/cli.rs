@@ -25,6 +25,13 @@ pub struct Cli {
     /// Concurrent clients in the second many-pods batch.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Instead of the three phases: keep pods running at each of these sizes (ascending,
+    /// comma-separated) and measure there (scale.rs).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub scale: Vec<usize>,
+    /// With --scale: pods started and torn down one at a time at each size.
+    #[arg(long, default_value_t = 30)]
+    pub scale_probes: usize,
     /// The daemon's pid, for its PSS/RSS.
     #[arg(long)]
     pub daemon_pid: Option<i32>,

@@ -189,6 +189,17 @@ pub async fn listed_containers(c: &mut CriClient) -> anyhow::Result<usize> {
         .len())
 }
 
+/// ListContainerStats: how many containers have stats.
+pub async fn listed_stats(c: &mut CriClient) -> anyhow::Result<usize> {
+    Ok(c.runtime
+        .list_container_stats(ListContainerStatsRequest::default())
+        .await
+        .map_err(|s| rpc("ListContainerStats", s))?
+        .into_inner()
+        .stats
+        .len())
+}
+
 /// The pod's IP from PodSandboxStatus ("" when it has none).
 pub async fn pod_ip(c: &mut CriClient, pod: &str) -> anyhow::Result<String> {
     Ok(c.runtime

@@ -3,6 +3,10 @@
 //! ```text
 //! bench-pods --socket SOCK --image IMAGE [--iterations N] [--pods 50] [--concurrency 8]
 //!            [--daemon-pid PID] [--pod-proc NAME]... [--match STR] [--json FILE]
+//! bench-pods --socket SOCK --image IMAGE --scale 10,50,110,250 [--scale-probes 30]
+//!            [--daemon-pid PID] [--pod-proc NAME]... [--match STR] [--json FILE]
+//!                                  only the scaling steps: pods kept running at each size,
+//!                                  idle CPU, memory, List latency and probe pods (scale.rs)
 //! bench-pods --socket SOCK --image IMAGE --nri-socket NRI [--iterations N]
 //!                                  only the cost of one NRI plugin on the pod path (nri.rs)
 //! bench-pods --socket SOCK --stream-container ID [--stream-pod ID] [--stream-port 5001]
@@ -55,6 +59,7 @@ mod memory;
 mod net;
 mod nri;
 mod requests;
+mod scale;
 mod serve;
 mod stats;
 mod stream;
@@ -197,6 +202,15 @@ async fn benchmark(
 ) -> anyhow::Result<()> {
     if let Some(socket) = &cli.nri_socket {
         return nri::run(bench, c, socket, cli.iterations, out).await;
+    }
+    if !cli.scale.is_empty() {
+        if cli.scale.contains(&0) || !cli.scale.is_sorted_by(|a, b| a < b) {
+            anyhow::bail!(
+                "--scale {:?}: sizes must be ascending and above 0",
+                cli.scale
+            );
+        }
+        return scale::run(cli, bench, c, &cli.scale, out).await;
     }
     lifecycle::run(bench, c, cli.iterations, out).await?;
     warm::run(bench, c, cli.iterations, out).await?;

@@ -31,6 +31,17 @@ pub fn stats(samples: &[f64]) -> (f64, f64) {
     (median, p90)
 }
 
+/// The `p`-th percentile (0-100) of samples by nearest rank; NaN for no samples.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
 /// Samples in ms by step name.
 #[derive(Default)]
 pub struct Samples(BTreeMap<&'static str, Vec<f64>>);
@@ -70,5 +81,22 @@ impl Samples {
             );
         }
         Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=30).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 15.0);
+        assert_eq!(percentile(&v, 90.0), 27.0);
+        // Under 100 samples, p99 is the largest.
+        assert_eq!(percentile(&v, 99.0), 30.0);
+        assert_eq!(percentile(&[4.0], 99.0), 4.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert_eq!(stats(&v), (15.5, 27.0));
     }
 }

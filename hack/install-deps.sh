@@ -29,6 +29,12 @@ PACKAGES=(
 if ! command -v containerd >/dev/null && [[ $(ps -p 1 -o comm= 2>/dev/null) != systemd ]]; then
     PACKAGES+=(containerd runc)
 fi
+# runc for e2e/tests/favordynmods.rs (a runc container with a cgroup namespace beside berthd),
+# unless one is on PATH (a Docker engine's containerd.io brings its own and conflicts with
+# Debian's). Debian's runc package starts nothing.
+if ! command -v runc >/dev/null; then
+    PACKAGES+=(runc)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

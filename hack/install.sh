@@ -14,9 +14,9 @@
 #   --destdir   stage everything under DIR (packaging, tests); implies --no-start
 #   --bin-dir   take the binaries from DIR instead of building them (cargo build --release)
 #   --no-start  install files only: no systemctl
-#   --purge     with --uninstall: also remove Berth's data (/var/lib/berth, /run/berth)
-#               and its pod bridge's FORWARD rules (iptables chains BERTH-FWD-*);
-#               refused while pods exist
+#   --purge     with --uninstall: also remove Berth's data (/var/lib/berth, /run/berth),
+#               its pod bridge's FORWARD rules (iptables chains BERTH-FWD-*) and its cgroup
+#               hierarchy name=berth (cgroup_favordynmods); refused while pods exist
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -109,6 +109,34 @@ remove_forward_rules() {
     done
 }
 
+# remove_favordynmods: berthd's named cgroup v1 hierarchy (name=berth, cgroup_favordynmods:
+# kept alive by its one child cgroup `keepalive`, mounted nowhere; see
+# crates/cgroup/src/favordynmods.rs), once no pod runs, and the mount of it an older berthd
+# left at $STATE_DIR/cgroup-favordynmods. The kernel frees a v1 hierarchy at its last unmount
+# when it has no cgroup left; a removed cgroup goes asynchronously, so the mount and unmount
+# are repeated until the hierarchy is gone from /proc/self/cgroup.
+remove_favordynmods() {
+    local legacy=$STATE_DIR/cgroup-favordynmods mnt _ _w
+    if mountpoint -q "$legacy"; then umount -l "$legacy"; fi
+    grep -q '^[0-9]*:name=berth:' /proc/self/cgroup || return 0
+    mnt=$(mktemp -d)
+    for _ in 1 2 3 4 5; do
+        mount -t cgroup -o none,name=berth berth "$mnt" || break
+        rmdir "$mnt/keepalive" 2>/dev/null || true
+        umount "$mnt"
+        for _w in 1 2 3 4 5 6 7 8 9 10; do
+            grep -q '^[0-9]*:name=berth:' /proc/self/cgroup || break 2
+            sleep 0.2
+        done
+    done
+    rmdir "$mnt"
+    if grep -q '^[0-9]*:name=berth:' /proc/self/cgroup; then
+        echo "install.sh: berthd's cgroup hierarchy name=berth is still there (it goes at the next boot)" >&2
+    else
+        echo "removed berthd's cgroup hierarchy name=berth (cgroup_favordynmods)"
+    fi
+}
+
 uninstall() {
     if [[ ! -f $DESTDIR$MANIFEST ]]; then
         echo "install.sh: $DESTDIR$MANIFEST is missing: Berth is not installed under prefix $PREFIX" >&2
@@ -134,6 +162,7 @@ uninstall() {
     done <"$DESTDIR$MANIFEST"
     rm -f "$DESTDIR$MANIFEST"
     if ((PURGE)); then
+        if [[ -z $DESTDIR ]]; then remove_favordynmods; fi
         rm -rf "${DESTDIR:?}$ROOT_DIR" "${DESTDIR:?}$STATE_DIR"
         if [[ -z $DESTDIR ]]; then remove_forward_rules; fi
     fi
@@ -183,7 +212,7 @@ install_file 0644 "$unit" "$UNIT"
 mkdir_p "$(dirname "$MANIFEST")"
 {
     printf '%s\n' "${installed[@]}"
-    if ((${#created_dirs[@]})); then printf 'dir %s\n' $(printf '%s\n' "${created_dirs[@]}" | sort -u); fi
+    if ((${#created_dirs[@]})); then printf '%s\n' "${created_dirs[@]}" | sort -u | sed 's/^/dir /'; fi
 } >"$DESTDIR$MANIFEST"
 
 if [[ ! -x /opt/cni/bin/bridge && ! -x /usr/lib/cni/bridge ]]; then

@@ -165,13 +165,11 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Mounts under the daemon's dirs, but the daemon's own named cgroup
-/// hierarchy (`<state>/cgroup-favordynmods`, one per daemon, not per pod).
+/// Mounts under the daemon's dirs (its favordynmods hierarchy is mounted
+/// nowhere: none is the daemon's own).
 fn pod_mounts(env: &NetEnv) -> Vec<PathBuf> {
-    let favordynmods = env.d.config.state.join(berth_cgroup::FAVORDYNMODS_DIR);
     let mut m = mounts_under(&env.d.config.state);
     m.extend(mounts_under(&env.d.config.root));
-    m.retain(|p| !p.starts_with(&favordynmods));
     m
 }
 

@@ -55,7 +55,7 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub cgroup_driver: CgroupDriver,
-    /// Mount a named cgroup v1 hierarchy with `favordynmods` (hybrid and v1 hosts).
+    /// Keep a named cgroup v1 hierarchy with `favordynmods` (hybrid and v1 hosts; mounted nowhere).
     pub cgroup_favordynmods: bool,
     /// containers-registries.conf(5) v2 file with mirrors, insecure and blocked registries.
     pub registries_config: PathBuf,

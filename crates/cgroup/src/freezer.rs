@@ -67,6 +67,32 @@ impl Cgroup {
     }
 }
 
+/// Thaws the cgroup whose freezer directory ([`Cgroup::freezer_dir`]) is
+/// `dir`, knowing nothing else of it: what a restarted berthd does for a
+/// pod checkpoint a crash interrupted. v1 has `freezer.state`, v2
+/// `cgroup.freeze`. Whether it was frozen (or freezing); a cgroup that is
+/// gone is an error.
+pub fn thaw_dir(dir: &Path) -> Result<bool, Error> {
+    let read = |file: &Path| {
+        std::fs::read_to_string(file).map_err(|e| Error::Freeze {
+            dir: file.to_path_buf(),
+            message: e.to_string(),
+        })
+    };
+    let v1 = dir.join("freezer.state");
+    if v1.exists() {
+        if read(&v1)?.trim() == "THAWED" {
+            return Ok(false);
+        }
+        return write(&v1, "THAWED").map(|()| true);
+    }
+    let v2 = dir.join("cgroup.freeze");
+    if read(&v2)?.trim() == "0" {
+        return Ok(false);
+    }
+    write(&v2, "0").map(|()| true)
+}
+
 fn write(file: &Path, value: &str) -> Result<(), Error> {
     std::fs::write(file, value).map_err(|e| Error::Freeze {
         dir: file.to_path_buf(),
@@ -126,6 +152,31 @@ mod tests {
             c.freeze(Duration::from_millis(10)),
             Err(Error::Freeze { .. })
         ));
+    }
+
+    #[test]
+    fn a_freezer_dir_alone_is_thawed_v1_and_v2() {
+        let d = tempfile::tempdir().unwrap();
+        let (v1, v2) = (d.path().join("v1"), d.path().join("v2"));
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v1.join("freezer.state"), "FROZEN\n").unwrap();
+        std::fs::write(v2.join("cgroup.freeze"), "1\n").unwrap();
+        assert!(crate::thaw_dir(&v1).unwrap());
+        assert!(crate::thaw_dir(&v2).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(v1.join("freezer.state")).unwrap(),
+            "THAWED"
+        );
+        assert_eq!(
+            std::fs::read_to_string(v2.join("cgroup.freeze")).unwrap(),
+            "0"
+        );
+        // Thawed already: nothing to do.
+        assert!(!crate::thaw_dir(&v1).unwrap());
+        assert!(!crate::thaw_dir(&v2).unwrap());
+        // A cgroup that is gone.
+        assert!(crate::thaw_dir(&d.path().join("gone")).is_err());
     }
 
     #[test]

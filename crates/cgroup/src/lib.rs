@@ -51,7 +51,11 @@ mod update;
 
 pub use cgroup::Cgroup;
 pub use error::Error;
-pub use favordynmods::{Favordynmods, MOUNT_DIR as FAVORDYNMODS_DIR, enable_favordynmods};
+pub use favordynmods::{
+    Favordynmods, HIERARCHY_NAME as FAVORDYNMODS_HIERARCHY, KEEPALIVE as FAVORDYNMODS_KEEPALIVE,
+    LEGACY_MOUNT_DIR as FAVORDYNMODS_LEGACY_DIR, enable_favordynmods,
+};
+pub use freezer::thaw_dir;
 pub use hugepages::{HUGEPAGES_DIR, hugepage_sizes, page_size_name};
 pub use layout::{Hierarchy, Layout};
 pub use open::OpenCgroup;

@@ -96,10 +96,8 @@ pub async fn leaks(d: &Berthd, before: &BTreeSet<PathBuf>, pod_cgroup: &str) -> 
         }
     }
     let (state, root) = (&d.config.state, &d.config.root);
-    let favordynmods = state.join("cgroup-favordynmods");
     let mut mounts = mounts_under(state);
     mounts.extend(mounts_under(root));
-    mounts.retain(|m| !m.starts_with(&favordynmods));
     let mut bundles = entries(&state.join("containers"));
     bundles.extend(entries(&state.join("containers-trash")));
     let mut uppers = entries(&root.join("containers"));

@@ -128,10 +128,8 @@ pub async fn leftovers(
     let ips: Vec<String> = sh.pod_ips.lock().unwrap().iter().cloned().collect();
     let (state, root) = (&d.config.state, &d.config.root);
     l.net = net.leaks(state, &ids, &ips);
-    let favordynmods = state.join("cgroup-favordynmods");
     l.mounts = mounts_under(state);
     l.mounts.extend(mounts_under(root));
-    l.mounts.retain(|m| !m.starts_with(&favordynmods));
     l.pod_dirs = entries(&state.join("pods"));
     l.monitor_dirs = entries(&state.join("monitors"));
     l.bundles = entries(&state.join("containers"));

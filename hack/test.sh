@@ -31,6 +31,11 @@ prune_stale_binaries() {
 if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
     cache=${XDG_CACHE_HOME:-$HOME/.cache}/berth/cargo-target
     mkdir -p "$cache"
+    # The lock lives as long as this shell holds the fd. bash's `exec {fd}>` does not set
+    # close-on-exec, so every program started here would inherit it and hold the lock too (a
+    # `criu dump` that outlived a killed berthd once did, and the next run found the cache
+    # locked): the tests run with the fd closed for them (run_tests ... {cache_lock}>&-, below),
+    # while bash keeps a close-on-exec copy of it for as long as they run.
     exec {cache_lock}>"$cache.lock"
     if flock -n "$cache_lock"; then
         # A run builds the clone's crates once: incremental state would only grow the
@@ -46,46 +51,55 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
         echo "hack/test.sh: Rust builds in $cache (cached between runs)" >&2
     else
         exec {cache_lock}>&-
+        unset cache_lock
         echo "hack/test.sh: $cache is in use by another run: building in ./target" >&2
     fi
 fi
-# Logs and the test images stay in the clone's target/.
-mkdir -p target
-# Lints first: they are the cheapest failures to find.
-cargo fmt --all -- --check
-# The cluster tests are behind the e2e crate's `cluster` feature: linted too.
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
-# The Helm chart: lint, render, check against the Kubernetes API types (Helm is built once
-# from its Go module and cached in ~/.cache/berth).
-hack/chart-check.sh
-# The test images are built once and cached under target/test-images.
-hack/build-test-images.sh target/test-images
-# e2e tests start target/debug/berthd, so build every binary first.
-cargo build --workspace --bins --locked
-cargo test --workspace --locked "$@" 2>&1 | tee target/test.log
-# cargo's own summary lines are per test binary; add one total line.
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
-# critest's fast subset (hack/critest.sh --fast: a berthd, registry and pod network of its own;
-# critest is built by hack/k8s/build-tools.sh when its cache lacks it). The whole suite is
-# hack/critest.sh without --fast.
-BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/critest.sh --fast 2>&1 | tee target/critest.log
-# The e2e tests against a real single-node Kubernetes cluster on Berth (hack/cluster-test.sh):
-# on the debug berthd/berth-monitor built above (no release build); the Kubernetes tools are
-# built by hack/k8s/build-tools.sh when its cache (~/.cache/berth) lacks them (about 15 min
-# cold). BERTH_TEST_CLUSTER=0 leaves them out, and says so.
-if [[ ${BERTH_TEST_CLUSTER:-1} == 0 ]]; then
-    echo "hack/test.sh: BERTH_TEST_CLUSTER=0: the cluster tests (hack/cluster-test.sh) did NOT run" >&2
+# run_tests ARGS...: everything after the cache setup; ARGS go to cargo test.
+run_tests() {
+    # Logs and the test images stay in the clone's target/.
+    mkdir -p target
+    # Lints first: they are the cheapest failures to find.
+    cargo fmt --all -- --check
+    # The cluster tests are behind the e2e crate's `cluster` feature: linted too.
+    cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+    # The Helm chart: lint, render, check against the Kubernetes API types (Helm is built once
+    # from its Go module and cached in ~/.cache/berth).
+    hack/chart-check.sh
+    # The test images are built once and cached under target/test-images.
+    hack/build-test-images.sh target/test-images
+    # e2e tests start target/debug/berthd, so build every binary first.
+    cargo build --workspace --bins --locked
+    cargo test --workspace --locked "$@" 2>&1 | tee target/test.log
+    # cargo's own summary lines are per test binary; add one total line.
+    awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
+    # critest's fast subset (hack/critest.sh --fast: a berthd, registry and pod network of its own;
+    # critest is built by hack/k8s/build-tools.sh when its cache lacks it). The whole suite is
+    # hack/critest.sh without --fast.
+    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/critest.sh --fast 2>&1 | tee target/critest.log
+    # The e2e tests against a real single-node Kubernetes cluster on Berth (hack/cluster-test.sh):
+    # on the debug berthd/berth-monitor built above (no release build); the Kubernetes tools are
+    # built by hack/k8s/build-tools.sh when its cache (~/.cache/berth) lacks them (about 15 min
+    # cold). BERTH_TEST_CLUSTER=0 leaves them out, and says so.
+    if [[ ${BERTH_TEST_CLUSTER:-1} == 0 ]]; then
+        echo "hack/test.sh: BERTH_TEST_CLUSTER=0: the cluster tests (hack/cluster-test.sh) did NOT run" >&2
+    else
+        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
+    fi
+    # A kind cluster whose three nodes (Podman containers) run Berth (hack/kind.sh all: node image
+    # from the debug binaries above, kind create cluster, the seed and cross-node tests, kind delete
+    # cluster). BERTH_TEST_KIND=0 leaves it out, and says so.
+    if [[ ${BERTH_TEST_KIND:-1} == 0 ]]; then
+        echo "hack/test.sh: BERTH_TEST_KIND=0: the kind cluster tests (hack/kind.sh all) did NOT run" >&2
+    else
+        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh all 2>&1 | tee target/kind-test.log
+        # The Helm chart installing Berth onto a running cluster of kind's stock runtime
+        # (containerd 1.6 nodes built the same way), switching one worker's kubelet to it.
+        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh chart --runtime containerd 2>&1 | tee target/kind-chart.log
+    fi
+}
+if [[ -n ${cache_lock:-} ]]; then
+    run_tests "$@" {cache_lock}>&-
 else
-    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
-fi
-# A kind cluster whose three nodes (Podman containers) run Berth (hack/kind.sh all: node image
-# from the debug binaries above, kind create cluster, the seed and cross-node tests, kind delete
-# cluster). BERTH_TEST_KIND=0 leaves it out, and says so.
-if [[ ${BERTH_TEST_KIND:-1} == 0 ]]; then
-    echo "hack/test.sh: BERTH_TEST_KIND=0: the kind cluster tests (hack/kind.sh all) did NOT run" >&2
-else
-    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh all 2>&1 | tee target/kind-test.log
-    # The Helm chart installing Berth onto a running cluster of kind's stock runtime
-    # (containerd 1.6 nodes built the same way), switching one worker's kubelet to it.
-    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh chart --runtime containerd 2>&1 | tee target/kind-chart.log
+    run_tests "$@"
 fi

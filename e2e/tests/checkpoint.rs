@@ -797,3 +797,306 @@ async fn a_pod_of_two_counters_is_checkpointed_and_restored_as_a_pod() {
     stop_pod(&mut env.c, &pod_b).await;
     remove_pod(&mut env.c, &pod_b).await;
 }
+
+/// Whether `pid` runs (neither gone nor a zombie).
+fn alive(pid: i32) -> bool {
+    berth_e2e::procs::processes()
+        .iter()
+        .any(|p| p.pid == pid && p.state != 'Z' && p.state != 'X')
+}
+
+/// The processes below `pid` (its children, theirs, ...): pid, state,
+/// command line.
+fn descendants(pid: i32) -> Vec<(i32, char, String)> {
+    let procs = berth_e2e::procs::processes();
+    let mut found = vec![];
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent) {
+            found.push((p.pid, p.state, p.cmdline.clone()));
+            parents.push(p.pid);
+        }
+    }
+    found
+}
+
+/// Whether the network namespace of process `pid` holds CRIU's network
+/// lock (iptables chain CRIU, IPv4 or IPv6).
+fn network_locked(pid: i32) -> bool {
+    ["iptables", "ip6tables"].iter().any(|tool| {
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args([tool, "-w", "-t", "filter", "-S", "CRIU"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Whether the dump of container `id` in `work` (the checkpoint work dir,
+/// `<id>.<nonce>` per dump) is writing memory pages: its CRIU then has the
+/// tree seized and its parasite in it.
+fn dumping_pages(work: &Path, id: &str) -> bool {
+    let dumps = std::fs::read_dir(work).into_iter().flatten().flatten();
+    dumps
+        .filter(|e| e.file_name().to_string_lossy().starts_with(id))
+        .any(|e| {
+            std::fs::read_dir(e.path().join("checkpoint"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| {
+                    f.file_name().to_string_lossy().starts_with("pages-")
+                        && f.metadata().is_ok_and(|m| m.len() > 0)
+                })
+        })
+}
+
+/// The CRIU log of the one dump in `work`.
+fn dump_log(work: &Path) -> String {
+    std::fs::read_dir(work)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|e| std::fs::read_to_string(e.path().join("dump.log")).ok())
+        .unwrap_or_default()
+}
+
+/// A running container holding 400 MB (dd's buffer, kept while dd waits
+/// on a pipe nobody reads), so that its dump takes a while, and counting.
+struct BigCounter {
+    pod: String,
+    pod_config: PodSandboxConfig,
+    id: String,
+    log_path: String,
+    monitor: i32,
+}
+
+impl BigCounter {
+    async fn start(env: &mut PodEnv, pod_name: &str) -> BigCounter {
+        let (pod, pc) = run_pod(env, pod_name).await;
+        let script = "dd if=/dev/zero bs=400M count=1 2>/dev/null | sleep 100000 & \
+                      i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
+        let id = running(&mut env.c, &pod, &pc, ctr_config("big", BUSYBOX, script)).await;
+        let log_path = status(&mut env.c, &id).await.unwrap().log_path;
+        wait_count(&log_path, 3).await;
+        let monitor = berth_e2e::procs::monitor_of(&pod).expect("the pod's monitor");
+        let c = BigCounter {
+            pod,
+            pod_config: pc,
+            id,
+            log_path,
+            monitor,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.dd().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "dd never held its 400 MB: {:?}",
+                descendants(c.monitor)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c
+    }
+
+    /// dd, with its buffer (busybox runs it in a fork of sh, without
+    /// exec: known by its size, not its name).
+    fn dd(&self) -> Option<i32> {
+        descendants(self.monitor)
+            .into_iter()
+            .map(|(pid, _, _)| pid)
+            .find(|pid| berth_e2e::procs::rss_kb(*pid as u32).is_some_and(|kb| kb > 350_000))
+    }
+
+    async fn remove(&self, env: &mut PodEnv) {
+        stop_container(&mut env.c, &self.id).await;
+        remove_container(&mut env.c, &self.id).await;
+        stop_pod(&mut env.c, &self.pod).await;
+        remove_pod(&mut env.c, &self.pod).await;
+    }
+}
+
+/// Waits until berthd's criu writes memory pages for the checkpoint
+/// `request` (in flight), SIGKILLs berthd, and checks that criu died with
+/// it at once (it ran on before, holding the container and every fd berthd
+/// had inherited, such as hack/test.sh's cache lock) without finishing
+/// its dump. Returns the pod's network lock state then.
+async fn kill_berthd_mid_dump(
+    env: &mut PodEnv,
+    request: tokio::task::JoinHandle<Result<(), tonic::Status>>,
+    big: &BigCounter,
+    dd: i32,
+) -> bool {
+    let berthd = env.d.pid().unwrap() as i32;
+    let work = env.d.config.root.join("checkpoint-work");
+    let t = Instant::now();
+    let criu_pid = loop {
+        let found = berth_e2e::procs::processes()
+            .into_iter()
+            .find(|p| p.ppid == berthd && p.comm == "criu");
+        if let Some(p) = found
+            && dumping_pages(&work, &big.id)
+        {
+            break p.pid;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20) && !request.is_finished(),
+            "no criu dump in progress to kill:\n{}",
+            env.d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!(
+        "criu {criu_pid} writes pages {} ms after the request: killing berthd",
+        t.elapsed().as_millis()
+    );
+    env.d.kill9().await.unwrap();
+    let killed = Instant::now();
+    assert!(
+        request.await.unwrap().is_err(),
+        "the checkpoint request succeeded"
+    );
+    while alive(criu_pid) && killed.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gone_after = killed.elapsed();
+    let log = dump_log(&work);
+    let mut tail: Vec<&str> = log.lines().rev().take(8).collect();
+    tail.reverse();
+    assert!(
+        !alive(criu_pid),
+        "criu {criu_pid} still runs 1 s after berthd was killed; its log ends:\n{}",
+        tail.join("\n")
+    );
+    assert!(
+        !log.contains("Dumping finished successfully"),
+        "criu finished its dump after berthd was killed, instead of dying with it"
+    );
+    // CRIU locks the pod's network while it dumps (its iptables chain
+    // CRIU drops every packet); killed, it leaves the lock.
+    let locked = network_locked(dd);
+    eprintln!(
+        "criu gone {} ms after berthd's kill, the pod's network {}; its log ends:\n{}",
+        gone_after.as_millis(),
+        if locked { "locked" } else { "not locked" },
+        tail.join("\n")
+    );
+    locked
+}
+
+/// After berthd's restart: the pod's network unlocked, the container
+/// Running and counting, no work dir or marker left, and a new dump works.
+async fn after_restart(env: &mut PodEnv, big: &BigCounter, dd: i32) {
+    env.d.restart().await.unwrap();
+    env.c = env.d.client().await.unwrap();
+    assert!(
+        !network_locked(dd),
+        "the pod's network is still locked after berthd's restart"
+    );
+    let s = status(&mut env.c, &big.id).await.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    let at = last_count(&big.log_path);
+    wait_count(&big.log_path, at + 3).await;
+    let work = env.d.config.root.join("checkpoint-work");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let again = env.d.config.dir.path().join("again.tar");
+    checkpoint(&mut env.c, &big.id, again.to_str().unwrap(), 60)
+        .await
+        .unwrap_or_else(|e| panic!("checkpoint after the restart: {e:?}\n{}", env.d.log_text()));
+    let at = last_count(&big.log_path);
+    wait_count(&big.log_path, at + 2).await;
+}
+
+/// berthd SIGKILLed while CRIU dumps a container (CheckpointContainer):
+/// criu dies with it, the container runs on without berthd (criu's seize
+/// is undone as it dies: no process left stopped), and berthd's restart
+/// undoes the network lock the dump left.
+#[tokio::test]
+async fn a_dump_dies_with_a_killed_berthd_and_the_container_runs_on() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let big = BigCounter::start(&mut env, "ckpt-kill").await;
+    let dd = big.dd().unwrap();
+    let location = env.d.config.dir.path().join("killed.tar");
+    let mut c = env.d.client().await.unwrap();
+    let ctr = big.id.clone();
+    let request =
+        tokio::spawn(async move { checkpoint(&mut c, &ctr, location.to_str().unwrap(), 60).await });
+    kill_berthd_mid_dump(&mut env, request, &big, dd).await;
+
+    // The container runs on without berthd: counting, nothing left stopped
+    // (t: traced, T: stopped) by the dump.
+    let at = last_count(&big.log_path);
+    wait_count(&big.log_path, at + 3).await;
+    let procs = descendants(big.monitor);
+    assert!(
+        procs
+            .iter()
+            .all(|(_, state, _)| !matches!(state, 't' | 'T')),
+        "a container process was left stopped: {procs:?}"
+    );
+    assert_eq!(big.dd(), Some(dd), "dd is gone: {procs:?}");
+
+    after_restart(&mut env, &big, dd).await;
+    big.remove(&mut env).await;
+}
+
+/// berthd SIGKILLed during CheckpointPod of two containers, while CRIU
+/// dumps the second: criu dies with it and the second runs on (CRIU had
+/// thawed it to seize it with ptrace), but the first stays frozen while
+/// berthd is down (its criu froze it again on leaving, for berthd to thaw
+/// the pod at the end); berthd's restart thaws it (the marker the
+/// checkpoint wrote before freezing) and unlocks the pod's network.
+#[tokio::test]
+async fn a_pod_frozen_for_its_checkpoint_is_thawed_when_a_killed_berthd_restarts() {
+    let criu = criu();
+    let mut env = setup_with_criu(&criu).await;
+    let big = BigCounter::start(&mut env, "podckpt-kill").await;
+    let dd = big.dd().unwrap();
+    let script = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
+    let small = running(
+        &mut env.c,
+        &big.pod,
+        &big.pod_config,
+        ctr_config("small", BUSYBOX, script),
+    )
+    .await;
+    let small_log = status(&mut env.c, &small).await.unwrap().log_path;
+    wait_count(&small_log, 3).await;
+    let out = env.d.config.dir.path().join("pod-checkpoint");
+    std::fs::create_dir(&out).unwrap();
+    let mut c = env.d.client().await.unwrap();
+    // Dumped in this order: the small one first.
+    let (pod, ids) = (big.pod.clone(), vec![small.clone(), big.id.clone()]);
+    let request =
+        tokio::spawn(
+            async move { checkpoint_pod(&mut c, &pod, &ids, &out, Default::default()).await },
+        );
+    kill_berthd_mid_dump(&mut env, request, &big, dd).await;
+
+    // While berthd is down: the small one stands still, the big one counts.
+    let (small_at, big_at) = (last_count(&small_log), last_count(&big.log_path));
+    wait_count(&big.log_path, big_at + 5).await;
+    assert_eq!(
+        last_count(&small_log),
+        small_at,
+        "the first container was not left frozen by its dump"
+    );
+
+    after_restart(&mut env, &big, dd).await;
+    let at = last_count(&small_log);
+    wait_count(&small_log, at + 3).await;
+    assert!(
+        env.d
+            .log_text()
+            .contains("thawed a container an interrupted pod checkpoint left frozen"),
+        "{}",
+        env.d.log_text()
+    );
+    stop_container(&mut env.c, &small).await;
+    remove_container(&mut env.c, &small).await;
+    big.remove(&mut env).await;
+}

@@ -11,6 +11,7 @@ mod error;
 mod failpoint;
 mod ids;
 mod laps;
+mod lifeline;
 mod network;
 mod nri;
 mod prometheus;

@@ -14,7 +14,9 @@
 //! tree need not be its child), its OCI spec (which bind mounts and
 //! namespaces are external) and its upper dir: berthd has all three. Here
 //! criu is a tokio child under the request's deadline, killed when it
-//! passes; other containers and pods are not held up.
+//! passes, and when berthd dies (crate::lifeline: a criu killed mid-dump
+//! detaches from the tree it seized, which runs on); other containers and
+//! pods are not held up.
 //!
 //! The dump's options follow libcontainer's (and runc's): the spec's bind
 //! mounts and the cgroup mounts are external mounts, a pinned (pod-shared)
@@ -37,6 +39,11 @@ pub const IMAGES_DIR: &str = "checkpoint";
 pub const DUMP_LOG: &str = "dump.log";
 /// Lines of the CRIU log a failure quotes.
 const LOG_TAIL_LINES: usize = 12;
+/// In the work dir: the path of the network namespace the dump locks, for
+/// [`unlock_network`] after a dump that did not end by itself.
+const NETNS_FILE: &str = "netns";
+/// The chain of CRIU's network lock (`network_lock_internal`, iptables).
+const CRIU_CHAIN: &str = "CRIU";
 
 /// What a finished checkpoint reports (logged; tests read the archive).
 #[derive(Debug)]
@@ -134,6 +141,10 @@ impl Containers {
                     args.push(dir.display().to_string());
                 }
                 write_descriptors(pid, &work_path.join(IMAGES_DIR))?;
+                if let Some(netns) = pinned_netns(&spec) {
+                    std::fs::write(work_path.join(NETNS_FILE), netns)
+                        .context("cannot write the work dir's netns")?;
+                }
                 Ok((spec_json, args))
             })
             .await?
@@ -295,7 +306,8 @@ async fn run_criu(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| {
+    // Dies with berthd: never a dump left holding the container.
+    let child = crate::lifeline::spawn(cmd).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ContainerError::FailedPrecondition(format!(
                 "criu not found ({}): install CRIU 4 or later (hack/install-criu.sh builds one) \
@@ -309,8 +321,15 @@ async fn run_criu(
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(out) => out.map_err(|e| internal(anyhow::anyhow!("waiting for criu: {e}")))?,
         // Dropping the future kills criu (kill_on_drop); the tree it had
-        // seized is released by the kernel as its tracer dies.
+        // seized is released by the kernel as its tracer dies, but its
+        // network lock stays: undone here.
         Err(_) => {
+            let w = work.to_path_buf();
+            let _ = crate::blocking::run(move || {
+                unlock_network_of(&w);
+                Ok(())
+            })
+            .await;
             let tail = log_tail(&work.join(DUMP_LOG));
             tracing::warn!(container = %id, ?timeout, "criu dump timed out: killed");
             return Err(ContainerError::DeadlineExceeded(format!(
@@ -322,6 +341,15 @@ async fn run_criu(
     };
     if out.status.success() {
         return Ok(());
+    }
+    if std::os::unix::process::ExitStatusExt::signal(&out.status).is_some() {
+        // Killed (not failed: criu unlocks on its own error paths).
+        let w = work.to_path_buf();
+        let _ = crate::blocking::run(move || {
+            unlock_network_of(&w);
+            Ok(())
+        })
+        .await;
     }
     let mut tail = log_tail(&work.join(DUMP_LOG));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -385,18 +413,142 @@ impl Drop for WorkDir {
     }
 }
 
-/// Removes what checkpoints a crash interrupted left in `base`.
+/// The pod's network namespace the container joins (a path in its spec),
+/// if any: a dump of the container locks it.
+fn pinned_netns(spec: &serde_json::Value) -> Option<String> {
+    spec.pointer("/linux/namespaces")?
+        .as_array()?
+        .iter()
+        .find(|ns| ns.get("type").and_then(|t| t.as_str()) == Some("network"))?
+        .get("path")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// [`unlock_network`] of the namespace a dump in `work` locked, if its
+/// criu could have left it locked (the work dir names it).
+fn unlock_network_of(work: &Path) {
+    if let Ok(netns) = std::fs::read_to_string(work.join(NETNS_FILE)) {
+        unlock_network(Path::new(netns.trim()));
+    }
+}
+
+/// Undoes CRIU's network lock in the network namespace at `netns`: while
+/// it dumps, CRIU drops every packet of the namespace but its own (chain
+/// `CRIU`, jumped to from INPUT and OUTPUT, IPv4 and IPv6) and removes the
+/// chain at the end; a criu killed in between (its deadline, berthd's
+/// death) leaves the pod cut off. Removes what is there, as CRIU's unlock
+/// does; nothing when there is nothing. Blocking.
+fn unlock_network(netns: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let Ok(ns) = std::fs::File::open(netns) else {
+        return;
+    };
+    let fd = ns.as_raw_fd();
+    let mut removed = false;
+    for tool in ["iptables", "ip6tables"] {
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(tool);
+            cmd.args(["-w", "-t", "filter"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: setns (async-signal-safe) on an fd this process
+            // holds open, in the forked child only.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if nix::libc::setns(fd, nix::libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.status().is_ok_and(|s| s.success())
+        };
+        if !run(&["-S", CRIU_CHAIN]) {
+            continue;
+        }
+        for hook in ["INPUT", "OUTPUT"] {
+            // Each jump once per lock; a bound, should a delete keep succeeding.
+            for _ in 0..8 {
+                if !run(&["-D", hook, "-j", CRIU_CHAIN]) {
+                    break;
+                }
+            }
+        }
+        run(&["-F", CRIU_CHAIN]);
+        removed |= run(&["-X", CRIU_CHAIN]);
+    }
+    if removed {
+        tracing::warn!(netns = %netns.display(), "removed the network lock of a CRIU dump that did not finish (the pod's traffic was dropped)");
+    }
+}
+
+/// Undoes what checkpoints a crash interrupted left in `base`: kills a
+/// criu still running in a work dir (one that escaped its death signal,
+/// see crate::lifeline), unlocks the network its dump locked, thaws the
+/// pods a pod checkpoint froze (its thaw marker), then removes the work
+/// dirs and markers.
 pub(super) fn remove_leftovers(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
-    for e in entries.flatten() {
-        let path = e.path();
+    let entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    if entries.is_empty() {
+        return;
+    }
+    for pid in processes_working_in(base) {
+        tracing::warn!(
+            pid,
+            "killing a process left running in an interrupted checkpoint's work dir"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for path in &entries {
+        let is_marker = path.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .ends_with(super::checkpoint_pod::THAW_MARKER)
+        });
+        if is_marker {
+            for dir in std::fs::read_to_string(path).unwrap_or_default().lines() {
+                match berth_cgroup::thaw_dir(Path::new(dir)) {
+                    Ok(true) => tracing::warn!(
+                        cgroup = dir,
+                        "thawed a container an interrupted pod checkpoint left frozen"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(cgroup = dir, error = %e, "cannot thaw (gone?)"),
+                }
+            }
+            let _ = std::fs::remove_file(path);
+            continue;
+        }
+        unlock_network_of(path);
         tracing::info!(dir = %path.display(), "removing an interrupted checkpoint's work dir");
-        if let Err(err) = std::fs::remove_dir_all(&path) {
+        if let Err(err) = std::fs::remove_dir_all(path) {
             tracing::warn!(dir = %path.display(), error = %err, "cannot remove it");
         }
     }
+}
+
+/// Processes whose working directory is below `base` (criu runs in its
+/// work dir).
+fn processes_working_in(base: &Path) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(base))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! as CheckpointContainer does while all stay frozen (CRIU seizes a frozen
 //! cgroup with `--freeze-cgroup` and leaves it frozen), then all thawed,
 //! whatever happened: success, a failure, the deadline. One consistent cut
-//! of the pod, and never a pod left frozen.
+//! of the pod, and never a pod left frozen: not even by a berthd killed
+//! during it (criu dies with it, see crate::lifeline), as a marker file
+//! written before the first freeze has a restarted berthd thaw the pod
+//! (checkpoint::remove_leftovers).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,16 +24,47 @@ pub struct PodMember {
 }
 
 /// Thaws what it holds when dropped: the pod runs again on every path out.
-struct Thaw(Vec<(String, Cgroup)>);
+/// Its marker ([`write_thaw_marker`]) goes with it.
+struct Thaw {
+    cgroups: Vec<(String, Cgroup)>,
+    marker: PathBuf,
+}
 
 impl Drop for Thaw {
     fn drop(&mut self) {
-        for (id, cgroup) in &self.0 {
+        for (id, cgroup) in &self.cgroups {
             if let Err(e) = cgroup.thaw() {
                 tracing::error!(container = %id, error = %e, "cannot thaw the container after its pod's checkpoint");
             }
         }
+        if let Err(e) = std::fs::remove_file(&self.marker) {
+            tracing::warn!(marker = %self.marker.display(), error = %e, "cannot remove a pod checkpoint's thaw marker");
+        }
     }
+}
+
+/// The suffix of a thaw marker's name in the checkpoint work dir.
+pub(super) const THAW_MARKER: &str = ".thaw";
+
+/// Writes `<base>/<pod>.<nonce>.thaw`, the freezer dirs of `cgroups` one a
+/// line, before any is frozen: what a berthd restarted after a crash in the
+/// middle of the checkpoint thaws.
+fn write_thaw_marker(base: &Path, pod_id: &str, cgroups: &[Cgroup]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base)
+        .with_context(|| format!("cannot create {}", base.display()))?;
+    let marker = base.join(format!("{pod_id}.{}{THAW_MARKER}", crate::ids::now_ns()));
+    let mut text = String::new();
+    for dir in cgroups.iter().filter_map(Cgroup::freezer_dir) {
+        text.push_str(&dir.to_string_lossy());
+        text.push('\n');
+    }
+    std::fs::write(&marker, text).with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(marker)
 }
 
 impl Containers {
@@ -81,10 +115,21 @@ impl Containers {
         }
         // Frozen one after the other; each is thawed by `thaw` once it is
         // in it, also if a later one fails.
-        let mut thaw = Thaw(Vec::with_capacity(cgroups.len()));
+        let marker = {
+            let (base, pod, all) = (
+                self.checkpoint_work_dir.clone(),
+                pod_id.to_string(),
+                cgroups.clone(),
+            );
+            crate::blocking::run(move || write_thaw_marker(&base, &pod, &all)).await?
+        };
+        let mut thaw = Thaw {
+            cgroups: Vec::with_capacity(cgroups.len()),
+            marker,
+        };
         for ((rec, _), cgroup) in running.iter().zip(&cgroups) {
             let left = remaining(deadline, &rec.id)?;
-            thaw.0.push((rec.id.clone(), cgroup.clone()));
+            thaw.cgroups.push((rec.id.clone(), cgroup.clone()));
             let c = cgroup.clone();
             crate::blocking::run(move || Ok(c.freeze(left)?))
                 .await

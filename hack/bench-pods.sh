@@ -32,7 +32,8 @@
 #                      [--no-berthd] [--no-containerd] [--no-cni] [--no-cni-loopback]
 #                      [--profile N] [--quiet-load L] [--quiet-wait MIN] [--quiet-gap MIN]
 #                      [--no-build] [--keep]
-#   hack/bench-pods.sh --scale 10,50,110,250 [--scale-probes N] [--no-berthd] [--no-containerd]
+#   hack/bench-pods.sh --scale 10,50,110,250 [--scale-probes N] [--scale-list-calls N]
+#                      [--no-berthd] [--no-containerd]
 #                      [--no-cni-loopback] [--nice N] [--quiet-*] [--no-build] [--keep]
 #
 # --scale: the scaling table instead (bench-pods --scale, e2e/src/bin/bench-pods/scale.rs), on
@@ -56,6 +57,7 @@
 #   --quiet-gap MIN   ... and at most MIN minutes before each further runtime (default 5)
 #   --scale N,N,...   the scaling table at these pod counts (ascending, at most 250)
 #   --scale-probes N  probe pods at each size (default 30)
+#   --scale-list-calls N  calls of each List RPC at each size (default 30)
 #   --keep            keep the work dir (logs, configs) for inspection
 #
 # Needs root, docker-registry, skopeo, curl, jq, ip, iptables-save, the CNI plugins in
@@ -87,6 +89,7 @@ QUIET_GAP=5
 KEEP=0
 SCALE=
 SCALE_PROBES=30
+SCALE_LISTS=30
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -110,6 +113,7 @@ while (($#)); do
         --keep) KEEP=1; shift ;;
         --scale) SCALE=${2:?}; shift 2 ;;
         --scale-probes) SCALE_PROBES=${2:?}; shift 2 ;;
+        --scale-list-calls) SCALE_LISTS=${2:?}; shift 2 ;;
         -h | --help) usage ;;
         *) echo "$0: unknown argument $1" >&2; usage ;;
     esac
@@ -117,7 +121,8 @@ done
 if [[ -n $SCALE ]]; then
     [[ $SCALE =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "$0: --scale $SCALE: pod counts, comma-separated" >&2; exit 2; }
     ((${SCALE##*,} <= 250)) || { echo "$0: --scale $SCALE: at most 250 pods (the network is a /24)" >&2; exit 2; }
-    [[ $SCALE_PROBES =~ ^[1-9][0-9]*$ ]] || { echo "$0: --scale-probes $SCALE_PROBES: a count above 0" >&2; exit 2; }
+    [[ $SCALE_PROBES =~ ^[1-9][0-9]*$ && $SCALE_LISTS =~ ^[1-9][0-9]*$ ]] ||
+        { echo "$0: --scale-probes and --scale-list-calls: counts above 0" >&2; exit 2; }
     # The scaling table is about pods on a network: no runs without one, no floors.
     ((DO_CNI)) || { echo "$0: --scale needs the CNI network (drop --no-cni)" >&2; exit 2; }
     PROF_ITER=0
@@ -318,7 +323,7 @@ bench_daemon() {
     echo "=== $id (pid $pid; load average ${LOAD_START[$id]}) ==="
     T0=$EPOCHREALTIME
     local mode=(--iterations "$ITER" --pods "$PODS" --concurrency "$CONC")
-    [[ -z $SCALE ]] || mode=(--scale "$SCALE" --scale-probes "$SCALE_PROBES")
+    [[ -z $SCALE ]] || mode=(--scale "$SCALE" --scale-probes "$SCALE_PROBES" --scale-list-calls "$SCALE_LISTS")
     "$BENCH" --socket "$sock" --image "$IMAGE" "${mode[@]}" --daemon-pid "$pid" "$@" \
         --match "$dir/" --log-dir "$dir/logs" --json "$WORK/$id.json"
     LOAD_END[$id]=$(loadavg)
@@ -453,7 +458,7 @@ if [[ -n $SCALE ]]; then
     echo
     echo "commands:"
     [[ -n ${BERTHD_CMDS[berthd-cni]:-} ]] && echo "  berthd-cni: ${BERTHD_CMDS[berthd-cni]} (empty config: defaults)"
-    echo "  client:     $BENCH --socket SOCK --image $IMAGE --scale $SCALE --scale-probes $SCALE_PROBES ..."
+    echo "  client:     $BENCH --socket SOCK --image $IMAGE --scale $SCALE --scale-probes $SCALE_PROBES --scale-list-calls $SCALE_LISTS ..."
     ((DO_CONTAINERD)) && echo "  containerd: containerd --config CONFIG ($(containerd --version | cut -d' ' -f3), $(runc --version | head -1)), as in the full run"
     echo "  berthd CNI conflist: $(jq -c . "$BERTHD_CONFLIST"); containerd: $(jq -c . "$CTD_CONFLIST")"
     for c in "${NET_CHECKS[@]}"; do echo "  after teardown, $c"; done

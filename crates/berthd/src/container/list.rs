@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::watch::{Read, as_stored};
 use super::{ContainerError, ContainerRecord, Containers, internal, monitor};
 
 impl Containers {
@@ -13,6 +14,31 @@ impl Containers {
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         let recs: Vec<ContainerRecord> = self.lock().records.values().cloned().collect();
         self.current(recs).await
+    }
+
+    /// What `f` makes of each record [`Self::list`] would give, oldest
+    /// first, copying only the records that must be brought up to date
+    /// (ListContainers, every second from the kubelet, wants a few fields
+    /// of each).
+    pub async fn list_map<T>(
+        &self,
+        f: impl Fn(&ContainerRecord) -> Option<T>,
+    ) -> Result<Vec<T>, ContainerError> {
+        let modes = self.watches.modes();
+        let mut out: Vec<(i64, T)> = Vec::new();
+        let mut stale = Vec::new();
+        for r in self.lock().records.values() {
+            if as_stored(r, modes.get(&r.pod_id).copied()) {
+                out.extend(f(r).map(|t| (r.created_at, t)));
+            } else {
+                stale.push(r.clone());
+            }
+        }
+        for r in self.current(stale).await? {
+            out.extend(f(&r).map(|t| (r.created_at, t)));
+        }
+        out.sort_by_key(|(created, _)| *created);
+        Ok(out.into_iter().map(|(_, t)| t).collect())
     }
 
     /// [`Self::list`] for one pod's containers: PodSandboxStatus's
@@ -39,10 +65,9 @@ impl Containers {
         let mut out = Vec::with_capacity(recs.len());
         for r in recs {
             let mode = modes.get(&r.pod_id).copied();
-            if let Some(r) = super::watch::as_read(r.clone(), mode) {
-                out.push(r);
-            } else {
-                pods.entry(r.pod_id.clone()).or_default().push(r);
+            match super::watch::as_read(r, mode) {
+                Read::Now(r) => out.push(r),
+                Read::Ask(r) => pods.entry(r.pod_id.clone()).or_default().push(r),
             }
         }
         for (pod, recs) in pods {

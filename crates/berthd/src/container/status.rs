@@ -13,9 +13,9 @@ impl Containers {
     pub async fn status(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let rec = self.must(id)?;
         let mode = self.watches.mode(&rec.pod_id);
-        match super::watch::as_read(rec.clone(), mode) {
-            Some(r) => Ok(r),
-            None => self.refresh(rec).await,
+        match super::watch::as_read(rec, mode) {
+            super::watch::Read::Now(r) => Ok(r),
+            super::watch::Read::Ask(rec) => self.refresh(rec).await,
         }
     }
 

@@ -363,17 +363,30 @@ impl Containers {
     }
 }
 
-/// The record as reads report it given its pod's watch: `None` when the
-/// monitor must be asked (not subscribed yet, or too old for events).
-pub(super) fn as_read(rec: ContainerRecord, mode: Option<Mode>) -> Option<ContainerRecord> {
-    if rec.state == State::Exited {
-        return Some(rec);
+/// A record as reads report it, given its pod's watch.
+pub(super) enum Read {
+    /// What to report.
+    Now(ContainerRecord),
+    /// The record, given back: the monitor must be asked (not subscribed
+    /// yet, or too old for events).
+    Ask(ContainerRecord),
+}
+
+/// The record as reads report it given its pod's watch, without copying it.
+pub(super) fn as_read(rec: ContainerRecord, mode: Option<Mode>) -> Read {
+    if as_stored(&rec, mode) {
+        return Read::Now(rec);
     }
     match mode {
-        Some(Mode::Live) => Some(rec),
-        Some(Mode::Unresponsive) => Some(unknown(rec)),
-        Some(Mode::Connecting | Mode::Polled) | None => None,
+        Some(Mode::Unresponsive) => Read::Now(unknown(rec)),
+        _ => Read::Ask(rec),
     }
+}
+
+/// True when reads report the stored record unchanged: an exit, or a pod
+/// whose monitor's events keep it current.
+pub(super) fn as_stored(rec: &ContainerRecord, mode: Option<Mode>) -> bool {
+    rec.state == State::Exited || mode == Some(Mode::Live)
 }
 
 /// A live container of an unresponsive monitor: UNKNOWN, as the CRI has it

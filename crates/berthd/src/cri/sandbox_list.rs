@@ -20,31 +20,33 @@ pub fn list_pod_sandbox(
             None => return Ok(ListPodSandboxResponse { items: vec![] }),
         }
     };
-    let items = sandboxes
-        .list()
-        .into_iter()
-        .filter(|r| id.as_ref().is_none_or(|id| &r.id == id))
-        .filter(|r| {
-            filter
+    let items = sandboxes.list_map(|r, state| {
+        let wanted = id.as_ref().is_none_or(|id| &r.id == id)
+            && filter
                 .state
                 .as_ref()
-                .is_none_or(|s| s.state == r.state.to_cri() as i32)
-        })
-        .filter(|r| {
-            filter
+                .is_none_or(|s| s.state == state.to_cri() as i32)
+            && filter
                 .label_selector
                 .iter()
-                .all(|(k, v)| r.labels.get(k) == Some(v))
-        })
-        .map(|r| PodSandbox {
+                .all(|(k, v)| r.labels.get(k) == Some(v));
+        wanted.then(|| PodSandbox {
+            id: r.id.clone(),
             metadata: Some(r.metadata()),
-            state: r.state.to_cri() as i32,
+            state: state.to_cri() as i32,
             created_at: r.created_at,
-            labels: r.labels.into_iter().collect(),
-            annotations: r.annotations.into_iter().collect(),
-            runtime_handler: r.runtime_handler,
-            id: r.id,
+            labels: r
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: r
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            runtime_handler: r.runtime_handler.clone(),
         })
-        .collect();
+    });
     Ok(ListPodSandboxResponse { items })
 }

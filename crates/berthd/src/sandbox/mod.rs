@@ -132,6 +132,20 @@ impl Sandboxes {
         self.lock().records.values().map(live).collect()
     }
 
+    /// What `f` makes of each record and its live state, without copying
+    /// the records (ListPodSandbox, every second from the kubelet, wants a
+    /// few fields of each, not its config or pins).
+    pub fn list_map<T>(
+        &self,
+        mut f: impl FnMut(&SandboxRecord, SandboxState) -> Option<T>,
+    ) -> Vec<T> {
+        self.lock()
+            .records
+            .values()
+            .filter_map(|r| f(r, live_state(r)))
+            .collect()
+    }
+
     fn put(&self, rec: &SandboxRecord) -> Result<(), SandboxError> {
         let json = serde_json::to_string(rec).map_err(db_err)?;
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -457,11 +471,18 @@ fn healthy(rec: &SandboxRecord) -> bool {
 /// The record as the CRI should see it: a READY pod whose init died (killed
 /// from outside, OOM) has lost its PID namespace and every process in it.
 fn live(rec: &SandboxRecord) -> SandboxRecord {
-    let mut rec = rec.clone();
+    let mut out = rec.clone();
+    out.state = live_state(rec);
+    out
+}
+
+/// The record's state, NOT_READY once the pod init of a pod that has one
+/// is gone.
+fn live_state(rec: &SandboxRecord) -> SandboxState {
     if rec.state == SandboxState::Ready && rec.init.as_ref().is_some_and(|i| !pin::init_alive(i)) {
-        rec.state = SandboxState::NotReady;
+        return SandboxState::NotReady;
     }
-    rec
+    rec.state
 }
 
 async fn remove_pod_dir(dir: &Path, init: Option<&PodInit>) -> anyhow::Result<()> {

@@ -32,6 +32,9 @@ pub struct Cli {
     /// With --scale: pods started and torn down one at a time at each size.
     #[arg(long, default_value_t = 30)]
     pub scale_probes: usize,
+    /// With --scale: calls of each List RPC at each size.
+    #[arg(long, default_value_t = 30)]
+    pub scale_list_calls: usize,
     /// The daemon's pid, for its PSS/RSS.
     #[arg(long)]
     pub daemon_pid: Option<i32>,

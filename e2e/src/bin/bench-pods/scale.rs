@@ -5,7 +5,7 @@
 //! - idle: the daemon's and the per-pod processes' CPU over `IDLE` seconds of doing nothing;
 //! - memory: PSS/RSS of the daemon and the per-pod processes (per pod: their sum, and with
 //!   the daemon's share counted too);
-//! - lists: ListPodSandbox, ListContainers and ListContainerStats, `LIST_CALLS` calls each
+//! - lists: ListPodSandbox, ListContainers and ListContainerStats, `--scale-list-calls` each
 //!   (after a warm-up), what the kubelet's relist and stats polling cost;
 //! - probes: `--scale-probes` further pods, each started (RunPodSandbox, then Create+Start
 //!   of its container) and torn down (Stop+Remove of the container and the pod) before the
@@ -27,8 +27,6 @@ use crate::memory::{measure, mem_json, pod_processes};
 use crate::requests::Bench;
 use crate::stats::{percentile, stats, timed};
 
-/// Calls of each List RPC at each size.
-const LIST_CALLS: usize = 30;
 /// Seconds of idle CPU measured at each size.
 const IDLE: u64 = 10;
 
@@ -65,7 +63,7 @@ pub async fn run(
     }
     out.insert(
         "scale".into(),
-        json!({"sizes": steps, "probes": cli.scale_probes, "list_calls": LIST_CALLS,
+        json!({"sizes": steps, "probes": cli.scale_probes, "list_calls": cli.scale_list_calls,
                "idle_s": IDLE, "teardown_all_s": down, "pods_torn_down": running.len()}),
     );
     Ok(())
@@ -113,7 +111,7 @@ async fn grow(
         let idle = idle_cpu(cli).await;
         let (daemon, groups) = measure(cli);
         let mem = mem_json(size, daemon, &groups);
-        let lists = lists(c, size).await?;
+        let lists = lists(c, size, cli.scale_list_calls).await?;
         let probes = probes(bench, c, size, cli.scale_probes).await?;
         steps.push(json!({
             "size": size,
@@ -157,12 +155,12 @@ async fn idle_cpu(cli: &Cli) -> Value {
     json!({"daemon_cpu_ms_per_s": daemon, "pod_procs_cpu_ms_per_s": pods})
 }
 
-/// The three List RPCs, `LIST_CALLS` times each after one warm-up; each must see every pod.
-async fn lists(c: &mut CriClient, pods: usize) -> anyhow::Result<Value> {
+/// The three List RPCs, `calls` times each after one warm-up; each must see every pod.
+async fn lists(c: &mut CriClient, pods: usize, calls: usize) -> anyhow::Result<Value> {
     let mut pod_ms = Vec::new();
     let mut ctr_ms = Vec::new();
     let mut stats_ms = Vec::new();
-    for i in 0..=LIST_CALLS {
+    for i in 0..=calls.max(1) {
         let (np, a) = timed(cri::listed_pods(c)).await?;
         let (nc, b) = timed(cri::listed_containers(c)).await?;
         let (ns, s) = timed(cri::listed_stats(c)).await?;

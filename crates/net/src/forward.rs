@@ -160,21 +160,47 @@ async fn ensure_family(
     iptables: &'static str,
 ) -> Result<(), ForwardError> {
     // The admin's chain must exist before a rule jumps to it; it is never
-    // declared in the restore input, which would empty it.
-    let admin = ["-w", "-t", "filter", "-S", ADMIN_CHAIN];
-    if run(iptables, &admin, None).await.is_err() {
-        let created = run(iptables, &["-w", "-t", "filter", "-N", ADMIN_CHAIN], None).await;
-        // Another writer may have made it meanwhile.
-        if created.is_err() {
-            run(iptables, &admin, None).await?;
+    // declared in the restore input, which would empty it. Until this
+    // bridge's chain jumps to it, whoever removes another bridge's chain
+    // (another runtime, a test harness) may delete it as unused: then it is
+    // made again and the restore retried.
+    let mut attempts = 0;
+    loop {
+        ensure_admin_chain(iptables).await?;
+        match run(restore, &["-w", "--noflush"], Some(&restore_input(bridge))).await {
+            Ok(()) => break,
+            Err(ForwardError::Command { message, .. })
+                if attempts < ADMIN_CHAIN_RETRIES && message.contains(ADMIN_CHAIN) =>
+            {
+                attempts += 1;
+                tracing::debug!(bridge, attempts, %message, "the admin chain went away meanwhile: again");
+            }
+            Err(e) => return Err(e),
         }
     }
-    run(restore, &["-w", "--noflush"], Some(&restore_input(bridge))).await?;
     let chain = chain(bridge);
     if run(iptables, &jump_args("-C", &chain), None).await.is_ok() {
         return Ok(());
     }
     run(iptables, &jump_args("-A", &chain), None).await
+}
+
+/// How often [`ensure`] makes the admin's chain again after it was removed
+/// between its making and the restore that jumps to it.
+const ADMIN_CHAIN_RETRIES: u32 = 5;
+
+/// Makes the admin's chain unless it exists.
+async fn ensure_admin_chain(iptables: &'static str) -> Result<(), ForwardError> {
+    let admin = ["-w", "-t", "filter", "-S", ADMIN_CHAIN];
+    if run(iptables, &admin, None).await.is_ok() {
+        return Ok(());
+    }
+    let created = run(iptables, &["-w", "-t", "filter", "-N", ADMIN_CHAIN], None).await;
+    // Another writer may have made it meanwhile.
+    if created.is_err() {
+        run(iptables, &admin, None).await?;
+    }
+    Ok(())
 }
 
 /// Removes `bridge`'s chain and `FORWARD`'s jumps to it, in both families,

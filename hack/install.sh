@@ -115,22 +115,23 @@ remove_forward_rules() {
 # left at $STATE_DIR/cgroup-favordynmods. The kernel frees a v1 hierarchy at its last unmount
 # when it has no cgroup left; a removed cgroup goes asynchronously, so the mount and unmount
 # are repeated until the hierarchy is gone from /proc/self/cgroup.
+hierarchy_listed() { grep -q '^[0-9]*:name=berth:' /proc/self/cgroup; }
 remove_favordynmods() {
     local legacy=$STATE_DIR/cgroup-favordynmods mnt _ _w
     if mountpoint -q "$legacy"; then umount -l "$legacy"; fi
-    grep -q '^[0-9]*:name=berth:' /proc/self/cgroup || return 0
+    hierarchy_listed || return 0
     mnt=$(mktemp -d)
     for _ in 1 2 3 4 5; do
         mount -t cgroup -o none,name=berth berth "$mnt" || break
         rmdir "$mnt/keepalive" 2>/dev/null || true
         umount "$mnt"
         for _w in 1 2 3 4 5 6 7 8 9 10; do
-            grep -q '^[0-9]*:name=berth:' /proc/self/cgroup || break 2
+            hierarchy_listed || break 2
             sleep 0.2
         done
     done
     rmdir "$mnt"
-    if grep -q '^[0-9]*:name=berth:' /proc/self/cgroup; then
+    if hierarchy_listed; then
         echo "install.sh: berthd's cgroup hierarchy name=berth is still there (it goes at the next boot)" >&2
     else
         echo "removed berthd's cgroup hierarchy name=berth (cgroup_favordynmods)"

@@ -57,6 +57,8 @@ if [[ -z ${CARGO_TARGET_DIR:-} && ${BERTH_CARGO_CACHE:-1} != 0 ]]; then
 fi
 # run_tests ARGS...: everything after the cache setup; ARGS go to cargo test.
 run_tests() {
+    # The debug binaries the suites after `cargo test` run (critest, cluster, kind).
+    local bins=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}
     # Logs and the test images stay in the clone's target/.
     mkdir -p target
     # Lints first: they are the cheapest failures to find.
@@ -76,7 +78,7 @@ run_tests() {
     # critest's fast subset (hack/critest.sh --fast: a berthd, registry and pod network of its own;
     # critest is built by hack/k8s/build-tools.sh when its cache lacks it). The whole suite is
     # hack/critest.sh without --fast.
-    BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/critest.sh --fast 2>&1 | tee target/critest.log
+    BERTH_BIN_DIR=$bins hack/critest.sh --fast 2>&1 | tee target/critest.log
     # The e2e tests against a real single-node Kubernetes cluster on Berth (hack/cluster-test.sh):
     # on the debug berthd/berth-monitor built above (no release build); the Kubernetes tools are
     # built by hack/k8s/build-tools.sh when its cache (~/.cache/berth) lacks them (about 15 min
@@ -84,7 +86,7 @@ run_tests() {
     if [[ ${BERTH_TEST_CLUSTER:-1} == 0 ]]; then
         echo "hack/test.sh: BERTH_TEST_CLUSTER=0: the cluster tests (hack/cluster-test.sh) did NOT run" >&2
     else
-        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
+        BERTH_BIN_DIR=$bins hack/cluster-test.sh 2>&1 | tee target/cluster-test.log
     fi
     # A kind cluster whose three nodes (Podman containers) run Berth (hack/kind.sh all: node image
     # from the debug binaries above, kind create cluster, the seed and cross-node tests, kind delete
@@ -92,10 +94,10 @@ run_tests() {
     if [[ ${BERTH_TEST_KIND:-1} == 0 ]]; then
         echo "hack/test.sh: BERTH_TEST_KIND=0: the kind cluster tests (hack/kind.sh all) did NOT run" >&2
     else
-        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh all 2>&1 | tee target/kind-test.log
+        BERTH_BIN_DIR=$bins hack/kind.sh all 2>&1 | tee target/kind-test.log
         # The Helm chart installing Berth onto a running cluster of kind's stock runtime
         # (containerd 1.6 nodes built the same way), switching one worker's kubelet to it.
-        BERTH_BIN_DIR=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug} hack/kind.sh chart --runtime containerd 2>&1 | tee target/kind-chart.log
+        BERTH_BIN_DIR=$bins hack/kind.sh chart --runtime containerd 2>&1 | tee target/kind-chart.log
     fi
 }
 if [[ -n ${cache_lock:-} ]]; then

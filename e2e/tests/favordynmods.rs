@@ -26,31 +26,20 @@ fn hierarchy() -> String {
 /// Whether this host has cgroup v1 hierarchies (legacy or hybrid), where
 /// berthd makes its named hierarchy; on a pure v2 host it makes none.
 fn host_has_v1() -> bool {
-    mountinfo_lines().iter().any(|l| {
-        l.split(" - ")
-            .nth(1)
-            .is_some_and(|t| t.starts_with("cgroup "))
-    })
+    mounts().iter().any(|m| m.fstype == "cgroup")
 }
 
-fn mountinfo_lines() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+fn mounts() -> Vec<berth_mountinfo::Mount> {
+    berth_mountinfo::read_self().unwrap()
 }
 
-/// Mount table lines of Berth's named hierarchy (anywhere).
-fn our_mounts() -> Vec<String> {
+/// Mount points of Berth's named hierarchy (anywhere).
+fn our_mounts() -> Vec<PathBuf> {
     let name = hierarchy();
-    mountinfo_lines()
+    mounts()
         .into_iter()
-        .filter(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|t| t.starts_with("cgroup ") && t.split([' ', ',']).any(|o| o == name))
-        })
+        .filter(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == name))
+        .map(|m| m.mount_point)
         .collect()
 }
 
@@ -77,13 +66,13 @@ fn hierarchy_options(dir: &Path) -> String {
         Some(format!("none,{}", hierarchy()).as_str()),
     )
     .unwrap();
-    let line = mountinfo_lines()
+    let opts = mounts()
         .into_iter()
-        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
-        .unwrap();
+        .find(|m| m.mount_point == mnt)
+        .unwrap()
+        .super_options;
     let keepalive = mnt.join(berth_cgroup::FAVORDYNMODS_KEEPALIVE).is_dir();
     nix::mount::umount2(&mnt, MntFlags::MNT_DETACH).unwrap();
-    let opts = line.split(' ').next_back().unwrap().to_string();
     assert!(keepalive, "the hierarchy has no keepalive cgroup: {opts}");
     opts
 }
@@ -182,7 +171,7 @@ fn check_beside_runc(d: &Berthd) {
     );
     assert_eq!(
         our_mounts(),
-        Vec::<String>::new(),
+        Vec::<PathBuf>::new(),
         "berthd left its hierarchy mounted"
     );
     if host_has_v1() {

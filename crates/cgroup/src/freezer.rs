@@ -80,17 +80,15 @@ pub fn thaw_dir(dir: &Path) -> Result<bool, Error> {
         })
     };
     let v1 = dir.join("freezer.state");
-    if v1.exists() {
-        if read(&v1)?.trim() == "THAWED" {
-            return Ok(false);
-        }
-        return write(&v1, "THAWED").map(|()| true);
-    }
-    let v2 = dir.join("cgroup.freeze");
-    if read(&v2)?.trim() == "0" {
+    let (file, thawed) = if v1.exists() {
+        (v1, "THAWED")
+    } else {
+        (dir.join("cgroup.freeze"), "0")
+    };
+    if read(&file)?.trim() == thawed {
         return Ok(false);
     }
-    write(&v2, "0").map(|()| true)
+    write(&file, thawed).map(|()| true)
 }
 
 fn write(file: &Path, value: &str) -> Result<(), Error> {

@@ -324,12 +324,7 @@ async fn run_criu(
         // seized is released by the kernel as its tracer dies, but its
         // network lock stays: undone here.
         Err(_) => {
-            let w = work.to_path_buf();
-            let _ = crate::blocking::run(move || {
-                unlock_network_of(&w);
-                Ok(())
-            })
-            .await;
+            unlock_after_kill(work).await;
             let tail = log_tail(&work.join(DUMP_LOG));
             tracing::warn!(container = %id, ?timeout, "criu dump timed out: killed");
             return Err(ContainerError::DeadlineExceeded(format!(
@@ -344,12 +339,7 @@ async fn run_criu(
     }
     if std::os::unix::process::ExitStatusExt::signal(&out.status).is_some() {
         // Killed (not failed: criu unlocks on its own error paths).
-        let w = work.to_path_buf();
-        let _ = crate::blocking::run(move || {
-            unlock_network_of(&w);
-            Ok(())
-        })
-        .await;
+        unlock_after_kill(work).await;
     }
     let mut tail = log_tail(&work.join(DUMP_LOG));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -423,6 +413,16 @@ fn pinned_netns(spec: &serde_json::Value) -> Option<String> {
         .get("path")?
         .as_str()
         .map(str::to_string)
+}
+
+/// [`unlock_network_of`] on a blocking thread, for a criu that was killed.
+async fn unlock_after_kill(work: &Path) {
+    let w = work.to_path_buf();
+    let _ = crate::blocking::run(move || {
+        unlock_network_of(&w);
+        Ok(())
+    })
+    .await;
 }
 
 /// [`unlock_network`] of the namespace a dump in `work` locked, if its

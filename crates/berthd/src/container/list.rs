@@ -12,8 +12,7 @@ impl Containers {
     /// round trip), refreshed with one monitor `list` per other pod that
     /// has a live container (subscribing, or a monitor older than events).
     pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
-        let recs: Vec<ContainerRecord> = self.lock().records.values().cloned().collect();
-        self.current(recs).await
+        self.list_map(|r| Some(r.clone())).await
     }
 
     /// What `f` makes of each record [`Self::list`] would give, oldest

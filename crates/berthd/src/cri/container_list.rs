@@ -39,16 +39,8 @@ pub async fn list_containers(
                 image_ref: r.image_ref.clone(),
                 state: r.state.to_cri() as i32,
                 created_at: r.created_at,
-                labels: r
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                annotations: r
-                    .annotations
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                labels: super::string_map(&r.labels),
+                annotations: super::string_map(&r.annotations),
                 image_id: r.image_id.clone(),
             })
         })

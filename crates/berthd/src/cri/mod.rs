@@ -52,6 +52,14 @@ use crate::daemon::Daemon;
 pub use image_service::ImageSvc;
 pub use runtime_service::RuntimeSvc;
 
+/// A record's labels or annotations as the CRI messages carry them (copied
+/// entry by entry: no copy of the record's own map first).
+fn string_map(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 /// The stream type of the server-streaming RPCs.
 pub type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 

@@ -35,16 +35,8 @@ pub fn list_pod_sandbox(
             metadata: Some(r.metadata()),
             state: state.to_cri() as i32,
             created_at: r.created_at,
-            labels: r
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            annotations: r
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: super::string_map(&r.labels),
+            annotations: super::string_map(&r.annotations),
             runtime_handler: r.runtime_handler.clone(),
         })
     });

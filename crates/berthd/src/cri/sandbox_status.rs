@@ -67,8 +67,8 @@ pub(crate) fn to_status(rec: &SandboxRecord) -> PodSandboxStatus {
                 options: Some(rec.namespace_modes.to_cri()),
             }),
         }),
-        labels: rec.labels.clone().into_iter().collect(),
-        annotations: rec.annotations.clone().into_iter().collect(),
+        labels: super::string_map(&rec.labels),
+        annotations: super::string_map(&rec.annotations),
         runtime_handler: rec.runtime_handler.clone(),
     }
 }

@@ -25,7 +25,7 @@ use crate::cli::Cli;
 use crate::cri;
 use crate::memory::{measure, mem_json, pod_processes};
 use crate::requests::Bench;
-use crate::stats::{percentile, stats, timed};
+use crate::stats::{Samples, timed};
 
 /// Seconds of idle CPU measured at each size.
 const IDLE: u64 = 10;
@@ -157,9 +157,7 @@ async fn idle_cpu(cli: &Cli) -> Value {
 
 /// The three List RPCs, `calls` times each after one warm-up; each must see every pod.
 async fn lists(c: &mut CriClient, pods: usize, calls: usize) -> anyhow::Result<Value> {
-    let mut pod_ms = Vec::new();
-    let mut ctr_ms = Vec::new();
-    let mut stats_ms = Vec::new();
+    let mut samples = Samples::default();
     for i in 0..=calls.max(1) {
         let (np, a) = timed(cri::listed_pods(c)).await?;
         let (nc, b) = timed(cri::listed_containers(c)).await?;
@@ -168,27 +166,19 @@ async fn lists(c: &mut CriClient, pods: usize, calls: usize) -> anyhow::Result<V
             bail!("with {pods} pods running: listed {np} pods, {nc} containers, {ns} stats");
         }
         if i > 0 {
-            pod_ms.push(a);
-            ctr_ms.push(b);
-            stats_ms.push(s);
+            samples.add([
+                ("ListPodSandbox", a),
+                ("ListContainers", b),
+                ("ListContainerStats", s),
+            ]);
         }
     }
-    let mut out = serde_json::Map::new();
-    for (name, v) in [
-        ("ListPodSandbox", &pod_ms),
-        ("ListContainers", &ctr_ms),
-        ("ListContainerStats", &stats_ms),
-    ] {
-        out.insert(name.into(), p50_p99(name, v));
-    }
-    Ok(Value::Object(out))
+    Ok(samples.p99_table(&["ListPodSandbox", "ListContainers", "ListContainerStats"]))
 }
 
 /// `n` pods started and torn down one at a time on top of the `size` running ones.
 async fn probes(bench: &Bench, c: &mut CriClient, size: usize, n: usize) -> anyhow::Result<Value> {
-    let mut runp = Vec::new();
-    let mut create_start = Vec::new();
-    let mut down = Vec::new();
+    let mut samples = Samples::default();
     for i in 0..n {
         let name = format!("{}-probe{size}-{i}", bench.run_tag);
         let config = bench.pod_config(&name)?;
@@ -200,35 +190,15 @@ async fn probes(bench: &Bench, c: &mut CriClient, size: usize, n: usize) -> anyh
             anyhow::Ok((ctr, t_create + t_start))
         }
         .await;
-        let ctr = match &started {
-            Ok((ctr, _)) => Some(ctr.as_str()),
-            Err(_) => None,
-        };
+        let ctr = started.as_ref().ok().map(|(ctr, _)| ctr.as_str());
         let ((), t_down) = timed(cri::teardown(c, &pod, ctr)).await?;
         let _ = std::fs::remove_dir_all(bench.log_dir.join(&name));
         let (_, t_cs) = started?;
-        runp.push(t_runp);
-        create_start.push(t_cs);
-        down.push(t_down);
+        samples.add([
+            ("RunPodSandbox", t_runp),
+            ("Create+StartContainer", t_cs),
+            ("Teardown", t_down),
+        ]);
     }
-    let mut out = serde_json::Map::new();
-    for (name, v) in [
-        ("RunPodSandbox", &runp),
-        ("Create+StartContainer", &create_start),
-        ("Teardown", &down),
-    ] {
-        out.insert(name.into(), p50_p99(name, v));
-    }
-    Ok(Value::Object(out))
-}
-
-/// Prints `  NAME  median  p99` and returns `{median_ms, p99_ms, n}`.
-fn p50_p99(name: &str, v: &[f64]) -> Value {
-    let (median, _) = stats(v);
-    let p99 = percentile(v, 99.0);
-    println!(
-        "  {name:<24} median {median:8.2} ms  p99 {p99:8.2} ms  (n={})",
-        v.len()
-    );
-    json!({"median_ms": median, "p99_ms": p99, "n": v.len()})
+    Ok(samples.p99_table(&["RunPodSandbox", "Create+StartContainer", "Teardown"]))
 }

@@ -64,6 +64,29 @@ impl Samples {
         self.0.keys().copied().collect()
     }
 
+    /// Prints `  STEP  median .. ms  p99 .. ms  (n=..)` for each of `steps` (p99 by nearest
+    /// rank) and returns them as JSON: `{STEP: {median_ms, p99_ms, n}}`.
+    pub fn p99_table(&self, steps: &[&str]) -> Value {
+        let mut out = serde_json::Map::new();
+        for step in steps {
+            let v = self.get(step);
+            if v.is_empty() {
+                println!("  {step:<24} {:>8}", "-");
+                continue;
+            }
+            let (median, p99) = (stats(v).0, percentile(v, 99.0));
+            println!(
+                "  {step:<24} median {median:8.2} ms  p99 {p99:8.2} ms  (n={})",
+                v.len()
+            );
+            out.insert(
+                step.to_string(),
+                json!({"median_ms": median, "p99_ms": p99, "n": v.len()}),
+            );
+        }
+        Value::Object(out)
+    }
+
     /// Prints `  STEP  median  p90` for each of `steps` ("-" when it has no samples) and
     /// returns them as JSON: `{STEP: {median_ms, p90_ms, n}}`.
     pub fn table(&self, steps: &[&str]) -> Value {

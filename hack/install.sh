@@ -164,6 +164,10 @@ uninstall() {
     rm -f "$DESTDIR$MANIFEST"
     if ((PURGE)); then
         if [[ -z $DESTDIR ]]; then remove_favordynmods; fi
+        # berthd stacks two binds of its state dir onto itself (crates/berthd/src/state_mount.rs).
+        if [[ -z $DESTDIR ]]; then
+            while mountpoint -q "$STATE_DIR"; do umount -l "$STATE_DIR" || break; done
+        fi
         rm -rf "${DESTDIR:?}$ROOT_DIR" "${DESTDIR:?}$STATE_DIR"
         if [[ -z $DESTDIR ]]; then remove_forward_rules; fi
     fi

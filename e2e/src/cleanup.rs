@@ -123,6 +123,14 @@ pub fn reap_leftovers(dir: &Path) {
     }
 }
 
+/// Mount points strictly below `dir` (berthd makes its state dir a mount
+/// point of its own: what its pods leave is below it).
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let mut m = mounts_under(dir);
+    m.retain(|p| p != dir);
+    m
+}
+
 /// Mount points at or below `dir`, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let prefix = dir.to_string_lossy();

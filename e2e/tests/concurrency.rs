@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
 use berth_cgroup::{Cgroup, Layout};
-use berth_e2e::cleanup::mounts_under;
+use berth_e2e::cleanup::{mounts_below, mounts_under};
 use berth_e2e::client::CriClient;
 use berth_e2e::net::{self, NetEnv};
 use berth_e2e::pods::*;
@@ -166,9 +166,9 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Mounts under the daemon's dirs (its favordynmods hierarchy is mounted
-/// nowhere: none is the daemon's own).
+/// nowhere; the state dir is a mount point of its own, not a pod's).
 fn pod_mounts(env: &NetEnv) -> Vec<PathBuf> {
-    let mut m = mounts_under(&env.d.config.state);
+    let mut m = mounts_below(&env.d.config.state);
     m.extend(mounts_under(&env.d.config.root));
     m
 }

@@ -19,6 +19,7 @@ mod reload;
 mod rpc_layer;
 mod sandbox;
 mod server;
+mod state_mount;
 mod stats;
 mod store;
 mod streaming;
@@ -212,6 +213,9 @@ async fn daemon_main(config: Config, reloader: reload::Reloader) -> anyhow::Resu
         .with_context(|| format!("cannot create {}/containers", config.root.display()))?;
     let socket = claim.listen()?;
     let daemon = Arc::new(daemon::Daemon::new(config, store, images)?);
+    if let Some(root) = state_mount::ensure(&daemon.config().state) {
+        daemon.containers().set_mounts_root(root);
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         root = %daemon.config().root.display(),

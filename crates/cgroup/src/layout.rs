@@ -71,7 +71,14 @@ impl Layout {
     /// build fake trees in temporary directories). As libcgroups decides:
     /// cgroup2 mounted *at* the root is v2; otherwise the v1 hierarchies.
     pub fn from_mountinfo_under(mountinfo: &str, root: &Path) -> Option<Layout> {
-        let mounts: Vec<_> = berth_mountinfo::parse(mountinfo)
+        // Only the cgroup lines are parsed: a node's table holds ~7 lines a
+        // pod, and each monitor reads it as it starts.
+        let cgroup_lines: String = mountinfo
+            .lines()
+            .filter(|l| l.contains(" - cgroup"))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let mounts: Vec<_> = berth_mountinfo::parse(&cgroup_lines)
             .into_iter()
             .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
             .collect();

@@ -52,7 +52,16 @@ impl Client {
 /// It runs from this process's sealed copy of `binary` ([`crate::sealed`]),
 /// never from the file itself: the containers it clones can reach its
 /// executable.
-pub fn spawn(binary: &Path, pod_id: &str, state_dir: &Path) -> io::Result<i32> {
+///
+/// `mounts`: the mount point every pod's mounts lie below and this pod's
+/// dir beneath it; the monitor then builds containers in a mount namespace
+/// holding only this pod's (`--mounts-root`, `--pod-dir`).
+pub fn spawn(
+    binary: &Path,
+    pod_id: &str,
+    state_dir: &Path,
+    mounts: Option<(&Path, &Path)>,
+) -> io::Result<i32> {
     let exe = crate::sealed::shared_copy(binary).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -61,13 +70,19 @@ pub fn spawn(binary: &Path, pod_id: &str, state_dir: &Path) -> io::Result<i32> {
     })?;
     // The fd is close-on-exec: the exec opens it first, and the monitor
     // keeps no fd of it.
-    let out = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()))
-        .arg0("berth-monitor")
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0("berth-monitor")
         .arg("--pod-id")
         .arg(pod_id)
         .arg("--state-dir")
-        .arg(state_dir)
-        .output()?;
+        .arg(state_dir);
+    if let Some((root, pod_dir)) = mounts {
+        cmd.arg("--mounts-root")
+            .arg(root)
+            .arg("--pod-dir")
+            .arg(pod_dir);
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "berth-monitor for pod {pod_id}: {}",

@@ -23,6 +23,9 @@ pub const MONITOR_LOG: &str = "monitor.log";
 pub struct Args {
     pub pod_id: String,
     pub state_dir: PathBuf,
+    /// The mount point every pod's mounts lie below and this pod's dir
+    /// beneath it: builds see only this pod's (`monitor::mount_view`).
+    pub mounts: Option<(PathBuf, PathBuf)>,
     /// Stay in the foreground (debugging): no fork, no setsid.
     pub foreground: bool,
 }
@@ -115,7 +118,13 @@ fn start(args: &Args) -> Result<Monitor, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let monitor = Monitor::new(&args.pod_id, &args.state_dir)?;
+    let mut monitor = Monitor::new(&args.pod_id, &args.state_dir)?;
+    if let Some((root, pod_dir)) = &args.mounts
+        && let Err(e) = monitor.set_mount_view(root, pod_dir)
+    {
+        // Builds then see every pod's mounts: slower, not wrong.
+        eprintln!("berth-monitor {}: {e}", args.pod_id);
+    }
     // libcontainer's log events (its explanations of failures) go to
     // monitor.log; the monitor stays single-threaded (see `crate::log`).
     if let Err(e) = crate::log::install(&args.state_dir.join(MONITOR_LOG)) {

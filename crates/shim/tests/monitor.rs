@@ -45,14 +45,23 @@ impl Pod {
     }
 
     fn start_from(bin: &Path, name: &str) -> Pod {
-        let dir = tempfile::tempdir().unwrap();
+        Pod::start_in(tempfile::tempdir().unwrap(), bin, name, None)
+    }
+
+    /// A monitor in `dir`; `mounts`: its mount view's root and pod dir.
+    fn start_in(
+        dir: tempfile::TempDir,
+        bin: &Path,
+        name: &str,
+        mounts: Option<(&Path, &Path)>,
+    ) -> Pod {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
         let cgroup_parent = format!("berth-test-{}-{name}-{nanos:x}", std::process::id());
         let state = dir.path().join("state");
-        let pid = client::spawn(bin, name, &state).expect("spawn monitor");
+        let pid = client::spawn(bin, name, &state, mounts).expect("spawn monitor");
         let client = Client::connect(&state).expect("connect");
         Pod {
             dir,
@@ -73,7 +82,12 @@ impl Pod {
     /// Writes a bundle (busybox rootfs + config.json) for `id` running
     /// `sh -c script`.
     fn bundle(&self, id: &str, script: &str) -> PathBuf {
-        let bundle = self.dir.path().join("bundles").join(id);
+        self.bundle_at(&self.dir.path().join("bundles").join(id), id, script)
+    }
+
+    /// [`Pod::bundle`] at `bundle`.
+    fn bundle_at(&self, bundle: &Path, id: &str, script: &str) -> PathBuf {
+        let bundle = bundle.to_path_buf();
         let rootfs = bundle.join("rootfs");
         for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
             fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -144,6 +158,10 @@ impl Pod {
 
     fn create(&mut self, id: &str, script: &str) -> i32 {
         let bundle = self.bundle(id, script);
+        self.create_from(id, bundle)
+    }
+
+    fn create_from(&mut self, id: &str, bundle: PathBuf) -> i32 {
         let log_path = self.log_path(id);
         match self.call(Request::Create {
             id: id.into(),
@@ -1513,4 +1531,133 @@ fn exec_output_held_at_once_is_bounded_per_monitor() {
     );
     assert!(total >= 16 << 20, "{total}");
     assert!(truncated >= 1, "{truncated}");
+}
+
+/// Unmounts every mount below `dir` on drop, deepest first.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.0))
+            .map(str::to_string)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn mount_tmpfs(at: &Path) {
+    fs::create_dir_all(at).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .unwrap();
+}
+
+fn bind(from: &Path, at: &Path) {
+    nix::mount::mount(
+        Some(from),
+        at,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+}
+
+/// `dir` bound onto itself, then given `propagation` (e.g. MS_PRIVATE).
+fn self_bind(dir: &Path, propagation: nix::mount::MsFlags) {
+    bind(dir, dir);
+    nix::mount::mount(None::<&str>, dir, None::<&str>, propagation, None::<&str>).unwrap();
+}
+
+/// This process's mount points below `dir`, sorted (a path once per mount).
+fn mount_points_below(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    v.sort();
+    v
+}
+
+fn mnt_ns(pid: &str) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap()
+}
+
+/// With a mounts root (berthd's state dir as a mount point), libcontainer's
+/// build runs where that root holds only the pod's mounts and the bundle's:
+/// a createRuntime hook (run by the builder, in the monitor) lists the
+/// mount table it sees. Other pods' mounts are not in it; the pod's shm,
+/// its namespace pin (below an unbindable dir) and the bundle's rootfs are,
+/// and the container runs. The monitor is back in the host's namespace after.
+#[test]
+fn builds_see_only_their_pods_mounts() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Not the monitor's own state dir (`state`).
+    let root = dir.path().join("run");
+    fs::create_dir_all(&root).unwrap();
+    // As berthd: two private binds of the dir onto itself, stacked.
+    for _ in 0..2 {
+        self_bind(&root, nix::mount::MsFlags::MS_PRIVATE);
+    }
+    let pods = root.join("pods");
+    mount_tmpfs(&pods.join("other").join("shm"));
+    mount_tmpfs(&root.join("containers/other-ctr/rootfs"));
+    let mine = pods.join("mine");
+    mount_tmpfs(&mine.join("shm"));
+    let pins = mine.join("ns");
+    fs::create_dir_all(&pins).unwrap();
+    self_bind(&pins, nix::mount::MsFlags::MS_UNBINDABLE);
+    fs::write(pins.join("uts"), "").unwrap();
+    fs::write(pins.join("not-a-pin"), "").unwrap();
+    bind(Path::new("/proc/self/ns/uts"), &pins.join("uts"));
+
+    let mut pod = Pod::start_in(dir, &monitor_bin(), "view", Some((&root, &mine)));
+    // Dropped before the pod (which removes the dir).
+    let _unmount = Unmount(pod.dir.path().to_path_buf());
+    let bundle = pod.bundle_at(&root.join("containers/c1"), "c1", "exit 0");
+    let rootfs = bundle.join("rootfs");
+    bind(&rootfs, &rootfs);
+    let seen = pod.dir.path().join("seen");
+    edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({"createRuntime": [{
+            "path": "/bin/busybox",
+            "args": ["sh", "-c", format!("cat /proc/self/mountinfo > {}", seen.display())]
+        }]});
+    });
+    let host_before = mount_points_below(pod.dir.path());
+    pod.create_from("c1", bundle);
+    // Nothing done in the view reached this namespace (on a host whose `/`
+    // is shared too: run the test under `unshare -m --propagation shared`).
+    assert_eq!(mount_points_below(pod.dir.path()), host_before);
+    let table = fs::read_to_string(&seen).expect("the hook ran");
+    let points: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    let has = |p: &Path| points.contains(&p.to_str().unwrap());
+    assert!(has(&root), "{table}");
+    assert!(has(&mine.join("shm")), "{table}");
+    assert!(has(&pins.join("uts")), "{table}");
+    assert!(has(&rootfs), "{table}");
+    assert!(!has(&pods.join("other/shm")), "{table}");
+    assert!(!has(&root.join("containers/other-ctr/rootfs")), "{table}");
+    assert!(!has(&pins.join("not-a-pin")), "{table}");
+    assert_eq!(pod.call(Request::Start { id: "c1".into() }), Response::Ok);
+    let exit = pod.wait_exited("c1").exit.expect("exit record");
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(mnt_ns(&pod.pid.to_string()), mnt_ns("self"));
 }

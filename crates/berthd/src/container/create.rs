@@ -340,9 +340,14 @@ impl Containers {
             self.monitor_dir(pod_id),
             pod_id.to_string(),
         );
+        // `pods_dir` is `<state>/pods`, below the canonical mount point.
+        let mounts = self.mounts_root.get().map(|root| {
+            let pod_dir = root.join("pods").join(&pod_id);
+            (root.clone(), pod_dir)
+        });
         tokio::spawn(async move {
             let _spawn = lock.lock_owned().await;
-            monitor::ensure(&dir, &pod_id).await
+            monitor::ensure(&dir, &pod_id, mounts).await
         })
     }
 

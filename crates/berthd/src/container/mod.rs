@@ -138,6 +138,9 @@ pub struct Containers {
     nri_notices: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::nri::Notice>>,
     /// NRI plugins, asked before a container is created (set when NRI is on).
     nri: std::sync::OnceLock<berth_nri::Nri>,
+    /// The state dir, canonical, once it is a mount point: monitors then
+    /// build containers without the other pods' mounts ([`crate::state_mount`]).
+    mounts_root: std::sync::OnceLock<PathBuf>,
 }
 
 impl Containers {
@@ -194,7 +197,14 @@ impl Containers {
             nri_notices: std::sync::OnceLock::new(),
             nri: std::sync::OnceLock::new(),
             events: events::channel(),
+            mounts_root: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The state dir is the mount point `root` ([`crate::state_mount`]):
+    /// monitors spawned from now on build in a view of the pod's mounts only.
+    pub fn set_mounts_root(&self, root: PathBuf) {
+        let _ = self.mounts_root.set(root);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

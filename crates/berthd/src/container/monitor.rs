@@ -480,7 +480,13 @@ pub async fn open_session(
 
 /// Starts the pod's monitor unless one already answers. The caller
 /// serialises this per daemon, so two creates never spawn two monitors.
-pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {
+/// `mounts`: the state dir's mount point and the pod's dir below it, for
+/// the monitor's view of the pod's mounts only (`berth_monitor_protocol::spawn`).
+pub async fn ensure(
+    dir: &Path,
+    pod: &str,
+    mounts: Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<()> {
     if let Some(conn) = take_idle(dir) {
         put_idle(dir, conn);
         return Ok(());
@@ -498,7 +504,8 @@ pub async fn ensure(dir: &Path, pod: &str) -> anyhow::Result<()> {
     let pod = pod.to_string();
     tokio::task::spawn_blocking(move || {
         let bin = binary()?;
-        let pid = berth_monitor_protocol::spawn(&bin, &pod, &dir)
+        let mounts = mounts.as_ref().map(|(r, p)| (r.as_path(), p.as_path()));
+        let pid = berth_monitor_protocol::spawn(&bin, &pod, &dir, mounts)
             .with_context(|| format!("cannot start {}", bin.display()))?;
         // The binary next to this berthd: this build's protocol.
         set_version(&dir, PROTOCOL_VERSION);
@@ -668,7 +675,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         fake_monitor(dir, version_1);
-        ensure(dir, "p").await.unwrap();
+        ensure(dir, "p", None).await.unwrap();
         assert_eq!(version(dir), Some(1));
         let e = state(dir, "p", "c").await.unwrap_err();
         assert!(e.is_not_found(), "{e}");

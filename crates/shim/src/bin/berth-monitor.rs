@@ -27,12 +27,15 @@ fn main() {
     let mut pod_id = None;
     let mut state_dir = None;
     let mut foreground = false;
+    let (mut mounts_root, mut pod_dir) = (None, None);
     let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--pod-id") => pod_id = args.next().and_then(|v| v.into_string().ok()),
             Some("--state-dir") => state_dir = args.next().map(PathBuf::from),
             Some("--foreground") => foreground = true,
+            Some("--mounts-root") => mounts_root = args.next().map(PathBuf::from),
+            Some("--pod-dir") => pod_dir = args.next().map(PathBuf::from),
             _ => {
                 eprintln!("berth-monitor: unknown argument {a:?}");
                 std::process::exit(2);
@@ -40,12 +43,15 @@ fn main() {
         }
     }
     let (Some(pod_id), Some(state_dir)) = (pod_id, state_dir) else {
-        eprintln!("usage: berth-monitor --pod-id ID --state-dir DIR [--foreground]");
+        eprintln!(
+            "usage: berth-monitor --pod-id ID --state-dir DIR [--mounts-root DIR --pod-dir DIR] [--foreground]"
+        );
         std::process::exit(2);
     };
     std::process::exit(berth_shim::daemon::main(berth_shim::daemon::Args {
         pod_id,
         state_dir,
+        mounts: mounts_root.zip(pod_dir),
         foreground,
     }));
 }

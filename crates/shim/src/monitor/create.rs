@@ -96,7 +96,7 @@ impl Monitor {
         let own_oom = OwnOomScore::save();
         let mark = self.log_mark();
         let t1 = Instant::now();
-        let built = with_sigchld_unblocked(|| builder.build());
+        let built = with_sigchld_unblocked(|| self.in_mount_view(bundle, || builder.build()));
         let t2 = Instant::now();
         own_oom.restore();
         if self.timing {

@@ -240,10 +240,14 @@ impl Monitor {
         spec: &ExecSpec<'_>,
         stdio: ExecStdio<'_>,
     ) -> Result<i32, OpError> {
+        let bundle = self.get(id)?.container.bundle().to_path_buf();
         let own_oom = OwnOomScore::save();
         let mark = self.log_mark();
-        let spawned =
-            with_sigchld_unblocked(|| exec::spawn(&self.containers_dir, id, base, spec, stdio));
+        let spawned = with_sigchld_unblocked(|| {
+            self.in_mount_view(&bundle, || {
+                exec::spawn(&self.containers_dir, id, base, spec, stdio)
+            })
+        });
         own_oom.restore();
         spawned.map_err(|e| match e {
             OpError::Failed { op, id, why } => OpError::Failed {

@@ -36,6 +36,7 @@ mod exec_stream;
 mod exec_waiters;
 mod kill;
 mod libcontainer_call;
+mod mount_view;
 mod reaper;
 mod restore;
 mod start;
@@ -109,6 +110,9 @@ pub struct Monitor {
     /// The one read buffer (pipes, connections).
     buf: Vec<u8>,
     timing: bool,
+    /// Where libcontainer builds run (`mount_view`); `None`: the host's
+    /// mount namespace as it is.
+    mount_view: Option<mount_view::MountView>,
 }
 
 impl Monitor {
@@ -161,7 +165,27 @@ impl Monitor {
             shutdown: false,
             buf: vec![0; READ_BUF],
             timing: std::env::var_os(TIMING_ENV).is_some_and(|v| v != "0"),
+            mount_view: None,
         })
+    }
+
+    /// Runs libcontainer's builds in a mount namespace where `root` (a
+    /// mount point holding every pod's mounts) holds only those of the pod
+    /// dir `pod_dir` and of the container built (`mount_view`).
+    pub fn set_mount_view(&mut self, root: &Path, pod_dir: &Path) -> Result<(), MonitorError> {
+        let view = mount_view::MountView::new(root.to_path_buf(), pod_dir.to_path_buf())
+            .map_err(error::setup("mount view".to_string()))?;
+        self.mount_view = Some(view);
+        Ok(())
+    }
+
+    /// `f` (a libcontainer build of the container at `bundle`) in the
+    /// mount view, if there is one.
+    fn in_mount_view<T>(&self, bundle: &Path, f: impl FnOnce() -> T) -> T {
+        match &self.mount_view {
+            Some(v) => v.run(&self.pod_id, bundle, f),
+            None => f(),
+        }
     }
 
     fn get(&self, id: &str) -> Result<&Ctr, OpError> {

@@ -1661,3 +1661,63 @@ fn builds_see_only_their_pods_mounts() {
     assert_eq!(exit.exit_code, 0);
     assert_eq!(mnt_ns(&pod.pid.to_string()), mnt_ns("self"));
 }
+
+/// What the mount view saves (benchmark, prints figures): a create and 100
+/// ExecSyncs of `/bin/true`, with 0 and 1,750 mounts of other pods below the
+/// state dir (a node of ~250 pods), with and without the view. Run it in a
+/// mount namespace of its own, on a release monitor:
+/// `BERTH_MONITOR_BIN=target/release/berth-monitor unshare -m
+/// target/debug/deps/monitor-<hash> cost_of_builds_among_many_mounts --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn cost_of_builds_among_many_mounts() {
+    if !usable() {
+        return;
+    }
+    for others in [0, 1750] {
+        for view in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("run");
+            fs::create_dir_all(&root).unwrap();
+            for _ in 0..2 {
+                self_bind(&root, nix::mount::MsFlags::MS_PRIVATE);
+            }
+            for i in 0..others {
+                mount_tmpfs(&root.join(format!("pods/other{i}/shm")));
+            }
+            let mine = root.join("pods/mine");
+            mount_tmpfs(&mine.join("shm"));
+            let mounts = view.then_some((root.as_path(), mine.as_path()));
+            let mut pod = Pod::start_in(dir, &monitor_bin(), "cost", mounts);
+            let _unmount = Unmount(pod.dir.path().to_path_buf());
+            let bundle = pod.bundle_at(&root.join("containers/c1"), "c1", "sleep 1000");
+            let t = Instant::now();
+            pod.create_from("c1", bundle);
+            let create = t.elapsed();
+            assert_eq!(pod.call(Request::Start { id: "c1".into() }), Response::Ok);
+            let mut execs: Vec<Duration> = (0..100)
+                .map(|_| {
+                    let t = Instant::now();
+                    let r = pod.call(Request::Exec {
+                        id: "c1".into(),
+                        args: vec!["/bin/true".into()],
+                        env: vec![],
+                        cwd: None,
+                        timeout_ms: 10_000,
+                        max_output: 1 << 20,
+                    });
+                    assert!(matches!(r, Response::Exec { exit_code: 0, .. }), "{r:?}");
+                    t.elapsed()
+                })
+                .collect();
+            execs.sort();
+            println!(
+                "{others:>5} other mounts, view {:<5}: create {:>7.2} ms, exec median {:>6.2} ms, p90 {:>6.2} ms",
+                view,
+                create.as_secs_f64() * 1e3,
+                execs[50].as_secs_f64() * 1e3,
+                execs[90].as_secs_f64() * 1e3
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
-use berth_e2e::cleanup::mounts_under;
+use berth_e2e::cleanup::{mounts_below, mounts_under};
 use berth_e2e::daemon::Berthd;
 use berth_e2e::procs;
 
@@ -96,7 +96,8 @@ pub async fn leaks(d: &Berthd, before: &BTreeSet<PathBuf>, pod_cgroup: &str) -> 
         }
     }
     let (state, root) = (&d.config.state, &d.config.root);
-    let mut mounts = mounts_under(state);
+    // The state dir is a mount point of its own (two binds), not a leftover.
+    let mut mounts = mounts_below(state);
     mounts.extend(mounts_under(root));
     let mut bundles = entries(&state.join("containers"));
     bundles.extend(entries(&state.join("containers-trash")));

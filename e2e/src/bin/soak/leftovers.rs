@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::*;
-use berth_e2e::cleanup::mounts_under;
+use berth_e2e::cleanup::{mounts_below, mounts_under};
 use berth_e2e::daemon::Berthd;
 use berth_e2e::net::{Leaks, TestNet};
 use berth_e2e::procs;
@@ -128,7 +128,8 @@ pub async fn leftovers(
     let ips: Vec<String> = sh.pod_ips.lock().unwrap().iter().cloned().collect();
     let (state, root) = (&d.config.state, &d.config.root);
     l.net = net.leaks(state, &ids, &ips);
-    l.mounts = mounts_under(state);
+    // The state dir is a mount point of its own (two binds), not a leftover.
+    l.mounts = mounts_below(state);
     l.mounts.extend(mounts_under(root));
     l.pod_dirs = entries(&state.join("pods"));
     l.monitor_dirs = entries(&state.join("monitors"));

@@ -1593,6 +1593,17 @@ fn mount_points_below(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `dir/run` made as berthd makes its state dir: two private binds of
+/// itself, stacked (not `dir/state`, the monitor's own state dir).
+fn mounts_root(dir: &Path) -> PathBuf {
+    let root = dir.join("run");
+    fs::create_dir_all(&root).unwrap();
+    for _ in 0..2 {
+        self_bind(&root, nix::mount::MsFlags::MS_PRIVATE);
+    }
+    root
+}
+
 fn mnt_ns(pid: &str) -> PathBuf {
     fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap()
 }
@@ -1609,13 +1620,7 @@ fn builds_see_only_their_pods_mounts() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // Not the monitor's own state dir (`state`).
-    let root = dir.path().join("run");
-    fs::create_dir_all(&root).unwrap();
-    // As berthd: two private binds of the dir onto itself, stacked.
-    for _ in 0..2 {
-        self_bind(&root, nix::mount::MsFlags::MS_PRIVATE);
-    }
+    let root = mounts_root(dir.path());
     let pods = root.join("pods");
     mount_tmpfs(&pods.join("other").join("shm"));
     mount_tmpfs(&root.join("containers/other-ctr/rootfs"));
@@ -1677,11 +1682,7 @@ fn cost_of_builds_among_many_mounts() {
     for others in [0, 1750] {
         for view in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("run");
-            fs::create_dir_all(&root).unwrap();
-            for _ in 0..2 {
-                self_bind(&root, nix::mount::MsFlags::MS_PRIVATE);
-            }
+            let root = mounts_root(dir.path());
             for i in 0..others {
                 mount_tmpfs(&root.join(format!("pods/other{i}/shm")));
             }

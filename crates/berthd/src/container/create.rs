@@ -340,10 +340,11 @@ impl Containers {
             self.monitor_dir(pod_id),
             pod_id.to_string(),
         );
-        // `pods_dir` is `<state>/pods`, below the canonical mount point.
-        let mounts = self.mounts_root.get().map(|root| {
-            let pod_dir = root.join("pods").join(&pod_id);
-            (root.clone(), pod_dir)
+        // The pod's dir as seen from the canonical mount point (`pods_dir`
+        // is `<state>/pods`, `<state>` as configured).
+        let mounts = self.mounts_root.get().and_then(|root| {
+            let pods = self.pods_dir.file_name()?;
+            Some((root.clone(), root.join(pods).join(&pod_id)))
         });
         tokio::spawn(async move {
             let _spawn = lock.lock_owned().await;

@@ -1,8 +1,6 @@
 //! Parsers for the text formats of cgroup files. Pure functions
 //! over file contents, so the unit tests feed them samples.
 
-use std::collections::HashMap;
-
 use crate::stats::IoDevice;
 
 /// A file holding one number (`memory.current`, `pids.current`, ...).
@@ -23,15 +21,45 @@ pub fn limit(text: &str) -> Option<u64> {
 
 /// A flat keyed file (`memory.stat`, `cpu.stat`, `memory.events`,
 /// `cpuacct.stat`, `memory.oom_control`): `key value` per line.
-pub fn flat_keyed(text: &str) -> HashMap<&str, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let k = f.next()?;
-            let v = f.next()?.parse().ok()?;
-            Some((k, v))
-        })
-        .collect()
+pub fn flat_keyed(text: &str) -> FlatKeyed<'_> {
+    // Sized once: growing by doubling costs reallocations.
+    let mut pairs = Vec::with_capacity(text.bytes().filter(|&b| b == b'\n').count() + 1);
+    pairs.extend(text.lines().filter_map(|l| {
+        let mut f = l.split_whitespace();
+        let k = f.next()?;
+        let v = f.next()?.parse().ok()?;
+        Some((k, v))
+    }));
+    FlatKeyed(pairs)
+}
+
+/// The pairs of a flat keyed file, in its order. A few lookups in a few
+/// dozen short keys: a scan beats hashing them all (a `HashMap` of v1's
+/// `memory.stat` was a tenth of a metrics reading, with its allocation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlatKeyed<'a>(Vec<(&'a str, u64)>);
+
+impl FlatKeyed<'_> {
+    /// The value of `key` (the last, should a file repeat one).
+    pub fn get(&self, key: &str) -> Option<&u64> {
+        self.0.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The value of `total_<key>`, else of `key` (v1 `memory.stat`'s
+    /// hierarchical figure, else the local one).
+    pub fn total_or_local(&self, key: &str) -> Option<u64> {
+        let total = self
+            .0
+            .iter()
+            .rev()
+            .find(|(k, _)| k.strip_prefix("total_") == Some(key));
+        total.map(|(_, v)| *v).or_else(|| self.get(key).copied())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// One line of a PSI file (`some avg10=0.00 avg60=0.00 avg300=0.00 total=0`).
@@ -193,12 +221,18 @@ mod tests {
     #[test]
     fn flat_keyed_reads_pairs_and_skips_junk() {
         let m = flat_keyed("cache 4096\nrss 8192\ntotal_inactive_file 100\nbogus\nx y\n");
-        assert_eq!(m["cache"], 4096);
-        assert_eq!(m["rss"], 8192);
-        assert_eq!(m["total_inactive_file"], 100);
+        assert_eq!(m.get("cache"), Some(&4096));
+        assert_eq!(m.get("rss"), Some(&8192));
+        assert_eq!(m.get("total_inactive_file"), Some(&100));
+        assert_eq!(m.get("bogus"), None);
         assert_eq!(m.len(), 3);
+        assert_eq!(m.total_or_local("inactive_file"), Some(100));
+        assert_eq!(m.total_or_local("rss"), Some(8192));
+        assert_eq!(m.total_or_local("swap"), None);
         let oom = flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
-        assert_eq!(oom["oom_kill"], 2);
+        assert_eq!(oom.get("oom_kill"), Some(&2));
+        // A repeated key: the last, as a map built from the lines holds.
+        assert_eq!(flat_keyed("a 1\na 2\n").get("a"), Some(&2));
     }
 
     #[test]

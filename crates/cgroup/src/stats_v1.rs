@@ -4,9 +4,7 @@
 //! `memory.stat` is read through its `total_*` keys, which include
 //! descendants: a pod cgroup's figures cover its containers.
 
-use std::collections::HashMap;
-
-use crate::parse;
+use crate::parse::{self, FlatKeyed};
 use crate::stats::{
     CfsSample, CgroupDir, CpuSample, Detail, HugetlbSample, MemoryDetail, MemorySample, Sample,
     SwapSample,
@@ -119,7 +117,7 @@ pub fn cfs(stat: &str) -> Option<CfsSample> {
 }
 
 /// What `memory.stat` holds of [`MemoryDetail`].
-pub fn memory_detail(stat: &HashMap<&str, u64>) -> MemoryDetail {
+pub fn memory_detail(stat: &FlatKeyed) -> MemoryDetail {
     MemoryDetail {
         mapped_file: total(stat, "mapped_file"),
         local_page_faults: stat.get("pgfault").copied(),
@@ -140,18 +138,12 @@ pub fn cpu(usage: &str, stat: Option<&str>) -> Option<CpuSample> {
 }
 
 /// The hierarchical value of a `memory.stat` key, else the local one.
-fn total(stat: &HashMap<&str, u64>, key: &str) -> Option<u64> {
-    stat.get(format!("total_{key}").as_str())
-        .or_else(|| stat.get(key))
-        .copied()
+fn total(stat: &FlatKeyed, key: &str) -> Option<u64> {
+    stat.total_or_local(key)
 }
 
 /// `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`.
-pub fn memory_sample(
-    usage: &str,
-    limit: Option<&str>,
-    stat: &HashMap<&str, u64>,
-) -> Option<MemorySample> {
+pub fn memory_sample(usage: &str, limit: Option<&str>, stat: &FlatKeyed) -> Option<MemorySample> {
     Some(MemorySample {
         usage: parse::single(usage)?,
         limit: limit.and_then(parse::limit),
@@ -165,7 +157,7 @@ pub fn memory_sample(
 
 /// The kernel accounts swap (swapaccount, `memory.memsw.*`) exactly when
 /// `memory.stat` reports `swap`.
-fn has_swap_accounting(stat: &HashMap<&str, u64>) -> bool {
+fn has_swap_accounting(stat: &FlatKeyed) -> bool {
     total(stat, "swap").is_some()
 }
 
@@ -173,7 +165,7 @@ fn has_swap_accounting(stat: &HashMap<&str, u64>) -> bool {
 /// from the swap share of the limits (memsw limit - memory limit) when both
 /// are set.
 pub fn swap(
-    stat: &HashMap<&str, u64>,
+    stat: &FlatKeyed,
     mem_limit: Option<&str>,
     memsw_limit: Option<&str>,
 ) -> Option<SwapSample> {

@@ -3,9 +3,7 @@
 //! v2 figures are hierarchical by construction: a pod cgroup's cover its
 //! containers.
 
-use std::collections::HashMap;
-
-use crate::parse;
+use crate::parse::{self, FlatKeyed};
 use crate::stats::{
     CfsSample, CgroupDir, CpuSample, Detail, HugetlbSample, MemoryDetail, MemorySample, Sample,
     SwapSample,
@@ -79,7 +77,7 @@ pub fn cfs(stat: &str) -> Option<CfsSample> {
 
 /// What `memory.stat` holds of [`MemoryDetail`] (its counts are
 /// hierarchical: the "local" page faults are the same figures).
-pub fn memory_detail(stat: &HashMap<&str, u64>) -> MemoryDetail {
+pub fn memory_detail(stat: &FlatKeyed) -> MemoryDetail {
     MemoryDetail {
         kernel: stat.get("kernel").copied(),
         mapped_file: stat.get("file_mapped").copied(),
@@ -100,11 +98,7 @@ pub fn cpu(stat: &str) -> Option<CpuSample> {
 }
 
 /// `memory.current`, `memory.max`, `memory.stat` (rss is `anon`, as cAdvisor).
-pub fn memory_sample(
-    current: &str,
-    max: Option<&str>,
-    stat: &HashMap<&str, u64>,
-) -> Option<MemorySample> {
+pub fn memory_sample(current: &str, max: Option<&str>, stat: &FlatKeyed) -> Option<MemorySample> {
     Some(MemorySample {
         usage: parse::single(current)?,
         limit: max.and_then(parse::limit),

@@ -3,7 +3,7 @@
 //! per pod) for the kubelet's `/metrics/cadvisor` when it takes them from
 //! the runtime. See [`crate::stats::metrics`] for names and labels.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use berth_api::v1::{
     ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
@@ -38,15 +38,16 @@ pub async fn list_pod_sandbox_metrics(
         let pod_ids: HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
         stats::collector().prune(|c| live.contains(c), |p| pod_ids.contains(p));
     }
+    // The records moved to their pods, not cloned again per pod.
+    let mut by_pod: HashMap<String, Vec<_>> = HashMap::new();
+    for r in records {
+        by_pod.entry(r.pod_id.clone()).or_default().push(r);
+    }
     let mut targets: Vec<_> = pods
         .into_iter()
         .filter(|p| p.state == SandboxState::Ready)
         .map(|p| {
-            let mine: Vec<_> = records
-                .iter()
-                .filter(|r| r.pod_id == p.id)
-                .cloned()
-                .collect();
+            let mine = by_pod.remove(&p.id).unwrap_or_default();
             targets::pod(p, mine)
         })
         .collect();

@@ -98,10 +98,26 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berthd: {e:#}");
+            eprintln!("berthd: {}", chain_once(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes, each said once: Berth's errors already end with
+/// their source's message, which `{:#}` would repeat.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if !text.ends_with(&said) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&said);
+        }
+    }
+    text
 }
 
 fn run() -> anyhow::Result<()> {
@@ -296,5 +312,24 @@ fn notify_service_manager(state: sd_notify::NotifyState) {
     match sd_notify::notify(&[state]) {
         Ok(()) => tracing::debug!("service manager notified"),
         Err(e) => tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_once_says_each_cause_once() {
+        let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(crate::config::ConfigError::Read {
+            path: "/etc/berth/x.toml".into(),
+            source: gone,
+        })
+        .context("starting");
+        assert_eq!(
+            super::chain_once(&e),
+            "starting: cannot read config file /etc/berth/x.toml: gone"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::chain_once(&plain), "outer: inner");
     }
 }

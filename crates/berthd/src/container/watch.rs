@@ -100,6 +100,20 @@ pub struct Watches {
     timing: Timing,
 }
 
+/// The watched pods' modes, held (see [`Watches::modes`]).
+pub struct Modes<'a>(std::sync::MutexGuard<'a, HashMap<String, Entry>>);
+
+impl Modes<'_> {
+    /// The pod's mode; `None`: not watched.
+    pub fn get(&self, pod: &str) -> Option<Mode> {
+        self.0.get(pod).map(|e| e.mode)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = Mode> + '_ {
+        self.0.values().map(|e| e.mode)
+    }
+}
+
 impl Watches {
     pub fn new(timing: Timing) -> (Arc<Watches>, mpsc::UnboundedReceiver<Update>) {
         let (updates, rx) = mpsc::unbounded_channel();
@@ -121,12 +135,12 @@ impl Watches {
         self.lock().get(pod).map(|e| e.mode)
     }
 
-    /// Every watched pod's mode.
-    pub fn modes(&self) -> HashMap<String, Mode> {
-        self.lock()
-            .iter()
-            .map(|(p, e)| (p.clone(), e.mode))
-            .collect()
+    /// Every watched pod's mode, read in place: the lists (every second
+    /// from the kubelet) look up each record's pod, and a copy of the map
+    /// was a string allocation per pod. Lock order: these modes before the
+    /// records ([`Containers`]' lock), never the other way.
+    pub fn modes(&self) -> Modes<'_> {
+        Modes(self.lock())
     }
 
     /// Starts watching the pod's monitor at `dir` unless it is watched.

@@ -103,6 +103,10 @@ fn lock_path(socket: &Path) -> PathBuf {
     socket.with_file_name(name)
 }
 
+/// Largest CRI request decoded (a CreateContainer with many mounts, envs
+/// and annotations stays far below it).
+const MAX_REQUEST: usize = 16 << 20;
+
 /// How long in-flight RPCs get to finish after SIGTERM before berthd exits anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -127,8 +131,12 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .trace_fn(|req| tracing::info_span!("cri", rpc = req.uri().path()))
             .layer(crate::rpc_layer::RpcLayer)
-            .add_service(RuntimeServiceServer::new(runtime).max_decoding_message_size(16 << 20))
-            .add_service(ImageServiceServer::new(image).max_decoding_message_size(16 << 20))
+            .add_service(cri::RuntimeRoutes::new(
+                RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_REQUEST),
+                daemon.clone(),
+                MAX_REQUEST,
+            ))
+            .add_service(ImageServiceServer::new(image).max_decoding_message_size(MAX_REQUEST))
             // Berth's own admin API (berthctl) on the same socket.
             .add_service(AdminServer::new(crate::admin::AdminSvc::new(daemon)))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {

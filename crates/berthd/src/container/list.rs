@@ -114,6 +114,11 @@ impl Containers {
         Ok(out)
     }
 
+    /// How many containers there are records of.
+    pub fn count(&self) -> usize {
+        self.lock().records.len()
+    }
+
     /// Every record as last known, without asking the monitors: the stats
     /// RPCs (polled by the kubelet) read cgroups directly and need no refresh.
     pub fn records(&self) -> Vec<ContainerRecord> {

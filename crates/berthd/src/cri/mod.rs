@@ -23,6 +23,7 @@ mod image_pull;
 mod image_remove;
 mod image_service;
 mod image_status;
+mod list_route;
 mod list_stream;
 mod metrics;
 mod runtime_config;
@@ -50,6 +51,7 @@ use tonic::Status;
 use crate::daemon::Daemon;
 
 pub use image_service::ImageSvc;
+pub use list_route::RuntimeRoutes;
 pub use runtime_service::RuntimeSvc;
 
 /// A record's labels or annotations as the CRI messages carry them (copied

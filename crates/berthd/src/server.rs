@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use berth_api::admin::v1::admin_server::AdminServer;
 use berth_api::v1::image_service_server::ImageServiceServer;
-use berth_api::v1::runtime_service_server::RuntimeServiceServer;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -132,7 +131,7 @@ pub async fn serve(
             .trace_fn(|req| tracing::info_span!("cri", rpc = req.uri().path()))
             .layer(crate::rpc_layer::RpcLayer)
             .add_service(cri::RuntimeRoutes::new(
-                RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_REQUEST),
+                runtime,
                 daemon.clone(),
                 MAX_REQUEST,
             ))

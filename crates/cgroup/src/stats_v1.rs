@@ -119,7 +119,7 @@ pub fn cfs(stat: &str) -> Option<CfsSample> {
 /// What `memory.stat` holds of [`MemoryDetail`].
 pub fn memory_detail(stat: &FlatKeyed) -> MemoryDetail {
     MemoryDetail {
-        mapped_file: total(stat, "mapped_file"),
+        mapped_file: stat.total_or_local("mapped_file"),
         local_page_faults: stat.get("pgfault").copied(),
         local_major_page_faults: stat.get("pgmajfault").copied(),
         ..Default::default()
@@ -137,28 +137,23 @@ pub fn cpu(usage: &str, stat: Option<&str>) -> Option<CpuSample> {
     })
 }
 
-/// The hierarchical value of a `memory.stat` key, else the local one.
-fn total(stat: &FlatKeyed, key: &str) -> Option<u64> {
-    stat.total_or_local(key)
-}
-
 /// `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`.
 pub fn memory_sample(usage: &str, limit: Option<&str>, stat: &FlatKeyed) -> Option<MemorySample> {
     Some(MemorySample {
         usage: parse::single(usage)?,
         limit: limit.and_then(parse::limit),
-        inactive_file: total(stat, "inactive_file").unwrap_or(0),
-        rss: total(stat, "rss").unwrap_or(0),
-        cache: total(stat, "cache").unwrap_or(0),
-        page_faults: total(stat, "pgfault"),
-        major_page_faults: total(stat, "pgmajfault"),
+        inactive_file: stat.total_or_local("inactive_file").unwrap_or(0),
+        rss: stat.total_or_local("rss").unwrap_or(0),
+        cache: stat.total_or_local("cache").unwrap_or(0),
+        page_faults: stat.total_or_local("pgfault"),
+        major_page_faults: stat.total_or_local("pgmajfault"),
     })
 }
 
 /// The kernel accounts swap (swapaccount, `memory.memsw.*`) exactly when
 /// `memory.stat` reports `swap`.
 fn has_swap_accounting(stat: &FlatKeyed) -> bool {
-    total(stat, "swap").is_some()
+    stat.total_or_local("swap").is_some()
 }
 
 /// Swap, when the kernel accounts it: usage from `memory.stat`; available
@@ -169,7 +164,7 @@ pub fn swap(
     mem_limit: Option<&str>,
     memsw_limit: Option<&str>,
 ) -> Option<SwapSample> {
-    let usage = total(stat, "swap")?;
+    let usage = stat.total_or_local("swap")?;
     let available = match (
         mem_limit.and_then(parse::limit),
         memsw_limit.and_then(parse::limit),

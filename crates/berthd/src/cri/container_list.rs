@@ -17,15 +17,26 @@ pub async fn list_containers(
     daemon: &Daemon,
     req: ListContainersRequest,
 ) -> Result<ListContainersResponse, Status> {
-    let f = req.filter.unwrap_or_default();
-    let wanted = filter(&f);
     // Only the answer's fields are copied (the kubelet lists every
     // container every second).
-    let containers = daemon
-        .containers()
-        .list_map(|r| wanted(r).then(|| container(r)))
-        .await?;
+    let containers = selected(daemon, req, container).await?;
     Ok(ListContainersResponse { containers })
+}
+
+/// What `make` gives for each record the request's filter selects, oldest
+/// first.
+async fn selected<T>(
+    daemon: &Daemon,
+    req: ListContainersRequest,
+    make: impl Fn(&ContainerRecord) -> T,
+) -> Result<Vec<T>, Status> {
+    let f = req.filter.unwrap_or_default();
+    let wanted = filter(&f);
+    let out = daemon
+        .containers()
+        .list_map(|r| wanted(r).then(|| make(r)))
+        .await?;
+    Ok(out)
 }
 
 /// The records `f` selects: by id (prefix), pod id (prefix), state and labels.
@@ -121,12 +132,7 @@ pub async fn list_containers_encoded(
     daemon: &Daemon,
     req: ListContainersRequest,
 ) -> Result<EncodedContainers, Status> {
-    let f = req.filter.unwrap_or_default();
-    let wanted = filter(&f);
-    let containers = daemon
-        .containers()
-        .list_map(|r| wanted(r).then(|| encoded(r)))
-        .await?;
+    let containers = selected(daemon, req, encoded).await?;
     // Entries of removed containers stay until the cache is well over the
     // records (then each is looked up once). The cache's lock is never
     // held while the records' is taken.

@@ -16,7 +16,7 @@ use berth_api::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::{Grpc, NamedService};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 use tonic_prost::ProstCodec;
 
 use super::container_list::{EncodedContainers, list_containers_encoded};
@@ -34,13 +34,11 @@ pub struct RuntimeRoutes {
 }
 
 impl RuntimeRoutes {
-    pub fn new(
-        inner: RuntimeServiceServer<RuntimeSvc>,
-        daemon: Arc<Daemon>,
-        max_decoding: usize,
-    ) -> Self {
+    /// `runtime`'s generated server and the ListContainers route, both
+    /// decoding requests of at most `max_decoding` bytes.
+    pub fn new(runtime: RuntimeSvc, daemon: Arc<Daemon>, max_decoding: usize) -> Self {
         RuntimeRoutes {
-            inner,
+            inner: RuntimeServiceServer::new(runtime).max_decoding_message_size(max_decoding),
             daemon,
             max_decoding,
         }
@@ -58,42 +56,28 @@ impl tower::Service<http::Request<Body>> for RuntimeRoutes {
     type Error = Infallible;
     type Future = BoxFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<Body>>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         if req.uri().path() != LIST_CONTAINERS {
             return Box::pin(tower::Service::call(&mut self.inner, req));
         }
-        let handler = ListContainers(self.daemon.clone());
+        let daemon = self.daemon.clone();
+        let handler = tower::service_fn(move |req: Request<ListContainersRequest>| {
+            let daemon = daemon.clone();
+            async move {
+                list_containers_encoded(&daemon, req.into_inner())
+                    .await
+                    .map(Response::new)
+            }
+        });
         let max_decoding = self.max_decoding;
         Box::pin(async move {
             let codec = ProstCodec::<EncodedContainers, ListContainersRequest>::default();
             let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max_decoding), None);
             Ok(grpc.unary(handler, req).await)
-        })
-    }
-}
-
-/// The ListContainers handler of [`RuntimeRoutes`].
-struct ListContainers(Arc<Daemon>);
-
-impl tower::Service<Request<ListContainersRequest>> for ListContainers {
-    type Response = Response<EncodedContainers>;
-    type Error = Status;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<ListContainersRequest>) -> Self::Future {
-        let daemon = self.0.clone();
-        Box::pin(async move {
-            list_containers_encoded(&daemon, req.into_inner())
-                .await
-                .map(Response::new)
         })
     }
 }
